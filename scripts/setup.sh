@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian/Ubuntu (or macOS with Homebrew) machine for avflow, then optionally opens the
+# app or runs the tests. Idempotent: installs only what is missing.
+#
+#   bash scripts/setup.sh                 # install system packages + Rust if missing
+#   bash scripts/setup.sh app [ARGS...]   # ... then open the app (no ARGS: the bundled demo)
+#   bash scripts/setup.sh test            # ... then build and run every test (what CI runs)
+#
+# Runs as root or through sudo. Honours CI=true (never prompts).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# System packages (Debian/Ubuntu names). ffmpeg dev libs: ffmpeg-next; clang: its bindgen; Vulkan/mesa:
+# wgpu (lavapipe is the software fallback without a GPU); X11/Wayland/xkb: winit; fontconfig: rfd/egui;
+# xvfb: running the window headless.
+APT_PACKAGES=(
+  build-essential pkg-config clang libclang-dev
+  libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev libswscale-dev
+  libswresample-dev ffmpeg
+  libvulkan1 mesa-vulkan-drivers
+  libxkbcommon-dev libwayland-dev libx11-dev libxcursor-dev libxrandr-dev libxi-dev libgl1
+  libfontconfig1-dev xvfb
+)
+BREW_PACKAGES=(ffmpeg pkg-config llvm)
+# Oldest Rust that builds avflow (Cargo.toml rust-version).
+MIN_RUST_MINOR=85
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    die "need root for: $* — run this script as root or install sudo"
+  fi
+}
+
+install_apt_packages() {
+  local missing=() p
+  for p in "${APT_PACKAGES[@]}"; do
+    if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    log "system packages: all present"
+    return
+  fi
+  log "installing: ${missing[*]}"
+  as_root apt-get update
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" </dev/null
+}
+
+install_brew_packages() {
+  command -v brew >/dev/null 2>&1 || die "Homebrew not found: install it from https://brew.sh, then: brew install ${BREW_PACKAGES[*]}"
+  local p
+  for p in "${BREW_PACKAGES[@]}"; do
+    brew list --versions "$p" >/dev/null 2>&1 || brew install "$p"
+  done
+  # bindgen (ffmpeg-next) needs libclang; Homebrew's llvm is keg-only.
+  export LIBCLANG_PATH="${LIBCLANG_PATH:-$(brew --prefix llvm)/lib}"
+}
+
+install_system_packages() {
+  case "$(uname -s)" in
+    Linux)
+      if command -v dpkg >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+        install_apt_packages
+      else
+        log "not Debian/Ubuntu: install the equivalents of these yourself: ${APT_PACKAGES[*]}"
+      fi
+      ;;
+    Darwin) install_brew_packages ;;
+    *) log "unsupported OS $(uname -s): install ffmpeg (dev), pkg-config, clang and Rust yourself" ;;
+  esac
+}
+
+install_rust() {
+  if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null 2>&1; then
+    log "installing Rust (rustup, stable, minimal profile)"
+    command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  local minor
+  minor="$(rustc --version | sed -E 's/^rustc 1\.([0-9]+).*/\1/')"
+  if [ "${minor:-0}" -lt "$MIN_RUST_MINOR" ] 2>/dev/null; then
+    if command -v rustup >/dev/null 2>&1; then
+      log "Rust $(rustc --version) is older than 1.$MIN_RUST_MINOR: updating"
+      rustup update stable
+    else
+      die "Rust 1.$MIN_RUST_MINOR or newer is needed, found $(rustc --version)"
+    fi
+  fi
+  log "$(cargo --version)"
+}
+
+setup() {
+  install_system_packages
+  install_rust
+}
+
+run_tests() {
+  local out status
+  out="$(mktemp)"
+  # --locked: CI builds exactly the committed Cargo.lock.
+  set +e
+  if [ -f Cargo.lock ]; then
+    cargo test --locked --all-targets 2>&1 | tee "$out"
+  else
+    cargo test --all-targets 2>&1 | tee "$out"
+  fi
+  status="${PIPESTATUS[0]}"
+  set -e
+  echo
+  log "summary:"
+  grep -E '^test result:|^test .* FAILED$|^error' "$out" >&2 || true
+  awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "[setup] total: %d passed, %d failed, %d ignored\n", p, f, i }' "$out" >&2
+  rm -f "$out"
+  [ "$status" -eq 0 ] || die "tests failed (cargo exit status $status)"
+  log "all tests passed"
+}
+
+run_app() {
+  if [ "$(uname -s)" = Linux ] && [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
+    log "no display (DISPLAY / WAYLAND_DISPLAY unset): the window cannot open here. Use a desktop session," \
+        "or: xvfb-run cargo run --release -- $*"
+  fi
+  if [ "$#" -eq 0 ] && [ ! -f assets/demo/inputs.safetensors ]; then
+    log "the bundled demo is missing: make it with 'python3 tools/make_fixtures.py' (the app explains too)"
+  fi
+  exec cargo run --release -- "$@"
+}
+
+cmd="${1:-}"
+[ "$#" -gt 0 ] && shift
+case "$cmd" in
+  "") setup ;;
+  app) setup; run_app "$@" ;;
+  test) setup; run_tests ;;
+  -h|--help|help) sed -n '2,10p' "$0" ;;
+  *) die "unknown command '$cmd': use 'app [avflow args…]' or 'test'" ;;
+esac

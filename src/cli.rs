@@ -1,0 +1,313 @@
+//! Headless commands (the `avflow` subcommands). The app calls the same library functions.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::model::omni::{position_ids_tensor, prompt, weights};
+use crate::model::{resolve, ModelSource, OmniInputs, OmniThinker, ThinkerConfig};
+
+/// What `avflow forward` prints.
+#[derive(Debug, Serialize)]
+pub struct ForwardSummary {
+    pub seq_len: usize,
+    pub vocab: usize,
+    pub top1_id: u32,
+    pub top1_prob: f32,
+    pub use_audio_in_video: bool,
+    pub seconds: f64,
+    pub out: PathBuf,
+}
+
+/// `avflow forward --model M --inputs F --out O`: logits `[seq, vocab]` (f32) and `position_ids` `[3, seq]`
+/// (i64), written atomically.
+pub fn forward(model: &str, inputs: &Path, out: &Path, dtype: DType, device: &Device) -> anyhow::Result<ForwardSummary> {
+    let t0 = Instant::now();
+    let resolved = resolve(&ModelSource::parse(model)?)?;
+    let thinker = OmniThinker::load(&resolved, dtype, device)?;
+    let inp = OmniInputs::from_file(inputs, device)?;
+    let e = thinker.embed(&inp)?;
+    let logits = thinker.logits(&e, None)?;
+    let seq = e.input_ids.len();
+    let last = logits.get(seq - 1)?;
+    let top = crate::model::decoder::top_k(&last, 1)?;
+    let mut map = HashMap::new();
+    map.insert("logits".to_string(), logits.to_device(&Device::Cpu)?);
+    map.insert(
+        "position_ids".to_string(),
+        position_ids_tensor(&e.position_ids, &Device::Cpu)?,
+    );
+    crate::tensor_io::save_atomic(&map, out)?;
+    Ok(ForwardSummary {
+        seq_len: seq,
+        vocab: thinker.cfg.text.vocab_size,
+        top1_id: top[0].0,
+        top1_prob: top[0].1,
+        use_audio_in_video: e.use_audio_in_video,
+        seconds: t0.elapsed().as_secs_f64(),
+        out: out.to_path_buf(),
+    })
+}
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Write a random-weight Thinker with the real Qwen2.5-Omni-3B dimensions in the hub layout (bf16 shards).
+    MakeModel {
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep only this many decoder layers (for quick runs); default all 36.
+        #[arg(long)]
+        layers: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Write a ~586-token audio-visual prompt (336 video + 175 audio tokens) as processor tensors.
+    MakeInputs {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Time load, audio tower, vision tower, decoder and lm_head; print JSON with peak RSS.
+    Run {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        inputs: PathBuf,
+    },
+}
+
+pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<()> {
+    match &args.what {
+        BenchCommand::MakeModel { out, layers, seed } => {
+            let mut cfg = ThinkerConfig::qwen25_omni_3b();
+            if let Some(l) = layers {
+                cfg.text.num_hidden_layers = *l;
+            }
+            write_random_checkpoint(&cfg, out, *seed)?;
+            println!("{}", serde_json::json!({"out": out, "layers": cfg.text.num_hidden_layers}));
+            Ok(())
+        }
+        BenchCommand::MakeInputs { model, out, seed } => {
+            let resolved = resolve(&ModelSource::parse(model)?)?;
+            let map = bench_inputs(&resolved.config, *seed)?;
+            crate::tensor_io::save_atomic(&map, out)?;
+            let n = map["input_ids"].dim(1)?;
+            println!("{}", serde_json::json!({"out": out, "seq_len": n}));
+            Ok(())
+        }
+        BenchCommand::Run { model, inputs } => {
+            let t0 = Instant::now();
+            let resolved = resolve(&ModelSource::parse(model)?)?;
+            let thinker = OmniThinker::load(&resolved, dtype, device)?;
+            let load = t0.elapsed().as_secs_f64();
+            let inp = OmniInputs::from_file(inputs, device)?;
+            let t1 = Instant::now();
+            let e = thinker.embed(&inp)?;
+            let embed_s = t1.elapsed().as_secs_f64();
+            let rot = thinker.decoder.rotary(&e.position_ids)?;
+            let t2 = Instant::now();
+            let normed = thinker.decoder.forward(&e.embeds, &rot, &mut |_, _| Ok(()))?;
+            let _ = normed.sum_all()?.to_scalar::<f32>().ok();
+            let decoder_s = t2.elapsed().as_secs_f64();
+            let t3 = Instant::now();
+            let logits = thinker.decoder.logits(&normed)?;
+            let _ = logits.dim(0)?;
+            let lm_head_s = t3.elapsed().as_secs_f64();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "impl": "avflow",
+                    "dtype": format!("{dtype:?}"),
+                    "threads": candle_core::utils::get_num_threads(),
+                    "seq_len": e.input_ids.len(),
+                    "parameters": resolved.thinker_parameters(),
+                    "load_s": load,
+                    "audio_tower_s": e.timings.audio.as_secs_f64(),
+                    "vision_tower_s": e.timings.vision.as_secs_f64(),
+                    "embed_total_s": embed_s,
+                    "decoder_s": decoder_s,
+                    "lm_head_all_positions_s": lm_head_s,
+                    "forward_s": embed_s + decoder_s + lm_head_s,
+                    "peak_rss_gb": peak_rss_gb(),
+                })
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in GB.
+pub fn peak_rss_gb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e9)
+}
+
+/// The hub's config.json for a Qwen2.5-Omni checkpoint with the given Thinker (hub key names).
+pub fn hub_config_json(cfg: &ThinkerConfig) -> serde_json::Value {
+    let (t, v, a, k) = (&cfg.text, &cfg.vision, &cfg.audio, &cfg.tokens);
+    serde_json::json!({
+        "architectures": ["Qwen2_5OmniModel"],
+        "model_type": "qwen2_5_omni",
+        "enable_audio_output": false,
+        "torch_dtype": "bfloat16",
+        "thinker_config": {
+            "architectures": ["Qwen2_5OmniThinkerForConditionalGeneration"],
+            "model_type": "qwen2_5_omni_thinker",
+            "audio_token_index": k.audio, "image_token_index": k.image, "video_token_index": k.video,
+            "audio_start_token_id": k.audio_start, "audio_end_token_id": k.audio_end,
+            "vision_start_token_id": k.vision_start, "vision_end_token_id": k.vision_end,
+            "user_token_id": k.user, "bos_token_id": k.bos, "eos_token_id": k.eos, "pad_token_id": k.pad,
+            "position_id_per_seconds": cfg.position_id_per_seconds as i64,
+            "seconds_per_chunk": cfg.seconds_per_chunk as i64,
+            "torch_dtype": "bfloat16",
+            "text_config": {
+                "model_type": "qwen2_5_omni_text",
+                "vocab_size": t.vocab_size, "hidden_size": t.hidden_size,
+                "intermediate_size": t.intermediate_size, "num_hidden_layers": t.num_hidden_layers,
+                "num_attention_heads": t.num_attention_heads, "num_key_value_heads": t.num_key_value_heads,
+                "hidden_act": t.hidden_act, "rms_norm_eps": t.rms_norm_eps, "rope_theta": t.rope_theta,
+                "rope_scaling": {"mrope_section": t.mrope_section, "rope_type": "default", "type": "default"},
+                "max_position_embeddings": 32768, "tie_word_embeddings": false, "use_sliding_window": false,
+                "sliding_window": 32768, "max_window_layers": 70, "torch_dtype": "bfloat16"
+            },
+            "vision_config": {
+                "model_type": "qwen2_5_omni_vision_encoder",
+                "depth": v.depth, "embed_dim": v.hidden_size, "hidden_size": v.hidden_size,
+                "intermediate_size": v.intermediate_size, "num_heads": v.num_heads, "in_channels": v.in_channels,
+                "in_chans": v.in_channels, "patch_size": v.patch_size, "spatial_patch_size": v.patch_size,
+                "temporal_patch_size": v.temporal_patch_size, "spatial_merge_size": v.spatial_merge_size,
+                "window_size": v.window_size, "out_hidden_size": v.out_hidden_size,
+                "fullatt_block_indexes": v.fullatt_block_indexes, "hidden_act": v.hidden_act,
+                "tokens_per_second": 25, "torch_dtype": "bfloat16"
+            },
+            "audio_config": {
+                "model_type": "qwen2_5_omni_audio_encoder",
+                "num_mel_bins": a.num_mel_bins, "encoder_layers": a.encoder_layers,
+                "encoder_attention_heads": a.encoder_attention_heads, "encoder_ffn_dim": a.encoder_ffn_dim,
+                "d_model": a.d_model, "activation_function": a.activation_function,
+                "scale_embedding": a.scale_embedding, "max_source_positions": a.max_source_positions,
+                "n_window": a.n_window, "output_dim": a.output_dim, "torch_dtype": "bfloat16"
+            }
+        }
+    })
+}
+
+/// Writes a random-weight checkpoint (bf16, shards of ≤ 2 GB + index) in the hub layout.
+pub fn write_random_checkpoint(cfg: &ThinkerConfig, dir: &Path, seed: u64) -> anyhow::Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::tensor_io::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&hub_config_json(cfg))?.as_bytes(),
+    )?;
+    let tensors = weights::thinker_tensors(cfg);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let limit: usize = 2_000_000_000;
+    let mut shards: Vec<Vec<(String, Vec<usize>)>> = vec![vec![]];
+    let mut size = 0usize;
+    for (name, shape) in tensors {
+        let bytes = shape.iter().product::<usize>() * 2;
+        if size + bytes > limit && !shards.last().is_some_and(|s| s.is_empty()) {
+            shards.push(vec![]);
+            size = 0;
+        }
+        size += bytes;
+        if let Some(s) = shards.last_mut() {
+            s.push((name, shape));
+        }
+    }
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    let mut total = 0usize;
+    for (i, shard) in shards.iter().enumerate() {
+        let fname = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
+        let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, shape) in shard {
+            let numel: usize = shape.iter().product();
+            let is_norm = name.ends_with("norm.weight")
+                || name.ends_with("norm1.weight")
+                || name.ends_with("norm2.weight")
+                || name.ends_with("ln_q.weight")
+                || name.contains("layer_norm.weight")
+                || name.ends_with("ln_post.weight");
+            let mut bytes = Vec::with_capacity(numel * 2);
+            for _ in 0..numel {
+                let x: f32 = if is_norm { 1.0 } else { rng.random_range(-0.035f32..0.035) };
+                bytes.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
+            }
+            total += bytes.len();
+            weight_map.insert(name.clone(), serde_json::Value::String(fname.clone()));
+            data.push((name.clone(), shape.clone(), bytes));
+        }
+        let views: Vec<(String, TensorView)> = data
+            .iter()
+            .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes)?)))
+            .collect::<anyhow::Result<_>>()?;
+        let path = dir.join(&fname);
+        safetensors::serialize_to_file(views, None, &path).with_context(|| format!("writing {}", path.display()))?;
+    }
+    let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    crate::tensor_io::write_atomic(
+        &dir.join("model.safetensors.index.json"),
+        serde_json::to_string_pretty(&index)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// A ~586-token audio-visual prompt as the processor would return it: 8 frames of 168×392 px at 2 fps
+/// (4 grids × 84 tokens = 336 video tokens) with 7 s of audio (700 mel frames → 175 tokens), interleaved.
+pub fn bench_inputs(cfg: &ThinkerConfig, seed: u64) -> anyhow::Result<HashMap<String, Tensor>> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tk = &cfg.tokens;
+    let text_vocab = tk.pad.unwrap_or(151643).min(cfg.text.vocab_size as u32);
+    let mut words = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..text_vocab)).collect() };
+    let (im_start, im_end, nl) = (tk.bos.unwrap_or(151644), tk.eos.unwrap_or(151645), 198u32);
+    let grid = [4usize, 12, 28];
+    let mel = 700usize;
+    let audio_tokens = crate::model::omni::audio::output_lengths(mel).1;
+    let mut ids = vec![im_start, 8948, nl];
+    ids.extend(words(38));
+    ids.extend([im_end, nl, im_start, tk.user.unwrap_or(872), nl]);
+    ids.extend(prompt::video_with_audio_ids(cfg, grid, 1.0, audio_tokens));
+    ids.extend(words(20));
+    ids.extend([im_end, nl, im_start, 77091, nl]);
+    if ids.iter().any(|&i| i as usize >= cfg.text.vocab_size) {
+        bail!("token ids exceed the vocabulary");
+    }
+    let n = ids.len();
+    let dev = Device::Cpu;
+    let patches = grid[0] * grid[1] * grid[2];
+    let pd = cfg.vision.in_channels * cfg.vision.temporal_patch_size * cfg.vision.patch_size * cfg.vision.patch_size;
+    let mut m = HashMap::new();
+    let ids_i64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    m.insert("input_ids".into(), Tensor::from_vec(ids_i64, (1, n), &dev)?);
+    m.insert("attention_mask".into(), Tensor::ones((1, n), DType::I64, &dev)?);
+    m.insert("pixel_values_videos".into(), Tensor::randn(0f32, 1.0, (patches, pd), &dev)?);
+    m.insert(
+        "video_grid_thw".into(),
+        Tensor::from_vec(grid.iter().map(|&x| x as i64).collect::<Vec<_>>(), (1, 3), &dev)?,
+    );
+    m.insert("video_second_per_grid".into(), Tensor::new(&[1.0f32], &dev)?);
+    m.insert(
+        "input_features".into(),
+        Tensor::rand(-1f32, 1.0, (1, cfg.audio.num_mel_bins, mel), &dev)?,
+    );
+    m.insert("feature_attention_mask".into(), Tensor::ones((1, mel), DType::I64, &dev)?);
+    Ok(m)
+}

@@ -1,0 +1,39 @@
+//! `--device cpu|cuda[:N]|metal` and `--dtype f32|bf16|f16`.
+
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    let unavailable = |what: &str, feature: &str, e: candle_core::Error| {
+        Error::Other(format!(
+            "{what} is not available ({e}). Fix: build avflow with `--features {feature}` on a machine with that GPU, or use --device cpu"
+        ))
+    };
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let n = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| Error::Other(format!("bad device {s:?}: expected cuda or cuda:N")))?,
+                None => 0,
+            };
+            Device::new_cuda(n).map_err(|e| unavailable(&format!("cuda:{n}"), "cuda", e))
+        }
+        other => Err(Error::Other(format!(
+            "unknown device {other:?}: use cpu, cuda, cuda:N or metal"
+        ))),
+    }
+}
+
+pub fn parse_dtype(s: &str) -> Result<DType> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" => Ok(DType::F32),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        other => Err(Error::Other(format!("unknown dtype {other:?}: use f32, bf16 or f16"))),
+    }
+}

@@ -1,0 +1,53 @@
+//! Library error type. The library reports with `thiserror`; binaries wrap with `anyhow` at the edge.
+
+use std::path::PathBuf;
+
+/// Every error names what the user gave us (a file, a model id) and, where we know it, how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("model folder {path}: {reason}. Fix: {fix}")]
+    Model {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    #[error("weights file {path}: {reason}. Fix: {fix}")]
+    Weights {
+        path: PathBuf,
+        reason: String,
+        fix: String,
+    },
+    #[error("config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
+    #[error("inputs {path}: {reason}")]
+    Inputs { path: PathBuf, reason: String },
+    #[error("invalid prompt: {0}")]
+    Prompt(String),
+    #[error("hub: could not resolve {id}: {reason}. Fix: {fix}")]
+    Hub {
+        id: String,
+        reason: String,
+        fix: String,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

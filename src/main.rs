@@ -1,0 +1,84 @@
+//! `avflow`: no subcommand opens the desktop app; subcommands do the same work headless.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use avflow::cli;
+
+#[derive(Parser, Debug)]
+#[command(name = "avflow", version, about = "How sound and sight flow through audio-visual LLMs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// App: model folder or hub id (default: the bundled demo model).
+    #[arg(long)]
+    model: Option<String>,
+    /// App: a prepared inputs file (safetensors, as `avflow forward` reads).
+    #[arg(long)]
+    inputs: Option<PathBuf>,
+    /// App: a video to open.
+    #[arg(long)]
+    video: Option<PathBuf>,
+    /// App: the question to ask.
+    #[arg(long)]
+    question: Option<String>,
+    /// cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "cpu", global = true)]
+    device: String,
+    /// Weights dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "f32", global = true)]
+    dtype: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the Thinker on processor inputs; write logits [seq, vocab] and position_ids [3, seq].
+    Forward {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
+    Bench(cli::BenchArgs),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let device = avflow::device::parse_device(&cli.device)?;
+    let dtype = avflow::device::parse_dtype(&cli.dtype)?;
+    match cli.command {
+        Some(Command::Forward { model, inputs, out }) => {
+            let summary = cli::forward(&model, &inputs, &out, dtype, &device)?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Some(Command::Bench(args)) => cli::bench(&args, dtype, &device),
+        None => avflow::ui::run(avflow::ui::AppOptions {
+            model: cli.model,
+            inputs: cli.inputs,
+            video: cli.video,
+            question: cli.question,
+            device,
+            dtype,
+        })
+        .context("the app stopped with an error"),
+    }
+}

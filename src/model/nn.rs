@@ -1,0 +1,181 @@
+//! Small building blocks shared by the encoders and the decoder, written to follow transformers' numerics
+//! (norms in f32, softmax in f32) rather than candle's fused variants where the two differ.
+
+use candle_core::{DType, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::error::Result;
+
+/// Qwen2 RMSNorm: normalise in f32, cast back, then scale (as `Qwen2_5OmniRMSNorm.forward`).
+/// <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let var = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// `nn.LayerNorm` (eps 1e-5 unless given).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let mean = xf.mean_keepdim(D::Minus1)?;
+        let centred = xf.broadcast_sub(&mean)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        Ok(normed
+            .to_dtype(dtype)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
+    Ok(if bias {
+        candle_nn::linear(in_dim, out_dim, vb)?
+    } else {
+        candle_nn::linear_no_bias(in_dim, out_dim, vb)?
+    })
+}
+
+/// Activation by its transformers name (`ACT2FN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Silu,
+    /// Exact (erf) GELU, transformers' "gelu" and `nn.GELU()`.
+    Gelu,
+    GeluTanh,
+}
+
+impl Act {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "silu" | "swish" => Ok(Act::Silu),
+            "gelu" => Ok(Act::Gelu),
+            "gelu_pytorch_tanh" | "gelu_new" => Ok(Act::GeluTanh),
+            other => Err(crate::Error::Other(format!("unsupported activation {other:?}"))),
+        }
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Act::Silu => candle_nn::ops::silu(x)?,
+            Act::Gelu => x.gelu_erf()?,
+            Act::GeluTanh => x.gelu()?,
+        })
+    }
+}
+
+/// Gated MLP `down(act(gate(x)) * up(x))` (Qwen2MLP; the vision tower's has biases).
+#[derive(Debug, Clone)]
+pub struct GatedMlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    act: Act,
+}
+
+impl GatedMlp {
+    pub fn new(hidden: usize, inter: usize, bias: bool, act: Act, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            gate: linear(hidden, inter, bias, vb.pp("gate_proj"))?,
+            up: linear(hidden, inter, bias, vb.pp("up_proj"))?,
+            down: linear(inter, hidden, bias, vb.pp("down_proj"))?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.act.apply(&self.gate.forward(x)?)?;
+        let u = self.up.forward(x)?;
+        Ok(self.down.forward(&(g * u)?)?)
+    }
+}
+
+/// Softmax over the last dim computed in f32, returned in `dtype` (as transformers' eager attention).
+pub fn softmax_f32(scores: &Tensor, dtype: DType) -> Result<Tensor> {
+    let s = candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?;
+    Ok(s.to_dtype(dtype)?)
+}
+
+/// Bidirectional attention inside segments (the encoders' `cu_seqlens` packing).
+///
+/// `q`, `k`, `v`: `[N, heads, head_dim]`; `bounds`: cumulative boundaries `[0, …, N]`. Runs of segments of
+/// equal length are batched into one matmul. Returns `[N, heads * head_dim]`.
+pub fn segment_attention(q: &Tensor, k: &Tensor, v: &Tensor, bounds: &[usize], scale: f64) -> Result<Tensor> {
+    let (n, heads, hd) = q.dims3()?;
+    let dtype = q.dtype();
+    let mut outs = Vec::new();
+    let mut i = 0;
+    while i + 1 < bounds.len() {
+        let start = bounds[i];
+        let len = bounds[i + 1] - start;
+        let mut j = i + 1;
+        while j + 1 < bounds.len() && bounds[j + 1] - bounds[j] == len {
+            j += 1;
+        }
+        let m = j - i;
+        if len > 0 {
+            let take = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.narrow(0, start, m * len)?
+                    .reshape((m, len, heads, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+            let (qs, ks, vs) = (take(q)?, take(k)?, take(v)?);
+            let scores = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? * scale)?;
+            let probs = softmax_f32(&scores, dtype)?;
+            let o = probs.matmul(&vs)?; // [m, heads, len, hd]
+            outs.push(o.transpose(1, 2)?.reshape((m * len, heads * hd))?);
+        }
+        i = j;
+    }
+    debug_assert_eq!(bounds.last().copied().unwrap_or(0), n);
+    Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// `rotate_half`-style rotary on `[N, heads, hd]` with `cos`/`sin` `[N, hd]`, computed in f32.
+pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let hd = xf.dim(D::Minus1)?;
+    let x1 = xf.narrow(D::Minus1, 0, hd / 2)?;
+    let x2 = xf.narrow(D::Minus1, hd / 2, hd / 2)?;
+    let rot = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let c = cos.unsqueeze(1)?;
+    let s = sin.unsqueeze(1)?;
+    let out = (xf.broadcast_mul(&c)? + rot.broadcast_mul(&s)?)?;
+    Ok(out.to_dtype(dtype)?)
+}

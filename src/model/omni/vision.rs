@@ -1,0 +1,259 @@
+//! Qwen2.5-Omni vision tower (Qwen2.5-VL ViT): 3-D patch embedding, 2-D rotary, window attention with a
+//! few full-attention blocks, and the 2×2 patch merger.
+//!
+//! Port of `Qwen2_5OmniVisionEncoder` and transformers' `vision_utils.get_vision_window_index` /
+//! `get_vision_position_ids` / `get_vision_cu_seqlens`:
+//! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
+//! <https://github.com/huggingface/transformers/blob/main/src/transformers/vision_utils.py>
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::error::{Error, Result};
+use crate::model::config::VisionConfig;
+use crate::model::decoder::index_tensor;
+use crate::model::nn::{apply_rotary_f32, linear, segment_attention, Act, GatedMlp, RmsNorm};
+
+/// Window permutation over merged units and the cumulative window boundaries in patches.
+///
+/// Mirrors `get_vision_window_index`, including its always-applied padding (a grid that divides evenly
+/// still gets an empty padded window, removed by the final `unique_consecutive`).
+pub fn window_index(grids: &[[usize; 3]], merge: usize, window_size: usize, patch: usize) -> (Vec<usize>, Vec<usize>) {
+    let vws = window_size / merge / patch;
+    let unit = merge * merge;
+    let mut index = Vec::new();
+    let mut cu = vec![0usize];
+    let mut base = 0;
+    for &[t, h, w] in grids {
+        let (lh, lw) = (h / merge, w / merge);
+        let nwh = (lh + vws - lh % vws) / vws;
+        let nww = (lw + vws - lw % vws) / vws;
+        for ti in 0..t {
+            for wh in 0..nwh {
+                for ww in 0..nww {
+                    let mut count = 0;
+                    for r in wh * vws..((wh + 1) * vws).min(lh) {
+                        for c in ww * vws..((ww + 1) * vws).min(lw) {
+                            index.push(base + ti * lh * lw + r * lw + c);
+                            count += 1;
+                        }
+                    }
+                    let last = *cu.last().unwrap_or(&0);
+                    cu.push(last + count * unit);
+                }
+            }
+        }
+        base += t * lh * lw;
+    }
+    cu.dedup();
+    (index, cu)
+}
+
+/// (h, w) rotary coordinates of every patch in the processor's block-major order.
+pub fn patch_positions(grids: &[[usize; 3]], merge: usize) -> Vec<[usize; 2]> {
+    let mut out = Vec::new();
+    for &[t, h, w] in grids {
+        let mut one = Vec::with_capacity(h * w);
+        for hb in 0..h / merge {
+            for wb in 0..w / merge {
+                for i in 0..merge {
+                    for j in 0..merge {
+                        one.push([hb * merge + i, wb * merge + j]);
+                    }
+                }
+            }
+        }
+        for _ in 0..t {
+            out.extend_from_slice(&one);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    norm1: RmsNorm,
+    norm2: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    proj: Linear,
+    mlp: GatedMlp,
+    heads: usize,
+}
+
+impl Block {
+    fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let a = vb.pp("attn");
+        Ok(Self {
+            norm1: RmsNorm::new(d, 1e-6, vb.pp("norm1"))?,
+            norm2: RmsNorm::new(d, 1e-6, vb.pp("norm2"))?,
+            q: linear(d, d, true, a.pp("q"))?,
+            k: linear(d, d, true, a.pp("k"))?,
+            v: linear(d, d, true, a.pp("v"))?,
+            proj: linear(d, d, true, a.pp("proj"))?,
+            mlp: GatedMlp::new(d, cfg.intermediate_size, true, Act::from_name(&cfg.hidden_act)?, vb.pp("mlp"))?,
+            heads: cfg.num_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, bounds: &[usize]) -> Result<Tensor> {
+        let (n, d) = x.dims2()?;
+        let hd = d / self.heads;
+        let h = self.norm1.forward(x)?;
+        let q = self.q.forward(&h)?.reshape((n, self.heads, hd))?;
+        let k = self.k.forward(&h)?.reshape((n, self.heads, hd))?;
+        let v = self.v.forward(&h)?.reshape((n, self.heads, hd))?;
+        let q = apply_rotary_f32(&q, cos, sin)?;
+        let k = apply_rotary_f32(&k, cos, sin)?;
+        let attn = segment_attention(&q, &k, &v, bounds, 1.0 / (hd as f64).sqrt())?;
+        let x = (x + self.proj.forward(&attn)?)?;
+        let h = self.mlp.forward(&self.norm2.forward(&x)?)?;
+        Ok((x + h)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct VisionEncoder {
+    cfg: VisionConfig,
+    patch_embed: Tensor, // [hidden, C·Tp·P·P]
+    blocks: Vec<Block>,
+    ln_q: RmsNorm,
+    mlp0: Linear,
+    mlp2: Linear,
+    inv_freq: Vec<f32>,
+}
+
+impl VisionEncoder {
+    /// `vb` at `visual`.
+    pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.hidden_size;
+        let (c, tp, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
+        // Conv3d with kernel == stride over a pre-cut patch is a matmul with the flattened kernel.
+        let w = vb.pp("patch_embed.proj").get((d, c, tp, p, p), "weight")?;
+        let patch_embed = w.reshape((d, c * tp * p * p))?;
+        let blocks = (0..cfg.depth)
+            .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let merged = d * cfg.spatial_merge_size * cfg.spatial_merge_size;
+        let m = vb.pp("merger");
+        let hd = d / cfg.num_heads;
+        let spatial = hd / 2;
+        let inv_freq = (0..spatial / 2)
+            .map(|j| 1.0f32 / (cfg.rope_theta as f32).powf((2 * j) as f32 / spatial as f32))
+            .collect();
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_embed,
+            blocks,
+            ln_q: RmsNorm::new(d, 1e-6, m.pp("ln_q"))?,
+            mlp0: linear(merged, merged, true, m.pp("mlp.0"))?,
+            mlp2: linear(merged, cfg.out_hidden_size, true, m.pp("mlp.2"))?,
+            inv_freq,
+        })
+    }
+
+    /// Tokens per item after merging.
+    pub fn tokens_for(&self, grid: [usize; 3]) -> usize {
+        grid[0] * grid[1] * grid[2] / (self.cfg.spatial_merge_size * self.cfg.spatial_merge_size)
+    }
+
+    /// `pixels`: `[Σ t·h·w, C·Tp·P·P]` as the processor returns; `grids`: (t, h, w) per item in patches.
+    /// Returns merged embeddings `[Σ tokens, out_hidden_size]` in the items' original order.
+    pub fn forward(&self, pixels: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
+        let merge = self.cfg.spatial_merge_size;
+        let unit = merge * merge;
+        let (n, pd) = pixels.dims2()?;
+        let expect: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        if n != expect || pd != self.patch_embed.dim(1)? {
+            return Err(Error::Prompt(format!(
+                "pixel values have shape [{n}, {pd}] but the grids {grids:?} need [{expect}, {}]",
+                self.patch_embed.dim(1)?
+            )));
+        }
+        if grids.iter().any(|g| g[1] % merge != 0 || g[2] % merge != 0) {
+            return Err(Error::Prompt(format!("grid {grids:?} is not a multiple of the merge size {merge}")));
+        }
+        let dev = pixels.device();
+        let x = pixels
+            .to_dtype(self.patch_embed.dtype())?
+            .matmul(&self.patch_embed.t()?)?;
+        let (win, cu_win) = window_index(grids, merge, self.cfg.window_size, self.cfg.patch_size);
+        // Patch order after the window permutation (units of `unit` consecutive patches move together).
+        let perm: Vec<usize> = win
+            .iter()
+            .flat_map(|&u| (0..unit).map(move |k| u * unit + k))
+            .collect();
+        let perm_t = index_tensor(&perm, dev)?;
+        let mut x = x.index_select(&perm_t, 0)?;
+        // Rotary angles in the permuted order.
+        let pos = patch_positions(grids, merge);
+        let q = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(n * 4 * q);
+        for &pi in &perm {
+            let [h, w] = pos[pi];
+            let row: Vec<f32> = self
+                .inv_freq
+                .iter()
+                .map(|&f| h as f32 * f)
+                .chain(self.inv_freq.iter().map(|&f| w as f32 * f))
+                .collect();
+            angles.extend_from_slice(&row);
+            angles.extend_from_slice(&row);
+        }
+        let hd = 4 * q;
+        let cos = Tensor::from_vec(angles.iter().map(|a| a.cos()).collect::<Vec<_>>(), (n, hd), dev)?;
+        let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect::<Vec<_>>(), (n, hd), dev)?;
+        // Full attention never crosses a temporal grid: one segment per frame pair.
+        let mut cu_full = vec![0usize];
+        for &[t, h, w] in grids {
+            for _ in 0..t {
+                let last = *cu_full.last().unwrap_or(&0);
+                cu_full.push(last + h * w);
+            }
+        }
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let bounds = if self.cfg.fullatt_block_indexes.contains(&i) {
+                &cu_full
+            } else {
+                &cu_win
+            };
+            x = blk.forward(&x, &cos, &sin, bounds)?;
+        }
+        let d = self.cfg.hidden_size;
+        let merged = self.ln_q.forward(&x)?.reshape((n / unit, d * unit))?;
+        let merged = self.mlp2.forward(&self.mlp0.forward(&merged)?.gelu_erf()?)?;
+        // Undo the window permutation.
+        let mut reverse = vec![0usize; win.len()];
+        for (i, &u) in win.iter().enumerate() {
+            reverse[u] = i;
+        }
+        Ok(merged.index_select(&index_tensor(&reverse, dev)?, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_index_pads_and_dedups() {
+        // 1 frame, 8×8 patches → 4×4 merged; windows of 2×2 merged units (window 56 px, patch 14, merge 2).
+        let (idx, cu) = window_index(&[[1, 8, 8]], 2, 56, 14);
+        assert_eq!(idx.len(), 16);
+        assert_eq!(&idx[..4], &[0, 1, 4, 5]);
+        assert_eq!(cu, vec![0, 16, 32, 48, 64]);
+        // 6×4 merged: windows 2×2 → a window row of 2 full + the padded one in w collapses.
+        let (idx, cu) = window_index(&[[2, 12, 8]], 2, 56, 14);
+        assert_eq!(idx.len(), 2 * 6 * 4);
+        assert_eq!(*cu.last().unwrap(), 2 * 12 * 8);
+    }
+
+    #[test]
+    fn patch_positions_block_major() {
+        let p = patch_positions(&[[1, 2, 4]], 2);
+        assert_eq!(p[..4], [[0, 0], [0, 1], [1, 0], [1, 1]]);
+        assert_eq!(p[4], [0, 2]);
+    }
+}

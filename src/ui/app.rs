@@ -1,0 +1,735 @@
+//! The window: top bar (model + inputs), status line, and the registered panels.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use crossbeam_channel::{Receiver, TryRecvError};
+use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText};
+use serde::{Deserialize, Serialize};
+
+use crate::model::ModelSource;
+use crate::worker::{Command, Event, ModelSummary, Worker};
+
+use super::demo::DemoPaths;
+use super::dialog::{dialog_support, pick_inputs_file, DialogSupport};
+use super::panel::{registry, Action, AnswerView, InputsView, Panel, ViewState};
+use super::AppOptions;
+
+/// Key under which eframe persists [`Recent`].
+pub const STORAGE_KEY: &str = "avflow.recent";
+
+/// What the app remembers between runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recent {
+    pub model: Option<String>,
+    pub inputs: Option<PathBuf>,
+}
+
+/// What to load at start-up, and what to pre-fill without loading.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Startup {
+    pub model_field: String,
+    pub inputs_field: String,
+    pub load_model: Option<String>,
+    pub load_inputs: Option<PathBuf>,
+    /// Load the demo (both files exist).
+    pub demo: bool,
+    pub notes: Vec<String>,
+}
+
+/// Start-up choice: command-line values win (the rest is only pre-filled from last time); with none, the
+/// model and inputs of last time if they still exist; otherwise the bundled demo.
+pub fn plan_startup(
+    model: Option<&str>,
+    inputs: Option<&Path>,
+    video: Option<&Path>,
+    question: Option<&str>,
+    recent: &Recent,
+    demo: &DemoPaths,
+) -> Startup {
+    let mut s = Startup::default();
+    if video.is_some() || question.is_some() {
+        s.notes.push(
+            "--video / --question are not supported by the app yet (the media pipeline is planned): prepare \
+             inputs with the Qwen2.5-Omni processor and pass --inputs FILE.safetensors."
+                .into(),
+        );
+    }
+    let recent_model = recent.model.clone().filter(|m| !m.trim().is_empty() && model_still_there(m));
+    let recent_inputs = recent.inputs.clone().filter(|p| p.is_file());
+    let field = |p: &Path| p.display().to_string();
+    if model.is_some() || inputs.is_some() {
+        s.load_model = model.map(str::to_string);
+        s.load_inputs = inputs.map(Path::to_path_buf);
+        s.model_field = model.map(str::to_string).or(recent_model).unwrap_or_default();
+        s.inputs_field = inputs.map(field).or(recent_inputs.as_deref().map(field)).unwrap_or_default();
+        if s.load_model.is_none() && s.model_field.is_empty() {
+            s.notes.push("Load a model (folder or hub id) to read the inputs.".into());
+        }
+        if s.load_model.is_none() && !s.model_field.is_empty() {
+            s.load_model = Some(s.model_field.clone());
+        }
+        return s;
+    }
+    if let Some(m) = recent_model {
+        s.model_field = m.clone();
+        s.load_model = Some(m);
+        if let Some(i) = recent_inputs {
+            s.inputs_field = field(&i);
+            s.load_inputs = Some(i);
+        }
+        return s;
+    }
+    s.model_field = field(&demo.model);
+    s.inputs_field = field(&demo.inputs);
+    match demo.missing_message() {
+        Some(msg) => s.notes.push(msg),
+        None => {
+            s.demo = true;
+            s.load_model = Some(s.model_field.clone());
+            s.load_inputs = Some(demo.inputs.clone());
+        }
+    }
+    s
+}
+
+/// A remembered local folder that was deleted is dropped; hub ids are kept (they resolve from the cache).
+fn model_still_there(m: &str) -> bool {
+    Path::new(m).is_dir() || matches!(ModelSource::parse(m), Ok(ModelSource::Hub { .. }))
+}
+
+/// One line about the loaded model.
+pub fn model_line(m: &ModelSummary) -> String {
+    format!(
+        "{} · {} params · {} layers · hidden {} · vocab {} · {} on {} · {}loaded in {:.1} s",
+        m.source,
+        human_count(m.parameters),
+        m.layers,
+        m.hidden,
+        m.vocab,
+        m.dtype,
+        m.device,
+        if m.has_tokenizer { "" } else { "no tokenizer · " },
+        m.load_seconds
+    )
+}
+
+/// `1234` → `1.2 K`, `3_000_000_000` → `3.0 B`.
+pub fn human_count(n: usize) -> String {
+    let x = n as f64;
+    if x >= 1e9 {
+        format!("{:.1} B", x / 1e9)
+    } else if x >= 1e6 {
+        format!("{:.1} M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1} K", x / 1e3)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The status line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    Info(String),
+    Error { message: String, fix: Option<String> },
+}
+
+pub struct AvflowApp {
+    device: Device,
+    dtype: DType,
+    ctx: egui::Context,
+    worker: Option<Worker>,
+    model_field: String,
+    inputs_field: String,
+    view: ViewState,
+    panels: Vec<Box<dyn Panel>>,
+    status: Status,
+    /// Shown under the status line until dismissed.
+    notes: Vec<String>,
+    demo: DemoPaths,
+    demo_loaded: bool,
+    recent: Recent,
+    /// Start-up chain: inputs to read once the model has loaded, then run once.
+    pending_inputs: Option<PathBuf>,
+    autorun: bool,
+    dialog: Option<Receiver<Option<PathBuf>>>,
+    focus_inputs: bool,
+}
+
+impl AvflowApp {
+    pub fn new(ctx: &egui::Context, storage: Option<&dyn eframe::Storage>, opts: AppOptions) -> Self {
+        let recent: Recent = storage
+            .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+            .unwrap_or_default();
+        let demo = DemoPaths::locate();
+        let plan = plan_startup(
+            opts.model.as_deref(),
+            opts.inputs.as_deref(),
+            opts.video.as_deref(),
+            opts.question.as_deref(),
+            &recent,
+            &demo,
+        );
+        let mut app = Self {
+            device: opts.device,
+            dtype: opts.dtype,
+            ctx: ctx.clone(),
+            worker: None,
+            model_field: plan.model_field,
+            inputs_field: plan.inputs_field,
+            view: ViewState::default(),
+            panels: registry(),
+            status: Status::Info("Ready.".into()),
+            notes: plan.notes,
+            demo,
+            demo_loaded: false,
+            recent,
+            pending_inputs: plan.load_inputs,
+            autorun: plan.demo,
+            dialog: None,
+            focus_inputs: false,
+        };
+        app.start_worker();
+        match plan.load_model {
+            Some(m) => app.load_model(m),
+            None => app.pending_inputs = None,
+        }
+        app
+    }
+
+    fn start_worker(&mut self) {
+        let ctx = self.ctx.clone();
+        match Worker::spawn(move || ctx.request_repaint()) {
+            Ok(w) => self.worker = Some(w),
+            Err(e) => {
+                self.status = Status::Error {
+                    message: format!("could not start the worker thread: {e}"),
+                    fix: Some("the system is out of threads or memory; close other programs and restart".into()),
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, cmd: Command) {
+        let sent = self.worker.as_ref().is_some_and(|w| w.send(cmd));
+        if sent {
+            self.view.busy = true;
+        } else {
+            self.status = Status::Error {
+                message: "the worker is not running".into(),
+                fix: Some("restart avflow".into()),
+            };
+        }
+    }
+
+    fn load_model(&mut self, source: String) {
+        let source = source.trim().to_string();
+        if source.is_empty() {
+            self.status = Status::Error {
+                message: "no model given".into(),
+                fix: Some("type a model folder or a hub id such as Qwen/Qwen2.5-Omni-3B".into()),
+            };
+            return;
+        }
+        self.status = Status::Info(format!("Loading {source}…"));
+        self.send(Command::LoadModel {
+            source,
+            dtype: self.dtype,
+            device: self.device.clone(),
+        });
+    }
+
+    fn load_inputs(&mut self, path: PathBuf) {
+        if path.as_os_str().is_empty() {
+            self.status = Status::Error {
+                message: "no inputs file given".into(),
+                fix: Some("press Open… (Ctrl+O) or type the path of a .safetensors inputs file".into()),
+            };
+            return;
+        }
+        self.status = Status::Info(format!("Reading {}…", path.display()));
+        self.send(Command::LoadInputs { path });
+    }
+
+    fn load_demo(&mut self) {
+        match self.demo.missing_message() {
+            Some(msg) => {
+                self.status = Status::Error {
+                    message: "the bundled demo is missing".into(),
+                    fix: Some(msg),
+                }
+            }
+            None => {
+                self.model_field = self.demo.model.display().to_string();
+                self.inputs_field = self.demo.inputs.display().to_string();
+                self.pending_inputs = Some(self.demo.inputs.clone());
+                self.autorun = true;
+                self.load_model(self.model_field.clone());
+            }
+        }
+    }
+
+    fn run_forward(&mut self) {
+        if self.view.model.is_none() || self.view.inputs.is_none() {
+            self.status = Status::Error {
+                message: "nothing to run yet".into(),
+                fix: Some("load a model and an inputs file first".into()),
+            };
+            return;
+        }
+        if self.view.busy {
+            return;
+        }
+        self.status = Status::Info("Running…".into());
+        self.send(Command::RunForward);
+    }
+
+    fn open_dialog(&mut self) {
+        match dialog_support() {
+            DialogSupport::Unavailable(msg) => {
+                self.status = Status::Error {
+                    message: "cannot open a file dialog".into(),
+                    fix: Some(msg),
+                };
+                self.focus_inputs = true;
+            }
+            DialogSupport::Available => {
+                let start = PathBuf::from(&self.inputs_field);
+                self.dialog = Some(pick_inputs_file(Some(&start)));
+            }
+        }
+    }
+
+    fn poll_dialog(&mut self) {
+        let Some(rx) = &self.dialog else { return };
+        match rx.try_recv() {
+            Err(TryRecvError::Empty) => {
+                self.ctx.request_repaint_after(std::time::Duration::from_millis(100));
+            }
+            Ok(Some(path)) => {
+                self.dialog = None;
+                self.inputs_field = path.display().to_string();
+                self.load_inputs(path);
+            }
+            Ok(None) | Err(TryRecvError::Disconnected) => {
+                self.dialog = None;
+                self.status = Status::Info(
+                    "No file chosen. If no dialog appeared, type the inputs path in the field and press Enter."
+                        .into(),
+                );
+                self.focus_inputs = true;
+            }
+        }
+    }
+
+    fn poll_worker(&mut self) {
+        let Some(worker) = &self.worker else { return };
+        let events = match worker.poll() {
+            Ok(ev) => ev,
+            Err(_) => {
+                self.worker = None;
+                self.view.busy = false;
+                self.status = Status::Error {
+                    message: "the worker stopped unexpectedly; it was restarted and the model must be reloaded".into(),
+                    fix: Some("load the model again".into()),
+                };
+                self.view.model = None;
+                self.view.inputs = None;
+                self.start_worker();
+                return;
+            }
+        };
+        for e in events {
+            self.on_event(e);
+        }
+    }
+
+    fn on_event(&mut self, e: Event) {
+        match e {
+            Event::Status(s) => self.status = Status::Info(s),
+            Event::ModelLoaded { summary } => {
+                self.demo_loaded = self.demo.is_demo_model(&summary.dir);
+                self.status = Status::Info(format!("Loaded {}.", summary.source));
+                self.recent.model = Some(self.model_field.trim().to_string()).filter(|s| !s.is_empty());
+                self.view.model = Some(summary);
+                self.view.answer = None;
+                if let Some(p) = self.pending_inputs.take() {
+                    self.load_inputs(p);
+                }
+            }
+            Event::InputsLoaded { path, tokens } => {
+                self.status = Status::Info(format!("Read {} positions from {}.", tokens.len(), path.display()));
+                self.inputs_field = path.display().to_string();
+                self.recent.inputs = Some(path.clone());
+                self.view.inputs = Some(InputsView::new(path, &tokens));
+                self.view.answer = None;
+                if std::mem::take(&mut self.autorun) {
+                    self.send(Command::RunForward);
+                }
+            }
+            Event::ForwardDone {
+                top_k,
+                seconds,
+                positions,
+            } => {
+                self.status = Status::Info("Done.".into());
+                self.view.answer = Some(AnswerView {
+                    top_k,
+                    seconds,
+                    positions,
+                });
+            }
+            Event::Error { message, fix } => {
+                self.pending_inputs = None;
+                self.autorun = false;
+                self.status = Status::Error { message, fix };
+            }
+            Event::Cancelled => {
+                self.pending_inputs = None;
+                self.autorun = false;
+                self.status = Status::Info("Cancelled.".into());
+            }
+            Event::Idle => self.view.busy = false,
+        }
+    }
+
+    fn shortcuts(&mut self, ctx: &egui::Context) {
+        let open = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
+        let run = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
+        let (open, run) = ctx.input_mut(|i| {
+            let open = i.consume_shortcut(&open);
+            let run = i.consume_shortcut(&run) | i.consume_key(Modifiers::NONE, Key::F5);
+            (open, run)
+        });
+        if open {
+            self.open_dialog();
+        }
+        if run {
+            self.run_forward();
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            let label = ui.label("Model");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.model_field)
+                        .hint_text("model folder or hub id, e.g. Qwen/Qwen2.5-Omni-3B")
+                        .desired_width(ui.available_width() * 0.45),
+                )
+                .labelled_by(label.id);
+            let enter = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+            if ui.button("Load").on_hover_text("Load the model (Enter in the field)").clicked() || enter {
+                self.load_model(self.model_field.clone());
+            }
+            if ui.button("Demo").on_hover_text("Load the bundled tiny demo model and prompt").clicked() {
+                self.load_demo();
+            }
+            ui.separator();
+            let label = ui.label("Inputs");
+            let field = ui
+                .add(
+                    egui::TextEdit::singleline(&mut self.inputs_field)
+                        .hint_text("prepared inputs .safetensors")
+                        .desired_width((ui.available_width() - 150.0).max(120.0)),
+                )
+                .labelled_by(label.id);
+            if std::mem::take(&mut self.focus_inputs) {
+                field.request_focus();
+            }
+            let enter = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
+            if ui
+                .add_enabled(self.dialog.is_none(), egui::Button::new("Open…"))
+                .on_hover_text("Choose an inputs file (Ctrl+O)")
+                .clicked()
+            {
+                self.open_dialog();
+            }
+            if ui.button("Read").on_hover_text("Read the inputs file (Enter in the field)").clicked() || enter {
+                self.load_inputs(PathBuf::from(self.inputs_field.trim()));
+            }
+        });
+    }
+
+    fn status_line(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            if self.view.busy {
+                ui.spinner();
+                if ui.button("Cancel").on_hover_text("Stop at the next checkpoint").clicked() {
+                    if let Some(w) = &self.worker {
+                        w.cancel();
+                    }
+                    self.status = Status::Info("Cancelling…".into());
+                }
+            }
+            match &self.status {
+                Status::Info(s) => {
+                    ui.label(s);
+                }
+                Status::Error { message, fix } => {
+                    ui.colored_label(ui.visuals().error_fg_color, format!("Error: {message}"));
+                    if let Some(fix) = fix {
+                        ui.label(RichText::new(format!("Fix: {fix}")).strong());
+                    }
+                }
+            }
+        });
+        let mut dismissed = None;
+        for (i, note) in self.notes.iter().enumerate() {
+            ui.horizontal(|ui| {
+                if ui.small_button("Dismiss").clicked() {
+                    dismissed = Some(i);
+                }
+                ui.colored_label(ui.visuals().warn_fg_color, note);
+            });
+        }
+        if let Some(i) = dismissed {
+            self.notes.remove(i);
+        }
+        ui.horizontal(|ui| {
+            if self.demo_loaded && self.view.model.is_some() {
+                ui.label(
+                    RichText::new(" DEMO — tiny random-weight model, not real weights ")
+                        .strong()
+                        .color(Color32::BLACK)
+                        .background_color(Color32::from_rgb(240, 228, 66)),
+                );
+            }
+            match &self.view.model {
+                Some(m) => ui.weak(model_line(m)),
+                None => ui.weak("No model loaded."),
+            };
+        });
+    }
+
+    /// The current view (tests read it).
+    pub fn view(&self) -> &ViewState {
+        &self.view
+    }
+
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    pub fn is_demo(&self) -> bool {
+        self.demo_loaded
+    }
+}
+
+impl eframe::App for AvflowApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.poll_worker();
+        self.poll_dialog();
+        let ctx = ui.ctx().clone();
+        self.shortcuts(&ctx);
+        egui::Panel::top("top_bar").show(ui, |ui| {
+            ui.add_space(4.0);
+            self.top_bar(ui);
+            ui.add_space(2.0);
+            self.status_line(ui);
+            ui.add_space(4.0);
+        });
+        let mut actions = Vec::new();
+        egui::CentralPanel::default().show(ui, |ui| {
+            egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
+                for panel in &mut self.panels {
+                    ui.heading(panel.name());
+                    panel.ui(ui, &self.view, &mut actions);
+                    ui.add_space(8.0);
+                    ui.separator();
+                }
+            });
+        });
+        for a in actions {
+            match a {
+                Action::Run => self.run_forward(),
+            }
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.recent);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_in(root: &Path, complete: bool) -> DemoPaths {
+        let d = DemoPaths::choose(root, root);
+        if complete {
+            std::fs::create_dir_all(&d.model).expect("mkdir");
+            std::fs::write(d.model.join("config.json"), "{}").expect("write");
+            std::fs::write(&d.inputs, b"").expect("write");
+        }
+        d
+    }
+
+    #[test]
+    fn no_args_no_history_loads_the_demo() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let s = plan_startup(None, None, None, None, &Recent::default(), &demo);
+        assert!(s.demo);
+        assert_eq!(s.load_model.as_deref(), Some(demo.model.display().to_string().as_str()));
+        assert_eq!(s.load_inputs.as_deref(), Some(demo.inputs.as_path()));
+        assert!(s.notes.is_empty());
+    }
+
+    #[test]
+    fn missing_demo_is_a_note_not_a_load() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), false);
+        let s = plan_startup(None, None, None, None, &Recent::default(), &demo);
+        assert!(!s.demo);
+        assert_eq!(s.load_model, None);
+        assert!(s.notes.iter().any(|n| n.contains("make_fixtures.py")), "{:?}", s.notes);
+    }
+
+    #[test]
+    fn history_wins_over_the_demo_and_args_win_over_history() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let inputs = root.path().join("mine.safetensors");
+        std::fs::write(&inputs, b"").expect("write");
+        let recent = Recent {
+            model: Some("Qwen/Qwen2.5-Omni-3B".into()),
+            inputs: Some(inputs.clone()),
+        };
+        let s = plan_startup(None, None, None, None, &recent, &demo);
+        assert!(!s.demo);
+        assert_eq!(s.load_model.as_deref(), Some("Qwen/Qwen2.5-Omni-3B"));
+        assert_eq!(s.load_inputs.as_deref(), Some(inputs.as_path()));
+
+        let s = plan_startup(Some("other/model"), None, None, None, &recent, &demo);
+        assert_eq!(s.load_model.as_deref(), Some("other/model"));
+        // Remembered inputs are offered, not read: they may not fit the new model.
+        assert_eq!(s.load_inputs, None);
+        assert_eq!(s.inputs_field, inputs.display().to_string());
+    }
+
+    #[test]
+    fn deleted_folders_are_forgotten() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let recent = Recent {
+            model: Some(root.path().join("gone").display().to_string()),
+            inputs: Some(root.path().join("gone.safetensors")),
+        };
+        let s = plan_startup(None, None, None, None, &recent, &demo);
+        assert!(s.demo);
+    }
+
+    #[test]
+    fn inputs_arg_alone_uses_the_remembered_model() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let recent = Recent {
+            model: Some("Qwen/Qwen2.5-Omni-3B".into()),
+            inputs: None,
+        };
+        let s = plan_startup(None, Some(Path::new("x.safetensors")), None, None, &recent, &demo);
+        assert_eq!(s.load_model.as_deref(), Some("Qwen/Qwen2.5-Omni-3B"));
+        assert_eq!(s.load_inputs.as_deref(), Some(Path::new("x.safetensors")));
+        let s = plan_startup(None, Some(Path::new("x.safetensors")), None, None, &Recent::default(), &demo);
+        assert_eq!(s.load_model, None);
+        assert_eq!(s.notes.len(), 1);
+    }
+
+    #[test]
+    fn video_and_question_get_a_note() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let s = plan_startup(None, None, Some(Path::new("a.mp4")), Some("what?"), &Recent::default(), &demo);
+        assert!(s.notes.iter().any(|n| n.contains("--video")));
+        assert!(s.demo);
+    }
+
+    #[test]
+    fn summary_line_and_counts() {
+        assert_eq!(human_count(999), "999");
+        assert_eq!(human_count(1_234), "1.2 K");
+        assert_eq!(human_count(3_400_000_000), "3.4 B");
+        let m = ModelSummary {
+            source: "demo".into(),
+            dir: "d".into(),
+            parameters: 2_500_000,
+            layers: 2,
+            hidden: 64,
+            vocab: 1000,
+            dtype: "f32".into(),
+            device: "cpu".into(),
+            has_tokenizer: false,
+            load_seconds: 0.31,
+        };
+        assert_eq!(
+            model_line(&m),
+            "demo · 2.5 M params · 2 layers · hidden 64 · vocab 1000 · f32 on cpu · no tokenizer · loaded in 0.3 s"
+        );
+    }
+
+    /// Renders the whole app (on the demo when its files exist) and writes `screenshots/app.png`.
+    /// Rendering needs a wgpu adapter (lavapipe from mesa-vulkan-drivers suffices); without one the
+    /// state checks still run and the picture is skipped with a message.
+    #[test]
+    fn renders_the_app_and_saves_a_screenshot() {
+        use std::time::{Duration, Instant};
+        let opts = AppOptions {
+            model: None,
+            inputs: None,
+            video: None,
+            question: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        };
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1100.0, 640.0))
+            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+        let demo_present = DemoPaths::locate().missing_message().is_none();
+        let t0 = Instant::now();
+        loop {
+            harness.step();
+            let app = harness.state();
+            let settled = !app.view().busy
+                && (app.view().answer.is_some()
+                    || matches!(app.status(), Status::Error { .. })
+                    || !demo_present);
+            if settled || t0.elapsed() > Duration::from_secs(300) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        harness.run_steps(3);
+        let app = harness.state();
+        if demo_present {
+            assert!(
+                !matches!(app.status(), Status::Error { .. }),
+                "demo failed: {:?}",
+                app.status()
+            );
+            assert!(app.is_demo());
+            assert!(app.view().model.is_some());
+            let inputs = app.view().inputs.as_ref().map(|i| i.ids.len()).unwrap_or(0);
+            assert!(inputs > 0);
+            let answer = app.view().answer.as_ref().map(|a| a.top_k.len());
+            assert_eq!(answer, Some(crate::worker::TOP_K));
+        } else {
+            assert!(app.notes.iter().any(|n| n.contains("make_fixtures.py")), "{:?}", app.notes);
+        }
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
+        match rendered {
+            Ok(Ok(image)) => {
+                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+                std::fs::create_dir_all(&dir).expect("mkdir screenshots");
+                let path = dir.join("app.png");
+                image.save(&path).expect("write screenshot");
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(Err(e)) => eprintln!("SKIPPED screenshot: rendering failed: {e}"),
+            Err(_) => eprintln!("SKIPPED screenshot: no wgpu adapter (install mesa-vulkan-drivers)"),
+        }
+    }
+}

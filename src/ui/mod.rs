@@ -1,0 +1,63 @@
+//! The desktop app (eframe + wgpu).
+//!
+//! Layout after the rerun viewer: every panel is a pure "prepare view data" function, unit-tested, plus a
+//! draw function behind the small [`panel::Panel`] trait; [`panel::registry`] lists the panels. The model
+//! lives in the background [`crate::worker`]; the UI thread only sends commands and drains events.
+
+pub mod answer;
+pub mod app;
+pub mod demo;
+pub mod dialog;
+pub mod panel;
+pub mod strip;
+pub mod tokens;
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+
+/// What `avflow` (no subcommand) was started with.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Model folder or hub id; `None`: last time's, else the bundled demo.
+    pub model: Option<String>,
+    /// Prepared inputs (safetensors of processor outputs).
+    pub inputs: Option<PathBuf>,
+    /// Not used yet (the media pipeline is planned); the app says so.
+    pub video: Option<PathBuf>,
+    /// Not used yet, as `video`.
+    pub question: Option<String>,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+/// Opens the window and blocks until it is closed.
+pub fn run(opts: AppOptions) -> anyhow::Result<()> {
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("avflow")
+            .with_app_id("avflow")
+            .with_inner_size([1200.0, 760.0])
+            .with_min_inner_size([640.0, 400.0]),
+        renderer: eframe::Renderer::Wgpu,
+        ..Default::default()
+    };
+    eframe::run_native(
+        "avflow",
+        native,
+        Box::new(move |cc| {
+            Ok(Box::new(app::AvflowApp::new(
+                &cc.egui_ctx,
+                cc.storage,
+                opts,
+            )))
+        }),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "could not open the window: {e}. Fix: on Linux install a Vulkan driver and the windowing \
+             libraries (`bash scripts/setup.sh`, which installs mesa-vulkan-drivers); without a display (SSH, \
+             CI) use the headless commands, e.g. `avflow forward`, or run under `xvfb-run`"
+        )
+    })
+}

@@ -1,0 +1,101 @@
+//! The panel seam: every panel is a pure "prepare view data" function (unit-tested, in the panel's module)
+//! plus a draw function behind this small trait. Panels read one shared [`ViewState`] and ask the app for
+//! work through [`Action`]s, so they never talk to the worker themselves.
+
+use std::path::PathBuf;
+
+use crate::worker::{ModelSummary, TokenCell};
+
+use super::tokens::Group;
+
+/// What panels may ask the app to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Run the forward pass on the loaded model and inputs.
+    Run,
+}
+
+/// The loaded inputs, split into columns so the strip draws without per-frame allocation.
+#[derive(Debug, Clone, Default)]
+pub struct InputsView {
+    pub path: PathBuf,
+    pub ids: Vec<u32>,
+    /// Decoded token text per position; empty strings when the model has no tokenizer.
+    pub texts: Vec<String>,
+    pub groups: Vec<Group>,
+}
+
+impl InputsView {
+    pub fn new(path: PathBuf, tokens: &[TokenCell]) -> Self {
+        Self {
+            path,
+            ids: tokens.iter().map(|t| t.id).collect(),
+            texts: tokens.iter().map(|t| t.text.clone()).collect(),
+            groups: tokens.iter().map(|t| t.group).collect(),
+        }
+    }
+}
+
+/// The last answer of the model.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerView {
+    pub top_k: Vec<(u32, String, f32)>,
+    pub seconds: f32,
+    pub positions: usize,
+}
+
+/// Everything panels read.
+#[derive(Debug, Clone, Default)]
+pub struct ViewState {
+    pub model: Option<ModelSummary>,
+    pub inputs: Option<InputsView>,
+    pub answer: Option<AnswerView>,
+    /// A command is running in the worker.
+    pub busy: bool,
+}
+
+pub trait Panel {
+    /// Heading shown above the panel.
+    fn name(&self) -> &'static str;
+    /// Draws the panel; requests go into `actions`, handled by the app after the frame's panels ran.
+    fn ui(&mut self, ui: &mut egui::Ui, view: &ViewState, actions: &mut Vec<Action>);
+}
+
+/// The panels of the main area, in display order.
+pub fn registry() -> Vec<Box<dyn Panel>> {
+    vec![
+        Box::new(super::strip::TokenStripPanel),
+        Box::new(super::answer::AnswerPanel),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_names_are_unique_and_ordered() {
+        let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
+        assert_eq!(names, vec!["Tokens", "Answer"]);
+    }
+
+    #[test]
+    fn inputs_view_splits_columns() {
+        let cells = vec![
+            TokenCell {
+                id: 1,
+                text: "a".into(),
+                group: Group::System,
+            },
+            TokenCell {
+                id: 2,
+                text: String::new(),
+                group: Group::Audio,
+            },
+        ];
+        let v = InputsView::new(PathBuf::from("x.safetensors"), &cells);
+        assert_eq!(v.ids, vec![1, 2]);
+        assert_eq!(v.texts, vec!["a".to_string(), String::new()]);
+        assert_eq!(v.groups, vec![Group::System, Group::Audio]);
+    }
+}

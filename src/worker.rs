@@ -1,0 +1,806 @@
+//! The background worker: one thread owns the model, so the UI thread never blocks on loading or on a
+//! forward pass.
+//!
+//! The UI sends [`Command`]s and drains [`Event`]s; `notify` (the UI's repaint request) is called after
+//! every event. Each command runs inside `catch_unwind`: a panic in model code becomes an
+//! [`Event::Error`] and the worker keeps serving. Cancelling is cooperative — the running command stops
+//! at its next checkpoint (between resolve / load / encode / decode stages), and commands queued before
+//! the cancel are skipped.
+//!
+//! The model side is behind the [`Engine`] trait so the protocol (ordering, cancel, panic recovery) is
+//! tested with a fake engine, without weights.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, DeviceLocation};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+
+use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
+use crate::ui::tokens::{token_groups, Group};
+
+/// Requests from the UI.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Resolve (folder or hub id) and load a Thinker; replaces the loaded one. Loaded inputs are re-read
+    /// for the new model (device and special tokens may differ).
+    LoadModel {
+        source: String,
+        dtype: DType,
+        device: Device,
+    },
+    /// Read a prepared inputs file (safetensors with `input_ids`, media tensors, grids).
+    LoadInputs { path: PathBuf },
+    /// Next-token distribution after the prompt.
+    RunForward,
+    /// Stop the running command at its next checkpoint and skip commands queued before this one.
+    Cancel,
+    /// Stop the thread.
+    Shutdown,
+}
+
+/// Reports to the UI.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Progress of the running command, one line.
+    Status(String),
+    ModelLoaded {
+        summary: ModelSummary,
+    },
+    InputsLoaded {
+        path: PathBuf,
+        tokens: Vec<TokenCell>,
+    },
+    ForwardDone {
+        /// `(id, decoded text — empty without a tokenizer, probability)`, most likely first.
+        top_k: Vec<(u32, String, f32)>,
+        seconds: f32,
+        positions: usize,
+    },
+    /// A command failed; `fix` says what the user can do, where known.
+    Error {
+        message: String,
+        fix: Option<String>,
+    },
+    /// A [`Command::Cancel`] was handled.
+    Cancelled,
+    /// The queue is empty: nothing runs until the next command.
+    Idle,
+}
+
+/// What the app shows about a loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// As the user gave it (folder or `owner/name[@rev]`).
+    pub source: String,
+    /// Folder holding config.json (a hub snapshot for hub ids).
+    pub dir: PathBuf,
+    pub parameters: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub dtype: String,
+    pub device: String,
+    pub has_tokenizer: bool,
+    pub load_seconds: f32,
+}
+
+/// One prompt position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCell {
+    pub id: u32,
+    /// Decoded text; empty without a tokenizer.
+    pub text: String,
+    pub group: Group,
+}
+
+/// Why a command did not finish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Failure {
+    Cancelled,
+    Error { message: String, fix: Option<String> },
+}
+
+impl Failure {
+    pub fn new(message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Failure::Error {
+            message: message.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    /// Adds `fix` when the error did not bring its own.
+    pub fn or_fix(self, default_fix: &str) -> Self {
+        match self {
+            Failure::Error { message, fix: None } => Failure::Error {
+                message,
+                fix: Some(default_fix.to_string()),
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Self {
+        let (message, fix) = split_fix(&e.to_string());
+        Failure::Error { message, fix }
+    }
+}
+
+/// Library errors end with `. Fix: …` where they know one (see `error.rs`); the UI shows it apart.
+pub fn split_fix(s: &str) -> (String, Option<String>) {
+    match s.split_once("Fix: ") {
+        Some((message, fix)) if !fix.trim().is_empty() => {
+            let message = message.trim_end().trim_end_matches(['.', '(']).trim_end();
+            let fix = fix.trim().trim_end_matches(')');
+            (message.to_string(), Some(fix.to_string()))
+        }
+        _ => (s.to_string(), None),
+    }
+}
+
+pub type Outcome<T> = std::result::Result<T, Failure>;
+
+/// What the engine may do while a command runs.
+pub struct Ctx<'a> {
+    events: &'a Sender<Event>,
+    notify: &'a (dyn Fn() + Send + Sync),
+    cancel: &'a AtomicBool,
+}
+
+impl Ctx<'_> {
+    pub fn status(&self, s: impl Into<String>) {
+        // A closed channel means the UI is gone; the command finishes and the loop then ends.
+        let _ = self.events.send(Event::Status(s.into()));
+        (self.notify)();
+    }
+
+    /// A cancel checkpoint.
+    pub fn check_cancel(&self) -> Outcome<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            Err(Failure::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The model side of the worker.
+pub trait Engine: Send + 'static {
+    fn load_model(
+        &mut self,
+        source: &str,
+        dtype: DType,
+        device: &Device,
+        ctx: &Ctx,
+    ) -> Outcome<ModelSummary>;
+    fn load_inputs(&mut self, path: &Path, ctx: &Ctx) -> Outcome<Vec<TokenCell>>;
+    fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult>;
+    /// The inputs file currently loaded, to re-read after a model change.
+    fn inputs_path(&self) -> Option<PathBuf>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardResult {
+    pub top_k: Vec<(u32, String, f32)>,
+    pub positions: usize,
+}
+
+/// How many next tokens a [`Command::RunForward`] reports.
+pub const TOP_K: usize = 5;
+
+/// Handle held by the UI. Dropping it asks the thread to stop (without waiting for it).
+pub struct Worker {
+    tx: Sender<Command>,
+    rx: Receiver<Event>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// A worker over the real model code.
+    pub fn spawn(notify: impl Fn() + Send + Sync + 'static) -> std::io::Result<Self> {
+        Self::spawn_with(ThinkerEngine::default(), notify)
+    }
+
+    pub fn spawn_with<E: Engine>(
+        engine: E,
+        notify: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
+        let (tx, cmd_rx) = crossbeam_channel::unbounded();
+        let (ev_tx, rx) = crossbeam_channel::unbounded();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&cancel);
+        let thread = std::thread::Builder::new()
+            .name("avflow-worker".into())
+            // Model code may build deep call chains in debug builds; 2 MiB is tight.
+            .stack_size(32 << 20)
+            .spawn(move || run_loop(engine, cmd_rx, ev_tx, flag, Box::new(notify)))?;
+        Ok(Self {
+            tx,
+            rx,
+            cancel,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a command; `false` when the worker thread is gone.
+    pub fn send(&self, cmd: Command) -> bool {
+        if matches!(cmd, Command::Cancel | Command::Shutdown) {
+            // Seen by the running command at its next checkpoint, long before the queue reaches `cmd`.
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+        self.tx.send(cmd).is_ok()
+    }
+
+    pub fn cancel(&self) -> bool {
+        self.send(Command::Cancel)
+    }
+
+    /// Every event that arrived since the last call; `Err` once the thread has stopped and nothing is left.
+    pub fn poll(&self) -> std::result::Result<Vec<Event>, WorkerGone> {
+        let mut out = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => out.push(e),
+                Err(TryRecvError::Empty) => return Ok(out),
+                Err(TryRecvError::Disconnected) if out.is_empty() => return Err(WorkerGone),
+                Err(TryRecvError::Disconnected) => return Ok(out),
+            }
+        }
+    }
+
+    /// Waits for the next event (tests and headless use).
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// Asks the thread to stop and waits up to `timeout`; `true` when it has stopped.
+    pub fn shutdown(mut self, timeout: Duration) -> bool {
+        self.send(Command::Shutdown);
+        let deadline = Instant::now() + timeout;
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        while !thread.is_finished() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        thread.join().is_ok()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.send(Command::Shutdown);
+        }
+    }
+}
+
+/// The worker thread stopped (it only does on shutdown, or if the loop itself failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerGone;
+
+fn run_loop<E: Engine>(
+    mut engine: E,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    cancel: Arc<AtomicBool>,
+    notify: Box<dyn Fn() + Send + Sync>,
+) {
+    let emit = |e: Event| {
+        let _ = events.send(e);
+        notify();
+    };
+    for cmd in commands.iter() {
+        match cmd {
+            Command::Shutdown => break,
+            Command::Cancel => {
+                // Everything queued before this cancel has been skipped or stopped; later commands run.
+                cancel.store(false, Ordering::SeqCst);
+                emit(Event::Cancelled);
+            }
+            cmd if cancel.load(Ordering::SeqCst) => {
+                tracing::debug!("skipping {cmd:?}: cancelled");
+            }
+            cmd => {
+                let ctx = Ctx {
+                    events: &events,
+                    notify: notify.as_ref(),
+                    cancel: &cancel,
+                };
+                let what = describe(&cmd);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle(&mut engine, cmd, &ctx)
+                }));
+                match result {
+                    Ok(list) => list.into_iter().for_each(emit),
+                    Err(payload) => emit(Event::Error {
+                        message: format!(
+                            "internal error while {what}: {}",
+                            panic_message(payload.as_ref())
+                        ),
+                        fix: Some(
+                            "this is a bug in avflow — please report it with the terminal output. The \
+                             app is still usable; reload the model if results look wrong."
+                                .into(),
+                        ),
+                    }),
+                }
+            }
+        }
+        if commands.is_empty() {
+            emit(Event::Idle);
+        }
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    match cmd {
+        Command::LoadModel { source, .. } => format!("loading model {source}"),
+        Command::LoadInputs { path } => format!("reading inputs {}", path.display()),
+        Command::RunForward => "running the model".into(),
+        Command::Cancel => "cancelling".into(),
+        Command::Shutdown => "shutting down".into(),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-text payload".into()
+    }
+}
+
+/// Runs one command; returns the events that report its result.
+fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
+    let fail = |f: Failure| match f {
+        // The `Cancelled` event comes when the loop reaches the Cancel command.
+        Failure::Cancelled => vec![Event::Status("Stopped.".into())],
+        Failure::Error { message, fix } => vec![Event::Error { message, fix }],
+    };
+    match cmd {
+        Command::LoadModel {
+            source,
+            dtype,
+            device,
+        } => match engine.load_model(&source, dtype, &device, ctx) {
+            Err(f) => fail(f.or_fix(
+                "give a model folder (config.json + *.safetensors) or a hub id such as Qwen/Qwen2.5-Omni-3B",
+            )),
+            Ok(summary) => {
+                let mut out = vec![Event::ModelLoaded { summary }];
+                if let Some(path) = engine.inputs_path() {
+                    out.extend(load_inputs(engine, path, ctx, &fail));
+                }
+                out
+            }
+        },
+        Command::LoadInputs { path } => load_inputs(engine, path, ctx, &fail),
+        Command::RunForward => {
+            let t0 = Instant::now();
+            match engine.forward(TOP_K, ctx) {
+                Ok(r) => vec![Event::ForwardDone {
+                    top_k: r.top_k,
+                    seconds: t0.elapsed().as_secs_f32(),
+                    positions: r.positions,
+                }],
+                Err(f) => fail(f),
+            }
+        }
+        Command::Cancel | Command::Shutdown => Vec::new(),
+    }
+}
+
+fn load_inputs<E: Engine>(
+    engine: &mut E,
+    path: PathBuf,
+    ctx: &Ctx,
+    fail: &dyn Fn(Failure) -> Vec<Event>,
+) -> Vec<Event> {
+    match engine.load_inputs(&path, ctx) {
+        Ok(tokens) => vec![Event::InputsLoaded { path, tokens }],
+        Err(f) => fail(f.or_fix(
+            "open a .safetensors file of processor outputs (input_ids, and the media tensors it refers to)",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The real engine.
+
+struct LoadedModel {
+    thinker: OmniThinker,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    im_start: Option<u32>,
+}
+
+/// [`Engine`] over [`OmniThinker`].
+#[derive(Default)]
+pub struct ThinkerEngine {
+    model: Option<LoadedModel>,
+    /// Tensors on the model's device; `None` until read (and again while a new model loads).
+    inputs: Option<OmniInputs>,
+    inputs_path: Option<PathBuf>,
+}
+
+pub fn device_name(d: &Device) -> String {
+    match d.location() {
+        DeviceLocation::Cpu => "cpu".into(),
+        DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
+
+impl ThinkerEngine {
+    fn decode(&self, id: u32) -> String {
+        self.model
+            .as_ref()
+            .and_then(|m| m.tokenizer.as_ref())
+            .and_then(|t| t.decode(&[id], false).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Engine for ThinkerEngine {
+    fn load_model(
+        &mut self,
+        source: &str,
+        dtype: DType,
+        device: &Device,
+        ctx: &Ctx,
+    ) -> Outcome<ModelSummary> {
+        let t0 = Instant::now();
+        let parsed = ModelSource::parse(source.trim())?;
+        if let ModelSource::Hub { repo, .. } = &parsed {
+            ctx.status(format!(
+                "Resolving {repo} on the Hugging Face hub (the first time downloads several GB)…"
+            ));
+        } else {
+            ctx.status(format!("Reading {source}…"));
+        }
+        let resolved = model::resolve(&parsed)?;
+        ctx.check_cancel()?;
+        let parameters = resolved.thinker_parameters();
+        ctx.status(format!(
+            "Loading {:.1} M parameters as {} on {}…",
+            parameters as f64 / 1e6,
+            dtype.as_str(),
+            device_name(device)
+        ));
+        // Free the old model and the inputs tensors on its device before the new one is mapped; the inputs
+        // path stays, so the worker re-reads them for the new model.
+        self.model = None;
+        self.inputs = None;
+        let thinker = OmniThinker::load(&resolved, dtype, device)?;
+        ctx.check_cancel()?;
+        let tokenizer = match resolved.tokenizer_path() {
+            None => None,
+            Some(p) => match tokenizers::Tokenizer::from_file(&p) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    ctx.status(format!("Tokenizer {} unreadable ({e}); showing token ids.", p.display()));
+                    None
+                }
+            },
+        };
+        let im_start = tokenizer
+            .as_ref()
+            .and_then(|t| t.token_to_id("<|im_start|>"))
+            .or(thinker.cfg.tokens.bos);
+        let cfg = &thinker.cfg.text;
+        let summary = ModelSummary {
+            source: parsed.display(),
+            dir: resolved.dir.clone(),
+            parameters,
+            layers: cfg.num_hidden_layers,
+            hidden: cfg.hidden_size,
+            vocab: cfg.vocab_size,
+            dtype: dtype.as_str().to_string(),
+            device: device_name(device),
+            has_tokenizer: tokenizer.is_some(),
+            load_seconds: t0.elapsed().as_secs_f32(),
+        };
+        self.model = Some(LoadedModel {
+            thinker,
+            tokenizer,
+            im_start,
+        });
+        Ok(summary)
+    }
+
+    fn load_inputs(&mut self, path: &Path, ctx: &Ctx) -> Outcome<Vec<TokenCell>> {
+        let Some(m) = &self.model else {
+            return Err(Failure::new(
+                format!("cannot read {} before a model is loaded", path.display()),
+                "load a model first (the inputs are read onto its device)",
+            ));
+        };
+        ctx.status(format!("Reading {}…", path.display()));
+        let inputs = OmniInputs::from_file(path, m.thinker.device())?;
+        let groups = token_groups(&inputs.input_ids, &m.thinker.cfg.tokens, m.im_start);
+        let tokens = inputs
+            .input_ids
+            .iter()
+            .zip(groups)
+            .map(|(&id, group)| TokenCell {
+                id,
+                text: self.decode(id),
+                group,
+            })
+            .collect();
+        self.inputs = Some(inputs);
+        self.inputs_path = Some(path.to_path_buf());
+        Ok(tokens)
+    }
+
+    fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult> {
+        let (Some(m), Some(inp)) = (&self.model, &self.inputs) else {
+            return Err(Failure::new(
+                "nothing to run",
+                "load a model and an inputs file first",
+            ));
+        };
+        let n = inp.input_ids.len();
+        let Some(last) = n.checked_sub(1) else {
+            return Err(Failure::new(
+                "the inputs have no input_ids",
+                "open an inputs file with a non-empty prompt",
+            ));
+        };
+        ctx.status("Encoding audio and video…");
+        let embedded = m.thinker.embed(inp)?;
+        ctx.check_cancel()?;
+        ctx.status(format!("Running the decoder over {n} positions…"));
+        let logits = m.thinker.logits(&embedded, Some(&[last]))?;
+        let row = logits.get(0).map_err(crate::Error::from)?;
+        let top = model::decoder::top_k(&row, k)?;
+        Ok(ForwardResult {
+            top_k: top
+                .into_iter()
+                .map(|(id, p)| (id, self.decode(id), p))
+                .collect(),
+            positions: n,
+        })
+    }
+
+    fn inputs_path(&self) -> Option<PathBuf> {
+        self.inputs_path.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// Scripted engine: each method does what the test asks.
+    #[derive(Default)]
+    struct Fake {
+        inputs: Option<PathBuf>,
+        /// Forward waits for this many milliseconds, polling cancel, before answering.
+        forward_ms: u64,
+        panic_on_forward: bool,
+        started: Option<mpsc::Sender<()>>,
+    }
+
+    impl Engine for Fake {
+        fn load_model(&mut self, source: &str, dtype: DType, device: &Device, _: &Ctx) -> Outcome<ModelSummary> {
+            if source == "missing" {
+                return Err(crate::Error::Model {
+                    path: "missing".into(),
+                    reason: "no such folder".into(),
+                    fix: "give a folder".into(),
+                }
+                .into());
+            }
+            Ok(ModelSummary {
+                source: source.into(),
+                dir: source.into(),
+                parameters: 10,
+                layers: 1,
+                hidden: 4,
+                vocab: 8,
+                dtype: dtype.as_str().into(),
+                device: device_name(device),
+                has_tokenizer: false,
+                load_seconds: 0.0,
+            })
+        }
+        fn load_inputs(&mut self, path: &Path, _: &Ctx) -> Outcome<Vec<TokenCell>> {
+            self.inputs = Some(path.to_path_buf());
+            Ok(vec![TokenCell {
+                id: 1,
+                text: String::new(),
+                group: Group::Text,
+            }])
+        }
+        fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult> {
+            if let Some(s) = &self.started {
+                let _ = s.send(());
+            }
+            if self.panic_on_forward {
+                panic!("boom");
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(self.forward_ms) {
+                ctx.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Ok(ForwardResult {
+                top_k: (0..k as u32).map(|i| (i, String::new(), 1.0 / k as f32)).collect(),
+                positions: 1,
+            })
+        }
+        fn inputs_path(&self) -> Option<PathBuf> {
+            self.inputs.clone()
+        }
+    }
+
+    /// Events until (and without) the next `Idle`.
+    fn until_idle(w: &Worker) -> Vec<Event> {
+        let mut out = Vec::new();
+        while let Some(e) = w.recv_timeout(Duration::from_secs(10)) {
+            if matches!(e, Event::Idle) {
+                return out;
+            }
+            out.push(e);
+        }
+        panic!("no Idle within 10 s; got {out:?}");
+    }
+
+    fn load(source: &str) -> Command {
+        Command::LoadModel {
+            source: source.into(),
+            dtype: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+
+    #[test]
+    fn split_fix_separates_the_fix() {
+        let (m, f) = split_fix("model folder x: no such folder. Fix: give a folder");
+        assert_eq!(m, "model folder x: no such folder");
+        assert_eq!(f.as_deref(), Some("give a folder"));
+        let (m, f) = split_fix("cuda:0 is not available (no driver). Fix: build with cuda, or use --device cpu");
+        assert_eq!(m, "cuda:0 is not available (no driver)");
+        assert_eq!(f.as_deref(), Some("build with cuda, or use --device cpu"));
+        assert_eq!(split_fix("plain"), ("plain".to_string(), None));
+    }
+
+    #[test]
+    fn load_then_inputs_then_forward() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        assert!(w.send(load("m")));
+        let ev = until_idle(&w);
+        assert!(matches!(&ev[..], [Event::ModelLoaded { summary }] if summary.device == "cpu"));
+        w.send(Command::LoadInputs { path: "in.safetensors".into() });
+        assert!(matches!(&until_idle(&w)[..], [Event::InputsLoaded { tokens, .. }] if tokens.len() == 1));
+        w.send(Command::RunForward);
+        assert!(matches!(&until_idle(&w)[..], [Event::ForwardDone { top_k, .. }] if top_k.len() == TOP_K));
+        // A new model re-reads the loaded inputs.
+        w.send(load("m2"));
+        let ev = until_idle(&w);
+        assert!(matches!(&ev[..], [Event::ModelLoaded { .. }, Event::InputsLoaded { .. }]), "{ev:?}");
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn errors_carry_their_fix() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(load("missing"));
+        let ev = until_idle(&w);
+        match &ev[..] {
+            [Event::Error { message, fix }] => {
+                assert_eq!(message, "model folder missing: no such folder");
+                assert_eq!(fix.as_deref(), Some("give a folder"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_panic_becomes_an_error_and_the_worker_keeps_serving() {
+        let w = Worker::spawn_with(
+            Fake {
+                panic_on_forward: true,
+                ..Fake::default()
+            },
+            || {},
+        )
+        .expect("spawn");
+        w.send(Command::RunForward);
+        let ev = until_idle(&w);
+        assert!(
+            matches!(&ev[..], [Event::Error { message, fix: Some(_) }] if message.contains("boom")),
+            "{ev:?}"
+        );
+        w.send(load("m"));
+        assert!(matches!(&until_idle(&w)[..], [Event::ModelLoaded { .. }]));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn cancel_stops_the_running_command_and_skips_queued_ones() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let w = Worker::spawn_with(
+            Fake {
+                forward_ms: 20_000,
+                started: Some(started_tx),
+                ..Fake::default()
+            },
+            || {},
+        )
+        .expect("spawn");
+        w.send(Command::RunForward);
+        w.send(load("queued-before-cancel"));
+        started_rx.recv_timeout(Duration::from_secs(10)).expect("forward started");
+        let t0 = Instant::now();
+        w.cancel();
+        w.send(load("after-cancel"));
+        let mut ev = Vec::new();
+        while let Some(e) = w.recv_timeout(Duration::from_secs(10)) {
+            let done = matches!(&e, Event::ModelLoaded { .. });
+            ev.push(e);
+            if done {
+                break;
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "cancel took {:?}", t0.elapsed());
+        let loaded: Vec<&str> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::ModelLoaded { summary } => Some(summary.source.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(loaded, vec!["after-cancel"], "{ev:?}");
+        assert!(ev.iter().any(|e| matches!(e, Event::Cancelled)));
+        assert!(!ev.iter().any(|e| matches!(e, Event::ForwardDone { .. })));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn notify_is_called_per_event() {
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let c = Arc::clone(&count);
+        let w = Worker::spawn_with(Fake::default(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        })
+        .expect("spawn");
+        w.send(load("m"));
+        until_idle(&w);
+        // ModelLoaded + Idle.
+        assert!(count.load(Ordering::SeqCst) >= 2);
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn real_engine_reports_missing_model_with_a_fix() {
+        let w = Worker::spawn(|| {}).expect("spawn");
+        w.send(load("/definitely/not/here"));
+        let ev = until_idle(&w);
+        assert!(
+            ev.iter().any(|e| matches!(e, Event::Error { fix: Some(_), .. })),
+            "{ev:?}"
+        );
+        w.send(Command::RunForward);
+        let ev = until_idle(&w);
+        assert!(
+            matches!(&ev[..], [Event::Error { message, .. }] if message == "nothing to run"),
+            "{ev:?}"
+        );
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerate tests/fixtures (tiny Qwen2.5-Omni checkpoints + HF reference goldens).
+# Creates/updates a virtualenv in .venv-fixtures at the repository root, installs the pinned
+# requirements and runs tools/make_fixtures.py. Extra arguments are passed to pip install
+# (e.g. --index-url https://download.pytorch.org/whl/cpu for a CPU-only torch wheel).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv-fixtures"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -r tools/requirements-fixtures.txt "$@"
+"$VENV/bin/python" tools/make_fixtures.py
+du -sh tests/fixtures
