@@ -14,7 +14,7 @@ cd "$ROOT"
 
 # System packages (Debian/Ubuntu names). ffmpeg dev libs: ffmpeg-next; clang: its bindgen; Vulkan/mesa:
 # wgpu (lavapipe is the software fallback without a GPU); X11/Wayland/xkb: winit; fontconfig: rfd/egui;
-# xvfb: running the window headless.
+# xvfb: running the window headless; oneDNN: fast CPU matrix products (loaded at run time when present).
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev libswscale-dev
@@ -22,13 +22,15 @@ APT_PACKAGES=(
   libvulkan1 mesa-vulkan-drivers
   libxkbcommon-dev libwayland-dev libx11-dev libxcursor-dev libxrandr-dev libxi-dev libgl1
   libfontconfig1-dev xvfb
+  libdnnl-dev
 )
 BREW_PACKAGES=(ffmpeg pkg-config llvm)
 # Oldest Rust that builds avflow (Cargo.toml rust-version).
 MIN_RUST_MINOR=85
 
-log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
-die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+if [ -t 2 ]; then B=$'\033[1m' R=$'\033[1;31m' N=$'\033[0m'; else B='' R='' N=''; fi
+log() { printf '%s[setup]%s %s\n' "$B" "$N" "$*" >&2; }
+die() { printf '%s[setup] error:%s %s\n' "$R" "$N" "$*" >&2; exit 1; }
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then
@@ -122,7 +124,7 @@ run_tests() {
   set -e
   echo
   log "summary:"
-  grep -E '^test result:|^test .* FAILED$|^error' "$out" >&2 || true
+  grep -E '^test result:|^test .* FAILED$|^error: (could not compile|test failed)|^error\[' "$out" >&2 || true
   awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "[setup] total: %d passed, %d failed, %d ignored\n", p, f, i }' "$out" >&2
   rm -f "$out"
   [ "$status" -eq 0 ] || die "tests failed (cargo exit status $status)"
@@ -132,12 +134,13 @@ run_tests() {
 run_app() {
   if [ "$(uname -s)" = Linux ] && [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
     log "no display (DISPLAY / WAYLAND_DISPLAY unset): the window cannot open here. Use a desktop session," \
-        "or: xvfb-run cargo run --release -- $*"
+        "or: xvfb-run cargo run -- $*"
   fi
   if [ "$#" -eq 0 ] && [ ! -f assets/demo/inputs.safetensors ]; then
     log "the bundled demo is missing: make it with 'python3 tools/make_fixtures.py' (the app explains too)"
   fi
-  exec cargo run --release -- "$@"
+  # The dev profile (dependencies optimised, see Cargo.toml) is the one the tests build: no second cold build.
+  exec cargo run -- "$@"
 }
 
 cmd="${1:-}"

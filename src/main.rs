@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 
 use avflow::cli;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "avflow", version, about = "How sound and sight flow through audio-visual LLMs")]
 struct Cli {

@@ -10,6 +10,7 @@
 //! The model side is behind the [`Engine`] trait so the protocol (ordering, cancel, panic recovery) is
 //! tested with a fake engine, without weights.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -67,8 +68,12 @@ pub enum Event {
     },
     /// A [`Command::Cancel`] was handled.
     Cancelled,
-    /// The queue is empty: nothing runs until the next command.
-    Idle,
+    /// The queue is empty: nothing runs until the next command. `handled` counts every command taken
+    /// off the queue so far (run, skipped or cancel), so the UI can tell whether commands it sent since
+    /// are still outstanding ([`Worker::busy`]).
+    Idle {
+        handled: u64,
+    },
 }
 
 /// What the app shows about a loaded model.
@@ -101,7 +106,10 @@ pub struct TokenCell {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
     Cancelled,
-    Error { message: String, fix: Option<String> },
+    Error {
+        message: String,
+        fix: Option<String>,
+    },
 }
 
 impl Failure {
@@ -197,6 +205,9 @@ pub const TOP_K: usize = 5;
 pub struct Worker {
     tx: Sender<Command>,
     rx: Receiver<Event>,
+    /// Commands sent (Shutdown excluded) and commands the worker reported handled.
+    sent: Cell<u64>,
+    handled: Cell<u64>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -223,6 +234,8 @@ impl Worker {
         Ok(Self {
             tx,
             rx,
+            sent: Cell::new(0),
+            handled: Cell::new(0),
             cancel,
             thread: Some(thread),
         })
@@ -234,7 +247,23 @@ impl Worker {
             // Seen by the running command at its next checkpoint, long before the queue reaches `cmd`.
             self.cancel.store(true, Ordering::SeqCst);
         }
-        self.tx.send(cmd).is_ok()
+        let counted = !matches!(cmd, Command::Shutdown);
+        let ok = self.tx.send(cmd).is_ok();
+        if ok && counted {
+            self.sent.set(self.sent.get() + 1);
+        }
+        ok
+    }
+
+    /// Some command sent through this handle has not finished yet (as of the last [`Self::poll`]).
+    pub fn busy(&self) -> bool {
+        self.handled.get() < self.sent.get()
+    }
+
+    fn observe(&self, e: &Event) {
+        if let Event::Idle { handled } = e {
+            self.handled.set(*handled);
+        }
     }
 
     pub fn cancel(&self) -> bool {
@@ -246,7 +275,10 @@ impl Worker {
         let mut out = Vec::new();
         loop {
             match self.rx.try_recv() {
-                Ok(e) => out.push(e),
+                Ok(e) => {
+                    self.observe(&e);
+                    out.push(e);
+                }
                 Err(TryRecvError::Empty) => return Ok(out),
                 Err(TryRecvError::Disconnected) if out.is_empty() => return Err(WorkerGone),
                 Err(TryRecvError::Disconnected) => return Ok(out),
@@ -256,7 +288,9 @@ impl Worker {
 
     /// Waits for the next event (tests and headless use).
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Event> {
-        self.rx.recv_timeout(timeout).ok()
+        let e = self.rx.recv_timeout(timeout).ok()?;
+        self.observe(&e);
+        Some(e)
     }
 
     /// Asks the thread to stop and waits up to `timeout`; `true` when it has stopped.
@@ -299,7 +333,11 @@ fn run_loop<E: Engine>(
         let _ = events.send(e);
         notify();
     };
+    let mut handled = 0_u64;
     for cmd in commands.iter() {
+        if !matches!(cmd, Command::Shutdown) {
+            handled += 1;
+        }
         match cmd {
             Command::Shutdown => break,
             Command::Cancel => {
@@ -337,7 +375,7 @@ fn run_loop<E: Engine>(
             }
         }
         if commands.is_empty() {
-            emit(Event::Idle);
+            emit(Event::Idle { handled });
         }
     }
 }
@@ -443,12 +481,17 @@ pub fn device_name(d: &Device) -> String {
 }
 
 impl ThinkerEngine {
+    /// Text of one token. A token holding part of a UTF-8 character decodes to U+FFFD alone; its byte-level
+    /// vocabulary form (`Ã¤`, `Ġ`) says more, so that is shown instead.
     fn decode(&self, id: u32) -> String {
-        self.model
-            .as_ref()
-            .and_then(|m| m.tokenizer.as_ref())
-            .and_then(|t| t.decode(&[id], false).ok())
-            .unwrap_or_default()
+        let Some(t) = self.model.as_ref().and_then(|m| m.tokenizer.as_ref()) else {
+            return String::new();
+        };
+        match t.decode(&[id], false) {
+            Ok(s) if !s.contains('\u{FFFD}') => s,
+            Ok(s) => t.id_to_token(id).unwrap_or(s),
+            Err(_) => t.id_to_token(id).unwrap_or_default(),
+        }
     }
 }
 
@@ -489,7 +532,10 @@ impl Engine for ThinkerEngine {
             Some(p) => match tokenizers::Tokenizer::from_file(&p) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    ctx.status(format!("Tokenizer {} unreadable ({e}); showing token ids.", p.display()));
+                    ctx.status(format!(
+                        "Tokenizer {} unreadable ({e}); showing token ids.",
+                        p.display()
+                    ));
                     None
                 }
             },
@@ -595,7 +641,13 @@ mod tests {
     }
 
     impl Engine for Fake {
-        fn load_model(&mut self, source: &str, dtype: DType, device: &Device, _: &Ctx) -> Outcome<ModelSummary> {
+        fn load_model(
+            &mut self,
+            source: &str,
+            dtype: DType,
+            device: &Device,
+            _: &Ctx,
+        ) -> Outcome<ModelSummary> {
             if source == "missing" {
                 return Err(crate::Error::Model {
                     path: "missing".into(),
@@ -638,7 +690,9 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Ok(ForwardResult {
-                top_k: (0..k as u32).map(|i| (i, String::new(), 1.0 / k as f32)).collect(),
+                top_k: (0..k as u32)
+                    .map(|i| (i, String::new(), 1.0 / k as f32))
+                    .collect(),
                 positions: 1,
             })
         }
@@ -651,7 +705,7 @@ mod tests {
     fn until_idle(w: &Worker) -> Vec<Event> {
         let mut out = Vec::new();
         while let Some(e) = w.recv_timeout(Duration::from_secs(10)) {
-            if matches!(e, Event::Idle) {
+            if matches!(e, Event::Idle { .. }) {
                 return out;
             }
             out.push(e);
@@ -672,7 +726,9 @@ mod tests {
         let (m, f) = split_fix("model folder x: no such folder. Fix: give a folder");
         assert_eq!(m, "model folder x: no such folder");
         assert_eq!(f.as_deref(), Some("give a folder"));
-        let (m, f) = split_fix("cuda:0 is not available (no driver). Fix: build with cuda, or use --device cpu");
+        let (m, f) = split_fix(
+            "cuda:0 is not available (no driver). Fix: build with cuda, or use --device cpu",
+        );
         assert_eq!(m, "cuda:0 is not available (no driver)");
         assert_eq!(f.as_deref(), Some("build with cuda, or use --device cpu"));
         assert_eq!(split_fix("plain"), ("plain".to_string(), None));
@@ -684,14 +740,26 @@ mod tests {
         assert!(w.send(load("m")));
         let ev = until_idle(&w);
         assert!(matches!(&ev[..], [Event::ModelLoaded { summary }] if summary.device == "cpu"));
-        w.send(Command::LoadInputs { path: "in.safetensors".into() });
-        assert!(matches!(&until_idle(&w)[..], [Event::InputsLoaded { tokens, .. }] if tokens.len() == 1));
+        w.send(Command::LoadInputs {
+            path: "in.safetensors".into(),
+        });
+        assert!(
+            matches!(&until_idle(&w)[..], [Event::InputsLoaded { tokens, .. }] if tokens.len() == 1)
+        );
         w.send(Command::RunForward);
-        assert!(matches!(&until_idle(&w)[..], [Event::ForwardDone { top_k, .. }] if top_k.len() == TOP_K));
+        assert!(
+            matches!(&until_idle(&w)[..], [Event::ForwardDone { top_k, .. }] if top_k.len() == TOP_K)
+        );
         // A new model re-reads the loaded inputs.
         w.send(load("m2"));
         let ev = until_idle(&w);
-        assert!(matches!(&ev[..], [Event::ModelLoaded { .. }, Event::InputsLoaded { .. }]), "{ev:?}");
+        assert!(
+            matches!(
+                &ev[..],
+                [Event::ModelLoaded { .. }, Event::InputsLoaded { .. }]
+            ),
+            "{ev:?}"
+        );
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 
@@ -745,7 +813,9 @@ mod tests {
         .expect("spawn");
         w.send(Command::RunForward);
         w.send(load("queued-before-cancel"));
-        started_rx.recv_timeout(Duration::from_secs(10)).expect("forward started");
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("forward started");
         let t0 = Instant::now();
         w.cancel();
         w.send(load("after-cancel"));
@@ -757,7 +827,11 @@ mod tests {
                 break;
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(5), "cancel took {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "cancel took {:?}",
+            t0.elapsed()
+        );
         let loaded: Vec<&str> = ev
             .iter()
             .filter_map(|e| match e {
@@ -768,6 +842,26 @@ mod tests {
         assert_eq!(loaded, vec!["after-cancel"], "{ev:?}");
         assert!(ev.iter().any(|e| matches!(e, Event::Cancelled)));
         assert!(!ev.iter().any(|e| matches!(e, Event::ForwardDone { .. })));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn busy_until_every_sent_command_is_handled() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        assert!(!w.busy());
+        w.send(load("m"));
+        assert!(w.busy());
+        until_idle(&w);
+        assert!(!w.busy());
+        // A command sent while an older Idle is still queued keeps the worker busy.
+        w.send(Command::LoadInputs { path: "a".into() });
+        w.send(Command::RunForward);
+        let first = until_idle(&w);
+        if !first.iter().any(|e| matches!(e, Event::ForwardDone { .. })) {
+            assert!(w.busy());
+            until_idle(&w);
+        }
+        assert!(!w.busy());
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 
@@ -792,7 +886,8 @@ mod tests {
         w.send(load("/definitely/not/here"));
         let ev = until_idle(&w);
         assert!(
-            ev.iter().any(|e| matches!(e, Event::Error { fix: Some(_), .. })),
+            ev.iter()
+                .any(|e| matches!(e, Event::Error { fix: Some(_), .. })),
             "{ev:?}"
         );
         w.send(Command::RunForward);

@@ -9,11 +9,11 @@
 //! suffix of positions, apply per-layer knockout masks and drop positions between layers.
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::model::config::TextConfig;
-use crate::model::nn::{linear, softmax_f32, Act, GatedMlp, RmsNorm};
+use crate::model::nn::{compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm};
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
 pub type PositionIds = Vec<[i64; 3]>;
@@ -92,10 +92,10 @@ pub fn causal_mask(rows: usize, past: usize, device: &Device) -> Result<Tensor> 
 
 #[derive(Debug, Clone)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
+    q_proj: Lin,
+    k_proj: Lin,
+    v_proj: Lin,
+    o_proj: Lin,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -272,7 +272,7 @@ pub struct Decoder {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: Linear,
+    lm_head: Lin,
     inv_freq: Vec<f32>,
     device: Device,
     dtype: DType,
@@ -301,7 +301,7 @@ impl Decoder {
             lm_head,
             inv_freq,
             device: vb.device().clone(),
-            dtype: vb.dtype(),
+            dtype: compute_dtype(&vb),
         })
     }
 
@@ -309,6 +309,7 @@ impl Decoder {
         &self.device
     }
 
+    /// The dtype activations (and the K/V cache) are computed in.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -324,7 +325,7 @@ impl Decoder {
     /// Token embeddings `[n, hidden]`.
     pub fn embed(&self, ids: &[u32]) -> Result<Tensor> {
         let t = Tensor::new(ids, &self.device)?;
-        Ok(self.embed_tokens.forward(&t)?)
+        Ok(self.embed_tokens.forward(&t)?.to_dtype(self.dtype)?)
     }
 
     /// MRoPE angles for the given positions (`Qwen2_5OmniRotaryEmbedding` + `recomposition_frequencies`):

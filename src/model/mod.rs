@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod gemm;
 pub mod loader;
 pub mod nn;
 pub mod omni;

@@ -1,8 +1,8 @@
 //! Small building blocks shared by the encoders and the decoder, written to follow transformers' numerics
 //! (norms in f32, softmax in f32) rather than candle's fused variants where the two differ.
 
-use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
 
 use crate::error::Result;
 
@@ -16,8 +16,9 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let c = compute_dtype(&vb);
         Ok(Self {
-            weight: vb.get(size, "weight")?,
+            weight: vb.get(size, "weight")?.to_dtype(c)?,
             eps,
         })
     }
@@ -41,9 +42,10 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(size: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        let c = compute_dtype(&vb);
         Ok(Self {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
+            weight: vb.get(size, "weight")?.to_dtype(c)?,
+            bias: vb.get(size, "bias")?.to_dtype(c)?,
             eps,
         })
     }
@@ -62,12 +64,77 @@ impl LayerNorm {
     }
 }
 
-pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Linear> {
-    Ok(if bias {
-        candle_nn::linear(in_dim, out_dim, vb)?
+/// The dtype activations are computed in. On CPU always f32: candle has no fast half-precision kernels
+/// there (a bf16 matmul widens both operands anyway), so half-precision checkpoints keep their weights
+/// in half precision (memory) and widen one weight matrix at a time for the f32 matmul (speed). On GPUs
+/// the weights' own dtype.
+pub fn compute_dtype(vb: &VarBuilder) -> DType {
+    if vb.device().is_cpu() {
+        DType::F32
     } else {
-        candle_nn::linear_no_bias(in_dim, out_dim, vb)?
-    })
+        vb.dtype()
+    }
+}
+
+/// A linear layer whose weight stays in the storage dtype and is widened to the input's dtype per call.
+#[derive(Debug, Clone)]
+pub struct Lin {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Lin {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = crate::model::gemm::linear_cpu(x, &self.w)? {
+            return Ok(match &self.b {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
+        let w = if self.w.dtype() == x.dtype() {
+            self.w.clone()
+        } else {
+            self.w.to_dtype(x.dtype())?
+        };
+        let y = match x.rank() {
+            2 => x.matmul(&w.t()?)?,
+            _ => x.broadcast_matmul(&w.t()?)?,
+        };
+        Ok(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.w
+    }
+}
+
+/// `nn.Linear(in_dim, out_dim, bias)` read from `vb` (`weight` `[out, in]`, `bias` `[out]`).
+pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Lin> {
+    let c = compute_dtype(&vb);
+    let w = vb.get((out_dim, in_dim), "weight")?;
+    let b = if bias {
+        Some(vb.get(out_dim, "bias")?.to_dtype(c)?)
+    } else {
+        None
+    };
+    Ok(Lin { w, b })
+}
+
+/// `nn.Conv1d` with its parameters in the compute dtype.
+pub fn conv1d(
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    cfg: candle_nn::Conv1dConfig,
+    vb: VarBuilder,
+) -> Result<candle_nn::Conv1d> {
+    let c = compute_dtype(&vb);
+    let w = vb.get((out_c, in_c, k), "weight")?.to_dtype(c)?;
+    let b = vb.get(out_c, "bias")?.to_dtype(c)?;
+    Ok(candle_nn::Conv1d::new(w, Some(b), cfg))
 }
 
 /// Activation by its transformers name (`ACT2FN`).
@@ -101,9 +168,9 @@ impl Act {
 /// Gated MLP `down(act(gate(x)) * up(x))` (Qwen2MLP; the vision tower's has biases).
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Lin,
+    up: Lin,
+    down: Lin,
     act: Act,
 }
 

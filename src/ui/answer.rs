@@ -67,7 +67,10 @@ pub fn format_percent(p: f32) -> String {
 /// Footer line: how long the forward pass took.
 pub fn timing_line(seconds: f32, positions: usize) -> String {
     if seconds < 1.0 {
-        format!("forward over {positions} positions in {:.0} ms", seconds * 1000.0)
+        format!(
+            "forward over {positions} positions in {:.0} ms",
+            seconds * 1000.0
+        )
     } else {
         format!("forward over {positions} positions in {seconds:.2} s")
     }
@@ -105,7 +108,8 @@ impl Panel for AnswerPanel {
             .show(ui, |ui| {
                 for row in &rows {
                     ui.label(format!("{}.", row.rank));
-                    ui.monospace(&row.text).on_hover_text(format!("id {}", row.id));
+                    ui.monospace(&row.text)
+                        .on_hover_text(format!("id {}", row.id));
                     ui.label(&row.percent);
                     bar(ui, row.bar);
                     ui.end_row();
@@ -121,8 +125,11 @@ fn bar(ui: &mut egui::Ui, fraction: f32) {
         .rect_filled(rect, CornerRadius::same(2), ui.visuals().faint_bg_color);
     let mut filled = rect;
     filled.set_width(rect.width() * fraction);
-    ui.painter()
-        .rect_filled(filled, CornerRadius::same(2), Color32::from_rgb(86, 180, 233));
+    ui.painter().rect_filled(
+        filled,
+        CornerRadius::same(2),
+        Color32::from_rgb(86, 180, 233),
+    );
 }
 
 #[cfg(test)]
@@ -167,7 +174,10 @@ mod tests {
 
     #[test]
     fn timing_units() {
-        assert_eq!(timing_line(0.0423, 18), "forward over 18 positions in 42 ms");
+        assert_eq!(
+            timing_line(0.0423, 18),
+            "forward over 18 positions in 42 ms"
+        );
         assert_eq!(timing_line(2.5, 18), "forward over 18 positions in 2.50 s");
     }
 }

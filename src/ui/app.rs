@@ -55,16 +55,26 @@ pub fn plan_startup(
                 .into(),
         );
     }
-    let recent_model = recent.model.clone().filter(|m| !m.trim().is_empty() && model_still_there(m));
+    let recent_model = recent
+        .model
+        .clone()
+        .filter(|m| !m.trim().is_empty() && model_still_there(m));
     let recent_inputs = recent.inputs.clone().filter(|p| p.is_file());
     let field = |p: &Path| p.display().to_string();
     if model.is_some() || inputs.is_some() {
         s.load_model = model.map(str::to_string);
         s.load_inputs = inputs.map(Path::to_path_buf);
-        s.model_field = model.map(str::to_string).or(recent_model).unwrap_or_default();
-        s.inputs_field = inputs.map(field).or(recent_inputs.as_deref().map(field)).unwrap_or_default();
+        s.model_field = model
+            .map(str::to_string)
+            .or(recent_model)
+            .unwrap_or_default();
+        s.inputs_field = inputs
+            .map(field)
+            .or(recent_inputs.as_deref().map(field))
+            .unwrap_or_default();
         if s.load_model.is_none() && s.model_field.is_empty() {
-            s.notes.push("Load a model (folder or hub id) to read the inputs.".into());
+            s.notes
+                .push("Load a model (folder or hub id) to read the inputs.".into());
         }
         if s.load_model.is_none() && !s.model_field.is_empty() {
             s.load_model = Some(s.model_field.clone());
@@ -109,7 +119,11 @@ pub fn model_line(m: &ModelSummary) -> String {
         m.vocab,
         m.dtype,
         m.device,
-        if m.has_tokenizer { "" } else { "no tokenizer · " },
+        if m.has_tokenizer {
+            ""
+        } else {
+            "no tokenizer · "
+        },
         m.load_seconds
     )
 }
@@ -132,7 +146,10 @@ pub fn human_count(n: usize) -> String {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Status {
     Info(String),
-    Error { message: String, fix: Option<String> },
+    Error {
+        message: String,
+        fix: Option<String>,
+    },
 }
 
 pub struct AvflowApp {
@@ -158,7 +175,11 @@ pub struct AvflowApp {
 }
 
 impl AvflowApp {
-    pub fn new(ctx: &egui::Context, storage: Option<&dyn eframe::Storage>, opts: AppOptions) -> Self {
+    pub fn new(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        opts: AppOptions,
+    ) -> Self {
         let recent: Recent = storage
             .and_then(|s| eframe::get_value(s, STORAGE_KEY))
             .unwrap_or_default();
@@ -205,7 +226,10 @@ impl AvflowApp {
             Err(e) => {
                 self.status = Status::Error {
                     message: format!("could not start the worker thread: {e}"),
-                    fix: Some("the system is out of threads or memory; close other programs and restart".into()),
+                    fix: Some(
+                        "the system is out of threads or memory; close other programs and restart"
+                            .into(),
+                    ),
                 }
             }
         }
@@ -244,7 +268,9 @@ impl AvflowApp {
         if path.as_os_str().is_empty() {
             self.status = Status::Error {
                 message: "no inputs file given".into(),
-                fix: Some("press Open… (Ctrl+O) or type the path of a .safetensors inputs file".into()),
+                fix: Some(
+                    "press Open… (Ctrl+O) or type the path of a .safetensors inputs file".into(),
+                ),
             };
             return;
         }
@@ -305,7 +331,8 @@ impl AvflowApp {
         let Some(rx) = &self.dialog else { return };
         match rx.try_recv() {
             Err(TryRecvError::Empty) => {
-                self.ctx.request_repaint_after(std::time::Duration::from_millis(100));
+                self.ctx
+                    .request_repaint_after(std::time::Duration::from_millis(100));
             }
             Ok(Some(path)) => {
                 self.dialog = None;
@@ -343,6 +370,7 @@ impl AvflowApp {
         for e in events {
             self.on_event(e);
         }
+        self.view.busy = self.worker.as_ref().is_some_and(Worker::busy);
     }
 
     fn on_event(&mut self, e: Event) {
@@ -351,7 +379,8 @@ impl AvflowApp {
             Event::ModelLoaded { summary } => {
                 self.demo_loaded = self.demo.is_demo_model(&summary.dir);
                 self.status = Status::Info(format!("Loaded {}.", summary.source));
-                self.recent.model = Some(self.model_field.trim().to_string()).filter(|s| !s.is_empty());
+                self.recent.model =
+                    Some(self.model_field.trim().to_string()).filter(|s| !s.is_empty());
                 self.view.model = Some(summary);
                 self.view.answer = None;
                 if let Some(p) = self.pending_inputs.take() {
@@ -359,7 +388,11 @@ impl AvflowApp {
                 }
             }
             Event::InputsLoaded { path, tokens } => {
-                self.status = Status::Info(format!("Read {} positions from {}.", tokens.len(), path.display()));
+                self.status = Status::Info(format!(
+                    "Read {} positions from {}.",
+                    tokens.len(),
+                    path.display()
+                ));
                 self.inputs_field = path.display().to_string();
                 self.recent.inputs = Some(path.clone());
                 self.view.inputs = Some(InputsView::new(path, &tokens));
@@ -390,7 +423,8 @@ impl AvflowApp {
                 self.autorun = false;
                 self.status = Status::Info("Cancelled.".into());
             }
-            Event::Idle => self.view.busy = false,
+            // `busy` is recomputed from the worker's counters after each poll.
+            Event::Idle { .. } => {}
         }
     }
 
@@ -421,10 +455,19 @@ impl AvflowApp {
                 )
                 .labelled_by(label.id);
             let enter = field.lost_focus() && ui.input(|i| i.key_pressed(Key::Enter));
-            if ui.button("Load").on_hover_text("Load the model (Enter in the field)").clicked() || enter {
+            if ui
+                .button("Load")
+                .on_hover_text("Load the model (Enter in the field)")
+                .clicked()
+                || enter
+            {
                 self.load_model(self.model_field.clone());
             }
-            if ui.button("Demo").on_hover_text("Load the bundled tiny demo model and prompt").clicked() {
+            if ui
+                .button("Demo")
+                .on_hover_text("Load the bundled tiny demo model and prompt")
+                .clicked()
+            {
                 self.load_demo();
             }
             ui.separator();
@@ -447,7 +490,12 @@ impl AvflowApp {
             {
                 self.open_dialog();
             }
-            if ui.button("Read").on_hover_text("Read the inputs file (Enter in the field)").clicked() || enter {
+            if ui
+                .button("Read")
+                .on_hover_text("Read the inputs file (Enter in the field)")
+                .clicked()
+                || enter
+            {
                 self.load_inputs(PathBuf::from(self.inputs_field.trim()));
             }
         });
@@ -457,7 +505,11 @@ impl AvflowApp {
         ui.horizontal(|ui| {
             if self.view.busy {
                 ui.spinner();
-                if ui.button("Cancel").on_hover_text("Stop at the next checkpoint").clicked() {
+                if ui
+                    .button("Cancel")
+                    .on_hover_text("Stop at the next checkpoint")
+                    .clicked()
+                {
                     if let Some(w) = &self.worker {
                         w.cancel();
                     }
@@ -468,21 +520,29 @@ impl AvflowApp {
                 Status::Info(s) => {
                     ui.label(s);
                 }
-                Status::Error { message, fix } => {
-                    ui.colored_label(ui.visuals().error_fg_color, format!("Error: {message}"));
-                    if let Some(fix) = fix {
-                        ui.label(RichText::new(format!("Fix: {fix}")).strong());
-                    }
+                Status::Error { message, .. } => {
+                    ui.add(
+                        egui::Label::new(
+                            RichText::new(format!("Error: {message}"))
+                                .color(ui.visuals().error_fg_color),
+                        )
+                        .wrap(),
+                    );
                 }
             }
         });
+        if let Status::Error { fix: Some(fix), .. } = &self.status {
+            ui.add(egui::Label::new(RichText::new(format!("Fix: {fix}")).strong()).wrap());
+        }
         let mut dismissed = None;
         for (i, note) in self.notes.iter().enumerate() {
             ui.horizontal(|ui| {
                 if ui.small_button("Dismiss").clicked() {
                     dismissed = Some(i);
                 }
-                ui.colored_label(ui.visuals().warn_fg_color, note);
+                ui.add(
+                    egui::Label::new(RichText::new(note).color(ui.visuals().warn_fg_color)).wrap(),
+                );
             });
         }
         if let Some(i) = dismissed {
@@ -533,14 +593,16 @@ impl eframe::App for AvflowApp {
         });
         let mut actions = Vec::new();
         egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
-                for panel in &mut self.panels {
-                    ui.heading(panel.name());
-                    panel.ui(ui, &self.view, &mut actions);
-                    ui.add_space(8.0);
-                    ui.separator();
-                }
-            });
+            egui::ScrollArea::vertical()
+                .auto_shrink([false, false])
+                .show(ui, |ui| {
+                    for panel in &mut self.panels {
+                        ui.heading(panel.name());
+                        panel.ui(ui, &self.view, &mut actions);
+                        ui.add_space(8.0);
+                        ui.separator();
+                    }
+                });
         });
         for a in actions {
             match a {
@@ -574,7 +636,10 @@ mod tests {
         let demo = demo_in(root.path(), true);
         let s = plan_startup(None, None, None, None, &Recent::default(), &demo);
         assert!(s.demo);
-        assert_eq!(s.load_model.as_deref(), Some(demo.model.display().to_string().as_str()));
+        assert_eq!(
+            s.load_model.as_deref(),
+            Some(demo.model.display().to_string().as_str())
+        );
         assert_eq!(s.load_inputs.as_deref(), Some(demo.inputs.as_path()));
         assert!(s.notes.is_empty());
     }
@@ -586,7 +651,11 @@ mod tests {
         let s = plan_startup(None, None, None, None, &Recent::default(), &demo);
         assert!(!s.demo);
         assert_eq!(s.load_model, None);
-        assert!(s.notes.iter().any(|n| n.contains("make_fixtures.py")), "{:?}", s.notes);
+        assert!(
+            s.notes.iter().any(|n| n.contains("make_fixtures.py")),
+            "{:?}",
+            s.notes
+        );
     }
 
     #[test]
@@ -631,10 +700,24 @@ mod tests {
             model: Some("Qwen/Qwen2.5-Omni-3B".into()),
             inputs: None,
         };
-        let s = plan_startup(None, Some(Path::new("x.safetensors")), None, None, &recent, &demo);
+        let s = plan_startup(
+            None,
+            Some(Path::new("x.safetensors")),
+            None,
+            None,
+            &recent,
+            &demo,
+        );
         assert_eq!(s.load_model.as_deref(), Some("Qwen/Qwen2.5-Omni-3B"));
         assert_eq!(s.load_inputs.as_deref(), Some(Path::new("x.safetensors")));
-        let s = plan_startup(None, Some(Path::new("x.safetensors")), None, None, &Recent::default(), &demo);
+        let s = plan_startup(
+            None,
+            Some(Path::new("x.safetensors")),
+            None,
+            None,
+            &Recent::default(),
+            &demo,
+        );
         assert_eq!(s.load_model, None);
         assert_eq!(s.notes.len(), 1);
     }
@@ -643,7 +726,14 @@ mod tests {
     fn video_and_question_get_a_note() {
         let root = tempfile::tempdir().expect("tempdir");
         let demo = demo_in(root.path(), true);
-        let s = plan_startup(None, None, Some(Path::new("a.mp4")), Some("what?"), &Recent::default(), &demo);
+        let s = plan_startup(
+            None,
+            None,
+            Some(Path::new("a.mp4")),
+            Some("what?"),
+            &Recent::default(),
+            &demo,
+        );
         assert!(s.notes.iter().any(|n| n.contains("--video")));
         assert!(s.demo);
     }
@@ -687,6 +777,9 @@ mod tests {
         };
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 640.0))
+            // Token texts are model data (CJK, emoji, byte-level forms) that the built-in Latin font may
+            // lack; the app draws tofu for those, so must the test.
+            .allow_missing_glyphs()
             .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
         let demo_present = DemoPaths::locate().missing_message().is_none();
         let t0 = Instant::now();
@@ -717,7 +810,16 @@ mod tests {
             let answer = app.view().answer.as_ref().map(|a| a.top_k.len());
             assert_eq!(answer, Some(crate::worker::TOP_K));
         } else {
-            assert!(app.notes.iter().any(|n| n.contains("make_fixtures.py")), "{:?}", app.notes);
+            assert!(
+                app.notes.iter().any(|n| n.contains("make_fixtures.py")),
+                "{:?}",
+                app.notes
+            );
+        }
+        if demo_present {
+            // Hover a cell of the token strip so the picture shows its card.
+            harness.hover_at(egui::pos2(420.0, 143.0));
+            harness.run_steps(4);
         }
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
         match rendered {
@@ -729,7 +831,9 @@ mod tests {
                 eprintln!("wrote {}", path.display());
             }
             Ok(Err(e)) => eprintln!("SKIPPED screenshot: rendering failed: {e}"),
-            Err(_) => eprintln!("SKIPPED screenshot: no wgpu adapter (install mesa-vulkan-drivers)"),
+            Err(_) => {
+                eprintln!("SKIPPED screenshot: no wgpu adapter (install mesa-vulkan-drivers)")
+            }
         }
     }
 }

@@ -75,11 +75,20 @@ mod tests {
         let build = tempfile::tempdir().expect("tempdir");
         let cwd = tempfile::tempdir().expect("tempdir");
         // Neither has a demo: the build root is named.
-        assert_eq!(DemoPaths::choose(build.path(), cwd.path()).model, build.path().join(MODEL_DIR));
+        assert_eq!(
+            DemoPaths::choose(build.path(), cwd.path()).model,
+            build.path().join(MODEL_DIR)
+        );
         std::fs::create_dir_all(cwd.path().join(MODEL_DIR)).expect("mkdir");
-        assert_eq!(DemoPaths::choose(build.path(), cwd.path()).model, cwd.path().join(MODEL_DIR));
+        assert_eq!(
+            DemoPaths::choose(build.path(), cwd.path()).model,
+            cwd.path().join(MODEL_DIR)
+        );
         std::fs::create_dir_all(build.path().join(MODEL_DIR)).expect("mkdir");
-        assert_eq!(DemoPaths::choose(build.path(), cwd.path()).model, build.path().join(MODEL_DIR));
+        assert_eq!(
+            DemoPaths::choose(build.path(), cwd.path()).model,
+            build.path().join(MODEL_DIR)
+        );
     }
 
     #[test]

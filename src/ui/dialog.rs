@@ -19,7 +19,8 @@ pub fn dialog_support() -> DialogSupport {
     support_from(
         cfg!(target_os = "linux") || cfg!(target_os = "freebsd"),
         std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some_and(|v| !v.is_empty()),
-        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("zenity").is_file())),
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("zenity").is_file())),
     )
 }
 
@@ -70,7 +71,9 @@ mod tests {
 
     #[test]
     fn unix_without_bus_or_zenity_has_no_dialog() {
-        assert!(matches!(support_from(true, false, false), DialogSupport::Unavailable(m) if m.contains("Type the inputs path")));
+        assert!(
+            matches!(support_from(true, false, false), DialogSupport::Unavailable(m) if m.contains("Type the inputs path"))
+        );
         assert_eq!(support_from(true, true, false), DialogSupport::Available);
         assert_eq!(support_from(true, false, true), DialogSupport::Available);
         assert_eq!(support_from(false, false, false), DialogSupport::Available);

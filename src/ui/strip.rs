@@ -127,7 +127,8 @@ fn legend(ui: &mut egui::Ui, groups: &[Group]) {
         ui.label(format!("{} positions:", groups.len()));
         for (g, n) in group_counts(groups) {
             let (rect, _) = ui.allocate_exact_size(Vec2::splat(10.0), Sense::hover());
-            ui.painter().rect_filled(rect, CornerRadius::same(2), group_color(g));
+            ui.painter()
+                .rect_filled(rect, CornerRadius::same(2), group_color(g));
             ui.label(format!("{} {n}", g.name()));
         }
     });
@@ -136,11 +137,14 @@ fn legend(ui: &mut egui::Ui, groups: &[Group]) {
 fn draw_strip(ui: &mut egui::Ui, layout: &StripLayout, view: &ViewState) {
     let Some(inputs) = &view.inputs else { return };
     let (w, h) = layout.size();
-    let (rect, response) = ui.allocate_exact_size(Vec2::new(w.max(1.0), h.max(1.0)), Sense::hover());
+    let (rect, response) =
+        ui.allocate_exact_size(Vec2::new(w.max(1.0), h.max(1.0)), Sense::hover());
     let painter = ui.painter_at(rect);
     let clip = ui.clip_rect();
     for (i, &g) in inputs.groups.iter().enumerate() {
-        let Some((x, y)) = layout.cell_origin(i) else { break };
+        let Some((x, y)) = layout.cell_origin(i) else {
+            break;
+        };
         let cell = Rect::from_min_size(rect.min + Vec2::new(x, y), Vec2::splat(layout.cell));
         if clip.intersects(cell) {
             painter.rect_filled(cell, CornerRadius::ZERO, group_color(g));
@@ -228,6 +232,9 @@ mod tests {
     #[test]
     fn hover_text_shows_id_when_no_text() {
         assert_eq!(hover_text(3, 42, "", Group::Audio), "#3 · id 42 · audio");
-        assert_eq!(hover_text(0, 7, "\nhi", Group::Text), "#0 · id 7 · \"\\nhi\" · text");
+        assert_eq!(
+            hover_text(0, 7, "\nhi", Group::Text),
+            "#0 · id 7 · \"\\nhi\" · text"
+        );
     }
 }

@@ -75,8 +75,13 @@ pub fn token_groups(ids: &[u32], tokens: &TokenIds, im_start: Option<u32>) -> Ve
                 Group::Video
             } else if id == tokens.image {
                 Group::Image
-            } else if [tokens.audio_start, tokens.audio_end, tokens.vision_start, tokens.vision_end]
-                .contains(&id)
+            } else if [
+                tokens.audio_start,
+                tokens.audio_end,
+                tokens.vision_start,
+                tokens.vision_end,
+            ]
+            .contains(&id)
             {
                 Group::Marker
             } else if i < system_end {
@@ -152,11 +157,24 @@ mod tests {
     fn prompt() -> Vec<u32> {
         let t = ids();
         vec![
-            IM_START, 8948, 198, 55, 151645, 198, // system turn: 0..6
-            IM_START, USER, 198, // 6..9
-            t.vision_start, t.video, t.video, t.vision_end, // 9..13
-            t.audio_start, t.audio, t.audio_end, // 13..16
-            6023, 151645, // 16..18
+            IM_START,
+            8948,
+            198,
+            55,
+            151645,
+            198, // system turn: 0..6
+            IM_START,
+            USER,
+            198, // 6..9
+            t.vision_start,
+            t.video,
+            t.video,
+            t.vision_end, // 9..13
+            t.audio_start,
+            t.audio,
+            t.audio_end, // 13..16
+            6023,
+            151645, // 16..18
         ]
     }
 
@@ -167,8 +185,8 @@ mod tests {
         assert_eq!(
             g,
             vec![
-                System, System, System, System, System, System, Text, Text, Text, Marker, Video, Video,
-                Marker, Marker, Audio, Marker, Text, Text
+                System, System, System, System, System, System, Text, Text, Text, Marker, Video,
+                Video, Marker, Marker, Audio, Marker, Text, Text
             ]
         );
     }
@@ -199,7 +217,10 @@ mod tests {
     #[test]
     fn image_placeholder_and_empty_prompt() {
         let t = ids();
-        assert_eq!(token_groups(&[t.image], &t, Some(IM_START)), vec![Group::Image]);
+        assert_eq!(
+            token_groups(&[t.image], &t, Some(IM_START)),
+            vec![Group::Image]
+        );
         assert!(token_groups(&[], &t, Some(IM_START)).is_empty());
     }
 
@@ -208,7 +229,13 @@ mod tests {
         let g = token_groups(&prompt(), &ids(), Some(IM_START));
         assert_eq!(
             group_counts(&g),
-            vec![(Group::System, 6), (Group::Text, 5), (Group::Audio, 1), (Group::Video, 2), (Group::Marker, 4)]
+            vec![
+                (Group::System, 6),
+                (Group::Text, 5),
+                (Group::Audio, 1),
+                (Group::Video, 2),
+                (Group::Marker, 4)
+            ]
         );
     }
 

@@ -9,11 +9,11 @@
 //! pairs of frames are averaged per clip, `ln_post`, `proj`: 25 tokens per second of audio.
 
 use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, Linear, VarBuilder};
+use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::model::config::AudioConfig;
-use crate::model::nn::{linear, segment_attention, Act, LayerNorm};
+use crate::model::nn::{compute_dtype, linear, segment_attention, Act, LayerNorm, Lin};
 
 /// Number of frames after the stride-2 conv and after the stride-2 pooling, for a clip of `mel_len` frames.
 pub fn output_lengths(mel_len: usize) -> (usize, usize) {
@@ -33,13 +33,13 @@ pub fn chunk_lengths(mel_len: usize, n_window: usize) -> Vec<usize> {
 
 #[derive(Debug, Clone)]
 struct EncoderLayer {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    out_proj: Linear,
+    q_proj: Lin,
+    k_proj: Lin,
+    v_proj: Lin,
+    out_proj: Lin,
     self_attn_layer_norm: LayerNorm,
-    fc1: Linear,
-    fc2: Linear,
+    fc1: Lin,
+    fc2: Lin,
     final_layer_norm: LayerNorm,
     heads: usize,
     act: Act,
@@ -90,7 +90,7 @@ pub struct AudioEncoder {
     conv2: Conv1d,
     layers: Vec<EncoderLayer>,
     ln_post: LayerNorm,
-    proj: Linear,
+    proj: Lin,
     positional: Tensor,
 }
 
@@ -112,7 +112,7 @@ impl AudioEncoder {
     /// `vb` at `audio_tower`.
     pub fn new(cfg: &AudioConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
-        let conv1 = candle_nn::conv1d(
+        let conv1 = crate::model::nn::conv1d(
             cfg.num_mel_bins,
             d,
             3,
@@ -122,7 +122,7 @@ impl AudioEncoder {
             },
             vb.pp("conv1"),
         )?;
-        let conv2 = candle_nn::conv1d(
+        let conv2 = crate::model::nn::conv1d(
             d,
             d,
             3,
@@ -141,7 +141,7 @@ impl AudioEncoder {
             (cfg.max_source_positions, d),
             vb.device(),
         )?
-        .to_dtype(vb.dtype())?;
+        .to_dtype(compute_dtype(&vb))?;
         Ok(Self {
             cfg: cfg.clone(),
             conv1,

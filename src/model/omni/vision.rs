@@ -6,13 +6,13 @@
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/vision_utils.py>
 
-use candle_core::{Module, Tensor};
-use candle_nn::{Linear, VarBuilder};
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
-use crate::model::nn::{apply_rotary_f32, linear, segment_attention, Act, GatedMlp, RmsNorm};
+use crate::model::nn::{apply_rotary_f32, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin, RmsNorm};
 
 /// Window permutation over merged units and the cumulative window boundaries in patches.
 ///
@@ -74,10 +74,10 @@ pub fn patch_positions(grids: &[[usize; 3]], merge: usize) -> Vec<[usize; 2]> {
 struct Block {
     norm1: RmsNorm,
     norm2: RmsNorm,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    proj: Linear,
+    q: Lin,
+    k: Lin,
+    v: Lin,
+    proj: Lin,
     mlp: GatedMlp,
     heads: usize,
 }
@@ -120,8 +120,8 @@ pub struct VisionEncoder {
     patch_embed: Tensor, // [hidden, C·Tp·P·P]
     blocks: Vec<Block>,
     ln_q: RmsNorm,
-    mlp0: Linear,
-    mlp2: Linear,
+    mlp0: Lin,
+    mlp2: Lin,
     inv_freq: Vec<f32>,
 }
 
@@ -132,7 +132,7 @@ impl VisionEncoder {
         let (c, tp, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
         // Conv3d with kernel == stride over a pre-cut patch is a matmul with the flattened kernel.
         let w = vb.pp("patch_embed.proj").get((d, c, tp, p, p), "weight")?;
-        let patch_embed = w.reshape((d, c * tp * p * p))?;
+        let patch_embed = w.reshape((d, c * tp * p * p))?.to_dtype(compute_dtype(&vb))?;
         let blocks = (0..cfg.depth)
             .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
