@@ -29,7 +29,12 @@ fn main() {
         .include(root.join("include"))
         .opt_level(2)
         .compile("avflow_onednn");
-    for lib in ["lib/x86_64-linux-gnu", "lib/aarch64-linux-gnu", "lib64", "lib"] {
+    for lib in [
+        "lib/x86_64-linux-gnu",
+        "lib/aarch64-linux-gnu",
+        "lib64",
+        "lib",
+    ] {
         let p = root.join(lib);
         if p.exists() {
             println!("cargo:rustc-link-search=native={}", p.display());

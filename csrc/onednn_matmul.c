@@ -1,5 +1,5 @@
 // Thin C shim over oneDNN's matmul primitive (C API, oneDNN 2.x and 3.x) for avflow's CPU linear layers:
-// C[M, N] (f32, leading dimension ldc) = A[M, K] (bf16 or f32, row-major) · W[N, K]ᵀ (bf16 or f32).
+// C[b] (f32) = A[b] · W[b]ᵀ over a batch, operands bf16 or f32, row-major and contiguous.
 // Built by build.rs only where the oneDNN headers exist; oneDNN's own primitive cache makes repeated
 // shapes cheap. Returns 0 on success, a dnnl_status_t otherwise.
 #include <oneapi/dnnl/dnnl.h>
@@ -18,35 +18,34 @@ static int ensure_engine(void) {
 }
 
 #if DNNL_VERSION_MAJOR >= 3
-#define MD_T dnnl_memory_desc_t
 #define MD_PTR(x) (x)
-static int md_strides(MD_T *md, int64_t d0, int64_t d1, dnnl_data_type_t dt, int64_t s0, int64_t s1) {
-    dnnl_dims_t dims = {d0, d1};
-    dnnl_dims_t strides = {s0, s1};
-    return (int)dnnl_memory_desc_create_with_strides(md, 2, dims, dt, strides);
-}
 #define MD_FREE(x) dnnl_memory_desc_destroy(x)
-#else
-#define MD_T dnnl_memory_desc_t
-#define MD_PTR(x) (&(x))
-static int md_strides(MD_T *md, int64_t d0, int64_t d1, dnnl_data_type_t dt, int64_t s0, int64_t s1) {
-    dnnl_dims_t dims = {d0, d1};
-    dnnl_dims_t strides = {s0, s1};
-    return (int)dnnl_memory_desc_init_by_strides(md, 2, dims, dt, strides);
+static int md3(dnnl_memory_desc_t *md, const dnnl_dims_t dims, dnnl_data_type_t dt, const dnnl_dims_t strides) {
+    return (int)dnnl_memory_desc_create_with_strides(md, 3, dims, dt, strides);
 }
+#else
+#define MD_PTR(x) (&(x))
 #define MD_FREE(x) (void)0
+static int md3(dnnl_memory_desc_t *md, const dnnl_dims_t dims, dnnl_data_type_t dt, const dnnl_dims_t strides) {
+    return (int)dnnl_memory_desc_init_by_strides(md, 3, dims, dt, strides);
+}
 #endif
 
-int avflow_onednn_matmul(int64_t M, int64_t N, int64_t K, int bf16, const void *A, const void *W, float *C,
-                         int64_t ldc) {
+// Batched: for b < B, C[b] (M×N, f32) = A[b] (M×K) · W[b]ᵀ (W[b] is N×K), all row-major and contiguous.
+// bf16 != 0: A and W are bf16; otherwise f32.
+int avflow_onednn_bmm(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, const void *A, const void *W,
+                      float *C) {
     int rc = ensure_engine();
     if (rc) return rc;
     dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
-    MD_T a_md, w_md, c_md;
-    if ((rc = md_strides(&a_md, M, K, dt, K, 1))) return rc;
-    // W is [N, K] row-major = a [K, N] matrix with strides (1, K).
-    if ((rc = md_strides(&w_md, K, N, dt, 1, K))) return rc;
-    if ((rc = md_strides(&c_md, M, N, dnnl_f32, ldc, 1))) return rc;
+    dnnl_memory_desc_t a_md, w_md, c_md;
+    dnnl_dims_t a_dims = {B, M, K}, a_str = {M * K, K, 1};
+    // W[b] is N×K row-major = a K×N matrix with strides (1, K).
+    dnnl_dims_t w_dims = {B, K, N}, w_str = {N * K, 1, K};
+    dnnl_dims_t c_dims = {B, M, N}, c_str = {M * N, N, 1};
+    if ((rc = md3(&a_md, a_dims, dt, a_str))) return rc;
+    if ((rc = md3(&w_md, w_dims, dt, w_str))) return rc;
+    if ((rc = md3(&c_md, c_dims, dnnl_f32, c_str))) return rc;
     dnnl_primitive_desc_t pd = NULL;
 #if DNNL_VERSION_MAJOR >= 3
     rc = (int)dnnl_matmul_primitive_desc_create(&pd, g_engine, a_md, w_md, NULL, c_md, NULL);

@@ -1,28 +1,47 @@
+//! Linear-layer matmul backends on this machine: candle's gemm vs avflow's oneDNN path, f32 and bf16
+//! weights, at the 3B decoder's MLP shape. `cargo run --example microbench` (set RAYON_NUM_THREADS /
+//! OMP_NUM_THREADS to compare at a fixed thread count).
 use candle_core::{DType, Device, Tensor};
 use std::time::Instant;
-fn main() -> candle_core::Result<()> {
+
+fn time(f: impl Fn() -> anyhow::Result<Tensor>) -> anyhow::Result<f64> {
+    f()?; // warm-up (JIT, caches)
+    let t = Instant::now();
+    for _ in 0..3 {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / 3.0)
+}
+
+fn main() -> anyhow::Result<()> {
     let dev = Device::Cpu;
-    let x = Tensor::randn(0f32, 1.0, (586, 2048), &dev)?;
-    let w = Tensor::randn(0f32, 0.02, (11008, 2048), &dev)?;
+    let (m, k, n) = (586, 2048, 11008);
+    let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
+    let w = Tensor::randn(0f32, 0.02, (n, k), &dev)?;
     let wb = w.to_dtype(DType::BF16)?;
-    for _ in 0..2 {
-        let t = Instant::now();
-        let y = x.matmul(&w.t()?)?;
-        let _ = y.dim(0)?;
-        let s = t.elapsed().as_secs_f64();
-        println!("f32 matmul: {:.3}s {:.1} GFLOP/s", s, 2.0 * 586.0 * 2048.0 * 11008.0 / s / 1e9);
-        let t = Instant::now();
-        let wf = wb.to_dtype(DType::F32)?;
-        println!("bf16->f32 convert: {:.3}s", t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let y = x.matmul(&wf.t()?)?;
-        let _ = y.dim(0)?;
-        println!("f32 matmul (converted w): {:.3}s", t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let wt = w.t()?.contiguous()?;
-        let y = x.matmul(&wt)?;
-        let _ = y.dim(0)?;
-        println!("f32 matmul with contiguous w^T (incl transpose): {:.3}s", t.elapsed().as_secs_f64());
+    let flop = 2.0 * (m * k * n) as f64;
+    let candle_f32 = time(|| Ok(x.matmul(&w.t()?)?))?;
+    let candle_bf16 = time(|| Ok(x.matmul(&wb.to_dtype(DType::F32)?.t()?)?))?;
+    println!("backend: {}", avflow::model::gemm::backend_name());
+    let ours = |w: &Tensor| -> anyhow::Result<Tensor> {
+        match avflow::model::gemm::linear_cpu(&x, w)? {
+            Some(y) => Ok(y),
+            None => Ok(x.matmul(&w.to_dtype(DType::F32)?.t()?)?),
+        }
+    };
+    let ours_f32 = time(|| ours(&w))?;
+    let ours_bf16 = time(|| ours(&wb))?;
+    for (name, s) in [
+        ("candle f32", candle_f32),
+        ("candle bf16 weights", candle_bf16),
+        ("avflow f32", ours_f32),
+        ("avflow bf16 weights", ours_bf16),
+    ] {
+        println!(
+            "{name:22} {s:.4} s  {:7.1} GFLOP/s  {:.2}x vs candle f32",
+            flop / s / 1e9,
+            candle_f32 / s
+        );
     }
     Ok(())
 }

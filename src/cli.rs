@@ -26,7 +26,13 @@ pub struct ForwardSummary {
 
 /// `avflow forward --model M --inputs F --out O`: logits `[seq, vocab]` (f32) and `position_ids` `[3, seq]`
 /// (i64), written atomically.
-pub fn forward(model: &str, inputs: &Path, out: &Path, dtype: DType, device: &Device) -> anyhow::Result<ForwardSummary> {
+pub fn forward(
+    model: &str,
+    inputs: &Path,
+    out: &Path,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<ForwardSummary> {
     let t0 = Instant::now();
     let resolved = resolve(&ModelSource::parse(model)?)?;
     let thinker = OmniThinker::load(&resolved, dtype, device)?;
@@ -98,7 +104,10 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
                 cfg.text.num_hidden_layers = *l;
             }
             write_random_checkpoint(&cfg, out, *seed)?;
-            println!("{}", serde_json::json!({"out": out, "layers": cfg.text.num_hidden_layers}));
+            println!(
+                "{}",
+                serde_json::json!({"out": out, "layers": cfg.text.num_hidden_layers})
+            );
             Ok(())
         }
         BenchCommand::MakeInputs { model, out, seed } => {
@@ -120,7 +129,9 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
             let embed_s = t1.elapsed().as_secs_f64();
             let rot = thinker.decoder.rotary(&e.position_ids)?;
             let t2 = Instant::now();
-            let normed = thinker.decoder.forward(&e.embeds, &rot, &mut |_, _| Ok(()))?;
+            let normed = thinker
+                .decoder
+                .forward(&e.embeds, &rot, &mut |_, _| Ok(()))?;
             let _ = normed.sum_all()?.to_scalar::<f32>().ok();
             let decoder_s = t2.elapsed().as_secs_f64();
             let t3 = Instant::now();
@@ -248,7 +259,11 @@ pub fn write_random_checkpoint(cfg: &ThinkerConfig, dir: &Path, seed: u64) -> an
                 || name.ends_with("ln_post.weight");
             let mut bytes = Vec::with_capacity(numel * 2);
             for _ in 0..numel {
-                let x: f32 = if is_norm { 1.0 } else { rng.random_range(-0.035f32..0.035) };
+                let x: f32 = if is_norm {
+                    1.0
+                } else {
+                    rng.random_range(-0.035f32..0.035)
+                };
                 bytes.extend_from_slice(&half::bf16::from_f32(x).to_le_bytes());
             }
             total += bytes.len();
@@ -257,10 +272,16 @@ pub fn write_random_checkpoint(cfg: &ThinkerConfig, dir: &Path, seed: u64) -> an
         }
         let views: Vec<(String, TensorView)> = data
             .iter()
-            .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes)?)))
+            .map(|(name, shape, bytes)| {
+                Ok((
+                    name.clone(),
+                    TensorView::new(Dtype::BF16, shape.clone(), bytes)?,
+                ))
+            })
             .collect::<anyhow::Result<_>>()?;
         let path = dir.join(&fname);
-        safetensors::serialize_to_file(views, None, &path).with_context(|| format!("writing {}", path.display()))?;
+        safetensors::serialize_to_file(views, None, &path)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     crate::tensor_io::write_atomic(
@@ -276,7 +297,8 @@ pub fn bench_inputs(cfg: &ThinkerConfig, seed: u64) -> anyhow::Result<HashMap<St
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tk = &cfg.tokens;
     let text_vocab = tk.pad.unwrap_or(151643).min(cfg.text.vocab_size as u32);
-    let mut words = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..text_vocab)).collect() };
+    let mut words =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..text_vocab)).collect() };
     let (im_start, im_end, nl) = (tk.bos.unwrap_or(151644), tk.eos.unwrap_or(151645), 198u32);
     let grid = [4usize, 12, 28];
     let mel = 700usize;
@@ -293,21 +315,194 @@ pub fn bench_inputs(cfg: &ThinkerConfig, seed: u64) -> anyhow::Result<HashMap<St
     let n = ids.len();
     let dev = Device::Cpu;
     let patches = grid[0] * grid[1] * grid[2];
-    let pd = cfg.vision.in_channels * cfg.vision.temporal_patch_size * cfg.vision.patch_size * cfg.vision.patch_size;
+    let pd = cfg.vision.in_channels
+        * cfg.vision.temporal_patch_size
+        * cfg.vision.patch_size
+        * cfg.vision.patch_size;
     let mut m = HashMap::new();
     let ids_i64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
     m.insert("input_ids".into(), Tensor::from_vec(ids_i64, (1, n), &dev)?);
-    m.insert("attention_mask".into(), Tensor::ones((1, n), DType::I64, &dev)?);
-    m.insert("pixel_values_videos".into(), Tensor::randn(0f32, 1.0, (patches, pd), &dev)?);
+    m.insert(
+        "attention_mask".into(),
+        Tensor::ones((1, n), DType::I64, &dev)?,
+    );
+    m.insert(
+        "pixel_values_videos".into(),
+        Tensor::randn(0f32, 1.0, (patches, pd), &dev)?,
+    );
     m.insert(
         "video_grid_thw".into(),
-        Tensor::from_vec(grid.iter().map(|&x| x as i64).collect::<Vec<_>>(), (1, 3), &dev)?,
+        Tensor::from_vec(
+            grid.iter().map(|&x| x as i64).collect::<Vec<_>>(),
+            (1, 3),
+            &dev,
+        )?,
     );
-    m.insert("video_second_per_grid".into(), Tensor::new(&[1.0f32], &dev)?);
+    m.insert(
+        "video_second_per_grid".into(),
+        Tensor::new(&[1.0f32], &dev)?,
+    );
     m.insert(
         "input_features".into(),
         Tensor::rand(-1f32, 1.0, (1, cfg.audio.num_mel_bins, mel), &dev)?,
     );
-    m.insert("feature_attention_mask".into(), Tensor::ones((1, mel), DType::I64, &dev)?);
+    m.insert(
+        "feature_attention_mask".into(),
+        Tensor::ones((1, mel), DType::I64, &dev)?,
+    );
     Ok(m)
+}
+
+/// A prompt ready for flow experiments: the model, the embedded prompt, its groups and the traced run.
+pub struct FlowSession {
+    pub thinker: OmniThinker,
+    pub groups: crate::flow::Groups,
+    pub trace: crate::flow::Trace,
+    pub embeds: Tensor,
+    pub trace_seconds: f64,
+}
+
+/// Loads the model and inputs, computes the groups (plus `--spans`) and traces the baseline.
+pub fn open_flow(
+    model: &str,
+    inputs: &Path,
+    spans: Option<&Path>,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<FlowSession> {
+    let resolved = resolve(&ModelSource::parse(model)?)?;
+    let thinker = OmniThinker::load(&resolved, dtype, device)?;
+    let inp = OmniInputs::from_file(inputs, device)?;
+    let t0 = Instant::now();
+    let e = thinker.embed(&inp)?;
+    let mut groups = crate::flow::Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
+    if let Some(s) = spans {
+        groups.merge_file(s)?;
+    }
+    let trace = crate::flow::Trace::run(&thinker.decoder, &e.embeds, &e.position_ids)?;
+    Ok(FlowSession {
+        thinker,
+        groups,
+        trace,
+        embeds: e.embeds,
+        trace_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// `A..B` (half-open, 0-based).
+pub fn parse_layers(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (a, b) = s.split_once("..").with_context(|| {
+        format!("bad layer range {s:?}: write A..B (half-open, 0-based), e.g. 0..9")
+    })?;
+    Ok((a.trim().parse()?, b.trim().parse()?))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KnockoutArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// JSON file of extra named spans: {"name": [positions…]}.
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+    /// Source group(s), comma-separated: system, video, image, audio, question, last (or a --spans name).
+    #[arg(long)]
+    pub source: String,
+    /// Target group(s), comma-separated.
+    #[arg(long)]
+    pub target: String,
+    /// Decoder layers A..B (half-open, 0-based).
+    #[arg(long)]
+    pub layers: String,
+    /// Token whose probability is reported (default: the baseline top-1).
+    #[arg(long)]
+    pub token: Option<u32>,
+}
+
+pub fn knockout(
+    a: &KnockoutArgs,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<serde_json::Value> {
+    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let (start, end) = parse_layers(&a.layers)?;
+    let ko = crate::flow::Knockout {
+        sources: s.groups.select(&a.source)?,
+        targets: s.groups.select(&a.target)?,
+        start,
+        end,
+    };
+    let t0 = Instant::now();
+    let r = ko.score(&s.thinker.decoder, &s.trace, a.token)?;
+    let mut v = serde_json::to_value(&r)?;
+    v["source"] = a.source.clone().into();
+    v["target"] = a.target.clone().into();
+    v["start"] = start.into();
+    v["end"] = end.into();
+    v["knockout_s"] = t0.elapsed().as_secs_f64().into();
+    v["trace_s"] = s.trace_seconds.into();
+    v["groups"] = s.groups.summary().into();
+    Ok(v)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SweepArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+    /// SOURCE:TARGET pairs, comma-separated (default: each modality into question and last, question→last).
+    #[arg(long)]
+    pub pairs: Option<String>,
+    /// Window size in layers.
+    #[arg(long, default_value_t = 9)]
+    pub window: usize,
+    #[arg(long, value_enum, default_value = "center")]
+    pub align: crate::flow::Align,
+    #[arg(long)]
+    pub token: Option<u32>,
+    /// results.json or results.csv
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
+    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let pairs = match &a.pairs {
+        Some(p) => crate::flow::sweep::parse_pairs(p)?,
+        None => crate::flow::sweep::default_pairs(&s.groups),
+    };
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let t0 = Instant::now();
+    let mut progress = |done: usize, total: usize| {
+        let el = t0.elapsed().as_secs_f64();
+        let eta = el / done as f64 * (total - done) as f64;
+        eprint!("\rsweep {done}/{total}  {el:.1}s elapsed, ETA {eta:.1}s   ");
+    };
+    let recs = crate::flow::sweep(
+        &s.thinker.decoder,
+        &s.trace,
+        &s.groups,
+        &pairs,
+        a.window,
+        a.align,
+        a.token,
+        &cancel,
+        &mut progress,
+    )?;
+    eprintln!();
+    let body = if a.out.extension().is_some_and(|e| e == "csv") {
+        crate::flow::sweep::to_csv(&recs)
+    } else {
+        serde_json::to_string_pretty(&recs)?
+    };
+    crate::tensor_io::write_atomic(&a.out, body.as_bytes())?;
+    Ok(serde_json::json!({
+        "out": a.out, "records": recs.len(), "pairs": pairs.len(), "window": a.window,
+        "trace_s": s.trace_seconds, "sweep_s": t0.elapsed().as_secs_f64(),
+        "trace_memory_mb": s.trace.memory_bytes() as f64 / 1e6,
+    }))
 }

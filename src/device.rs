@@ -16,9 +16,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
         "metal" => Device::new_metal(0).map_err(|e| unavailable("metal", "metal", e)),
         _ if s == "cuda" || s.starts_with("cuda:") => {
             let n = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| Error::Other(format!("bad device {s:?}: expected cuda or cuda:N")))?,
+                Some(n) => n.parse::<usize>().map_err(|_| {
+                    Error::Other(format!("bad device {s:?}: expected cuda or cuda:N"))
+                })?,
                 None => 0,
             };
             Device::new_cuda(n).map_err(|e| unavailable(&format!("cuda:{n}"), "cuda", e))
@@ -34,6 +34,8 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "f32" | "float32" => Ok(DType::F32),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" | "half" => Ok(DType::F16),
-        other => Err(Error::Other(format!("unknown dtype {other:?}: use f32, bf16 or f16"))),
+        other => Err(Error::Other(format!(
+            "unknown dtype {other:?}: use f32, bf16 or f16"
+        ))),
     }
 }

@@ -11,7 +11,11 @@ use avflow::cli;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
-#[command(name = "avflow", version, about = "How sound and sight flow through audio-visual LLMs")]
+#[command(
+    name = "avflow",
+    version,
+    about = "How sound and sight flow through audio-visual LLMs"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -46,11 +50,36 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Knock out attention from SOURCE to TARGET in layers A..B; print the answer probability change.
+    Knockout(cli::KnockoutArgs),
+    /// Every window of k layers for every SOURCE:TARGET pair; write JSON or CSV records.
+    Sweep(cli::SweepArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
     Bench(cli::BenchArgs),
 }
 
+/// oneDNN runs on OpenMP, candle on rayon: with OpenMP's default spin-waiting its idle threads compete
+/// with rayon's for the cores between matrix products (measured: up to ~25% slower forwards on 2 cores).
+/// libgomp reads `OMP_WAIT_POLICY` when it loads, before `main`, so set it by re-executing once.
+fn prefer_passive_openmp() {
+    #[cfg(unix)]
+    if std::env::var_os("OMP_WAIT_POLICY").is_none() {
+        use std::os::unix::process::CommandExt;
+        if let Ok(exe) = std::env::current_exe() {
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("OMP_WAIT_POLICY", "passive")
+                .exec();
+            // exec returns only on failure: carry on with the default policy.
+            eprintln!(
+                "note: could not re-execute with OMP_WAIT_POLICY=passive ({err}); continuing"
+            );
+        }
+    }
+}
+
 fn main() {
+    prefer_passive_openmp();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -71,6 +100,14 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Forward { model, inputs, out }) => {
             let summary = cli::forward(&model, &inputs, &out, dtype, &device)?;
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Some(Command::Knockout(args)) => {
+            println!("{}", cli::knockout(&args, dtype, &device)?);
+            Ok(())
+        }
+        Some(Command::Sweep(args)) => {
+            println!("{}", cli::sweep(&args, dtype, &device)?);
             Ok(())
         }
         Some(Command::Bench(args)) => cli::bench(&args, dtype, &device),

@@ -33,14 +33,19 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 fn check(name: &str, case: &str, ours: &Tensor, theirs: &Tensor) {
     let d = max_abs_diff(ours, theirs);
     eprintln!("{case}: {name} max|Δ| = {d:.3e}");
-    assert!(d <= TOL, "{case}: {name} differs from transformers by {d} (> {TOL})");
+    assert!(
+        d <= TOL,
+        "{case}: {name} differs from transformers by {d} (> {TOL})"
+    );
 }
 
 fn run_case(case: &str) {
     let dir = fixtures().join("goldens").join(case);
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let model_name = meta["model"].as_str().expect("meta.json names the model folder");
+    let model_name = meta["model"]
+        .as_str()
+        .expect("meta.json names the model folder");
     let model_dir = fixtures().join(model_name);
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
     let dev = Device::Cpu;
@@ -53,14 +58,21 @@ fn run_case(case: &str) {
     // Position ids: exact.
     let pos = avflow::model::omni::position_ids_tensor(&e.position_ids, &dev).unwrap();
     let want = expected["position_ids"].to_dtype(DType::I64).unwrap();
-    let want = if want.rank() == 3 { want.squeeze(1).unwrap() } else { want };
+    let want = if want.rank() == 3 {
+        want.squeeze(1).unwrap()
+    } else {
+        want
+    };
     assert_eq!(
         pos.to_vec2::<i64>().unwrap(),
         want.to_vec2::<i64>().unwrap(),
         "{case}: position ids differ from get_rope_index"
     );
     if let Some(uaiv) = meta.get("use_audio_in_video").and_then(|v| v.as_bool()) {
-        assert_eq!(e.use_audio_in_video, uaiv, "{case}: audio-in-video detection");
+        assert_eq!(
+            e.use_audio_in_video, uaiv,
+            "{case}: audio-in-video detection"
+        );
     }
     for (name, ours) in [
         ("audio_embeds", &e.audio_embeds),
@@ -70,11 +82,20 @@ fn run_case(case: &str) {
         match (ours, expected.get(name)) {
             (Some(o), Some(t)) => check(name, case, o, t),
             (None, None) => {}
-            (o, t) => panic!("{case}: {name}: ours present={}, reference present={}", o.is_some(), t.is_some()),
+            (o, t) => panic!(
+                "{case}: {name}: ours present={}, reference present={}",
+                o.is_some(),
+                t.is_some()
+            ),
         }
     }
     if let Some(t) = expected.get("inputs_embeds") {
-        check("inputs_embeds", case, &e.embeds, &t.squeeze(0).unwrap_or(t.clone()));
+        check(
+            "inputs_embeds",
+            case,
+            &e.embeds,
+            &t.squeeze(0).unwrap_or(t.clone()),
+        );
     }
     // Residual entering each layer, then the logits at every position.
     let rot = thinker.decoder.rotary(&e.position_ids).unwrap();
@@ -88,13 +109,21 @@ fn run_case(case: &str) {
         .unwrap();
     for (i, h) in &hidden {
         if let Some(t) = expected.get(&format!("hidden_states.{i}")) {
-            let t = if t.rank() == 3 { t.squeeze(0).unwrap() } else { t.clone() };
+            let t = if t.rank() == 3 {
+                t.squeeze(0).unwrap()
+            } else {
+                t.clone()
+            };
             check(&format!("hidden_states.{i}"), case, h, &t);
         }
     }
     let logits = thinker.decoder.logits(&normed).unwrap();
     let want = &expected["logits"];
-    let want = if want.rank() == 3 { want.squeeze(0).unwrap() } else { want.clone() };
+    let want = if want.rank() == 3 {
+        want.squeeze(0).unwrap()
+    } else {
+        want.clone()
+    };
     check("logits", case, &logits, &want);
 }
 
@@ -107,7 +136,14 @@ macro_rules! golden {
     )*};
 }
 
-golden!(av_a, av_b_frac, image_audio_a, video_noaudio_b, text_a, audio_only_b);
+golden!(
+    av_a,
+    av_b_frac,
+    image_audio_a,
+    video_noaudio_b,
+    text_a,
+    audio_only_b
+);
 
 /// `avflow forward` end to end: the binary writes logits and position ids that match the reference.
 #[test]
@@ -127,14 +163,26 @@ fn forward_cli_writes_reference_logits() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     let got = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-    let expected = candle_core::safetensors::load(case.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(case.join("expected.safetensors"), &Device::Cpu).unwrap();
     let want = &expected["logits"];
-    let want = if want.rank() == 3 { want.squeeze(0).unwrap() } else { want.clone() };
+    let want = if want.rank() == 3 {
+        want.squeeze(0).unwrap()
+    } else {
+        want.clone()
+    };
     check("cli logits", "av_b_frac", &got["logits"], &want);
     assert_eq!(got["position_ids"].dtype(), DType::I64);
     assert_eq!(got["position_ids"].dims()[0], 3);
-    assert_eq!(summary["seq_len"].as_u64().unwrap() as usize, got["logits"].dims()[0]);
+    assert_eq!(
+        summary["seq_len"].as_u64().unwrap() as usize,
+        got["logits"].dims()[0]
+    );
 }

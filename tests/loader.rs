@@ -9,7 +9,9 @@ use avflow::model::loader::{resolve, resolve_dir, ModelSource};
 use avflow::model::OmniThinker;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn copy_dir(src: &Path, dst: &Path) {
@@ -55,7 +57,10 @@ fn rejects_a_missing_shard() {
         .unwrap();
     std::fs::remove_file(&shard).unwrap();
     let e = load_err(tmp.path());
-    assert!(e.contains("missing") && e.contains(shard.file_name().unwrap().to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("missing") && e.contains(shard.file_name().unwrap().to_str().unwrap()),
+        "{e}"
+    );
     assert!(e.contains("Fix:"), "{e}");
 }
 
@@ -68,7 +73,10 @@ fn rejects_a_truncated_file() {
     let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
     file.set_len(len / 2).unwrap();
     let e = load_err(tmp.path());
-    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("model.safetensors") && e.contains("truncated"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -77,12 +85,18 @@ fn rejects_wrong_shape_and_wrong_dtype() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixture("omni-tiny-a"), tmp.path());
     let cfg_path = tmp.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
-    let inter = cfg["thinker_config"]["text_config"]["intermediate_size"].as_u64().unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let inter = cfg["thinker_config"]["text_config"]["intermediate_size"]
+        .as_u64()
+        .unwrap();
     cfg["thinker_config"]["text_config"]["intermediate_size"] = serde_json::json!(inter + 8);
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = load_err(tmp.path());
-    assert!(e.contains("mlp.gate_proj.weight") && e.contains("shape"), "{e}");
+    assert!(
+        e.contains("mlp.gate_proj.weight") && e.contains("shape"),
+        "{e}"
+    );
 
     // Dtype: integer weights are not a checkpoint we can run.
     let tmp = tempfile::tempdir().unwrap();
@@ -94,7 +108,10 @@ fn rejects_wrong_shape_and_wrong_dtype() {
     map.insert(key, t);
     candle_core::safetensors::save(&map, &f).unwrap();
     let e = load_err(tmp.path());
-    assert!(e.contains("I64") && e.contains("thinker.model.norm.weight"), "{e}");
+    assert!(
+        e.contains("I64") && e.contains("thinker.model.norm.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -102,11 +119,15 @@ fn rejects_unknown_model_type_and_non_model_folders() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixture("omni-tiny-a"), tmp.path());
     let cfg_path = tmp.path().join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     cfg["model_type"] = serde_json::json!("llava");
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let e = load_err(tmp.path());
-    assert!(e.contains("unknown model_type") && e.contains("llava"), "{e}");
+    assert!(
+        e.contains("unknown model_type") && e.contains("llava"),
+        "{e}"
+    );
 
     let empty = tempfile::tempdir().unwrap();
     let e = load_err(empty.path());
@@ -128,9 +149,12 @@ fn resolves_hub_ids_from_the_cache_offline() {
     let r = resolve(&ModelSource::parse("avflow-test/omni-tiny-b").unwrap()).unwrap();
     assert!(r.dir.ends_with(rev), "{}", r.dir.display());
     OmniThinker::load(&r, DType::F32, &Device::Cpu).unwrap();
-    let r2 = resolve(&ModelSource::parse(&format!("avflow-test/omni-tiny-b@{rev}")).unwrap()).unwrap();
+    let r2 =
+        resolve(&ModelSource::parse(&format!("avflow-test/omni-tiny-b@{rev}")).unwrap()).unwrap();
     assert_eq!(r2.dir, r.dir);
     // A model that is not in the cache: the error says so and how to fix it.
-    let e = resolve(&ModelSource::parse("avflow-test/absent").unwrap()).unwrap_err().to_string();
+    let e = resolve(&ModelSource::parse("avflow-test/absent").unwrap())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("HF_HUB_OFFLINE") && e.contains("Fix:"), "{e}");
 }

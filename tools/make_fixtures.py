@@ -58,6 +58,9 @@ from transformers import (  # noqa: E402
     Qwen2_5OmniThinkerForConditionalGeneration,
 )
 from transformers.vision_utils import get_vision_window_index  # noqa: E402
+from transformers import AttentionInterface, AttentionMaskInterface  # noqa: E402
+from transformers.masking_utils import eager_mask  # noqa: E402
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import repeat_kv  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -1296,6 +1299,213 @@ def case_notes(case) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
+# Attention-knockout goldens (goldens/<case>/knockouts.json)
+# ----------------------------------------------------------------------------------------------
+
+KNOCKOUT_CASES = ("av_a", "av_b_frac", "image_audio_a")
+KNOCKOUT_IMPL = "knockout"
+
+# The experiment currently applied by knockout_attention_forward: None (plain eager) or
+# {"start": int, "end": int, "block": bool [seq, seq] (query t, key s), "calls": [layer_idx, ...]}.
+_KNOCKOUT_STATE: dict = {"spec": None}
+
+
+def knockout_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """``eager_attention_forward`` of modeling_qwen2_5_omni (GQA via repeat_kv, additive causal mask, softmax in
+    float32) plus the knockout: in decoder layers ``[start, end)`` the pre-softmax score of every blocked
+    (query t, key s) pair is *set* (not added) to ``finfo(dtype).min`` on all heads."""
+    assert attention_mask is not None, "the knockout implementation expects eager's additive causal mask"
+    assert dropout == 0.0 and not module.training
+    key_states = repeat_kv(key, module.num_key_value_groups)
+    value_states = repeat_kv(value, module.num_key_value_groups)
+    attn_weights = torch.matmul(query, key_states.transpose(2, 3)) * scaling
+    attn_weights = attn_weights + attention_mask
+    spec = _KNOCKOUT_STATE["spec"]
+    if spec is not None:
+        spec["calls"].append(module.layer_idx)
+        if spec["start"] <= module.layer_idx < spec["end"]:
+            block = spec["block"]
+            assert block.shape == attn_weights.shape[-2:], (block.shape, attn_weights.shape)
+            attn_weights.masked_fill_(block, torch.finfo(attn_weights.dtype).min)
+    attn_weights = torch.nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_output = torch.matmul(attn_weights, value_states)
+    attn_output = attn_output.transpose(1, 2).contiguous()
+    return attn_output, attn_weights
+
+
+def register_knockout_attention():
+    AttentionInterface.register(KNOCKOUT_IMPL, knockout_attention_forward)
+    # create_causal_mask returns *no mask* for an implementation it does not know: give "knockout" the same
+    # 4-D additive float mask as "eager".
+    AttentionMaskInterface.register(KNOCKOUT_IMPL, eager_mask)
+
+
+@contextmanager
+def knockout_attention(model, spec: dict | None):
+    """Switch only the text decoder (thinker.model.language_model, whose config *is* thinker_config.text_config)
+    to the knockout attention. The thinker-level config is not touched: its ``_attn_implementation`` setter
+    would propagate the value to the vision/audio sub-configs too."""
+    lm = model.model.language_model
+    text_cfg = lm.config
+    assert text_cfg is model.config.text_config and all(layer.self_attn.config is text_cfg for layer in lm.layers)
+    text_cfg._attn_implementation = KNOCKOUT_IMPL
+    if spec is not None:
+        spec["calls"] = []
+    _KNOCKOUT_STATE["spec"] = spec
+    try:
+        for sub in (model.config, model.config.vision_config, model.config.audio_config):
+            assert sub._attn_implementation == "eager", (type(sub), sub._attn_implementation)
+        yield
+    finally:
+        _KNOCKOUT_STATE["spec"] = None
+        text_cfg._attn_implementation = "eager"
+    if spec is not None:  # the custom function ran once per decoder layer (and nowhere else)
+        assert spec["calls"] == list(range(len(lm.layers))), spec["calls"]
+
+
+def knockout_groups(input_ids: list[int], cfg) -> dict[str, list[int]]:
+    """Position groups, from input_ids and the thinker config's token ids only."""
+    tc = cfg.text_config
+    bos = getattr(cfg, "bos_token_id", None)
+    bos = tc.bos_token_id if bos is None else bos  # <|im_start|> (thinker level in a, text_config in b)
+    eos = getattr(cfg, "eos_token_id", None)
+    eos = tc.eos_token_id if eos is None else eos  # <|im_end|>
+    starts = [i for i in range(len(input_ids) - 1) if input_ids[i] == bos and input_ids[i + 1] == cfg.user_token_id]
+    assert len(starts) == 1, starts
+    user_start = starts[0]
+    user_end = input_ids.index(eos, user_start)  # the user turn's <|im_end|>
+    placeholders = {"video": cfg.video_token_id, "image": cfg.image_token_id, "audio": cfg.audio_token_id}
+    markers = set(placeholders.values()) | {
+        cfg.vision_start_token_id, cfg.vision_end_token_id, cfg.audio_start_token_id, cfg.audio_end_token_id
+    }
+    media = [i for i in range(user_start, user_end) if input_ids[i] in markers]
+    assert media, "knockout cases need media in the user turn"
+    groups = {"system": list(range(user_start))}
+    for name, tid in placeholders.items():
+        groups[name] = [i for i, t in enumerate(input_ids) if t == tid]
+    groups["question"] = list(range(media[-1] + 1, user_end))
+    groups["last"] = [len(input_ids) - 1]
+    return groups
+
+
+def knockout_plan(groups: dict[str, list[int]], n_layers: int) -> list[dict]:
+    vis = "video" if groups["video"] else "image"
+    plan = [
+        ("audio", "last", 0, 2),
+        (vis, "last", 0, 2),
+        ("audio", "last", 1, n_layers),
+        (vis, "last", 1, n_layers),
+        ("audio", "question", 0, n_layers),
+        (vis, "question", 0, 1),
+        ("question", "last", 1, n_layers),
+        ("last", "last", 0, n_layers),  # blocks the diagonal of the last row too
+    ]
+    exps = []
+    for src, tgt, start, end in plan:
+        if groups[src] and groups[tgt] and start < end:
+            exps.append(dict(name=f"{src}->{tgt} L{start}..{end}", source=src, target=tgt,
+                             sources=groups[src], targets=groups[tgt], start=start, end=end))
+    system = groups["system"]
+    custom = sorted({system[0], system[1], system[len(system) // 2], system[-1]})
+    exps.append(dict(name=f"system[{','.join(map(str, custom))}]->last L0..1", source="custom", target="last",
+                     sources=custom, targets=groups["last"], start=0, end=1))
+    return exps
+
+
+def knockout_block(seq: int, sources: list[int], targets: list[int]) -> torch.Tensor:
+    block = torch.zeros(seq, seq, dtype=torch.bool)
+    block[torch.tensor(targets)[:, None], torch.tensor(sources)[None, :]] = True
+    return block & torch.ones(seq, seq, dtype=torch.bool).tril()  # only s <= t
+
+
+def f32_list(x: torch.Tensor) -> list[float]:
+    """float32 values as the shortest decimal strings that round-trip to the same float32."""
+    vals = [float(str(v)) for v in x.detach().to(torch.float32).numpy()]
+    assert np.array_equal(np.array(vals, dtype=np.float32), x.numpy()), "float32 round-trip failed"
+    return vals
+
+
+def knockout_by_layer_masks(model, inputs_embeds, position_ids, block, start: int, end: int) -> torch.Tensor:
+    """Independent cross-check with HF's *stock* eager attention: run the decoder layers one by one, giving
+    layers [start, end) a 4-D additive mask in which the blocked pairs are finfo.min (instead of the causal 0)."""
+    lm = model.model.language_model
+    seq = inputs_embeds.shape[0]
+    fmin = torch.finfo(torch.float32).min
+    causal = torch.full((seq, seq), fmin).triu(1)[None, None]
+    knocked = causal.masked_fill(block[None, None], fmin)
+    h = inputs_embeds[None]
+    pos = position_ids[:, None, :]
+    position_embeddings = lm.rotary_emb(h, pos)
+    assert lm.config._attn_implementation == "eager"
+    for i, layer in enumerate(lm.layers):
+        h = layer(h, attention_mask=knocked if start <= i < end else causal, position_embeddings=position_embeddings,
+                  position_ids=None, past_key_values=None, use_cache=False)
+        h = h[0] if isinstance(h, tuple) else h
+    return model.lm_head(lm.norm(h))[0]
+
+
+def make_knockouts(case, model) -> list[dict]:
+    """Attention-knockout experiments on the stored inputs of a golden case (HF, float32, custom attention)."""
+    register_knockout_attention()
+    name = case["name"]
+    out_dir = GOLDENS / name
+    inputs = st.load_file(str(out_dir / "inputs.safetensors"))
+    if case["squeeze_batch"]:
+        for k in ("input_ids", "attention_mask", "input_features", "feature_attention_mask"):
+            if k in inputs:
+                inputs[k] = inputs[k][None]
+    expected = st.load_file(str(out_dir / "expected.safetensors"))
+    ref_logits = expected["logits"]
+    input_ids = inputs["input_ids"][0].tolist()
+    seq = len(input_ids)
+    n_layers = len(model.model.language_model.layers)
+
+    def run(spec):
+        model.model.rope_deltas = None
+        if spec is False:  # plain eager
+            return model(**inputs, use_audio_in_video=case["use_audio_in_video"], use_cache=False).logits[0]
+        with knockout_attention(model, spec):
+            return model(**inputs, use_audio_in_video=case["use_audio_in_video"], use_cache=False).logits[0]
+
+    base = run(False)
+    assert torch.equal(base, ref_logits), "eager run on the stored inputs differs from expected.safetensors"
+    empty = run(dict(start=0, end=n_layers, block=torch.zeros(seq, seq, dtype=torch.bool)))
+    empty_diff = float((empty - base).abs().max())
+    assert empty_diff == 0.0, f"knockout attention with nothing blocked differs from eager: {empty_diff}"
+
+    base_probs = torch.softmax(base[-1].double(), -1)
+    token_id = int(base[-1].argmax())
+    groups = knockout_groups(input_ids, model.config)
+    results = []
+    max_check_diff = 0.0
+    # the per-layer re-run reproduces the plain eager logits when nothing is blocked
+    no_block = knockout_by_layer_masks(model, expected["inputs_embeds"], expected["position_ids"],
+                                       torch.zeros(seq, seq, dtype=torch.bool), 0, n_layers)
+    assert float((no_block - base).abs().max()) < 1e-5
+    for exp in knockout_plan(groups, n_layers):
+        block = knockout_block(seq, exp["sources"], exp["targets"])
+        assert block.any(), exp["name"]
+        logits = run(dict(start=exp["start"], end=exp["end"], block=block))
+        first = min(exp["targets"])  # rows before the first target (causal) must be untouched
+        assert torch.equal(logits[:first], base[:first]), exp["name"]
+        check = knockout_by_layer_masks(model, expected["inputs_embeds"], expected["position_ids"], block, exp["start"], exp["end"])
+        check_diff = float((check - logits).abs().max())
+        assert check_diff < 1e-5, f"{exp['name']}: knockout differs from the per-layer 4-D mask run by {check_diff}"
+        max_check_diff = max(max_check_diff, check_diff)
+        prob = float(torch.softmax(logits[-1].double(), -1)[token_id])
+        results.append(dict(exp, token_id=token_id, base_prob=float(base_probs[token_id]), prob=prob,
+                            last_logits=f32_list(logits[-1])))
+    with open(out_dir / "knockouts.json", "w", encoding="utf-8") as f:  # one experiment per line
+        f.write("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in results) + "\n]\n")
+    # the model is back to plain eager attention
+    assert torch.equal(run(False), base)
+    print(f"[{name:16s}] knockouts: token_id={token_id} base_prob={results[0]['base_prob']:.6f} "
+          f"(per-layer-mask cross-check max diff {max_check_diff:g}) | "
+          + " | ".join(f"{r['name']}: {r['prob']:.6f} ({(r['prob'] - r['base_prob']) / r['base_prob']:+.2%})" for r in results))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------
 
@@ -1415,6 +1625,11 @@ def main():
         models[name], reloaded[name], processors[name] = build_model_folder(name, spec)
 
     metas = [make_case(case, models, processors, reloaded) for case in CASES]
+    # Attention-knockout goldens: computed after all other goldens are written, from the stored inputs, with
+    # only the text decoder switched to the "knockout" attention for the duration of each forward.
+    for case in CASES:
+        if case["name"] in KNOCKOUT_CASES:
+            make_knockouts(case, models[case["model"]])
     dump_json(GOLDENS / "index.json", {"cases": [{"case": m["case"], "model": m["model"], "seq_len": m["seq_len"]} for m in metas]})
     total = sum(f.stat().st_size for d in [GOLDENS] + [FIXTURES / n for n in MODELS] for f in d.rglob("*") if f.is_file())
     print(f"done: {FIXTURES} ({total / 1e6:.2f} MB written)")

@@ -124,10 +124,12 @@ impl<'a> Reader<'a> {
     fn usize_opt(&self, keys: &[&str]) -> Result<Option<usize>> {
         match self.first(keys) {
             None => Ok(None),
-            Some(x) => x
-                .as_u64()
-                .map(|u| Some(u as usize))
-                .ok_or_else(|| self.err(format!("`{}` must be a non-negative integer, got {x}", keys[0]))),
+            Some(x) => x.as_u64().map(|u| Some(u as usize)).ok_or_else(|| {
+                self.err(format!(
+                    "`{}` must be a non-negative integer, got {x}",
+                    keys[0]
+                ))
+            }),
         }
     }
     fn usize_or(&self, keys: &[&str], default: usize) -> Result<usize> {
@@ -152,7 +154,9 @@ impl<'a> Reader<'a> {
             .to_string()
     }
     fn bool_or(&self, keys: &[&str], default: bool) -> bool {
-        self.first(keys).and_then(|x| x.as_bool()).unwrap_or(default)
+        self.first(keys)
+            .and_then(|x| x.as_bool())
+            .unwrap_or(default)
     }
     fn usize_list(&self, v: Option<&Value>, key: &str) -> Result<Option<Vec<usize>>> {
         match v {
@@ -224,7 +228,9 @@ impl TextConfig {
             mrope_section,
             hidden_act: r.str_or(&["hidden_act"], "silu"),
         };
-        if cfg.num_attention_heads % cfg.num_key_value_heads.max(1) != 0 || cfg.num_key_value_heads == 0 {
+        if cfg.num_attention_heads % cfg.num_key_value_heads.max(1) != 0
+            || cfg.num_key_value_heads == 0
+        {
             return Err(r.err(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 cfg.num_attention_heads, cfg.num_key_value_heads
@@ -300,7 +306,8 @@ impl AudioConfig {
         let cfg = AudioConfig {
             num_mel_bins: r.usize_or(&["num_mel_bins"], 128)?,
             encoder_layers: r.usize_req(&["encoder_layers", "num_hidden_layers"])?,
-            encoder_attention_heads: r.usize_req(&["encoder_attention_heads", "num_attention_heads"])?,
+            encoder_attention_heads: r
+                .usize_req(&["encoder_attention_heads", "num_attention_heads"])?,
             encoder_ffn_dim: r.usize_req(&["encoder_ffn_dim", "intermediate_size"])?,
             d_model: r.usize_req(&["d_model", "hidden_size"])?,
             activation_function: r.str_or(&["activation_function"], "gelu"),
@@ -309,7 +316,10 @@ impl AudioConfig {
             n_window: r.usize_or(&["n_window"], 100)?,
             output_dim: r.usize_req(&["output_dim"])?,
         };
-        if cfg.d_model % cfg.encoder_attention_heads != 0 || cfg.d_model % 2 != 0 || cfg.n_window == 0 {
+        if cfg.d_model % cfg.encoder_attention_heads != 0
+            || cfg.d_model % 2 != 0
+            || cfg.n_window == 0
+        {
             return Err(r.err(format!(
                 "d_model {} must be even and divisible by encoder_attention_heads {}; n_window {} > 0",
                 cfg.d_model, cfg.encoder_attention_heads, cfg.n_window
@@ -333,7 +343,14 @@ impl ThinkerConfig {
                 reason: format!("thinker_config has no `{k}`"),
             })
         };
-        let text = TextConfig::parse(path, section("text_config")?)?;
+        let text_v = section("text_config")?;
+        let text = TextConfig::parse(path, text_v)?;
+        // transformers 5 keeps bos/eos/pad inside text_config only.
+        let text_ids = Reader {
+            path,
+            section: "thinker_config.text_config",
+            v: text_v,
+        };
         let vision = VisionConfig::parse(path, section("vision_config")?)?;
         let audio = AudioConfig::parse(path, section("audio_config")?)?;
         let tokens = TokenIds {
@@ -345,9 +362,9 @@ impl ThinkerConfig {
             vision_start: r.id_req(&["vision_start_token_id"])?,
             vision_end: r.id_req(&["vision_end_token_id"])?,
             user: r.id(&["user_token_id"])?,
-            bos: r.id(&["bos_token_id"])?,
-            eos: r.id(&["eos_token_id"])?,
-            pad: r.id(&["pad_token_id"])?,
+            bos: r.id(&["bos_token_id"])?.or(text_ids.id(&["bos_token_id"])?),
+            eos: r.id(&["eos_token_id"])?.or(text_ids.id(&["eos_token_id"])?),
+            pad: r.id(&["pad_token_id"])?.or(text_ids.id(&["pad_token_id"])?),
         };
         if vision.out_hidden_size != text.hidden_size || audio.output_dim != text.hidden_size {
             return Err(r.err(format!(
@@ -355,7 +372,13 @@ impl ThinkerConfig {
                 text.hidden_size, vision.out_hidden_size, audio.output_dim
             )));
         }
-        for id in [tokens.audio, tokens.image, tokens.video, tokens.audio_start, tokens.vision_start] {
+        for id in [
+            tokens.audio,
+            tokens.image,
+            tokens.video,
+            tokens.audio_start,
+            tokens.vision_start,
+        ] {
             if id as usize >= text.vocab_size {
                 return Err(r.err(format!(
                     "special token id {id} is outside the vocabulary ({})",
@@ -476,10 +499,14 @@ mod tests {
 
     #[test]
     fn rejects_unknown_model_type() {
-        let e = ThinkerConfig::from_json_str(Path::new("x/config.json"), r#"{"model_type":"llama"}"#)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("unknown model_type") && e.contains("llama") && e.contains("x/config.json"), "{e}");
+        let e =
+            ThinkerConfig::from_json_str(Path::new("x/config.json"), r#"{"model_type":"llama"}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            e.contains("unknown model_type") && e.contains("llama") && e.contains("x/config.json"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -494,7 +521,9 @@ mod tests {
             "vision_config": {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64},
             "audio_config": {"encoder_layers": 2, "encoder_attention_heads": 4, "encoder_ffn_dim": 64, "d_model": 32, "output_dim": 64}
         });
-        let ok = ThinkerConfig::from_json_str(Path::new("c.json"), &v.to_string()).unwrap().1;
+        let ok = ThinkerConfig::from_json_str(Path::new("c.json"), &v.to_string())
+            .unwrap()
+            .1;
         assert_eq!(ok.text.head_dim, 16);
         assert_eq!(ok.text.mrope_section, vec![2, 3, 3]);
         v["text_config"]["rope_scaling"]["mrope_section"] = serde_json::json!([2, 3, 4]);

@@ -113,7 +113,11 @@ pub struct LayerOutput {
 
 impl Attention {
     fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
-        let (h, kvh, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (h, kvh, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         Ok(Self {
             q_proj: linear(cfg.hidden_size, h * hd, true, vb.pp("q_proj"))?,
             k_proj: linear(cfg.hidden_size, kvh * hd, true, vb.pp("k_proj"))?,
@@ -173,7 +177,7 @@ impl Attention {
         // heads lets one matmul per kv head serve its g query heads without materialising repeated K/V.
         let qg = q.reshape((kvh, g * n, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (qg.matmul(&all.k.transpose(1, 2)?.contiguous()?)? * scale)?;
+        let scores = (crate::model::gemm::bmm_nt(&qg, &all.k)? * scale)?;
         let scores = scores.reshape((kvh, g, n, keys))?.to_dtype(DType::F32)?;
         let mask_t = match mask {
             AttnMask::Causal => causal_mask(n, past_len, x.device())?,
@@ -189,9 +193,8 @@ impl Attention {
         };
         let scores = scores.broadcast_add(&mask_t)?;
         let probs = softmax_f32(&scores, x.dtype())?;
-        let out = probs
-            .reshape((kvh, g * n, keys))?
-            .matmul(&all.v)?
+        let vt = all.v.transpose(1, 2)?.contiguous()?;
+        let out = crate::model::gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt)?
             .reshape((h, n, hd))?
             .transpose(0, 1)?
             .reshape((n, h * hd))?;
@@ -232,7 +235,11 @@ impl DecoderLayer {
                 Act::from_name(&cfg.hidden_act)?,
                 vb.pp("mlp"),
             )?,
-            input_layernorm: RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, vb.pp("input_layernorm"))?,
+            input_layernorm: RmsNorm::new(
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+                vb.pp("input_layernorm"),
+            )?,
             post_attention_layernorm: RmsNorm::new(
                 cfg.hidden_size,
                 cfg.rms_norm_eps,
@@ -282,7 +289,8 @@ impl Decoder {
     /// `vb` is rooted at the Thinker: reads `model.*` and `lm_head.weight` (untied).
     pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         let m = vb.pp("model");
-        let embed_tokens = candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
+        let embed_tokens =
+            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, m.pp("embed_tokens"))?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -375,7 +383,9 @@ impl Decoder {
         let mut x = embeds.to_dtype(self.dtype)?;
         for (i, layer) in self.layers.iter().enumerate() {
             observe(i, &x)?;
-            x = layer.forward(&x, rot, None, &AttnMask::Causal, false)?.hidden;
+            x = layer
+                .forward(&x, rot, None, &AttnMask::Causal, false)?
+                .hidden;
         }
         observe(self.layers.len(), &x)?;
         self.final_norm(&x)
@@ -390,8 +400,13 @@ pub fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
 
 /// Top-k (id, probability) of a logits row (f32 `[vocab]`).
 pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
-    let probs = candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?.to_vec1::<f32>()?;
+    let probs =
+        candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?.to_vec1::<f32>()?;
     let mut idx: Vec<usize> = (0..probs.len()).collect();
     idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    Ok(idx.into_iter().take(k).map(|i| (i as u32, probs[i])).collect())
+    Ok(idx
+        .into_iter()
+        .take(k)
+        .map(|i| (i as u32, probs[i]))
+        .collect())
 }

@@ -13,7 +13,8 @@ use crate::error::Result;
 
 #[cfg(avflow_onednn)]
 extern "C" {
-    fn avflow_onednn_matmul(
+    fn avflow_onednn_bmm(
+        b: i64,
         m: i64,
         n: i64,
         k: i64,
@@ -21,13 +22,14 @@ extern "C" {
         a: *const std::ffi::c_void,
         w: *const std::ffi::c_void,
         c: *mut f32,
-        ldc: i64,
     ) -> i32;
 }
 
 fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| cfg!(avflow_onednn) && std::env::var("AVFLOW_GEMM").map_or(true, |v| v != "candle"))
+    *ON.get_or_init(|| {
+        cfg!(avflow_onednn) && std::env::var("AVFLOW_GEMM").map_or(true, |v| v != "candle")
+    })
 }
 
 /// Which backend the CPU linear layers use (for benchmark reports).
@@ -43,7 +45,9 @@ pub fn backend_name() -> &'static str {
 #[cfg_attr(not(avflow_onednn), allow(dead_code))]
 fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else { return None };
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return None;
+    };
     let (a, b) = layout.contiguous_offsets()?;
     let all = cpu.as_slice::<T>().ok()?;
     Some(f(&all[a..b]))
@@ -52,7 +56,12 @@ fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> 
 /// `x · wᵀ` for `x` `[m, k]` (f32) and `w` `[n, k]` (f32 or bf16) on the CPU; `None` when this path does
 /// not apply (other device or dtype, no oneDNN), so the caller uses candle.
 pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    if !enabled() || !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 2 || w.rank() != 2 {
+    if !enabled()
+        || !x.device().is_cpu()
+        || x.dtype() != DType::F32
+        || x.rank() != 2
+        || w.rank() != 2
+    {
         return Ok(None);
     }
     if !matches!(w.dtype(), DType::F32 | DType::BF16) {
@@ -63,7 +72,29 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     if k != k2 || m == 0 || n == 0 {
         return Ok(None);
     }
-    run(x, w, m, n, k)
+    Ok(run(&x.contiguous()?, &w.contiguous()?, 1, m, n, k)?
+        .map(|t| t.reshape((m, n)))
+        .transpose()?)
+}
+
+/// Batched `a[b] · w[b]ᵀ` for f32 `a` `[B, m, k]` and `w` `[B, n, k]` → `[B, m, n]`: oneDNN when
+/// available, candle otherwise. Used for attention scores (`q · kᵀ`) and, with `w = vᵀ`, for `p · v`.
+pub fn bmm_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (b, m, k) = a.dims3()?;
+    let (b2, n, k2) = w.dims3()?;
+    if enabled()
+        && a.device().is_cpu()
+        && a.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && b == b2
+        && k == k2
+        && m * n * b > 0
+    {
+        if let Some(t) = run(&a.contiguous()?, &w.contiguous()?, b, m, n, k)? {
+            return Ok(t);
+        }
+    }
+    Ok(a.matmul(&w.transpose(1, 2)?)?)
 }
 
 /// Round-to-nearest-even f32 → bf16 bits, as `half::bf16::from_f32` but branch-free so it vectorises
@@ -75,54 +106,36 @@ pub fn f32_to_bf16_bits(f: f32) -> u16 {
     (u.wrapping_add(round) >> 16) as u16
 }
 
+/// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 or bf16 (both contiguous) → `[b, m, n]` f32.
 #[cfg(avflow_onednn)]
-fn run(x: &Tensor, w: &Tensor, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
-    let x = x.contiguous()?;
-    let w = w.contiguous()?;
-    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
+    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
+    let call =
+        |bf16: i32, ap: *const std::ffi::c_void, wp: *const std::ffi::c_void, cp: *mut f32| {
+            // SAFETY: ap holds b·m·k, wp b·n·k elements of the given dtype, cp room for b·m·n f32; the shim
+            // only reads A/W and writes C.
+            unsafe { avflow_onednn_bmm(b as i64, m as i64, n as i64, k as i64, bf16, ap, wp, cp) }
+        };
     let status = if w.dtype() == DType::BF16 {
-        let xb: Option<Vec<u16>> = with_slice::<f32, _>(&x, |v| v.iter().map(|&f| f32_to_bf16_bits(f)).collect());
-        let Some(xb) = xb else { return Ok(None) };
-        with_slice::<half::bf16, _>(&w, |ws| {
-            // SAFETY: xb is [m,k], ws is [n,k], out is [m,n]; the shim only reads A/W and writes C.
-            unsafe {
-                avflow_onednn_matmul(
-                    m as i64,
-                    n as i64,
-                    k as i64,
-                    1,
-                    xb.as_ptr().cast(),
-                    ws.as_ptr().cast(),
-                    out.as_mut_ptr(),
-                    n as i64,
-                )
-            }
+        let ab: Option<Vec<u16>> =
+            with_slice::<f32, _>(a, |v| v.iter().map(|&f| f32_to_bf16_bits(f)).collect());
+        let Some(ab) = ab else { return Ok(None) };
+        with_slice::<half::bf16, _>(w, |ws| {
+            call(1, ab.as_ptr().cast(), ws.as_ptr().cast(), out.as_mut_ptr())
         })
     } else {
-        with_slice::<f32, _>(&x, |xs| {
-            with_slice::<f32, _>(&w, |ws| {
-                // SAFETY: as above, f32 operands.
-                unsafe {
-                    avflow_onednn_matmul(
-                        m as i64,
-                        n as i64,
-                        k as i64,
-                        0,
-                        xs.as_ptr().cast(),
-                        ws.as_ptr().cast(),
-                        out.as_mut_ptr(),
-                        n as i64,
-                    )
-                }
+        with_slice::<f32, _>(a, |xs| {
+            with_slice::<f32, _>(w, |ws| {
+                call(0, xs.as_ptr().cast(), ws.as_ptr().cast(), out.as_mut_ptr())
             })
         })
         .flatten()
     };
     match status {
         Some(0) => {
-            // SAFETY: oneDNN wrote all m·n outputs (status 0) into the reserved capacity.
-            unsafe { out.set_len(m * n) };
-            Ok(Some(Tensor::from_vec(out, (m, n), x.device())?))
+            // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
+            unsafe { out.set_len(b * m * n) };
+            Ok(Some(Tensor::from_vec(out, (b, m, n), a.device())?))
         }
         Some(code) => {
             tracing::warn!("oneDNN matmul failed with status {code}; using candle's gemm");
@@ -133,7 +146,14 @@ fn run(x: &Tensor, w: &Tensor, m: usize, n: usize, k: usize) -> Result<Option<Te
 }
 
 #[cfg(not(avflow_onednn))]
-fn run(_x: &Tensor, _w: &Tensor, _m: usize, _n: usize, _k: usize) -> Result<Option<Tensor>> {
+fn run(
+    _a: &Tensor,
+    _w: &Tensor,
+    _b: usize,
+    _m: usize,
+    _n: usize,
+    _k: usize,
+) -> Result<Option<Tensor>> {
     Ok(None)
 }
 
@@ -143,8 +163,14 @@ mod tests {
 
     #[test]
     fn bf16_rounding_matches_half() {
-        for f in [0.0f32, -0.0, 1.0, -1.5, 3.14159, 1e-20, 65504.0, 1.0039062, 1.0117188, -7.777e7] {
-            assert_eq!(f32_to_bf16_bits(f), half::bf16::from_f32(f).to_bits(), "{f}");
+        for f in [
+            0.0f32, -0.0, 1.0, -1.5, 3.14159, 1e-20, 65504.0, 1.0039062, 1.0117188, -7.777e7,
+        ] {
+            assert_eq!(
+                f32_to_bf16_bits(f),
+                half::bf16::from_f32(f).to_bits(),
+                "{f}"
+            );
         }
     }
 }

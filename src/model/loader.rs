@@ -37,7 +37,10 @@ const AUX_FILES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSource {
     Local(PathBuf),
-    Hub { repo: String, revision: Option<String> },
+    Hub {
+        repo: String,
+        revision: Option<String>,
+    },
 }
 
 impl ModelSource {
@@ -62,7 +65,9 @@ impl ModelSource {
         let parts: Vec<&str> = repo.split('/').collect();
         let looks_like_id = parts.len() == 2
             && parts.iter().all(|x| {
-                !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                !x.is_empty()
+                    && x.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             });
         if !looks_like_id || s.starts_with('.') || s.starts_with('/') {
             return Err(Error::Model {
@@ -170,10 +175,12 @@ struct FileBackend {
 impl FileBackend {
     fn read(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         use std::os::unix::fs::FileExt;
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        let t = self.tensors.get(name).ok_or_else(|| {
+            candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }
+            .bt()
+        })?;
         let src = match t.dtype.as_str() {
             "F32" => DType::F32,
             "BF16" => DType::BF16,
@@ -183,30 +190,35 @@ impl FileBackend {
         let f = std::fs::File::open(&t.file)?;
         let numel: usize = t.shape.iter().product();
         let read = |bytes: &mut [u8]| {
-            f.read_exact_at(bytes, t.start)
-                .map_err(|e| candle_core::Error::Msg(format!("reading {name} from {}: {e}", t.file.display())))
+            f.read_exact_at(bytes, t.start).map_err(|e| {
+                candle_core::Error::Msg(format!("reading {name} from {}: {e}", t.file.display()))
+            })
         };
-        // Read straight into the tensor's buffer: one copy from the page cache, no staging buffer.
-        fn as_bytes<T>(v: &mut [T]) -> &mut [u8] {
-            // SAFETY: plain-old-data floats (f32, bf16, f16) viewed as bytes.
-            unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, std::mem::size_of_val(v)) }
+        // Read straight into the tensor's (uninitialised) buffer: one copy from the page cache, no staging
+        // buffer and no zeroing pass over gigabytes of weights.
+        fn fill<T: candle_core::WithDType>(
+            numel: usize,
+            read: impl Fn(&mut [u8]) -> candle_core::Result<()>,
+            shape: &[usize],
+        ) -> candle_core::Result<Tensor> {
+            let mut v: Vec<T> = Vec::with_capacity(numel);
+            let bytes = numel * std::mem::size_of::<T>();
+            // SAFETY: the capacity holds `bytes` bytes; read() fills all of them or fails (then the Vec
+            // is dropped with length 0, never exposing uninitialised memory). f32/bf16/f16 have no invalid
+            // bit patterns.
+            unsafe {
+                read(std::slice::from_raw_parts_mut(
+                    v.as_mut_ptr() as *mut u8,
+                    bytes,
+                ))?;
+                v.set_len(numel);
+            }
+            Tensor::from_vec(v, shape, &Device::Cpu)
         }
         let cpu = match src {
-            DType::F32 => {
-                let mut v = vec![0f32; numel];
-                read(as_bytes(&mut v))?;
-                Tensor::from_vec(v, t.shape.as_slice(), &Device::Cpu)?
-            }
-            DType::BF16 => {
-                let mut v = vec![half::bf16::ZERO; numel];
-                read(as_bytes(&mut v))?;
-                Tensor::from_vec(v, t.shape.as_slice(), &Device::Cpu)?
-            }
-            _ => {
-                let mut v = vec![half::f16::ZERO; numel];
-                read(as_bytes(&mut v))?;
-                Tensor::from_vec(v, t.shape.as_slice(), &Device::Cpu)?
-            }
+            DType::F32 => fill::<f32>(numel, read, &t.shape)?,
+            DType::BF16 => fill::<half::bf16>(numel, read, &t.shape)?,
+            _ => fill::<half::f16>(numel, read, &t.shape)?,
         };
         cpu.to_dtype(dtype)?.to_device(dev)
     }
@@ -223,7 +235,10 @@ impl candle_nn::var_builder::SimpleBackend for FileBackend {
     ) -> candle_core::Result<Tensor> {
         let t = self.read(name, dtype, dev)?;
         if t.shape() != &s {
-            candle_core::bail!("shape mismatch for {name}: expected {s:?}, found {:?}", t.shape())
+            candle_core::bail!(
+                "shape mismatch for {name}: expected {s:?}, found {:?}",
+                t.shape()
+            )
         }
         Ok(t)
     }
@@ -268,7 +283,11 @@ fn weights_err(file: &Path, reason: impl Into<String>, fix: impl Into<String>) -
 /// Resolves a local folder in the standard layout.
 pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
     if !dir.is_dir() {
-        return Err(model_err(dir, "not a folder", "pass the folder that holds config.json"));
+        return Err(model_err(
+            dir,
+            "not a folder",
+            "pass the folder that holds config.json",
+        ));
     }
     let config_path = dir.join("config.json");
     if !config_path.exists() {
@@ -366,20 +385,38 @@ pub fn shards_from_index(index: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index)
         .map_err(|e| Error::io(format!("reading {}", index.display()), e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
-        weights_err(index, format!("not valid JSON: {e}"), "re-download the index file")
+        weights_err(
+            index,
+            format!("not valid JSON: {e}"),
+            "re-download the index file",
+        )
     })?;
     let map = v
         .get("weight_map")
         .and_then(|m| m.as_object())
-        .ok_or_else(|| weights_err(index, "has no `weight_map` object", "re-download the index file"))?;
+        .ok_or_else(|| {
+            weights_err(
+                index,
+                "has no `weight_map` object",
+                "re-download the index file",
+            )
+        })?;
     let mut shards = BTreeSet::new();
     for (name, file) in map {
         if name.starts_with(THINKER_PREFIX) {
-            let f = file
-                .as_str()
-                .ok_or_else(|| weights_err(index, format!("weight_map[{name}] is not a file name"), "re-download the index file"))?;
+            let f = file.as_str().ok_or_else(|| {
+                weights_err(
+                    index,
+                    format!("weight_map[{name}] is not a file name"),
+                    "re-download the index file",
+                )
+            })?;
             if f.contains('/') || f.contains("..") {
-                return Err(weights_err(index, format!("unsafe shard name {f:?}"), "re-download the index file"));
+                return Err(weights_err(
+                    index,
+                    format!("unsafe shard name {f:?}"),
+                    "re-download the index file",
+                ));
             }
             shards.insert(f.to_string());
         }
@@ -390,14 +427,19 @@ pub fn shards_from_index(index: &Path) -> Result<Vec<String>> {
 /// Reads and checks one safetensors header: valid JSON, offsets inside the file, file not truncated.
 pub fn read_header(file: &Path) -> Result<BTreeMap<String, TensorEntry>> {
     let fix_trunc = "the file is truncated or corrupt: delete it and download it again";
-    let mut f = std::fs::File::open(file).map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
+    let mut f = std::fs::File::open(file)
+        .map_err(|e| Error::io(format!("opening {}", file.display()), e))?;
     let len = f
         .metadata()
         .map_err(|e| Error::io(format!("reading {}", file.display()), e))?
         .len();
     let mut n = [0u8; 8];
     if len < 8 || f.read_exact(&mut n).is_err() {
-        return Err(weights_err(file, format!("only {len} bytes, no safetensors header"), fix_trunc));
+        return Err(weights_err(
+            file,
+            format!("only {len} bytes, no safetensors header"),
+            fix_trunc,
+        ));
     }
     let n = u64::from_le_bytes(n);
     if n > 100_000_000 || 8 + n > len {
@@ -421,11 +463,19 @@ pub fn read_header(file: &Path) -> Result<BTreeMap<String, TensorEntry>> {
         if name == "__metadata__" {
             continue;
         }
-        let dtype = t.get("dtype").and_then(|d| d.as_str()).unwrap_or("?").to_string();
+        let dtype = t
+            .get("dtype")
+            .and_then(|d| d.as_str())
+            .unwrap_or("?")
+            .to_string();
         let shape: Vec<usize> = t
             .get("shape")
             .and_then(|s| s.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_u64().map(|u| u as usize)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_u64().map(|u| u as usize))
+                    .collect()
+            })
             .unwrap_or_default();
         let offs: Vec<u64> = t
             .get("data_offsets")
@@ -433,7 +483,11 @@ pub fn read_header(file: &Path) -> Result<BTreeMap<String, TensorEntry>> {
             .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
             .unwrap_or_default();
         if offs.len() != 2 || offs[0] > offs[1] {
-            return Err(weights_err(file, format!("tensor {name} has bad data_offsets"), fix_trunc));
+            return Err(weights_err(
+                file,
+                format!("tensor {name} has bad data_offsets"),
+                fix_trunc,
+            ));
         }
         if offs[1] > data_len {
             return Err(weights_err(
@@ -455,7 +509,10 @@ pub fn read_header(file: &Path) -> Result<BTreeMap<String, TensorEntry>> {
         if (offs[1] - offs[0]) as usize != numel * elem {
             return Err(weights_err(
                 file,
-                format!("tensor {name}: shape {shape:?} of {dtype} does not match its {} bytes", offs[1] - offs[0]),
+                format!(
+                    "tensor {name}: shape {shape:?} of {dtype} does not match its {} bytes",
+                    offs[1] - offs[0]
+                ),
                 fix_trunc,
             ));
         }
@@ -487,7 +544,10 @@ fn cached_snapshot(cache: &Path, repo_id: &str, rev: &str) -> Option<PathBuf> {
     let commit = if rev.len() == 40 && rev.chars().all(|c| c.is_ascii_hexdigit()) {
         rev.to_string()
     } else {
-        std::fs::read_to_string(repo.join("refs").join(rev)).ok()?.trim().to_string()
+        std::fs::read_to_string(repo.join("refs").join(rev))
+            .ok()?
+            .trim()
+            .to_string()
     };
     let dir = repo.join("snapshots").join(commit);
     dir.join("config.json").exists().then_some(dir)
@@ -503,7 +563,8 @@ fn offline() -> bool {
 /// folder. With `HF_HUB_OFFLINE=1` only the cache is consulted.
 pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
     let rev = revision.unwrap_or("main").to_string();
-    let repo = hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, rev.clone());
+    let repo =
+        hf_hub::Repo::with_revision(repo_id.to_string(), hf_hub::RepoType::Model, rev.clone());
     let hub_err = |reason: String, fix: &str| Error::Hub {
         id: format!("{repo_id}@{rev}"),
         reason,
@@ -536,15 +597,19 @@ pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> 
         .map_err(|e| hub_err(e.to_string(), "check HF_HOME and HF_ENDPOINT"))?;
     let r = api.repo(repo);
     let net_fix = "check the id and your network (or set HF_HUB_OFFLINE=1 to use the cache only); gated models need HF_TOKEN or `huggingface-cli login`";
-    let config = r.get("config.json").map_err(|e| hub_err(e.to_string(), net_fix))?;
+    let config = r
+        .get("config.json")
+        .map_err(|e| hub_err(e.to_string(), net_fix))?;
     match r.get("model.safetensors.index.json") {
         Ok(index) => {
             for s in shards_from_index(&index)? {
-                r.get(&s).map_err(|e| hub_err(format!("shard {s}: {e}"), net_fix))?;
+                r.get(&s)
+                    .map_err(|e| hub_err(format!("shard {s}: {e}"), net_fix))?;
             }
         }
         Err(_) => {
-            r.get("model.safetensors").map_err(|e| hub_err(format!("model.safetensors: {e}"), net_fix))?;
+            r.get("model.safetensors")
+                .map_err(|e| hub_err(format!("model.safetensors: {e}"), net_fix))?;
         }
     }
     for f in AUX_FILES {

@@ -152,7 +152,9 @@ impl Act {
             "silu" | "swish" => Ok(Act::Silu),
             "gelu" => Ok(Act::Gelu),
             "gelu_pytorch_tanh" | "gelu_new" => Ok(Act::GeluTanh),
-            other => Err(crate::Error::Other(format!("unsupported activation {other:?}"))),
+            other => Err(crate::Error::Other(format!(
+                "unsupported activation {other:?}"
+            ))),
         }
     }
 
@@ -185,9 +187,9 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.act.apply(&self.gate.forward(x)?)?;
+        let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
-        Ok(self.down.forward(&(g * u)?)?)
+        self.down.forward(&(self.act.apply(&g)? * u)?)
     }
 }
 
@@ -201,7 +203,13 @@ pub fn softmax_f32(scores: &Tensor, dtype: DType) -> Result<Tensor> {
 ///
 /// `q`, `k`, `v`: `[N, heads, head_dim]`; `bounds`: cumulative boundaries `[0, …, N]`. Runs of segments of
 /// equal length are batched into one matmul. Returns `[N, heads * head_dim]`.
-pub fn segment_attention(q: &Tensor, k: &Tensor, v: &Tensor, bounds: &[usize], scale: f64) -> Result<Tensor> {
+pub fn segment_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bounds: &[usize],
+    scale: f64,
+) -> Result<Tensor> {
     let (n, heads, hd) = q.dims3()?;
     let dtype = q.dtype();
     let mut outs = Vec::new();
@@ -222,9 +230,14 @@ pub fn segment_attention(q: &Tensor, k: &Tensor, v: &Tensor, bounds: &[usize], s
                     .contiguous()?)
             };
             let (qs, ks, vs) = (take(q)?, take(k)?, take(v)?);
-            let scores = (qs.matmul(&ks.transpose(2, 3)?.contiguous()?)? * scale)?;
-            let probs = softmax_f32(&scores, dtype)?;
-            let o = probs.matmul(&vs)?; // [m, heads, len, hd]
+            let bh = m * heads;
+            let scores = crate::model::gemm::bmm_nt(
+                &qs.reshape((bh, len, hd))?,
+                &ks.reshape((bh, len, hd))?,
+            )?;
+            let probs = softmax_f32(&(scores * scale)?, dtype)?;
+            let vt = vs.reshape((bh, len, hd))?.transpose(1, 2)?.contiguous()?;
+            let o = crate::model::gemm::bmm_nt(&probs, &vt)?.reshape((m, heads, len, hd))?;
             outs.push(o.transpose(1, 2)?.reshape((m * len, heads * hd))?);
         }
         i = j;

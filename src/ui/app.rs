@@ -569,6 +569,17 @@ impl AvflowApp {
         &self.view
     }
 
+    /// Replaces measured durations by fixed ones, so screenshots do not change from run to run.
+    #[cfg(test)]
+    fn freeze_timings(&mut self) {
+        if let Some(m) = self.view.model.as_mut() {
+            m.load_seconds = 0.25;
+        }
+        if let Some(a) = self.view.answer.as_mut() {
+            a.seconds = 0.042;
+        }
+    }
+
     pub fn status(&self) -> &Status {
         &self.status
     }
@@ -625,6 +636,7 @@ mod tests {
         if complete {
             std::fs::create_dir_all(&d.model).expect("mkdir");
             std::fs::write(d.model.join("config.json"), "{}").expect("write");
+            std::fs::create_dir_all(d.inputs.parent().expect("parent")).expect("mkdir");
             std::fs::write(&d.inputs, b"").expect("write");
         }
         d
@@ -816,6 +828,7 @@ mod tests {
                 app.notes
             );
         }
+        harness.state_mut().freeze_timings();
         if demo_present {
             // Hover a cell of the token strip so the picture shows its card.
             harness.hover_at(egui::pos2(420.0, 143.0));

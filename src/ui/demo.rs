@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// Relative to the crate root.
-pub const MODEL_DIR: &str = "assets/demo/model";
-pub const INPUTS_FILE: &str = "assets/demo/inputs.safetensors";
+/// Relative to the crate root. The demo is the first test fixture (one copy in the repository): the tiny
+/// random-weight model in the real checkpoint layout and its audio-visual prompt.
+pub const MODEL_DIR: &str = "tests/fixtures/omni-tiny-a";
+pub const INPUTS_FILE: &str = "tests/fixtures/goldens/av_a/inputs.safetensors";
 /// How to make the demo files when they are missing.
 pub const MAKE_COMMAND: &str = "python3 tools/make_fixtures.py";
 
@@ -100,9 +101,10 @@ mod tests {
         assert!(msg.contains("inputs.safetensors"), "{msg}");
         std::fs::create_dir_all(&demo.model).expect("mkdir");
         std::fs::write(demo.model.join("config.json"), "{}").expect("write");
+        std::fs::create_dir_all(demo.inputs.parent().expect("parent")).expect("mkdir");
         std::fs::write(&demo.inputs, b"").expect("write");
         assert_eq!(demo.missing_message(), None);
-        assert!(demo.is_demo_model(&root.path().join("assets/demo/../demo/model")));
+        assert!(demo.is_demo_model(&demo.model.join("../omni-tiny-a")));
         assert!(!demo.is_demo_model(root.path()));
     }
 }

@@ -27,7 +27,13 @@ pub fn chunk_lengths(mel_len: usize, n_window: usize) -> Vec<usize> {
     let w = 2 * n_window;
     let n = mel_len.div_ceil(w);
     (0..n)
-        .map(|i| if i + 1 == n && mel_len % w != 0 { mel_len % w } else { w })
+        .map(|i| {
+            if i + 1 == n && mel_len % w != 0 {
+                mel_len % w
+            } else {
+                w
+            }
+        })
         .collect()
 }
 
@@ -98,7 +104,9 @@ pub struct AudioEncoder {
 fn sinusoids(length: usize, channels: usize) -> Vec<f32> {
     let half = channels / 2;
     let inc = (10000f64).ln() / (half as f64 - 1.0);
-    let inv: Vec<f32> = (0..half).map(|i| (-(inc as f32) * i as f32).exp()).collect();
+    let inv: Vec<f32> = (0..half)
+        .map(|i| (-(inc as f32) * i as f32).exp())
+        .collect();
     let mut out = Vec::with_capacity(length * channels);
     for t in 0..length {
         let row: Vec<f32> = inv.iter().map(|&f| t as f32 * f).collect();
@@ -224,12 +232,16 @@ impl AudioEncoder {
         for &l in lens {
             let (after, out) = output_lengths(l);
             if out > 0 && 2 * out <= after {
-                let seg = x.narrow(0, off, 2 * out)?.reshape((out, 2, self.cfg.d_model))?;
+                let seg = x
+                    .narrow(0, off, 2 * out)?
+                    .reshape((out, 2, self.cfg.d_model))?;
                 let a = seg.narrow(1, 0, 1)?.squeeze(1)?;
                 let b = seg.narrow(1, 1, 1)?.squeeze(1)?;
                 pooled.push(((a + b)? / 2.0)?);
             } else {
-                return Err(Error::Prompt(format!("audio clip of {l} mel frames is too short")));
+                return Err(Error::Prompt(format!(
+                    "audio clip of {l} mel frames is too short"
+                )));
             }
             off += after;
         }

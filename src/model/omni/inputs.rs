@@ -45,10 +45,17 @@ fn ints(t: &Tensor) -> Result<Vec<i64>> {
 }
 
 fn grids(path: &Path, name: &str, t: &Tensor) -> Result<Vec<[usize; 3]>> {
-    let t = if t.rank() == 3 { t.squeeze(0)? } else { t.clone() };
+    let t = if t.rank() == 3 {
+        t.squeeze(0)?
+    } else {
+        t.clone()
+    };
     let t = if t.rank() == 1 { t.unsqueeze(0)? } else { t };
     if t.rank() != 2 || t.dim(1)? != 3 {
-        return Err(err(path, format!("{name} must have shape [n, 3], got {:?}", t.dims())));
+        return Err(err(
+            path,
+            format!("{name} must have shape [n, 3], got {:?}", t.dims()),
+        ));
     }
     let v = ints(&t)?;
     v.chunks(3)
@@ -69,13 +76,19 @@ fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tensor> {
         if t.dim(0)? != 1 {
             return Err(err(
                 path,
-                format!("{name} has shape {:?}: only a batch of one prompt is supported", t.dims()),
+                format!(
+                    "{name} has shape {:?}: only a batch of one prompt is supported",
+                    t.dims()
+                ),
             ));
         }
         t = t.squeeze(0)?;
     }
     if t.rank() != rank {
-        return Err(err(path, format!("{name} has shape {:?}, expected {rank} dims", t.dims())));
+        return Err(err(
+            path,
+            format!("{name} has shape {:?}, expected {rank} dims", t.dims()),
+        ));
     }
     Ok(t)
 }
@@ -88,13 +101,18 @@ impl OmniInputs {
 
     pub fn from_map(path: &Path, map: &HashMap<String, Tensor>) -> Result<Self> {
         let path: PathBuf = path.to_path_buf();
-        let ids_t = map
-            .get("input_ids")
-            .ok_or_else(|| err(&path, "has no `input_ids` tensor (write the processor's output with its names)"))?;
+        let ids_t = map.get("input_ids").ok_or_else(|| {
+            err(
+                &path,
+                "has no `input_ids` tensor (write the processor's output with its names)",
+            )
+        })?;
         let ids_t = unbatch(&path, "input_ids", ids_t, 1)?;
         let mut input_ids: Vec<u32> = ints(&ids_t)?
             .into_iter()
-            .map(|x| u32::try_from(x).map_err(|_| err(&path, format!("input_ids has a negative id {x}"))))
+            .map(|x| {
+                u32::try_from(x).map_err(|_| err(&path, format!("input_ids has a negative id {x}")))
+            })
             .collect::<Result<_>>()?;
         if let Some(m) = map.get("attention_mask") {
             let m = ints(&unbatch(&path, "attention_mask", m, 1)?)?;
@@ -129,10 +147,16 @@ impl OmniInputs {
             .map(|t| unbatch(&path, "pixel_values", t, 2))
             .transpose()?;
         if pixel_values_videos.is_some() != !video_grid_thw.is_empty() {
-            return Err(err(&path, "pixel_values_videos and video_grid_thw must come together"));
+            return Err(err(
+                &path,
+                "pixel_values_videos and video_grid_thw must come together",
+            ));
         }
         if pixel_values.is_some() != !image_grid_thw.is_empty() {
-            return Err(err(&path, "pixel_values and image_grid_thw must come together"));
+            return Err(err(
+                &path,
+                "pixel_values and image_grid_thw must come together",
+            ));
         }
         let video_second_per_grid = match map.get("video_second_per_grid") {
             Some(t) => t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
@@ -155,12 +179,24 @@ impl OmniInputs {
                 let f = match f.rank() {
                     2 => f.unsqueeze(0)?,
                     3 => f.clone(),
-                    _ => return Err(err(&path, format!("input_features has shape {:?}, expected [n, mel, frames]", f.dims()))),
+                    _ => {
+                        return Err(err(
+                            &path,
+                            format!(
+                                "input_features has shape {:?}, expected [n, mel, frames]",
+                                f.dims()
+                            ),
+                        ))
+                    }
                 };
                 let (n, _bins, frames) = f.dims3()?;
                 let lens: Vec<usize> = match map.get("feature_attention_mask") {
                     Some(m) => {
-                        let m = if m.rank() == 1 { m.unsqueeze(0)? } else { m.clone() };
+                        let m = if m.rank() == 1 {
+                            m.unsqueeze(0)?
+                        } else {
+                            m.clone()
+                        };
                         if m.dims() != [n, frames] {
                             return Err(err(
                                 &path,
@@ -173,7 +209,10 @@ impl OmniInputs {
                                 let l = row.iter().filter(|&&x| x != 0).count();
                                 // The processor's mask is a prefix of ones; anything else is not its output.
                                 if row[..l].iter().any(|&x| x == 0) {
-                                    Err(err(&path, "feature_attention_mask is not a prefix of ones"))
+                                    Err(err(
+                                        &path,
+                                        "feature_attention_mask is not a prefix of ones",
+                                    ))
                                 } else {
                                     Ok(l)
                                 }

@@ -101,7 +101,9 @@ impl OmniThinker {
         let audio_embeds = match &inp.audio_features {
             Some(f) => {
                 let t0 = Instant::now();
-                let a = self.audio.forward(&f.to_device(self.device())?, &inp.audio_lens)?;
+                let a = self
+                    .audio
+                    .forward(&f.to_device(self.device())?, &inp.audio_lens)?;
                 timings.audio = t0.elapsed();
                 Some(a)
             }
@@ -109,11 +111,17 @@ impl OmniThinker {
         };
         let t0 = Instant::now();
         let image_embeds = match &inp.pixel_values {
-            Some(p) => Some(self.vision.forward(&p.to_device(self.device())?, &inp.image_grid_thw)?),
+            Some(p) => Some(
+                self.vision
+                    .forward(&p.to_device(self.device())?, &inp.image_grid_thw)?,
+            ),
             None => None,
         };
         let video_embeds = match &inp.pixel_values_videos {
-            Some(p) => Some(self.vision.forward(&p.to_device(self.device())?, &inp.video_grid_thw)?),
+            Some(p) => Some(
+                self.vision
+                    .forward(&p.to_device(self.device())?, &inp.video_grid_thw)?,
+            ),
             None => None,
         };
         timings.vision = t0.elapsed();
@@ -137,7 +145,10 @@ impl OmniThinker {
         let seq = ids.len();
         let mut sources = vec![text];
         let mut next = [seq, 0, 0];
-        for (slot, t) in [&audio_embeds, &image_embeds, &video_embeds].into_iter().enumerate() {
+        for (slot, t) in [&audio_embeds, &image_embeds, &video_embeds]
+            .into_iter()
+            .enumerate()
+        {
             let start = sources.iter().map(|s| s.dim(0).unwrap_or(0)).sum::<usize>();
             next[slot] = start;
             if let Some(t) = t {

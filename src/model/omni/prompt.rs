@@ -21,7 +21,12 @@ fn chunked(ids: &[f64], per_chunk: f64) -> Vec<(usize, usize)> {
 /// Ids for a video with its own audio: `<|vision_bos|><|audio_bos|>` then, per `seconds_per_chunk`
 /// chunk, that chunk's video tokens then its audio tokens, then `<|audio_eos|><|vision_eos|>`.
 /// Temporal ids are computed in f64 without truncation, as the processor does (numpy).
-pub fn video_with_audio_ids(cfg: &ThinkerConfig, grid: [usize; 3], second_per_grid: f64, audio_tokens: usize) -> Vec<u32> {
+pub fn video_with_audio_ids(
+    cfg: &ThinkerConfig,
+    grid: [usize; 3],
+    second_per_grid: f64,
+    audio_tokens: usize,
+) -> Vec<u32> {
     let tk = &cfg.tokens;
     let merge = cfg.vision.spatial_merge_size;
     let per_frame = (grid[1] / merge) * (grid[2] / merge);
@@ -55,7 +60,13 @@ mod tests {
         // 3 grids at 1 s each (t ids 0, 25, 50), 1 token per grid (2×2 patches), 60 audio tokens.
         let ids = video_with_audio_ids(&cfg, [3, 2, 2], 1.0, 60);
         let tk = &cfg.tokens;
-        let runs: Vec<(u32, usize)> = ids[2..ids.len() - 2].chunk_by(|a, b| a == b).map(|r| (r[0], r.len())).collect();
-        assert_eq!(runs, vec![(tk.video, 2), (tk.audio, 50), (tk.video, 1), (tk.audio, 10)]);
+        let runs: Vec<(u32, usize)> = ids[2..ids.len() - 2]
+            .chunk_by(|a, b| a == b)
+            .map(|r| (r[0], r.len()))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![(tk.video, 2), (tk.audio, 50), (tk.video, 1), (tk.audio, 10)]
+        );
     }
 }

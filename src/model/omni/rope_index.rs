@@ -71,7 +71,10 @@ fn chunked_index(ids: &[i64], per_chunk: i64, remove: i64) -> Vec<(usize, usize)
 }
 
 fn find(ids: &[u32], tok: u32, from: usize) -> Option<usize> {
-    ids.iter().skip(from).position(|&x| x == tok).map(|p| p + from)
+    ids.iter()
+        .skip(from)
+        .position(|&x| x == tok)
+        .map(|p| p + from)
 }
 
 /// Position ids `[seq][t, h, w]` and the rope delta (`max + 1 − seq`) used when generating.
@@ -95,7 +98,10 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
     let audio_nums = ids.iter().filter(|&&t| t == tk.audio_start).count();
     let image_nums = vision_tokens.iter().filter(|&&t| t == tk.image).count();
     let video_nums = if r.use_audio_in_video {
-        vision_tokens.iter().filter(|&&t| t == tk.audio_start).count()
+        vision_tokens
+            .iter()
+            .filter(|&&t| t == tk.audio_start)
+            .count()
     } else {
         vision_tokens.iter().filter(|&&t| t == tk.video).count()
     };
@@ -104,7 +110,8 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
     } else {
         image_nums + video_nums + audio_nums
     };
-    let (mut remain_images, mut remain_videos, mut remain_audios) = (image_nums, video_nums, audio_nums);
+    let (mut remain_images, mut remain_videos, mut remain_audios) =
+        (image_nums, video_nums, audio_nums);
     let (mut image_idx, mut video_idx, mut audio_idx) = (0usize, 0usize, 0usize);
     let mut b = Builder {
         out: Vec::with_capacity(n),
@@ -113,17 +120,34 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
     let mut st = 0usize;
     let none = n + 1;
     for _ in 0..mm_nums {
-        let ed_image = if remain_images > 0 { find(ids, tk.image, st) } else { None };
-        let ed_video = if remain_videos > 0 { find(ids, tk.video, st) } else { None };
-        let ed_audio = if remain_audios > 0 { find(ids, tk.audio, st) } else { None };
+        let ed_image = if remain_images > 0 {
+            find(ids, tk.image, st)
+        } else {
+            None
+        };
+        let ed_video = if remain_videos > 0 {
+            find(ids, tk.video, st)
+        } else {
+            None
+        };
+        let ed_audio = if remain_audios > 0 {
+            find(ids, tk.audio, st)
+        } else {
+            None
+        };
         if (remain_images > 0 && ed_image.is_none())
             || (remain_videos > 0 && ed_video.is_none())
             || (remain_audios > 0 && ed_audio.is_none())
         {
-            return Err(bad("a media item has a start token but no placeholder tokens".into()));
+            return Err(bad(
+                "a media item has a start token but no placeholder tokens".into(),
+            ));
         }
-        let (ed_image, ed_video, ed_audio) =
-            (ed_image.unwrap_or(none), ed_video.unwrap_or(none), ed_audio.unwrap_or(none));
+        let (ed_image, ed_video, ed_audio) = (
+            ed_image.unwrap_or(none),
+            ed_video.unwrap_or(none),
+            ed_audio.unwrap_or(none),
+        );
         let min_ed = ed_image.min(ed_video).min(ed_audio);
         if min_ed == none {
             return Err(bad("fewer placeholder runs than media start tokens".into()));
@@ -161,7 +185,9 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
                 .image_grids
                 .get(image_idx)
                 .ok_or_else(|| bad(format!("image {image_idx} has no image_grid_thw row")))?;
-            let t_index: Vec<i64> = (0..grid[0]).map(|t| (t as f32 * 1.0 * pps as f32) as i64).collect();
+            let t_index: Vec<i64> = (0..grid[0])
+                .map(|t| (t as f32 * 1.0 * pps as f32) as i64)
+                .collect();
             let start = b.next_start();
             b.push_block(&vision_ids(start, grid, merge, &t_index));
             let ilen = grid[0] * grid[1] * grid[2] / (merge * merge);
@@ -185,7 +211,9 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
                 .second_per_grid
                 .get(video_idx)
                 .ok_or_else(|| bad(format!("video {video_idx} has no video_second_per_grid")))?;
-            let t_index: Vec<i64> = (0..grid[0]).map(|t| ((t as f32 * spg) * pps as f32) as i64).collect();
+            let t_index: Vec<i64> = (0..grid[0])
+                .map(|t| ((t as f32 * spg) * pps as f32) as i64)
+                .collect();
             let start = b.next_start();
             b.push_block(&vision_ids(start, grid, merge, &t_index));
             let vlen = grid[0] * grid[1] * grid[2] / (merge * merge);
@@ -195,9 +223,9 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
             remain_videos -= 1;
         } else {
             // Video with its own audio: <|vision_bos|><|audio_bos|> [chunk: video grids, audio] … <|audio_eos|><|vision_eos|>
-            let text_len = min_ed
-                .checked_sub(st + 2)
-                .ok_or_else(|| bad("video-with-audio placeholders without <|vision_bos|><|audio_bos|>".into()))?;
+            let text_len = min_ed.checked_sub(st + 2).ok_or_else(|| {
+                bad("video-with-audio placeholders without <|vision_bos|><|audio_bos|>".into())
+            })?;
             if text_len != 0 {
                 b.push_text(text_len, b.next_start());
             }
@@ -215,7 +243,9 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
                 .second_per_grid
                 .get(video_idx)
                 .ok_or_else(|| bad(format!("video {video_idx} has no video_second_per_grid")))?;
-            let t_index: Vec<i64> = (0..grid[0]).map(|t| ((t as f32 * spg) * pps as f32) as i64).collect();
+            let t_index: Vec<i64> = (0..grid[0])
+                .map(|t| ((t as f32 * spg) * pps as f32) as i64)
+                .collect();
             let video_ids = vision_ids(start, grid, merge, &t_index);
             let per_chunk = (pps * cfg.seconds_per_chunk) as i64;
             let vt: Vec<i64> = video_ids.iter().map(|p| p[0]).collect();
@@ -250,7 +280,13 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
             b.out.len()
         )));
     }
-    let max = b.out.iter().flat_map(|p| p.iter()).copied().max().unwrap_or(0);
+    let max = b
+        .out
+        .iter()
+        .flat_map(|p| p.iter())
+        .copied()
+        .max()
+        .unwrap_or(0);
     Ok((b.out, max + 1 - n as i64))
 }
 
@@ -266,7 +302,10 @@ mod tests {
 
     #[test]
     fn chunking_matches_reference_loop() {
-        assert_eq!(chunked_index(&[0, 0, 25, 25, 50, 50, 75], 50, 0), vec![(0, 4), (4, 7)]);
+        assert_eq!(
+            chunked_index(&[0, 0, 25, 25, 50, 50, 75], 50, 0),
+            vec![(0, 4), (4, 7)]
+        );
         assert_eq!(chunked_index(&[0, 1, 2], 50, 0), vec![(0, 3)]);
     }
 }

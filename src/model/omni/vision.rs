@@ -12,13 +12,20 @@ use candle_nn::VarBuilder;
 use crate::error::{Error, Result};
 use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
-use crate::model::nn::{apply_rotary_f32, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin, RmsNorm};
+use crate::model::nn::{
+    apply_rotary_f32, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin, RmsNorm,
+};
 
 /// Window permutation over merged units and the cumulative window boundaries in patches.
 ///
 /// Mirrors `get_vision_window_index`, including its always-applied padding (a grid that divides evenly
 /// still gets an empty padded window, removed by the final `unique_consecutive`).
-pub fn window_index(grids: &[[usize; 3]], merge: usize, window_size: usize, patch: usize) -> (Vec<usize>, Vec<usize>) {
+pub fn window_index(
+    grids: &[[usize; 3]],
+    merge: usize,
+    window_size: usize,
+    patch: usize,
+) -> (Vec<usize>, Vec<usize>) {
     let vws = window_size / merge / patch;
     let unit = merge * merge;
     let mut index = Vec::new();
@@ -93,7 +100,13 @@ impl Block {
             k: linear(d, d, true, a.pp("k"))?,
             v: linear(d, d, true, a.pp("v"))?,
             proj: linear(d, d, true, a.pp("proj"))?,
-            mlp: GatedMlp::new(d, cfg.intermediate_size, true, Act::from_name(&cfg.hidden_act)?, vb.pp("mlp"))?,
+            mlp: GatedMlp::new(
+                d,
+                cfg.intermediate_size,
+                true,
+                Act::from_name(&cfg.hidden_act)?,
+                vb.pp("mlp"),
+            )?,
             heads: cfg.num_heads,
         })
     }
@@ -132,7 +145,9 @@ impl VisionEncoder {
         let (c, tp, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
         // Conv3d with kernel == stride over a pre-cut patch is a matmul with the flattened kernel.
         let w = vb.pp("patch_embed.proj").get((d, c, tp, p, p), "weight")?;
-        let patch_embed = w.reshape((d, c * tp * p * p))?.to_dtype(compute_dtype(&vb))?;
+        let patch_embed = w
+            .reshape((d, c * tp * p * p))?
+            .to_dtype(compute_dtype(&vb))?;
         let blocks = (0..cfg.depth)
             .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -173,7 +188,9 @@ impl VisionEncoder {
             )));
         }
         if grids.iter().any(|g| g[1] % merge != 0 || g[2] % merge != 0) {
-            return Err(Error::Prompt(format!("grid {grids:?} is not a multiple of the merge size {merge}")));
+            return Err(Error::Prompt(format!(
+                "grid {grids:?} is not a multiple of the merge size {merge}"
+            )));
         }
         let dev = pixels.device();
         let x = pixels
@@ -203,8 +220,16 @@ impl VisionEncoder {
             angles.extend_from_slice(&row);
         }
         let hd = 4 * q;
-        let cos = Tensor::from_vec(angles.iter().map(|a| a.cos()).collect::<Vec<_>>(), (n, hd), dev)?;
-        let sin = Tensor::from_vec(angles.iter().map(|a| a.sin()).collect::<Vec<_>>(), (n, hd), dev)?;
+        let cos = Tensor::from_vec(
+            angles.iter().map(|a| a.cos()).collect::<Vec<_>>(),
+            (n, hd),
+            dev,
+        )?;
+        let sin = Tensor::from_vec(
+            angles.iter().map(|a| a.sin()).collect::<Vec<_>>(),
+            (n, hd),
+            dev,
+        )?;
         // Full attention never crosses a temporal grid: one segment per frame pair.
         let mut cu_full = vec![0usize];
         for &[t, h, w] in grids {
@@ -223,7 +248,9 @@ impl VisionEncoder {
         }
         let d = self.cfg.hidden_size;
         let merged = self.ln_q.forward(&x)?.reshape((n / unit, d * unit))?;
-        let merged = self.mlp2.forward(&self.mlp0.forward(&merged)?.gelu_erf()?)?;
+        let merged = self
+            .mlp2
+            .forward(&self.mlp0.forward(&merged)?.gelu_erf()?)?;
         // Undo the window permutation.
         let mut reverse = vec![0usize; win.len()];
         for (i, &u) in win.iter().enumerate() {

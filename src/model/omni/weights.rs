@@ -40,7 +40,13 @@ pub fn thinker_tensors(cfg: &ThinkerConfig) -> Vec<(String, Vec<usize>)> {
     let d = vc.hidden_size;
     add(
         "visual.patch_embed.proj.weight".into(),
-        vec![d, vc.in_channels, vc.temporal_patch_size, vc.patch_size, vc.patch_size],
+        vec![
+            d,
+            vc.in_channels,
+            vc.temporal_patch_size,
+            vc.patch_size,
+            vc.patch_size,
+        ],
     );
     for i in 0..vc.depth {
         let p = format!("visual.blocks.{i}");
@@ -54,19 +60,28 @@ pub fn thinker_tensors(cfg: &ThinkerConfig) -> Vec<(String, Vec<usize>)> {
             add(format!("{p}.mlp.{n}.weight"), vec![vc.intermediate_size, d]);
             add(format!("{p}.mlp.{n}.bias"), vec![vc.intermediate_size]);
         }
-        add(format!("{p}.mlp.down_proj.weight"), vec![d, vc.intermediate_size]);
+        add(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![d, vc.intermediate_size],
+        );
         add(format!("{p}.mlp.down_proj.bias"), vec![d]);
     }
     let m = d * vc.spatial_merge_size * vc.spatial_merge_size;
     add("visual.merger.ln_q.weight".into(), vec![d]);
     add("visual.merger.mlp.0.weight".into(), vec![m, m]);
     add("visual.merger.mlp.0.bias".into(), vec![m]);
-    add("visual.merger.mlp.2.weight".into(), vec![vc.out_hidden_size, m]);
+    add(
+        "visual.merger.mlp.2.weight".into(),
+        vec![vc.out_hidden_size, m],
+    );
     add("visual.merger.mlp.2.bias".into(), vec![vc.out_hidden_size]);
 
     let a = &cfg.audio;
     let ad = a.d_model;
-    add("audio_tower.conv1.weight".into(), vec![ad, a.num_mel_bins, 3]);
+    add(
+        "audio_tower.conv1.weight".into(),
+        vec![ad, a.num_mel_bins, 3],
+    );
     add("audio_tower.conv1.bias".into(), vec![ad]);
     add("audio_tower.conv2.weight".into(), vec![ad, ad, 3]);
     add("audio_tower.conv2.bias".into(), vec![ad]);
@@ -90,7 +105,10 @@ pub fn thinker_tensors(cfg: &ThinkerConfig) -> Vec<(String, Vec<usize>)> {
     add("audio_tower.ln_post.bias".into(), vec![ad]);
     add("audio_tower.proj.weight".into(), vec![a.output_dim, ad]);
     add("audio_tower.proj.bias".into(), vec![a.output_dim]);
-    add("audio_tower.audio_bos_eos_token.weight".into(), vec![2, a.output_dim]);
+    add(
+        "audio_tower.audio_bos_eos_token.weight".into(),
+        vec![2, a.output_dim],
+    );
     v
 }
 

@@ -1,0 +1,186 @@
+//! Attention knockout: in decoder layers `[start, end)` the queries of the target positions may not attend
+//! to the keys of the source positions (the pre-softmax score is pushed to the dtype's minimum, all heads),
+//! as in Geva et al. 2023 and its successors.
+//!
+//! Computed incrementally from a [`Trace`]: layers before `start` are reused untouched, and from `start`
+//! on only the positions at or after the first target are recomputed (earlier positions cannot change:
+//! nothing they attend to changes), attending to the traced K/V of the earlier positions. A knockout into
+//! `last` therefore recomputes one row per layer.
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::flow::trace::{prob_of, Trace};
+use crate::model::decoder::{top_k, AttnMask, Decoder, KvPair};
+
+/// One knockout: which queries lose which keys, in which layers. Serialisable: experiments are data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Knockout {
+    /// Key positions blocked.
+    pub sources: Vec<usize>,
+    /// Query positions that lose them.
+    pub targets: Vec<usize>,
+    /// Half-open layer range `[start, end)`.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The metric of a run: probability of the watched token at the last position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnockoutResult {
+    pub prob: f32,
+    pub base_prob: f32,
+    /// `100 · (prob − base_prob) / base_prob`.
+    pub rel_change: f32,
+    /// Top-1 token after the knockout.
+    pub top1_id: u32,
+    /// Token whose probability is reported.
+    pub token_id: u32,
+}
+
+pub fn rel_change(p: f32, p0: f32) -> f32 {
+    if p0 > 0.0 {
+        100.0 * (p - p0) / p0
+    } else {
+        0.0
+    }
+}
+
+impl Knockout {
+    pub fn validate(&self, seq: usize, layers: usize) -> Result<()> {
+        if self.start >= self.end || self.end > layers {
+            return Err(Error::Prompt(format!(
+                "layer range {}..{} is not inside 0..{layers} (half-open, 0-based)",
+                self.start, self.end
+            )));
+        }
+        if self.sources.is_empty() || self.targets.is_empty() {
+            return Err(Error::Prompt(
+                "a knockout needs source and target positions".into(),
+            ));
+        }
+        if let Some(&p) = self
+            .sources
+            .iter()
+            .chain(&self.targets)
+            .find(|&&p| p >= seq)
+        {
+            return Err(Error::Prompt(format!(
+                "position {p} is outside the prompt ({seq} positions)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Additive mask `[rows, keys]` for query rows `first..first+rows` over keys `0..keys`: causal, plus
+    /// the knockout when `active`.
+    pub fn mask(
+        &self,
+        first: usize,
+        rows: usize,
+        keys: usize,
+        active: bool,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let mut blocked_key = vec![false; keys];
+        let mut target_row = vec![false; rows];
+        if active {
+            for &s in &self.sources {
+                if s < keys {
+                    blocked_key[s] = true;
+                }
+            }
+            for &t in &self.targets {
+                if t >= first && t < first + rows {
+                    target_row[t - first] = true;
+                }
+            }
+        }
+        let mut data = Vec::with_capacity(rows * keys);
+        for (i, &is_target) in target_row.iter().enumerate() {
+            let q = first + i;
+            for (j, &blocked) in blocked_key.iter().enumerate() {
+                let allowed = j <= q && !(is_target && blocked);
+                data.push(if allowed { 0.0 } else { f32::MIN });
+            }
+        }
+        Ok(Tensor::from_vec(data, (rows, keys), device)?)
+    }
+
+    /// The knockout's effect computed incrementally from a trace. Returns the last position's logits.
+    pub fn run(&self, decoder: &Decoder, trace: &Trace) -> Result<Tensor> {
+        let seq = trace.seq_len;
+        let layers = decoder.num_layers();
+        self.validate(seq, layers)?;
+        let first = *self.targets.iter().min().unwrap_or(&0);
+        let rows = seq - first;
+        let dev = decoder.device();
+        let rot = trace.rot.narrow(first, rows)?;
+        let ko = AttnMask::Additive(self.mask(first, rows, seq, true, dev)?);
+        let plain = AttnMask::Additive(self.mask(first, rows, seq, false, dev)?);
+        let mut x = trace.residuals[self.start].narrow(0, first, rows)?;
+        for l in self.start..layers {
+            let kv = &trace.kv[l];
+            let past = KvPair {
+                k: kv.k.narrow(1, 0, first)?,
+                v: kv.v.narrow(1, 0, first)?,
+            };
+            let past = (first > 0).then_some(&past);
+            let mask = if l < self.end { &ko } else { &plain };
+            x = decoder
+                .layer(l)
+                .forward(&x, &rot, past, mask, false)?
+                .hidden;
+        }
+        let last = decoder.final_norm(&x.narrow(0, rows - 1, 1)?)?;
+        Ok(decoder.logits(&last)?.squeeze(0)?)
+    }
+
+    /// Reference: a full forward over every position with the knockout mask in its layers.
+    pub fn run_full(&self, decoder: &Decoder, embeds: &Tensor, trace: &Trace) -> Result<Tensor> {
+        let seq = trace.seq_len;
+        self.validate(seq, decoder.num_layers())?;
+        let dev = decoder.device();
+        let ko = AttnMask::Additive(self.mask(0, seq, seq, true, dev)?);
+        let mut x = embeds.to_dtype(decoder.dtype())?;
+        for l in 0..decoder.num_layers() {
+            let mask = if l >= self.start && l < self.end {
+                &ko
+            } else {
+                &AttnMask::Causal
+            };
+            x = decoder
+                .layer(l)
+                .forward(&x, &trace.rot, None, mask, false)?
+                .hidden;
+        }
+        let last = decoder.final_norm(&x.narrow(0, seq - 1, 1)?)?;
+        Ok(decoder.logits(&last)?.squeeze(0)?)
+    }
+
+    /// Runs and scores the knockout for `token` (the baseline top-1 when `None`).
+    pub fn score(
+        &self,
+        decoder: &Decoder,
+        trace: &Trace,
+        token: Option<u32>,
+    ) -> Result<KnockoutResult> {
+        let logits = self.run(decoder, trace)?;
+        score_logits(&logits, trace, token)
+    }
+}
+
+/// The metric for a last-position logits row.
+pub fn score_logits(logits: &Tensor, trace: &Trace, token: Option<u32>) -> Result<KnockoutResult> {
+    let token_id = token.unwrap_or(trace.top1_id);
+    let prob = prob_of(logits, token_id)?;
+    let base_prob = trace.base_prob(token_id)?;
+    Ok(KnockoutResult {
+        prob,
+        base_prob,
+        rel_change: rel_change(prob, base_prob),
+        top1_id: top_k(logits, 1)?[0].0,
+        token_id,
+    })
+}

@@ -1,0 +1,169 @@
+//! Layer sweeps: every window of k layers for every source→target pair (the papers' central figure).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::flow::groups::Groups;
+use crate::flow::knockout::Knockout;
+use crate::flow::trace::Trace;
+use crate::model::decoder::Decoder;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Align {
+    /// Window centred on layer ℓ: `[ℓ − ⌊k/2⌋, ℓ + ⌈k/2⌉)`, clipped (Geva et al.'s `range`).
+    Center,
+    /// Window starting at ℓ: `[ℓ, ℓ + k)`, clipped.
+    Start,
+}
+
+/// The window for layer `l` of `layers`.
+pub fn window(l: usize, k: usize, layers: usize, align: Align) -> (usize, usize) {
+    match align {
+        Align::Center => (l.saturating_sub(k / 2), (l + k.div_ceil(2)).min(layers)),
+        Align::Start => (l, (l + k).min(layers)),
+    }
+}
+
+/// One row of a sweep's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepRecord {
+    pub source: String,
+    pub target: String,
+    /// The layer the window is placed at.
+    pub layer: usize,
+    pub start: usize,
+    pub end: usize,
+    pub prob: f32,
+    pub base_prob: f32,
+    pub rel_change: f32,
+    pub top1_id: u32,
+    pub token_id: u32,
+}
+
+/// Parses `audio:last,video:question` into pairs.
+pub fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once(':') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
+            _ => Err(Error::Prompt(format!(
+                "bad pair {p:?}: write SOURCE:TARGET, e.g. audio:last"
+            ))),
+        })
+        .collect()
+}
+
+/// The default pairs: each present modality into `question` and `last`, then `question→last`.
+pub fn default_pairs(groups: &Groups) -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for m in ["audio", "video", "image"] {
+        if groups.spans.get(m).is_some_and(|p| !p.is_empty()) {
+            v.push((m.to_string(), "last".to_string()));
+            v.push((m.to_string(), "question".to_string()));
+        }
+    }
+    if groups.spans.get("question").is_some_and(|p| !p.is_empty()) {
+        v.push(("question".to_string(), "last".to_string()));
+    }
+    v
+}
+
+/// Runs every window for every pair. `progress(done, total)` after each; `cancel` stops between
+/// configurations (the records so far are returned).
+#[allow(clippy::too_many_arguments)]
+pub fn sweep(
+    decoder: &Decoder,
+    trace: &Trace,
+    groups: &Groups,
+    pairs: &[(String, String)],
+    k: usize,
+    align: Align,
+    token: Option<u32>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<SweepRecord>> {
+    if k == 0 {
+        return Err(Error::Prompt("window must be at least 1 layer".into()));
+    }
+    let layers = decoder.num_layers();
+    let resolved: Vec<(String, String, Vec<usize>, Vec<usize>)> = pairs
+        .iter()
+        .map(|(s, t)| Ok((s.clone(), t.clone(), groups.select(s)?, groups.select(t)?)))
+        .collect::<Result<_>>()?;
+    let total = resolved.len() * layers;
+    let mut out = Vec::with_capacity(total);
+    for (s, t, src, tgt) in &resolved {
+        for l in 0..layers {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(out);
+            }
+            let (start, end) = window(l, k, layers, align);
+            let ko = Knockout {
+                sources: src.clone(),
+                targets: tgt.clone(),
+                start,
+                end,
+            };
+            let r = ko.score(decoder, trace, token)?;
+            out.push(SweepRecord {
+                source: s.clone(),
+                target: t.clone(),
+                layer: l,
+                start,
+                end,
+                prob: r.prob,
+                base_prob: r.base_prob,
+                rel_change: r.rel_change,
+                top1_id: r.top1_id,
+                token_id: r.token_id,
+            });
+            progress(out.len(), total);
+        }
+    }
+    Ok(out)
+}
+
+/// CSV with a header row.
+pub fn to_csv(records: &[SweepRecord]) -> String {
+    let mut s =
+        String::from("source,target,layer,start,end,prob,base_prob,rel_change,top1_id,token_id\n");
+    for r in records {
+        s.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{},{}\n",
+            r.source,
+            r.target,
+            r.layer,
+            r.start,
+            r.end,
+            r.prob,
+            r.base_prob,
+            r.rel_change,
+            r.top1_id,
+            r.token_id
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centred_windows_follow_the_research_code() {
+        // Geva et al.: range(max(0, l - k//2), min(L, l - (-k//2))), k = 9.
+        for l in 0..36 {
+            let (a, b) = window(l, 9, 36, Align::Center);
+            assert_eq!(a, (l as i64 - 4).max(0) as usize);
+            assert_eq!(b, (l + 5).min(36));
+        }
+        assert_eq!(window(3, 4, 10, Align::Center), (1, 5));
+        assert_eq!(window(8, 4, 10, Align::Start), (8, 10));
+        assert_eq!(parse_pairs("audio:last, video:question").unwrap().len(), 2);
+        assert!(parse_pairs("audio").is_err());
+    }
+}

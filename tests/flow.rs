@@ -1,0 +1,224 @@
+//! The flow engine: incremental knockouts equal a full masked forward; groups, CLI and sweeps end to end.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use avflow::flow::{Groups, Knockout, Trace};
+use avflow::model::loader::{resolve_dir, ModelSource};
+use avflow::model::{OmniInputs, OmniThinker};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+struct Case {
+    thinker: OmniThinker,
+    embeds: Tensor,
+    trace: Trace,
+    groups: Groups,
+}
+
+fn open(case: &str) -> Case {
+    let dir = fixtures().join("goldens").join(case);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let model_dir = fixtures().join(meta["model"].as_str().unwrap());
+    let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
+    let thinker = OmniThinker::load(&resolved, DType::F32, &Device::Cpu).unwrap();
+    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &Device::Cpu).unwrap();
+    let e = thinker.embed(&inp).unwrap();
+    let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
+    let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
+    Case {
+        thinker,
+        embeds: e.embeds,
+        trace,
+        groups,
+    }
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn trace_matches_the_plain_forward() {
+    let c = open("av_a");
+    let expected = candle_core::safetensors::load(
+        fixtures().join("goldens/av_a/expected.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let logits = &expected["logits"];
+    let logits = if logits.rank() == 3 {
+        logits.squeeze(0).unwrap()
+    } else {
+        logits.clone()
+    };
+    let last = logits.get(logits.dim(0).unwrap() - 1).unwrap();
+    assert!(max_diff(&c.trace.last_logits, &last) < 1e-4);
+}
+
+#[test]
+fn incremental_knockouts_equal_full_masked_forwards() {
+    for case in ["av_a", "av_b_frac", "image_audio_a"] {
+        let c = open(case);
+        let layers = c.thinker.decoder.num_layers();
+        let seq = c.trace.seq_len;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut specs: Vec<Knockout> = Vec::new();
+        // The research pairs on their groups, then random position sets.
+        for (s, t) in [
+            ("audio", "last"),
+            ("video", "question"),
+            ("question", "last"),
+            ("last", "last"),
+            ("image", "last"),
+        ] {
+            if let (Ok(src), Ok(tgt)) = (c.groups.select(s), c.groups.select(t)) {
+                specs.push(Knockout {
+                    sources: src,
+                    targets: tgt,
+                    start: 0,
+                    end: layers.min(2),
+                });
+            }
+        }
+        for _ in 0..6 {
+            let start = rng.random_range(0..layers);
+            let end = rng.random_range(start + 1..=layers);
+            let pick = |rng: &mut rand::rngs::StdRng, n: usize| -> Vec<usize> {
+                let mut v: Vec<usize> = (0..n).map(|_| rng.random_range(0..seq)).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let (ns, nt) = (1 + rng.random_range(0..40), 1 + rng.random_range(0..10));
+            let sources = pick(&mut rng, ns);
+            let targets = pick(&mut rng, nt);
+            specs.push(Knockout {
+                sources,
+                targets,
+                start,
+                end,
+            });
+        }
+        let mut changed = 0;
+        for ko in &specs {
+            let inc = ko.run(&c.thinker.decoder, &c.trace).unwrap();
+            let full = ko
+                .run_full(&c.thinker.decoder, &c.embeds, &c.trace)
+                .unwrap();
+            let d = max_diff(&inc, &full);
+            assert!(
+                d <= 1e-5,
+                "{case}: incremental vs full differ by {d} for {ko:?}"
+            );
+            if max_diff(&inc, &c.trace.last_logits) > 1e-4 {
+                changed += 1;
+            }
+        }
+        assert!(
+            changed > 0,
+            "{case}: no knockout changed the logits, the test proves nothing"
+        );
+    }
+}
+
+#[test]
+fn groups_of_the_av_prompt() {
+    let c = open("av_a");
+    let g = &c.groups;
+    let n = c.trace.seq_len;
+    assert_eq!(g.spans["last"], vec![n - 1]);
+    assert_eq!(g.spans["audio"].len(), 110);
+    assert_eq!(g.spans["video"].len(), 24);
+    assert!(g.spans["image"].is_empty());
+    let q = &g.spans["question"];
+    assert!(!q.is_empty() && q.iter().all(|&p| p > *g.spans["audio"].last().unwrap()));
+    assert!(g.spans["system"].iter().all(|&p| p < g.spans["video"][0]));
+}
+
+#[test]
+fn knockout_and_sweep_commands() {
+    let case = fixtures().join("goldens/av_a");
+    let model = fixtures().join("omni-tiny-a");
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let out = std::process::Command::new(bin)
+        .args(["knockout", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args([
+            "--source",
+            "audio,video",
+            "--target",
+            "last",
+            "--layers",
+            "0..3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in ["prob", "base_prob", "rel_change", "top1_id", "token_id"] {
+        assert!(v.get(k).is_some(), "missing {k} in {v}");
+    }
+    let (p, p0) = (
+        v["prob"].as_f64().unwrap(),
+        v["base_prob"].as_f64().unwrap(),
+    );
+    assert!((v["rel_change"].as_f64().unwrap() - 100.0 * (p - p0) / p0).abs() < 1e-3);
+
+    // A bad group names itself and the choices.
+    let out = std::process::Command::new(bin)
+        .args(["knockout", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args(["--source", "image", "--target", "last", "--layers", "0..1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"image\" is empty"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sweep.csv");
+    let out = std::process::Command::new(bin)
+        .args(["sweep", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args([
+            "--pairs",
+            "audio:last,video:question",
+            "--window",
+            "2",
+            "--out",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    // header + 2 pairs × 3 layers
+    assert_eq!(text.lines().count(), 1 + 2 * 3, "{text}");
+    assert!(text.starts_with("source,target,layer,start,end,prob"));
+}
