@@ -222,3 +222,73 @@ fn knockout_and_sweep_commands() {
     assert_eq!(text.lines().count(), 1 + 2 * 3, "{text}");
     assert!(text.starts_with("source,target,layer,start,end,prob"));
 }
+
+/// Knockouts against transformers: an attention function registered in transformers sets the blocked
+/// pre-softmax scores to f32's minimum (tools/make_fixtures.py, `knockouts.json`). Our groups must pick
+/// the same positions, and the incremental and batched engines must reproduce HF's logits.
+#[test]
+fn knockouts_match_transformers() {
+    for case in ["av_a", "av_b_frac", "image_audio_a"] {
+        let c = open(case);
+        let path = fixtures().join("goldens").join(case).join("knockouts.json");
+        let exps: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(exps.len() >= 6, "{case}: too few experiments");
+        let pos =
+            |v: &serde_json::Value| -> Vec<usize> { serde_json::from_value(v.clone()).unwrap() };
+        let mut specs = Vec::new();
+        for e in &exps {
+            let ko = Knockout {
+                sources: pos(&e["sources"]),
+                targets: pos(&e["targets"]),
+                start: e["start"].as_u64().unwrap() as usize,
+                end: e["end"].as_u64().unwrap() as usize,
+            };
+            for (field, list) in [("source", &ko.sources), ("target", &ko.targets)] {
+                let g = e[field].as_str().unwrap();
+                if avflow::flow::groups::BUILTIN.contains(&g) {
+                    assert_eq!(
+                        &c.groups.select(g).unwrap(),
+                        list,
+                        "{case}: group {g} differs from the reference"
+                    );
+                }
+            }
+            let token = e["token_id"].as_u64().unwrap() as u32;
+            assert_eq!(token, c.trace.top1_id, "{case}: baseline top-1");
+            let want: Vec<f32> = serde_json::from_value(e["last_logits"].clone()).unwrap();
+            let want = Tensor::new(want.as_slice(), &Device::Cpu).unwrap();
+            let got = ko.run(&c.thinker.decoder, &c.trace).unwrap();
+            let d = max_diff(&got, &want);
+            assert!(
+                d <= 1e-4,
+                "{case} {}: logits differ from transformers by {d}",
+                e["name"]
+            );
+            let r = ko.score(&c.thinker.decoder, &c.trace, Some(token)).unwrap();
+            let (p, p0) = (
+                e["prob"].as_f64().unwrap(),
+                e["base_prob"].as_f64().unwrap(),
+            );
+            assert!(
+                (r.prob as f64 - p).abs() < 1e-6,
+                "{case} {}: prob {} vs {p}",
+                e["name"],
+                r.prob
+            );
+            assert!((r.base_prob as f64 - p0).abs() < 1e-6);
+            specs.push(ko);
+        }
+        // Batched (as sweeps run) == one by one.
+        let batched =
+            avflow::flow::knockout::run_batch(&c.thinker.decoder, &c.trace, &specs).unwrap();
+        for (ko, b) in specs.iter().zip(&batched) {
+            let single = ko.run(&c.thinker.decoder, &c.trace).unwrap();
+            let d = max_diff(&single, b);
+            assert!(
+                d <= 1e-5,
+                "{case}: batched vs single differ by {d} for {ko:?}"
+            );
+        }
+    }
+}

@@ -11,6 +11,10 @@ Regenerates, deterministically, everything under ``tests/fixtures/``:
 * ``goldens/<case>/{inputs,expected,media}.safetensors`` + ``meta.json``: inputs produced by
   the real ``Qwen2_5OmniProcessor`` and reference activations / logits of
   ``Qwen2_5OmniThinkerForConditionalGeneration`` (float32, eager attention, CPU).
+* ``goldens/<case>/knockouts.json`` (cases in ``KNOCKOUT_CASES``): attention-knockout experiments, i.e. last-position
+  logits of the same HF model with a custom attention function (registered through ``AttentionInterface``, text
+  decoder only) that sets the pre-softmax scores of chosen (query, key) pairs to ``finfo(float32).min`` in a range
+  of decoder layers.
 
 Usage (from the repository root)::
 
@@ -1496,7 +1500,7 @@ def make_knockouts(case, model) -> list[dict]:
         results.append(dict(exp, token_id=token_id, base_prob=float(base_probs[token_id]), prob=prob,
                             last_logits=f32_list(logits[-1])))
     with open(out_dir / "knockouts.json", "w", encoding="utf-8") as f:  # one experiment per line
-        f.write("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in results) + "\n]\n")
+        f.write("[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in results) + "\n]\n")
     # the model is back to plain eager attention
     assert torch.equal(run(False), base)
     print(f"[{name:16s}] knockouts: token_id={token_id} base_prob={results[0]['base_prob']:.6f} "

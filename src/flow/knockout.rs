@@ -171,6 +171,109 @@ impl Knockout {
     }
 }
 
+/// Most stacked rows one batched layer call takes (bounds memory: rows × intermediate size × 4 bytes).
+const MAX_BATCH_ROWS: usize = 2048;
+
+/// Runs many knockouts together, exactly as [`Knockout::run`] would one by one: knockouts whose first
+/// target is the same position recompute the same rows, so each layer's weights are read once for all of
+/// them (a knockout into `last` adds one row to a shared matmul instead of a pass over the weights).
+/// Returns each knockout's last-position logits, in order.
+pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<Vec<Tensor>> {
+    let seq = trace.seq_len;
+    let layers = decoder.num_layers();
+    for k in specs {
+        k.validate(seq, layers)?;
+    }
+    let mut out: Vec<Option<Tensor>> = vec![None; specs.len()];
+    let mut by_first: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, k) in specs.iter().enumerate() {
+        by_first
+            .entry(*k.targets.iter().min().unwrap_or(&0))
+            .or_default()
+            .push(i);
+    }
+    let dev = decoder.device();
+    for (first, idx) in by_first {
+        let rows = seq - first;
+        let per_batch = (MAX_BATCH_ROWS / rows).max(1);
+        let rot = trace.rot.narrow(first, rows)?;
+        for chunk in idx.chunks(per_batch) {
+            // Masks per knockout (knockout layers / plain layers); rows of each knockout's stream.
+            let masks: Vec<(AttnMask, AttnMask)> = chunk
+                .iter()
+                .map(|&i| {
+                    let k = &specs[i];
+                    Ok((
+                        AttnMask::Additive(k.mask(first, rows, seq, true, dev)?),
+                        AttnMask::Additive(k.mask(first, rows, seq, false, dev)?),
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let mut xs: Vec<Option<Tensor>> = vec![None; chunk.len()];
+            let lo = chunk.iter().map(|&i| specs[i].start).min().unwrap_or(0);
+            for l in lo..layers {
+                let mut active = Vec::new();
+                for (j, &i) in chunk.iter().enumerate() {
+                    if specs[i].start == l {
+                        xs[j] = Some(trace.residuals[l].narrow(0, first, rows)?);
+                    }
+                    if xs[j].is_some() {
+                        active.push(j);
+                    }
+                }
+                if active.is_empty() {
+                    continue;
+                }
+                let stacked = Tensor::cat(
+                    &active
+                        .iter()
+                        .filter_map(|&j| xs[j].as_ref())
+                        .collect::<Vec<_>>(),
+                    0,
+                )?;
+                let ms: Vec<&AttnMask> = active
+                    .iter()
+                    .map(|&j| {
+                        if l < specs[chunk[j]].end {
+                            &masks[j].0
+                        } else {
+                            &masks[j].1
+                        }
+                    })
+                    .collect();
+                let kv = &trace.kv[l];
+                let past = KvPair {
+                    k: kv.k.narrow(1, 0, first)?,
+                    v: kv.v.narrow(1, 0, first)?,
+                };
+                let y = decoder.layer(l).forward_many(
+                    &stacked,
+                    &rot,
+                    (first > 0).then_some(&past),
+                    &ms,
+                )?;
+                for (n, &j) in active.iter().enumerate() {
+                    xs[j] = Some(y.narrow(0, n * rows, rows)?);
+                }
+            }
+            let lasts: Vec<Tensor> = xs
+                .iter()
+                .map(|x| match x {
+                    Some(x) => Ok(x.narrow(0, rows - 1, 1)?),
+                    None => Err(Error::Other("knockout never started".into())),
+                })
+                .collect::<Result<_>>()?;
+            let logits = decoder.logits(&decoder.final_norm(&Tensor::cat(&lasts, 0)?)?)?;
+            for (j, &i) in chunk.iter().enumerate() {
+                out[i] = Some(logits.get(j)?);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| Error::Other("a knockout produced no result".into())))
+        .collect()
+}
+
 /// The metric for a last-position logits row.
 pub fn score_logits(logits: &Tensor, trace: &Trace, token: Option<u32>) -> Result<KnockoutResult> {
     let token_id = token.unwrap_or(trace.top1_id);

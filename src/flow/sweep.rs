@@ -96,33 +96,39 @@ pub fn sweep(
         .collect::<Result<_>>()?;
     let total = resolved.len() * layers;
     let mut out = Vec::with_capacity(total);
+    // One pair at a time: its windows share the first recomputed row and run batched.
     for (s, t, src, tgt) in &resolved {
-        for l in 0..layers {
-            if cancel.load(Ordering::Relaxed) {
-                return Ok(out);
-            }
-            let (start, end) = window(l, k, layers, align);
-            let ko = Knockout {
-                sources: src.clone(),
-                targets: tgt.clone(),
-                start,
-                end,
-            };
-            let r = ko.score(decoder, trace, token)?;
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(out);
+        }
+        let specs: Vec<Knockout> = (0..layers)
+            .map(|l| {
+                let (start, end) = window(l, k, layers, align);
+                Knockout {
+                    sources: src.clone(),
+                    targets: tgt.clone(),
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        let logits = crate::flow::knockout::run_batch(decoder, trace, &specs)?;
+        for (l, (ko, lg)) in specs.iter().zip(&logits).enumerate() {
+            let r = crate::flow::knockout::score_logits(lg, trace, token)?;
             out.push(SweepRecord {
                 source: s.clone(),
                 target: t.clone(),
                 layer: l,
-                start,
-                end,
+                start: ko.start,
+                end: ko.end,
                 prob: r.prob,
                 base_prob: r.base_prob,
                 rel_change: r.rel_change,
                 top1_id: r.top1_id,
                 token_id: r.token_id,
             });
-            progress(out.len(), total);
         }
+        progress(out.len(), total);
     }
     Ok(out)
 }

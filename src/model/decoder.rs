@@ -148,28 +148,29 @@ impl Attention {
         Ok(KvPair { k, v })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        rot: &Rotary,
-        past: Option<&KvPair>,
-        mask: &AttnMask,
-        want_probs: bool,
-    ) -> Result<(Tensor, KvPair, Option<Tensor>)> {
+    /// Rotated queries `[heads, rows, hd]` and the rows' own K/V.
+    fn project(&self, x: &Tensor, rot: &Rotary) -> Result<(Tensor, KvPair)> {
         let n = x.dim(0)?;
-        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
         let q = self
             .q_proj
             .forward(x)?
-            .reshape((n, h, hd))?
+            .reshape((n, self.heads, self.head_dim))?
             .transpose(0, 1)?
             .contiguous()?;
-        let q = rope(&q, rot)?;
-        let own = self.kv(x, rot)?;
-        let all = match past {
-            Some(p) => p.cat(&own)?,
-            None => own.clone(),
-        };
+        Ok((rope(&q, rot)?, self.kv(x, rot)?))
+    }
+
+    /// Attention of `q` (`[heads, n, hd]`) over `all` keys (past then the n rows) under `mask`; returns
+    /// the heads' outputs `[n, heads·hd]` before `o_proj`, and the probabilities when asked.
+    fn attend(
+        &self,
+        q: &Tensor,
+        all: &KvPair,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (h, n, hd) = q.dims3()?;
+        let kvh = self.kv_heads;
         let keys = all.rows();
         let past_len = keys - n;
         let g = h / kvh;
@@ -180,7 +181,7 @@ impl Attention {
         let scores = (crate::model::gemm::bmm_nt(&qg, &all.k)? * scale)?;
         let scores = scores.reshape((kvh, g, n, keys))?.to_dtype(DType::F32)?;
         let mask_t = match mask {
-            AttnMask::Causal => causal_mask(n, past_len, x.device())?,
+            AttnMask::Causal => causal_mask(n, past_len, q.device())?,
             AttnMask::Additive(m) => {
                 if m.dims() != [n, keys] {
                     return Err(Error::Other(format!(
@@ -192,19 +193,68 @@ impl Attention {
             }
         };
         let scores = scores.broadcast_add(&mask_t)?;
-        let probs = softmax_f32(&scores, x.dtype())?;
+        let probs = softmax_f32(&scores, q.dtype())?;
         let vt = all.v.transpose(1, 2)?.contiguous()?;
         let out = crate::model::gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt)?
             .reshape((h, n, hd))?
             .transpose(0, 1)?
             .reshape((n, h * hd))?;
-        let out = self.o_proj.forward(&out)?;
         let probs = if want_probs {
             Some(probs.reshape((h, n, keys))?)
         } else {
             None
         };
-        Ok((out, own, probs))
+        Ok((out, probs))
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rot: &Rotary,
+        past: Option<&KvPair>,
+        mask: &AttnMask,
+        want_probs: bool,
+    ) -> Result<(Tensor, KvPair, Option<Tensor>)> {
+        let (q, own) = self.project(x, rot)?;
+        let all = match past {
+            Some(p) => p.cat(&own)?,
+            None => own.clone(),
+        };
+        let (out, probs) = self.attend(&q, &all, mask, want_probs)?;
+        Ok((self.o_proj.forward(&out)?, own, probs))
+    }
+
+    /// `c` independent runs of the same `r` rows at once (e.g. one per knockout), stacked in `x`
+    /// (`[c·r, hidden]`): projections in one matmul each, attention per run over the shared `past`
+    /// then the run's own rows under its mask.
+    fn forward_many(
+        &self,
+        x: &Tensor,
+        rot: &Rotary,
+        past: Option<&KvPair>,
+        masks: &[&AttnMask],
+    ) -> Result<Tensor> {
+        let c = masks.len();
+        let r = x.dim(0)? / c.max(1);
+        let rot_all = Rotary {
+            cos: Tensor::cat(&vec![&rot.cos; c], 0)?,
+            sin: Tensor::cat(&vec![&rot.sin; c], 0)?,
+        };
+        let (q, own) = self.project(x, &rot_all)?;
+        let mut outs = Vec::with_capacity(c);
+        for (i, mask) in masks.iter().enumerate() {
+            let qi = q.narrow(1, i * r, r)?;
+            let oi = KvPair {
+                k: own.k.narrow(1, i * r, r)?,
+                v: own.v.narrow(1, i * r, r)?,
+            };
+            let all = match past {
+                Some(p) => p.cat(&oi)?,
+                None => oi,
+            };
+            outs.push(self.attend(&qi, &all, mask, false)?.0);
+        }
+        self.o_proj.forward(&Tensor::cat(&outs, 0)?)
     }
 }
 
@@ -264,6 +314,22 @@ impl DecoderLayer {
         let h = self.post_attention_layernorm.forward(&x)?;
         let hidden = (&x + self.mlp.forward(&h)?)?;
         Ok(LayerOutput { hidden, kv, probs })
+    }
+
+    /// [`Self::forward`] for several independent runs of the same rows at once (see
+    /// `Attention::forward_many`): weights are read once for all of them. Returns the stacked hidden rows.
+    pub fn forward_many(
+        &self,
+        x: &Tensor,
+        rot: &Rotary,
+        past: Option<&KvPair>,
+        masks: &[&AttnMask],
+    ) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x)?;
+        let attn = self.self_attn.forward_many(&h, rot, past, masks)?;
+        let x = (x + attn)?;
+        let h = self.post_attention_layernorm.forward(&x)?;
+        Ok((&x + self.mlp.forward(&h)?)?)
     }
 
     /// K/V this layer would produce for rows `x` (no attention, no MLP).
