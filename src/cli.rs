@@ -506,3 +506,149 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
         "trace_memory_mb": s.trace.memory_bytes() as f64 / 1e6,
     }))
 }
+
+/// Token ids → text with the model folder's tokenizer (ids when there is none).
+pub fn decode_tokens(model_dir: &Path, ids: &[u32]) -> Option<String> {
+    let tk = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json")).ok()?;
+    tk.decode(ids, true).ok()
+}
+
+fn stop_ids(t: &crate::model::ThinkerConfig) -> Vec<u32> {
+    t.tokens.eos.into_iter().chain(t.tokens.pad).collect()
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DropArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+    /// Groups whose positions are removed, comma-separated (e.g. audio,video).
+    #[arg(long)]
+    pub groups: String,
+    /// First decoder layer that no longer sees them.
+    #[arg(long)]
+    pub from_layer: usize,
+    /// Also generate up to N answer tokens greedily (with and without dropping, timed).
+    #[arg(long)]
+    pub generate: Option<usize>,
+    #[arg(long)]
+    pub token: Option<u32>,
+}
+
+pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
+    use crate::flow::generate::{generate, prefill};
+    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let dropped = s.groups.select(&a.groups)?;
+    let dec = &s.thinker.decoder;
+    let pos = &s.trace.position_ids;
+    let t0 = Instant::now();
+    let mut full = prefill(dec, &s.embeds, pos, None)?;
+    let prefill_full = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let mut dr = prefill(dec, &s.embeds, pos, Some((&dropped, a.from_layer)))?;
+    let prefill_drop = t1.elapsed().as_secs_f64();
+    let r = crate::flow::knockout::score_logits(&dr.last_logits, &s.trace, a.token)?;
+    let mut v = serde_json::json!({
+        "groups": a.groups, "dropped_positions": dropped.len(), "from_layer": a.from_layer,
+        "prob": r.prob, "base_prob": r.base_prob, "rel_change": r.rel_change, "top1_id": r.top1_id,
+        "token_id": r.token_id, "prefill_s": prefill_drop, "prefill_full_s": prefill_full,
+        "prefill_speedup": prefill_full / prefill_drop.max(1e-9),
+    });
+    if let Some(n) = a.generate {
+        let stop = stop_ids(&s.thinker.cfg);
+        let resolved = resolve(&ModelSource::parse(&a.model)?)?;
+        for (key, cache) in [("full", &mut full), ("dropped", &mut dr)] {
+            let t = Instant::now();
+            let (toks, times) = generate(dec, cache, n, &stop)?;
+            let per = if times.is_empty() {
+                0.0
+            } else {
+                times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len() as f64
+            };
+            v[format!("answer_{key}")] = decode_tokens(&resolved.dir, &toks)
+                .unwrap_or_default()
+                .into();
+            v[format!("answer_ids_{key}")] = serde_json::to_value(&toks)?;
+            v[format!("decode_s_{key}")] = t.elapsed().as_secs_f64().into();
+            v[format!("per_token_s_{key}")] = per.into();
+        }
+        v["answer"] = v["answer_dropped"].clone();
+    }
+    Ok(v)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct GenerateArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long, default_value_t = 32)]
+    pub max_new: usize,
+}
+
+pub fn generate_cmd(
+    a: &GenerateArgs,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<serde_json::Value> {
+    let resolved = resolve(&ModelSource::parse(&a.model)?)?;
+    let thinker = OmniThinker::load(&resolved, dtype, device)?;
+    let inp = OmniInputs::from_file(&a.inputs, device)?;
+    let t0 = Instant::now();
+    let e = thinker.embed(&inp)?;
+    let mut cache =
+        crate::flow::generate::prefill(&thinker.decoder, &e.embeds, &e.position_ids, None)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let (toks, times) = crate::flow::generate::generate(
+        &thinker.decoder,
+        &mut cache,
+        a.max_new,
+        &stop_ids(&thinker.cfg),
+    )?;
+    let per = times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;
+    Ok(serde_json::json!({
+        "answer": decode_tokens(&resolved.dir, &toks), "answer_ids": toks,
+        "prefill_s": prefill_s, "decode_s": t1.elapsed().as_secs_f64(), "per_token_s": per,
+    }))
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LensArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+    /// Group or span whose first position is read (default: last).
+    #[arg(long, default_value = "last")]
+    pub at: String,
+    /// Token whose probability is followed (default: the baseline top-1).
+    #[arg(long)]
+    pub token: Option<u32>,
+    #[arg(long, default_value_t = 5)]
+    pub top: usize,
+}
+
+pub fn lens_cmd(a: &LensArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
+    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let position = s.groups.select(&a.at)?[0];
+    let token = a.token.unwrap_or(s.trace.top1_id);
+    let rows = crate::flow::generate::logit_lens(
+        &s.thinker.decoder,
+        &s.trace.residuals,
+        position,
+        token,
+        a.top,
+    )?;
+    let layers: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(l, p, top)| serde_json::json!({"layer": l, "prob": p, "top": top}))
+        .collect();
+    Ok(serde_json::json!({"position": position, "token_id": token, "layers": layers}))
+}

@@ -54,6 +54,12 @@ enum Command {
     Knockout(cli::KnockoutArgs),
     /// Every window of k layers for every SOURCE:TARGET pair; write JSON or CSV records.
     Sweep(cli::SweepArgs),
+    /// Remove groups of positions from a layer on; answer probability, timings, optionally the answer.
+    Drop(cli::DropArgs),
+    /// Greedy answer with a KV cache.
+    Generate(cli::GenerateArgs),
+    /// Logit lens: the answer token's probability read from every layer's residual.
+    Lens(cli::LensArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
     Bench(cli::BenchArgs),
 }
@@ -108,6 +114,18 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Sweep(args)) => {
             println!("{}", cli::sweep(&args, dtype, &device)?);
+            Ok(())
+        }
+        Some(Command::Drop(args)) => {
+            println!("{}", cli::drop_cmd(&args, dtype, &device)?);
+            Ok(())
+        }
+        Some(Command::Generate(args)) => {
+            println!("{}", cli::generate_cmd(&args, dtype, &device)?);
+            Ok(())
+        }
+        Some(Command::Lens(args)) => {
+            println!("{}", cli::lens_cmd(&args, dtype, &device)?);
             Ok(())
         }
         Some(Command::Bench(args)) => cli::bench(&args, dtype, &device),

@@ -292,3 +292,141 @@ fn knockouts_match_transformers() {
         }
     }
 }
+
+/// Dropping positions from layer l equals masking their keys for every query from layer l on (the
+/// dropped rows' own outputs feed nothing that is kept).
+#[test]
+fn dropping_equals_masking_the_dropped_keys() {
+    use avflow::flow::generate::prefill;
+    let c = open("av_a");
+    let layers = c.thinker.decoder.num_layers();
+    let seq = c.trace.seq_len;
+    let dropped = c.groups.select("audio,video").unwrap();
+    for from in 0..=layers {
+        let cache = prefill(
+            &c.thinker.decoder,
+            &c.embeds,
+            &c.trace.position_ids,
+            Some((&dropped, from)),
+        )
+        .unwrap();
+        let want = if from == layers {
+            c.trace.last_logits.clone()
+        } else {
+            Knockout {
+                sources: dropped.clone(),
+                targets: (0..seq).collect(),
+                start: from,
+                end: layers,
+            }
+            .run_full(&c.thinker.decoder, &c.embeds, &c.trace)
+            .unwrap()
+        };
+        let d = max_diff(&cache.last_logits, &want);
+        assert!(d <= 1e-5, "from layer {from}: {d}");
+        // Caches of later layers hold only the kept positions.
+        let kept_rows = if from < layers {
+            seq - dropped.len()
+        } else {
+            seq
+        };
+        assert_eq!(cache.kv[layers - 1].rows(), kept_rows);
+    }
+    let e = prefill(
+        &c.thinker.decoder,
+        &c.embeds,
+        &c.trace.position_ids,
+        Some((&[seq - 1], 1)),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("last prompt position"), "{e}");
+}
+
+/// Greedy decoding with the KV cache picks, at every step, the argmax of a full forward over the prompt
+/// plus the tokens so far (text positions continue from the prompt's largest position).
+#[test]
+fn cached_generation_matches_full_forwards() {
+    use avflow::flow::generate::{generate, prefill};
+    let c = open("av_b_frac");
+    let dec = &c.thinker.decoder;
+    let mut cache = prefill(dec, &c.embeds, &c.trace.position_ids, None).unwrap();
+    assert!(max_diff(&cache.last_logits, &c.trace.last_logits) < 1e-5);
+    let next = cache.next_position;
+    let (toks, _) = generate(dec, &mut cache, 4, &[]).unwrap();
+    assert_eq!(toks.len(), 4);
+    let mut embeds = c.embeds.clone();
+    let mut pos = c.trace.position_ids.clone();
+    for (i, &t) in toks.iter().enumerate() {
+        let rot = dec.rotary(&pos).unwrap();
+        let normed = dec.forward(&embeds, &rot, &mut |_, _| Ok(())).unwrap();
+        let n = normed.dim(0).unwrap();
+        let logits = dec
+            .logits(&normed.narrow(0, n - 1, 1).unwrap())
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let best = avflow::model::decoder::top_k(&logits, 1).unwrap()[0].0;
+        assert_eq!(best, t, "step {i}");
+        embeds = Tensor::cat(&[&embeds, &dec.embed(&[t]).unwrap()], 0).unwrap();
+        pos.push([next + i as i64; 3]);
+    }
+}
+
+#[test]
+fn lens_drop_and_generate_commands() {
+    let case = fixtures().join("goldens/av_a");
+    let model = fixtures().join("omni-tiny-a");
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(bin)
+            .arg(args[0])
+            .arg("--model")
+            .arg(&model)
+            .arg("--inputs")
+            .arg(case.join("inputs.safetensors"))
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let lens = run(&["lens"]);
+    let layers = lens["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3);
+    let c = open("av_a");
+    let p0 = c.trace.base_prob(c.trace.top1_id).unwrap() as f64;
+    // The last layer's lens is the model's own output.
+    assert!((layers[2]["prob"].as_f64().unwrap() - p0).abs() < 1e-6);
+
+    let d = run(&[
+        "drop",
+        "--groups",
+        "audio,video",
+        "--from-layer",
+        "1",
+        "--generate",
+        "3",
+    ]);
+    for k in [
+        "prob",
+        "top1_id",
+        "answer",
+        "prefill_s",
+        "prefill_full_s",
+        "per_token_s_dropped",
+    ] {
+        assert!(d.get(k).is_some(), "missing {k} in {d}");
+    }
+    assert_eq!(d["dropped_positions"].as_u64().unwrap(), 134);
+    assert_eq!(d["answer_ids_dropped"].as_array().unwrap().len(), 3);
+
+    let g = run(&["generate", "--max-new", "3"]);
+    assert_eq!(g["answer_ids"], d["answer_ids_full"]);
+    assert!(g["answer"].is_string());
+}

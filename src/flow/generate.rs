@@ -1,0 +1,151 @@
+//! Prefill (optionally dropping positions from a layer on) and greedy decoding with a per-layer KV cache.
+//!
+//! Dropping: from layer `from_layer` on, the chosen positions are physically removed: later layers run on
+//! fewer rows and their caches hold fewer keys, which is where the speed comes from. The kept positions
+//! keep their rotary position ids. Layers before `from_layer` see every position.
+
+use std::time::{Duration, Instant};
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::decoder::{index_tensor, top_k, AttnMask, Decoder, KvPair, PositionIds};
+
+/// Per-layer K/V after a prefill, plus where decoding continues.
+pub struct Cache {
+    pub kv: Vec<KvPair>,
+    /// Rotary position of the next generated token (max prompt position + 1).
+    pub next_position: i64,
+    pub last_logits: Tensor,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerateResult {
+    pub tokens: Vec<u32>,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    /// Mean seconds per generated token after the first.
+    pub per_token_s: f64,
+}
+
+/// Runs the prompt through the decoder; with `drop = Some((positions, from_layer))`, those positions are
+/// removed before layer `from_layer`. Returns the cache and the last position's logits.
+pub fn prefill(
+    decoder: &Decoder,
+    embeds: &Tensor,
+    pos: &PositionIds,
+    drop: Option<(&[usize], usize)>,
+) -> Result<Cache> {
+    let n = embeds.dim(0)?;
+    if n != pos.len() || n == 0 {
+        return Err(Error::Prompt(
+            "embeddings and position ids differ in length".into(),
+        ));
+    }
+    let layers = decoder.num_layers();
+    let (dropped, from) = drop.unwrap_or((&[], layers));
+    if from > layers {
+        return Err(Error::Prompt(format!(
+            "--from-layer {from} is past the last layer ({layers})"
+        )));
+    }
+    if dropped.contains(&(n - 1)) {
+        return Err(Error::Prompt(
+            "the last prompt position cannot be dropped: it makes the answer".into(),
+        ));
+    }
+    let mut keep = vec![true; n];
+    for &d in dropped {
+        if d >= n {
+            return Err(Error::Prompt(format!(
+                "position {d} is outside the prompt ({n})"
+            )));
+        }
+        keep[d] = false;
+    }
+    let kept: Vec<usize> = (0..n).filter(|&i| keep[i]).collect();
+    let mut rot = decoder.rotary(pos)?;
+    let mut x = embeds.to_dtype(decoder.dtype())?;
+    let mut kv = Vec::with_capacity(layers);
+    for l in 0..layers {
+        if l == from && kept.len() < n {
+            let idx = index_tensor(&kept, decoder.device())?;
+            x = x.index_select(&idx, 0)?;
+            rot = rot.rows(&idx)?;
+        }
+        let out = decoder
+            .layer(l)
+            .forward(&x, &rot, None, &AttnMask::Causal, false)?;
+        kv.push(out.kv);
+        x = out.hidden;
+    }
+    let rows = x.dim(0)?;
+    let last = decoder.final_norm(&x.narrow(0, rows - 1, 1)?)?;
+    let last_logits = decoder.logits(&last)?.squeeze(0)?;
+    let next_position = pos
+        .iter()
+        .flat_map(|p| p.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        + 1;
+    Ok(Cache {
+        kv,
+        next_position,
+        last_logits,
+    })
+}
+
+/// Greedy decoding from a prefilled cache: up to `max_new` tokens, stopping after any of `stop`.
+pub fn generate(
+    decoder: &Decoder,
+    cache: &mut Cache,
+    max_new: usize,
+    stop: &[u32],
+) -> Result<(Vec<u32>, Vec<Duration>)> {
+    let mut tokens = Vec::new();
+    let mut times = Vec::new();
+    let mut next = top_k(&cache.last_logits, 1)?[0].0;
+    for step in 0..max_new {
+        tokens.push(next);
+        if stop.contains(&next) || step + 1 == max_new {
+            break;
+        }
+        let t0 = Instant::now();
+        let p = cache.next_position + step as i64;
+        let rot = decoder.rotary(&[[p; 3]])?;
+        let mut x = decoder.embed(&[next])?;
+        for l in 0..decoder.num_layers() {
+            let out =
+                decoder
+                    .layer(l)
+                    .forward(&x, &rot, Some(&cache.kv[l]), &AttnMask::Causal, false)?;
+            cache.kv[l] = cache.kv[l].cat(&out.kv)?;
+            x = out.hidden;
+        }
+        let logits = decoder.logits(&decoder.final_norm(&x)?)?.squeeze(0)?;
+        next = top_k(&logits, 1)?[0].0;
+        times.push(t0.elapsed());
+    }
+    Ok((tokens, times))
+}
+
+/// Logit lens: the final norm and `lm_head` applied to the residual leaving each layer at `position`;
+/// per layer the top-k `(id, prob)` and the probability of `token`.
+pub fn logit_lens(
+    decoder: &Decoder,
+    residuals: &[Tensor],
+    position: usize,
+    token: u32,
+    k: usize,
+) -> Result<Vec<(usize, f32, Vec<(u32, f32)>)>> {
+    let mut out = Vec::new();
+    for (l, r) in residuals.iter().enumerate().skip(1) {
+        let row = r.narrow(0, position, 1)?;
+        let logits = decoder.logits(&decoder.final_norm(&row)?)?.squeeze(0)?;
+        let p = crate::flow::trace::prob_of(&logits, token)?;
+        out.push((l - 1, p, top_k(&logits, k)?));
+    }
+    Ok(out)
+}

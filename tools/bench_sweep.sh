@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Sweep benchmark: avflow's traced, incremental, batched knockouts vs the naive method (HF transformers,
+# one full forward per configuration), same checkpoint, prompt and thread count, in one run.
+#
+#   bash tools/bench_sweep.sh [WORKDIR] [THREADS]      (WORKDIR as for tools/bench.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=${1:-/tmp/avflow-bench}
+threads=${2:-2}
+py=${PYTHON:-.venv-fixtures/bin/python}
+cargo build --quiet --bin avflow
+bin=target/debug/avflow
+[ -f "$work/omni3b/config.json" ] || "$bin" bench make-model --out "$work/omni3b"
+[ -f "$work/inputs.safetensors" ] || "$bin" bench make-inputs --model "$work/omni3b" --out "$work/inputs.safetensors"
+export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+out="$work/sweep_results.jsonl"
+: > "$out"
+t0=$(date +%s.%N)
+"$bin" --dtype bf16 sweep --model "$work/omni3b" --inputs "$work/inputs.safetensors" \
+  --pairs audio:last,video:last,audio:question,video:question --window 9 --out "$work/sweep.json" | tee -a "$out"
+t1=$(date +%s.%N)
+echo "{\"impl\":\"avflow-total\",\"wall_s\":$(echo "$t1 - $t0" | bc)}" | tee -a "$out"
+"$py" tools/bench_sweep_hf.py --model "$work/omni3b" --inputs "$work/inputs.safetensors" --dtype bf16 --threads "$threads" | tee -a "$out"
+"$py" - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+ours = next(r for r in rows if "sweep_s" in r)
+wall = next(r for r in rows if r.get("impl") == "avflow-total")["wall_s"]
+naive = next(r for r in rows if r.get("impl") == "transformers-naive")
+print(f"naive (HF {naive['dtype']}, {naive['per_config_s']:.2f} s/config x {naive['configurations']}, extrapolated): {naive['extrapolated_sweep_s']:.0f} s")
+print(f"avflow: trace {ours['trace_s']:.1f} s + sweep {ours['sweep_s']:.1f} s; wall incl. load {wall:.1f} s")
+print(f"speedup end to end (trace + sweep): {naive['extrapolated_sweep_s'] / (ours['trace_s'] + ours['sweep_s']):.1f}x; "
+      f"marginal (after the trace): {naive['extrapolated_sweep_s'] / ours['sweep_s']:.1f}x; "
+      f"per knockout: {ours['sweep_s'] / ours['records']:.3f} s vs {naive['per_config_s']:.2f} s")
+PY
