@@ -418,6 +418,9 @@ pub struct KnockoutArgs {
     /// Token whose probability is reported (default: the baseline top-1).
     #[arg(long)]
     pub token: Option<u32>,
+    /// Also run a size-matched random control (random sources, same count) with this seed.
+    #[arg(long)]
+    pub control_seed: Option<u64>,
 }
 
 pub fn knockout(
@@ -443,7 +446,51 @@ pub fn knockout(
     v["knockout_s"] = t0.elapsed().as_secs_f64().into();
     v["trace_s"] = s.trace_seconds.into();
     v["groups"] = s.groups.summary().into();
+    if let Some(seed) = a.control_seed {
+        let ctl = crate::flow::Knockout {
+            sources: crate::flow::groups::random_control(&ko.sources, &ko.targets, seed)?,
+            ..ko.clone()
+        };
+        let c = ctl.score(&s.thinker.decoder, &s.trace, a.token)?;
+        v["control"] = serde_json::json!({"seed": seed, "sources": ctl.sources, "prob": c.prob, "rel_change": c.rel_change, "top1_id": c.top1_id});
+    }
     Ok(v)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AttentionArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+    /// Query rows: groups or spans, comma-separated.
+    #[arg(long, default_value = "last")]
+    pub rows: String,
+    /// Also write the full head-averaged map [layers, seq] (rows averaged) to this JSON file.
+    #[arg(long)]
+    pub map_out: Option<PathBuf>,
+}
+
+/// Attention mass of the chosen rows to each group, per layer.
+pub fn attention_cmd(
+    a: &AttentionArgs,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<serde_json::Value> {
+    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let rows = s.groups.select(&a.rows)?;
+    let maps = crate::flow::attention::attention_rows(&s.thinker.decoder, &s.trace, &rows, false)?;
+    let summary = crate::flow::attention::summarise(&maps, &s.groups)?;
+    if let Some(out) = &a.map_out {
+        let m: Vec<Vec<f32>> = maps
+            .iter()
+            .map(|t| t.mean(0)?.to_vec1())
+            .collect::<candle_core::Result<_>>()?;
+        crate::tensor_io::write_atomic(out, serde_json::to_string(&m)?.as_bytes())?;
+    }
+    Ok(serde_json::json!({"rows": rows.len(), "layers": summary}))
 }
 
 #[derive(clap::Args, Debug)]

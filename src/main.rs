@@ -60,6 +60,8 @@ enum Command {
     Generate(cli::GenerateArgs),
     /// Logit lens: the answer token's probability read from every layer's residual.
     Lens(cli::LensArgs),
+    /// Attention of chosen rows (default: last) to each token group, per layer.
+    Attention(cli::AttentionArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
     Bench(cli::BenchArgs),
 }
@@ -122,6 +124,10 @@ fn run() -> anyhow::Result<()> {
         }
         Some(Command::Generate(args)) => {
             println!("{}", cli::generate_cmd(&args, dtype, &device)?);
+            Ok(())
+        }
+        Some(Command::Attention(args)) => {
+            println!("{}", cli::attention_cmd(&args, dtype, &device)?);
             Ok(())
         }
         Some(Command::Lens(args)) => {

@@ -430,3 +430,98 @@ fn lens_drop_and_generate_commands() {
     assert_eq!(g["answer_ids"], d["answer_ids_full"]);
     assert!(g["answer"].is_string());
 }
+
+/// Attention rows from the trace equal the probabilities of a full forward (eager) for those rows, sum to
+/// one, and the group summary adds up.
+#[test]
+fn attention_rows_match_the_full_forward() {
+    use avflow::model::decoder::AttnMask;
+    let c = open("av_a");
+    let dec = &c.thinker.decoder;
+    let seq = c.trace.seq_len;
+    let rows = c.groups.select("question,last").unwrap();
+    let maps = avflow::flow::attention::attention_rows(dec, &c.trace, &rows, true).unwrap();
+    for (l, m) in maps.iter().enumerate() {
+        let full = dec
+            .layer(l)
+            .forward(
+                &c.trace.residuals[l],
+                &c.trace.rot,
+                None,
+                &AttnMask::Causal,
+                true,
+            )
+            .unwrap()
+            .probs
+            .unwrap(); // [heads, seq, seq]
+        let idx = avflow::model::decoder::index_tensor(&rows, &Device::Cpu).unwrap();
+        let want = full.index_select(&idx, 1).unwrap();
+        assert!(max_diff(m, &want) < 1e-6, "layer {l}");
+    }
+    let avg = avflow::flow::attention::attention_rows(dec, &c.trace, &rows, false).unwrap();
+    let sums: Vec<f32> = avg[0].sum(1).unwrap().to_vec1().unwrap();
+    assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5));
+    let summary = avflow::flow::attention::summarise(&avg, &c.groups).unwrap();
+    let total: f32 = ["system", "video", "audio", "question", "last"]
+        .iter()
+        .map(|g| summary[1].mass[*g])
+        .sum();
+    // Everything but template/marker tokens is in a group.
+    assert!(total > 0.0 && total <= 1.0 + 1e-5, "{total}");
+    assert_eq!(summary.len(), dec.num_layers());
+    let _ = seq;
+}
+
+#[test]
+fn knockout_with_a_random_control_and_attention_command() {
+    let case = fixtures().join("goldens/av_a");
+    let model = fixtures().join("omni-tiny-a");
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let out = std::process::Command::new(bin)
+        .args(["knockout", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args([
+            "--source",
+            "video",
+            "--target",
+            "last",
+            "--layers",
+            "0..3",
+            "--control-seed",
+            "11",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["control"]["sources"].as_array().unwrap().len(), 24);
+    assert!(v["control"]["rel_change"].is_number());
+
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("map.json");
+    let out = std::process::Command::new(bin)
+        .args(["attention", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args(["--rows", "last", "--map-out"])
+        .arg(&map)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["layers"].as_array().unwrap().len(), 3);
+    let m: Vec<Vec<f32>> = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!((m[0].iter().sum::<f32>() - 1.0).abs() < 1e-4);
+}

@@ -158,6 +158,30 @@ impl Groups {
     }
 }
 
+/// A size-matched random control for a knockout's sources: as many positions as `sources`, drawn without
+/// replacement (seeded, reproducible) from the positions before the last target that are neither sources
+/// nor targets — the "random blocking at the same ratio" control of the research protocol.
+pub fn random_control(sources: &[usize], targets: &[usize], seed: u64) -> Result<Vec<usize>> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let limit = targets.iter().copied().max().unwrap_or(0);
+    let mut pool: Vec<usize> = (0..limit)
+        .filter(|p| !sources.contains(p) && !targets.contains(p))
+        .collect();
+    if pool.len() < sources.len() {
+        return Err(Error::Prompt(format!(
+            "a random control needs {} positions outside the sources and targets before the target, only {} exist",
+            sources.len(),
+            pool.len()
+        )));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    pool.shuffle(&mut rng);
+    let mut out = pool[..sources.len()].to_vec();
+    out.sort_unstable();
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +219,10 @@ mod tests {
         assert!(e.contains("empty"), "{e}");
         let e = g.select("vidoe").unwrap_err().to_string();
         assert!(e.contains("unknown group") && e.contains("video"), "{e}");
+        let src = g.select("audio").unwrap();
+        let ctl = random_control(&src, &[22], 3).unwrap();
+        assert_eq!(ctl.len(), src.len());
+        assert!(ctl.iter().all(|p| !src.contains(p) && *p < 22));
+        assert_eq!(ctl, random_control(&src, &[22], 3).unwrap(), "seeded");
     }
 }

@@ -1,6 +1,7 @@
 //! The information-flow engine: token groups, traced runs, attention knockouts and layer sweeps.
 //! Everything here works on a [`crate::model::Decoder`] and an embedded sequence, never on a model family.
 
+pub mod attention;
 pub mod generate;
 pub mod groups;
 pub mod knockout;

@@ -332,6 +332,21 @@ impl DecoderLayer {
         Ok((&x + self.mlp.forward(&h)?)?)
     }
 
+    /// Attention probabilities `[heads, rows, keys]` of query rows `x` (the residual entering the layer)
+    /// over `keys` (e.g. a traced run's K/V of this layer) under `mask`; nothing else is computed.
+    pub fn attention_probs(
+        &self,
+        x: &Tensor,
+        rot: &Rotary,
+        keys: &KvPair,
+        mask: &AttnMask,
+    ) -> Result<Tensor> {
+        let h = self.input_layernorm.forward(x)?;
+        let (q, _) = self.self_attn.project(&h, rot)?;
+        let (_, probs) = self.self_attn.attend(&q, keys, mask, true)?;
+        probs.ok_or_else(|| Error::Other("attention probabilities were not computed".into()))
+    }
+
     /// K/V this layer would produce for rows `x` (no attention, no MLP).
     pub fn kv(&self, x: &Tensor, rot: &Rotary) -> Result<KvPair> {
         let h = self.input_layernorm.forward(x)?;
