@@ -131,6 +131,9 @@ pub fn generate(
     Ok((tokens, times))
 }
 
+/// One layer of a logit lens: layer, probability of the followed token, top-k `(id, prob)`.
+pub type LensRow = (usize, f32, Vec<(u32, f32)>);
+
 /// Logit lens: the final norm and `lm_head` applied to the residual leaving each layer at `position`;
 /// per layer the top-k `(id, prob)` and the probability of `token`.
 pub fn logit_lens(
@@ -139,7 +142,7 @@ pub fn logit_lens(
     position: usize,
     token: u32,
     k: usize,
-) -> Result<Vec<(usize, f32, Vec<(u32, f32)>)>> {
+) -> Result<Vec<LensRow>> {
     let mut out = Vec::new();
     for (l, r) in residuals.iter().enumerate().skip(1) {
         let row = r.narrow(0, position, 1)?;

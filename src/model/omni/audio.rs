@@ -246,7 +246,7 @@ impl AudioEncoder {
             off += after;
         }
         let x = Tensor::cat(&pooled, 0)?;
-        Ok(self.proj.forward(&self.ln_post.forward(&x)?)?)
+        self.proj.forward(&self.ln_post.forward(&x)?)
     }
 }
 

@@ -146,13 +146,13 @@ impl OmniInputs {
             .get("pixel_values")
             .map(|t| unbatch(&path, "pixel_values", t, 2))
             .transpose()?;
-        if pixel_values_videos.is_some() != !video_grid_thw.is_empty() {
+        if pixel_values_videos.is_some() == video_grid_thw.is_empty() {
             return Err(err(
                 &path,
                 "pixel_values_videos and video_grid_thw must come together",
             ));
         }
-        if pixel_values.is_some() != !image_grid_thw.is_empty() {
+        if pixel_values.is_some() == image_grid_thw.is_empty() {
             return Err(err(
                 &path,
                 "pixel_values and image_grid_thw must come together",
@@ -208,7 +208,7 @@ impl OmniInputs {
                             .map(|row| {
                                 let l = row.iter().filter(|&&x| x != 0).count();
                                 // The processor's mask is a prefix of ones; anything else is not its output.
-                                if row[..l].iter().any(|&x| x == 0) {
+                                if row[..l].contains(&0) {
                                     Err(err(
                                         &path,
                                         "feature_attention_mask is not a prefix of ones",
