@@ -72,9 +72,31 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     if k != k2 || m == 0 || n == 0 {
         return Ok(None);
     }
-    Ok(run(&x.contiguous()?, &w.contiguous()?, 1, m, n, k)?
-        .map(|t| t.reshape((m, n)))
+    // oneDNN compiles (JITs) a kernel per shape. Small row counts vary constantly in batched knockouts
+    // and decoding (1, 2, … 36 active runs), so they are padded to a few bucket sizes: the zero rows
+    // cost nothing in these bandwidth-bound products and each shape is compiled once.
+    let mb = bucket_rows(m);
+    let x = if mb == m {
+        x.contiguous()?
+    } else {
+        Tensor::cat(
+            &[x, &Tensor::zeros((mb - m, k), DType::F32, x.device())?],
+            0,
+        )?
+    };
+    Ok(run(&x, &w.contiguous()?, 1, mb, n, k)?
+        .map(|t| t.reshape((mb, n))?.narrow(0, 0, m))
         .transpose()?)
+}
+
+/// Row counts up to 256 round up to 8, 16, 32, 64, 128 or 256; larger ones stay exact (their compute
+/// dwarfs one kernel compilation).
+pub fn bucket_rows(m: usize) -> usize {
+    if m > 256 {
+        m
+    } else {
+        m.next_power_of_two().max(8)
+    }
 }
 
 /// Batched `a[b] · w[b]ᵀ` for f32 `a` `[B, m, k]` and `w` `[B, n, k]` → `[B, m, n]`: oneDNN when
