@@ -11,6 +11,7 @@
 //! tested with a fake engine, without weights.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, DeviceLocation};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::flow::{Groups, Knockout, SweepRecord, Trace};
 use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
 use crate::ui::tokens::{token_groups, Group};
 
@@ -37,6 +39,21 @@ pub enum Command {
     LoadInputs { path: PathBuf },
     /// Next-token distribution after the prompt.
     RunForward,
+    /// Attention knockout: the `target` group's queries lose the `source` group's keys in decoder layers
+    /// `start..end` (half-open). Group names as in [`Groups`] (`system`, `video`, `image`, `audio`,
+    /// `question`, `last`). When several are queued only the newest runs (the user is dragging a control).
+    RunKnockout {
+        source: String,
+        target: String,
+        start: usize,
+        end: usize,
+    },
+    /// Every centred window of `window` layers for every `(source, target)` pair; stopped by
+    /// [`Command::Cancel`] between pairs, keeping what was done.
+    RunSweep {
+        pairs: Vec<(String, String)>,
+        window: usize,
+    },
     /// Stop the running command at its next checkpoint and skip commands queued before this one.
     Cancel,
     /// Stop the thread.
@@ -54,12 +71,40 @@ pub enum Event {
     InputsLoaded {
         path: PathBuf,
         tokens: Vec<TokenCell>,
+        /// The flow engine's groups of this prompt with their sizes (`("audio", 24)`), in [`Groups`] order;
+        /// what knockouts and sweeps can name.
+        groups: Vec<(String, usize)>,
     },
     ForwardDone {
         /// `(id, decoded text — empty without a tokenizer, probability)`, most likely first.
         top_k: Vec<(u32, String, f32)>,
         seconds: f32,
         positions: usize,
+    },
+    /// Result of a [`Command::RunKnockout`], with the request it answers (the UI may have moved on).
+    KnockoutDone {
+        source: String,
+        target: String,
+        start: usize,
+        end: usize,
+        /// Probability of the watched token (the baseline top-1) after the knockout.
+        prob: f32,
+        base_prob: f32,
+        /// `100 · (prob − base_prob) / base_prob`.
+        rel_change: f32,
+        /// Top-1 token after the knockout: id and decoded text (empty without a tokenizer).
+        top1: (u32, String),
+        /// The watched token.
+        token: (u32, String),
+    },
+    /// `done` of `total` sweep windows are computed.
+    SweepProgress {
+        done: usize,
+        total: usize,
+    },
+    /// A sweep's records (fewer than requested when it was cancelled).
+    SweepDone {
+        records: Vec<SweepRecord>,
     },
     /// A command failed; `fix` says what the user can do, where known.
     Error {
@@ -167,6 +212,17 @@ impl Ctx<'_> {
         (self.notify)();
     }
 
+    /// Sweep progress, for the progress bar.
+    pub fn progress(&self, done: usize, total: usize) {
+        let _ = self.events.send(Event::SweepProgress { done, total });
+        (self.notify)();
+    }
+
+    /// The flag library loops poll themselves ([`crate::flow::sweep`]).
+    pub fn cancel_flag(&self) -> &AtomicBool {
+        self.cancel
+    }
+
     /// A cancel checkpoint.
     pub fn check_cancel(&self) -> Outcome<()> {
         if self.cancel.load(Ordering::SeqCst) {
@@ -188,8 +244,36 @@ pub trait Engine: Send + 'static {
     ) -> Outcome<ModelSummary>;
     fn load_inputs(&mut self, path: &Path, ctx: &Ctx) -> Outcome<Vec<TokenCell>>;
     fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult>;
+    /// The flow groups of the loaded inputs with their sizes (empty before inputs are read).
+    fn flow_groups(&self) -> Vec<(String, usize)>;
+    fn knockout(&mut self, req: &KnockoutRequest, ctx: &Ctx) -> Outcome<KnockoutOutcome>;
+    /// Polls `ctx.cancel_flag()` and reports `ctx.progress`; a cancelled sweep returns what it finished.
+    fn sweep(
+        &mut self,
+        pairs: &[(String, String)],
+        window: usize,
+        ctx: &Ctx,
+    ) -> Outcome<Vec<SweepRecord>>;
     /// The inputs file currently loaded, to re-read after a model change.
     fn inputs_path(&self) -> Option<PathBuf>;
+}
+
+/// One knockout as the UI states it: group names and a half-open layer range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KnockoutRequest {
+    pub source: String,
+    pub target: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnockoutOutcome {
+    pub prob: f32,
+    pub base_prob: f32,
+    pub rel_change: f32,
+    pub top1: (u32, String),
+    pub token: (u32, String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -334,7 +418,16 @@ fn run_loop<E: Engine>(
         notify();
     };
     let mut handled = 0_u64;
-    for cmd in commands.iter() {
+    // Commands taken off the channel early, to see whether a knockout is superseded; served first.
+    let mut backlog: VecDeque<Command> = VecDeque::new();
+    loop {
+        let cmd = match backlog.pop_front() {
+            Some(c) => c,
+            None => match commands.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            },
+        };
         if !matches!(cmd, Command::Shutdown) {
             handled += 1;
         }
@@ -347,6 +440,10 @@ fn run_loop<E: Engine>(
             }
             cmd if cancel.load(Ordering::SeqCst) => {
                 tracing::debug!("skipping {cmd:?}: cancelled");
+            }
+            // While the user drags a control every frame queues a knockout; only the newest is worth running.
+            cmd @ Command::RunKnockout { .. } if superseded(&commands, &mut backlog) => {
+                tracing::debug!("skipping {cmd:?}: a newer knockout is queued");
             }
             cmd => {
                 let ctx = Ctx {
@@ -374,10 +471,18 @@ fn run_loop<E: Engine>(
                 }
             }
         }
-        if commands.is_empty() {
+        if backlog.is_empty() && commands.is_empty() {
             emit(Event::Idle { handled });
         }
     }
+}
+
+/// Moves everything queued into `backlog` and says whether a knockout is among it.
+fn superseded(commands: &Receiver<Command>, backlog: &mut VecDeque<Command>) -> bool {
+    backlog.extend(commands.try_iter());
+    backlog
+        .iter()
+        .any(|c| matches!(c, Command::RunKnockout { .. }))
 }
 
 fn describe(cmd: &Command) -> String {
@@ -385,6 +490,18 @@ fn describe(cmd: &Command) -> String {
         Command::LoadModel { source, .. } => format!("loading model {source}"),
         Command::LoadInputs { path } => format!("reading inputs {}", path.display()),
         Command::RunForward => "running the model".into(),
+        Command::RunKnockout {
+            source,
+            target,
+            start,
+            end,
+        } => format!("knocking out {source} -> {target} in layers {start}..{end}"),
+        Command::RunSweep { pairs, window } => {
+            format!(
+                "sweeping {} pairs with a {window}-layer window",
+                pairs.len()
+            )
+        }
         Command::Cancel => "cancelling".into(),
         Command::Shutdown => "shutting down".into(),
     }
@@ -436,6 +553,51 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
                 Err(f) => fail(f),
             }
         }
+        Command::RunKnockout {
+            source,
+            target,
+            start,
+            end,
+        } => {
+            let req = KnockoutRequest {
+                source,
+                target,
+                start,
+                end,
+            };
+            match engine.knockout(&req, ctx) {
+                Ok(r) => vec![Event::KnockoutDone {
+                    source: req.source,
+                    target: req.target,
+                    start: req.start,
+                    end: req.end,
+                    prob: r.prob,
+                    base_prob: r.base_prob,
+                    rel_change: r.rel_change,
+                    top1: r.top1,
+                    token: r.token,
+                }],
+                Err(f) => fail(f.or_fix(
+                    "choose groups this prompt has and a layer range A..B with A < B ≤ the model's layers",
+                )),
+            }
+        }
+        Command::RunSweep { pairs, window } => match engine.sweep(&pairs, window, ctx) {
+            Ok(records) => {
+                let mut out = Vec::new();
+                if ctx.check_cancel().is_err() {
+                    out.push(Event::Status(format!(
+                        "Sweep stopped; keeping {} finished windows.",
+                        records.len()
+                    )));
+                }
+                out.push(Event::SweepDone { records });
+                out
+            }
+            Err(f) => fail(f.or_fix(
+                "choose pairs of groups this prompt has and a window of at least 1 layer",
+            )),
+        },
         Command::Cancel | Command::Shutdown => Vec::new(),
     }
 }
@@ -447,7 +609,11 @@ fn load_inputs<E: Engine>(
     fail: &dyn Fn(Failure) -> Vec<Event>,
 ) -> Vec<Event> {
     match engine.load_inputs(&path, ctx) {
-        Ok(tokens) => vec![Event::InputsLoaded { path, tokens }],
+        Ok(tokens) => vec![Event::InputsLoaded {
+            path,
+            tokens,
+            groups: engine.flow_groups(),
+        }],
         Err(f) => fail(f.or_fix(
             "open a .safetensors file of processor outputs (input_ids, and the media tensors it refers to)",
         )),
@@ -470,6 +636,11 @@ pub struct ThinkerEngine {
     /// Tensors on the model's device; `None` until read (and again while a new model loads).
     inputs: Option<OmniInputs>,
     inputs_path: Option<PathBuf>,
+    /// Flow groups of the loaded inputs (cheap: from the ids alone).
+    groups: Option<Groups>,
+    /// The traced baseline run knockouts and sweeps replay from; built at the first of them, dropped
+    /// whenever the model or the inputs change.
+    trace: Option<Trace>,
 }
 
 pub fn device_name(d: &Device) -> String {
@@ -525,6 +696,8 @@ impl Engine for ThinkerEngine {
         // path stays, so the worker re-reads them for the new model.
         self.model = None;
         self.inputs = None;
+        self.groups = None;
+        self.trace = None;
         let thinker = OmniThinker::load(&resolved, dtype, device)?;
         ctx.check_cancel()?;
         let tokenizer = match resolved.tokenizer_path() {
@@ -574,6 +747,7 @@ impl Engine for ThinkerEngine {
         };
         ctx.status(format!("Reading {}…", path.display()));
         let inputs = OmniInputs::from_file(path, m.thinker.device())?;
+        let flow_groups = Groups::from_ids(&inputs.input_ids, &m.thinker.cfg.tokens);
         let groups = token_groups(&inputs.input_ids, &m.thinker.cfg.tokens, m.im_start);
         let tokens = inputs
             .input_ids
@@ -587,15 +761,14 @@ impl Engine for ThinkerEngine {
             .collect();
         self.inputs = Some(inputs);
         self.inputs_path = Some(path.to_path_buf());
+        self.groups = Some(flow_groups);
+        self.trace = None;
         Ok(tokens)
     }
 
     fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult> {
         let (Some(m), Some(inp)) = (&self.model, &self.inputs) else {
-            return Err(Failure::new(
-                "nothing to run",
-                "load a model and an inputs file first",
-            ));
+            return Err(nothing_to_run());
         };
         let n = inp.input_ids.len();
         let Some(last) = n.checked_sub(1) else {
@@ -620,9 +793,134 @@ impl Engine for ThinkerEngine {
         })
     }
 
+    fn flow_groups(&self) -> Vec<(String, usize)> {
+        self.groups.as_ref().map_or_else(Vec::new, group_sizes)
+    }
+
+    fn knockout(&mut self, req: &KnockoutRequest, ctx: &Ctx) -> Outcome<KnockoutOutcome> {
+        self.ensure_trace(ctx)?;
+        let (Some(m), Some(groups), Some(trace)) = (&self.model, &self.groups, &self.trace) else {
+            return Err(nothing_to_run());
+        };
+        let layers = m.thinker.decoder.num_layers();
+        if req.start >= req.end || req.end > layers {
+            return Err(Failure::new(
+                format!(
+                    "layer range {}..{} is not inside 0..{layers} (half-open)",
+                    req.start, req.end
+                ),
+                format!("choose layers A..B with 0 ≤ A < B ≤ {layers}"),
+            ));
+        }
+        let ko = Knockout {
+            sources: select(groups, &req.source)?,
+            targets: select(groups, &req.target)?,
+            start: req.start,
+            end: req.end,
+        };
+        ctx.status(format!(
+            "Knocking out {} -> {} in layers {}..{}…",
+            req.source, req.target, req.start, req.end
+        ));
+        let r = ko.score(&m.thinker.decoder, trace, None)?;
+        Ok(KnockoutOutcome {
+            prob: r.prob,
+            base_prob: r.base_prob,
+            rel_change: r.rel_change,
+            top1: (r.top1_id, self.decode(r.top1_id)),
+            token: (r.token_id, self.decode(r.token_id)),
+        })
+    }
+
+    fn sweep(
+        &mut self,
+        pairs: &[(String, String)],
+        window: usize,
+        ctx: &Ctx,
+    ) -> Outcome<Vec<SweepRecord>> {
+        self.ensure_trace(ctx)?;
+        let (Some(m), Some(groups), Some(trace)) = (&self.model, &self.groups, &self.trace) else {
+            return Err(nothing_to_run());
+        };
+        // Checked here so an empty group comes back with the groups that do exist.
+        for (s, t) in pairs {
+            select(groups, s)?;
+            select(groups, t)?;
+        }
+        let total = pairs.len() * m.thinker.decoder.num_layers();
+        ctx.status(format!("Sweeping {} pairs ({total} windows)…", pairs.len()));
+        ctx.progress(0, total);
+        let records = crate::flow::sweep(
+            &m.thinker.decoder,
+            trace,
+            groups,
+            pairs,
+            window,
+            crate::flow::Align::Center,
+            None,
+            ctx.cancel_flag(),
+            &mut |done, total| ctx.progress(done, total),
+        )?;
+        Ok(records)
+    }
+
     fn inputs_path(&self) -> Option<PathBuf> {
         self.inputs_path.clone()
     }
+}
+
+impl ThinkerEngine {
+    /// Builds the trace on first use: one decoder pass that keeps every layer's residual and K/V.
+    fn ensure_trace(&mut self, ctx: &Ctx) -> Outcome<()> {
+        if self.trace.is_some() {
+            return Ok(());
+        }
+        let (Some(m), Some(inp)) = (&self.model, &self.inputs) else {
+            return Err(nothing_to_run());
+        };
+        ctx.status("Encoding audio and video…");
+        let embedded = m.thinker.embed(inp)?;
+        ctx.check_cancel()?;
+        ctx.status(format!(
+            "Tracing the baseline run over {} positions (kept for knockouts)…",
+            embedded.input_ids.len()
+        ));
+        let trace = Trace::run(&m.thinker.decoder, &embedded.embeds, &embedded.position_ids)?;
+        self.trace = Some(trace);
+        ctx.check_cancel()
+    }
+}
+
+fn nothing_to_run() -> Failure {
+    Failure::new("nothing to run", "load a model and an inputs file first")
+}
+
+/// `(name, size)` of every group, in the engine's order.
+pub fn group_sizes(groups: &Groups) -> Vec<(String, usize)> {
+    groups
+        .spans
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len()))
+        .collect()
+}
+
+/// [`Groups::select`] with a fix that lists the groups this prompt has.
+fn select(groups: &Groups, names: &str) -> Outcome<Vec<usize>> {
+    groups.select(names).map_err(|e| {
+        let present: Vec<&str> = groups
+            .spans
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        Failure::new(
+            e.to_string(),
+            format!(
+                "choose one of the groups this prompt has: {}",
+                present.join(", ")
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -638,6 +936,36 @@ mod tests {
         forward_ms: u64,
         panic_on_forward: bool,
         started: Option<mpsc::Sender<()>>,
+        /// Knockout and sweep-step delay in milliseconds.
+        knockout_ms: u64,
+        sweep_step_ms: u64,
+        /// Knockouts that actually ran, in order.
+        ran: Arc<std::sync::Mutex<Vec<KnockoutRequest>>>,
+    }
+
+    /// The fake prompt's groups: no image.
+    const FAKE_GROUPS: [(&str, usize); 6] = [
+        ("audio", 4),
+        ("image", 0),
+        ("last", 1),
+        ("question", 3),
+        ("system", 5),
+        ("video", 6),
+    ];
+    const FAKE_LAYERS: usize = 3;
+
+    fn fake_select(name: &str) -> Outcome<()> {
+        match FAKE_GROUPS.iter().find(|(n, _)| *n == name) {
+            Some((_, 0)) => Err(Failure::new(
+                format!("group {name:?} is empty in this prompt"),
+                "choose one of the groups this prompt has: audio, last, question, system, video",
+            )),
+            Some(_) => Ok(()),
+            None => Err(Failure::Error {
+                message: format!("unknown group {name:?}"),
+                fix: None,
+            }),
+        }
     }
 
     impl Engine for Fake {
@@ -696,8 +1024,90 @@ mod tests {
                 positions: 1,
             })
         }
+        fn flow_groups(&self) -> Vec<(String, usize)> {
+            FAKE_GROUPS
+                .iter()
+                .map(|(n, c)| (n.to_string(), *c))
+                .collect()
+        }
+        fn knockout(&mut self, req: &KnockoutRequest, ctx: &Ctx) -> Outcome<KnockoutOutcome> {
+            fake_select(&req.source)?;
+            fake_select(&req.target)?;
+            if let Some(s) = &self.started {
+                let _ = s.send(());
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(self.knockout_ms) {
+                ctx.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if let Ok(mut ran) = self.ran.lock() {
+                ran.push(req.clone());
+            }
+            let prob = 0.5 / (1 + req.end - req.start) as f32;
+            Ok(KnockoutOutcome {
+                prob,
+                base_prob: 0.5,
+                rel_change: crate::flow::knockout::rel_change(prob, 0.5),
+                top1: (3, String::new()),
+                token: (1, String::new()),
+            })
+        }
+        fn sweep(
+            &mut self,
+            pairs: &[(String, String)],
+            window: usize,
+            ctx: &Ctx,
+        ) -> Outcome<Vec<SweepRecord>> {
+            for (s, t) in pairs {
+                fake_select(s)?;
+                fake_select(t)?;
+            }
+            if let Some(s) = &self.started {
+                let _ = s.send(());
+            }
+            let total = pairs.len() * FAKE_LAYERS;
+            let mut out = Vec::new();
+            for (s, t) in pairs {
+                for layer in 0..FAKE_LAYERS {
+                    if ctx.cancel_flag().load(Ordering::SeqCst) {
+                        return Ok(out);
+                    }
+                    std::thread::sleep(Duration::from_millis(self.sweep_step_ms));
+                    let (start, end) = crate::flow::sweep::window(
+                        layer,
+                        window,
+                        FAKE_LAYERS,
+                        crate::flow::Align::Center,
+                    );
+                    out.push(SweepRecord {
+                        source: s.clone(),
+                        target: t.clone(),
+                        layer,
+                        start,
+                        end,
+                        prob: 0.25,
+                        base_prob: 0.5,
+                        rel_change: -50.0,
+                        top1_id: 3,
+                        token_id: 1,
+                    });
+                    ctx.progress(out.len(), total);
+                }
+            }
+            Ok(out)
+        }
         fn inputs_path(&self) -> Option<PathBuf> {
             self.inputs.clone()
+        }
+    }
+
+    fn ko(source: &str, target: &str, start: usize, end: usize) -> Command {
+        Command::RunKnockout {
+            source: source.into(),
+            target: target.into(),
+            start,
+            end,
         }
     }
 
@@ -881,6 +1291,259 @@ mod tests {
     }
 
     #[test]
+    fn inputs_report_the_flow_groups() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(Command::LoadInputs { path: "a".into() });
+        match &until_idle(&w)[..] {
+            [Event::InputsLoaded { groups, .. }] => {
+                assert_eq!(groups.len(), FAKE_GROUPS.len());
+                assert!(groups.contains(&("audio".to_string(), 4)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn knockout_reports_its_request_and_result() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(ko("audio", "last", 0, 3));
+        match &until_idle(&w)[..] {
+            [Event::KnockoutDone {
+                source,
+                target,
+                start: 0,
+                end: 3,
+                prob,
+                base_prob,
+                rel_change,
+                top1: (3, _),
+                ..
+            }] => {
+                assert_eq!((source.as_str(), target.as_str()), ("audio", "last"));
+                assert_eq!(*base_prob, 0.5);
+                assert_eq!(*prob, 0.125);
+                assert_eq!(*rel_change, -75.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn queued_knockouts_coalesce_to_the_newest() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let fake = Fake {
+            knockout_ms: 300,
+            started: Some(started_tx),
+            ..Fake::default()
+        };
+        let ran = Arc::clone(&fake.ran);
+        let w = Worker::spawn_with(fake, || {}).expect("spawn");
+        w.send(ko("audio", "last", 0, 1));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("first knockout started");
+        // A drag: three more requests while the first runs; a forward in between still runs.
+        w.send(ko("audio", "last", 0, 2));
+        w.send(Command::RunForward);
+        w.send(ko("audio", "last", 0, 3));
+        w.send(ko("video", "last", 1, 3));
+        let mut ev = until_idle(&w);
+        while w.busy() {
+            ev.extend(until_idle(&w));
+        }
+        let done: Vec<(String, usize, usize)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::KnockoutDone {
+                    source, start, end, ..
+                } => Some((source.clone(), *start, *end)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            done,
+            vec![("audio".to_string(), 0, 1), ("video".to_string(), 1, 3)],
+            "{ev:?}"
+        );
+        assert!(ev.iter().any(|e| matches!(e, Event::ForwardDone { .. })));
+        let ran = ran.lock().expect("lock").clone();
+        assert_eq!(ran.len(), 2, "{ran:?}");
+        assert!(!w.busy());
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn an_empty_group_is_an_error_with_a_fix() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(ko("image", "last", 0, 3));
+        match &until_idle(&w)[..] {
+            [Event::Error { message, fix }] => {
+                assert!(message.contains("\"image\" is empty"), "{message}");
+                assert!(
+                    fix.as_deref().is_some_and(|f| f.contains("audio")),
+                    "{fix:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // An error without its own fix gets the worker's.
+        w.send(Command::RunSweep {
+            pairs: vec![("nope".into(), "last".into())],
+            window: 9,
+        });
+        assert!(
+            matches!(&until_idle(&w)[..], [Event::Error { fix: Some(f), .. }] if f.contains("pairs")),
+        );
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_sweep_reports_progress_then_records() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(Command::RunSweep {
+            pairs: vec![
+                ("audio".into(), "last".into()),
+                ("video".into(), "last".into()),
+            ],
+            window: 9,
+        });
+        let ev = until_idle(&w);
+        let progress: Vec<(usize, usize)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::SweepProgress { done, total } => Some((*done, *total)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress.last(), Some(&(6, 6)), "{ev:?}");
+        assert!(
+            matches!(ev.last(), Some(Event::SweepDone { records }) if records.len() == 6),
+            "{ev:?}"
+        );
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn cancel_stops_a_sweep_and_keeps_what_was_done() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let w = Worker::spawn_with(
+            Fake {
+                sweep_step_ms: 200,
+                started: Some(started_tx),
+                ..Fake::default()
+            },
+            || {},
+        )
+        .expect("spawn");
+        let pairs: Vec<(String, String)> = ["audio", "video", "question"]
+            .iter()
+            .map(|s| (s.to_string(), "last".to_string()))
+            .collect();
+        w.send(Command::RunSweep { pairs, window: 9 });
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("sweep started");
+        std::thread::sleep(Duration::from_millis(250));
+        let t0 = Instant::now();
+        w.cancel();
+        // Until the cancel is handled (an `Idle` may come first when the sweep sees the flag before the
+        // Cancel command is queued).
+        let mut ev = Vec::new();
+        while !ev.iter().any(|e| matches!(e, Event::Cancelled)) {
+            ev.extend(until_idle(&w));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let kept = ev.iter().find_map(|e| match e {
+            Event::SweepDone { records } => Some(records.len()),
+            _ => None,
+        });
+        assert!(kept.is_some_and(|n| n < 9), "{ev:?}");
+        assert!(ev.iter().any(|e| matches!(e, Event::Cancelled)), "{ev:?}");
+        // The worker serves the next command.
+        w.send(ko("audio", "last", 0, 1));
+        assert!(matches!(&until_idle(&w)[..], [Event::KnockoutDone { .. }]));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    /// The real engine on the bundled demo: a knockout, the errors a user can cause, a sweep.
+    #[test]
+    fn real_engine_knocks_out_and_sweeps_on_the_demo() {
+        let demo = crate::ui::demo::DemoPaths::locate();
+        if let Some(msg) = demo.missing_message() {
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+        let w = Worker::spawn(|| {}).expect("spawn");
+        w.send(load(&demo.model.display().to_string()));
+        w.send(Command::LoadInputs {
+            path: demo.inputs.clone(),
+        });
+        let mut ev = until_idle(&w);
+        while w.busy() {
+            ev.extend(until_idle(&w));
+        }
+        let groups = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::InputsLoaded { groups, .. } => Some(groups.clone()),
+                _ => None,
+            })
+            .expect("inputs loaded");
+        assert!(
+            groups.iter().any(|(n, c)| n == "audio" && *c > 0),
+            "{groups:?}"
+        );
+        assert!(groups.contains(&("image".to_string(), 0)), "{groups:?}");
+
+        w.send(ko("audio", "last", 0, 3));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(ev.last(), Some(Event::KnockoutDone { prob, base_prob, .. }) if prob != base_prob),
+            "{ev:?}"
+        );
+        // The demo has no image: the error says which groups exist.
+        w.send(ko("image", "last", 0, 3));
+        let ev = until_idle(&w);
+        match ev.last() {
+            Some(Event::Error { message, fix }) => {
+                assert!(message.contains("empty"), "{message}");
+                assert!(
+                    fix.as_deref()
+                        .is_some_and(|f| f.contains("audio") && !f.contains("image")),
+                    "{fix:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        w.send(ko("audio", "last", 2, 9));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(ev.last(), Some(Event::Error { fix: Some(f), .. }) if f.contains("0 ≤ A < B ≤ 3")),
+            "{ev:?}"
+        );
+        w.send(Command::RunSweep {
+            pairs: vec![
+                ("audio".into(), "last".into()),
+                ("video".into(), "question".into()),
+            ],
+            window: 9,
+        });
+        let ev = until_idle(&w);
+        assert!(
+            ev.iter()
+                .any(|e| matches!(e, Event::SweepProgress { done: 6, total: 6 })),
+            "{ev:?}"
+        );
+        assert!(
+            matches!(ev.last(), Some(Event::SweepDone { records }) if records.len() == 6),
+            "{ev:?}"
+        );
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
     fn real_engine_reports_missing_model_with_a_fix() {
         let w = Worker::spawn(|| {}).expect("spawn");
         w.send(load("/definitely/not/here"));
@@ -894,6 +1557,12 @@ mod tests {
         let ev = until_idle(&w);
         assert!(
             matches!(&ev[..], [Event::Error { message, .. }] if message == "nothing to run"),
+            "{ev:?}"
+        );
+        w.send(ko("audio", "last", 0, 1));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(&ev[..], [Event::Error { message, fix: Some(_) }] if message == "nothing to run"),
             "{ev:?}"
         );
         assert!(w.shutdown(Duration::from_secs(5)));

@@ -12,7 +12,9 @@ use crate::worker::{Command, Event, ModelSummary, Worker};
 
 use super::demo::DemoPaths;
 use super::dialog::{dialog_support, pick_inputs_file, DialogSupport};
-use super::panel::{registry, Action, AnswerView, InputsView, Panel, ViewState};
+use super::panel::{
+    registry, Action, AnswerView, InputsView, KnockoutView, Panel, SweepView, ViewState,
+};
 use super::AppOptions;
 
 /// Key under which eframe persists [`Recent`].
@@ -371,6 +373,38 @@ impl AvflowApp {
             self.on_event(e);
         }
         self.view.busy = self.worker.as_ref().is_some_and(Worker::busy);
+        if !self.view.busy {
+            // Whatever ended the sweep (done, cancelled, an error before it ran), nothing runs now.
+            self.view.sweep.running = false;
+        }
+    }
+
+    fn run_knockout(&mut self, req: crate::worker::KnockoutRequest) {
+        if self.view.model.is_none() || self.view.inputs.is_none() {
+            return;
+        }
+        // No busy check: the worker keeps only the newest queued knockout.
+        self.send(Command::RunKnockout {
+            source: req.source,
+            target: req.target,
+            start: req.start,
+            end: req.end,
+        });
+    }
+
+    fn run_sweep(&mut self, pairs: Vec<(String, String)>, window: usize) {
+        if self.view.model.is_none() || self.view.inputs.is_none() || self.view.sweep.running {
+            return;
+        }
+        self.status = Status::Info("Sweeping…".into());
+        self.view.sweep = SweepView {
+            running: true,
+            progress: None,
+            started: Some(std::time::Instant::now()),
+            records: Vec::new(),
+            seconds: 0.0,
+        };
+        self.send(Command::RunSweep { pairs, window });
     }
 
     fn on_event(&mut self, e: Event) {
@@ -383,11 +417,17 @@ impl AvflowApp {
                     Some(self.model_field.trim().to_string()).filter(|s| !s.is_empty());
                 self.view.model = Some(summary);
                 self.view.answer = None;
+                self.view.knockout = None;
+                self.view.sweep = SweepView::default();
                 if let Some(p) = self.pending_inputs.take() {
                     self.load_inputs(p);
                 }
             }
-            Event::InputsLoaded { path, tokens } => {
+            Event::InputsLoaded {
+                path,
+                tokens,
+                groups,
+            } => {
                 self.status = Status::Info(format!(
                     "Read {} positions from {}.",
                     tokens.len(),
@@ -395,8 +435,13 @@ impl AvflowApp {
                 ));
                 self.inputs_field = path.display().to_string();
                 self.recent.inputs = Some(path.clone());
-                self.view.inputs = Some(InputsView::new(path, &tokens));
+                self.view.inputs = Some(InputsView {
+                    flow_groups: groups,
+                    ..InputsView::new(path, &tokens)
+                });
                 self.view.answer = None;
+                self.view.knockout = None;
+                self.view.sweep = SweepView::default();
                 if std::mem::take(&mut self.autorun) {
                     self.send(Command::RunForward);
                 }
@@ -412,6 +457,44 @@ impl AvflowApp {
                     seconds,
                     positions,
                 });
+            }
+            Event::KnockoutDone {
+                source,
+                target,
+                start,
+                end,
+                prob,
+                base_prob,
+                rel_change,
+                top1,
+                token,
+            } => {
+                self.status = Status::Info(format!(
+                    "Knocked out {source} -> {target} in layers {start}..{end}."
+                ));
+                self.view.knockout = Some(KnockoutView {
+                    request: crate::worker::KnockoutRequest {
+                        source,
+                        target,
+                        start,
+                        end,
+                    },
+                    prob,
+                    base_prob,
+                    rel_change,
+                    top1,
+                    token,
+                });
+            }
+            Event::SweepProgress { done, total } => {
+                self.view.sweep.progress = Some((done, total));
+            }
+            Event::SweepDone { records } => {
+                self.status = Status::Info(format!("Sweep done: {} windows.", records.len()));
+                let sweep = &mut self.view.sweep;
+                sweep.seconds = sweep.started.map_or(0.0, |t| t.elapsed().as_secs_f32());
+                sweep.records = records;
+                sweep.running = false;
             }
             Event::Error { message, fix } => {
                 self.pending_inputs = None;
@@ -578,6 +661,7 @@ impl AvflowApp {
         if let Some(a) = self.view.answer.as_mut() {
             a.seconds = 0.042;
         }
+        self.view.sweep.seconds = 0.5;
     }
 
     pub fn status(&self) -> &Status {
@@ -618,6 +702,14 @@ impl eframe::App for AvflowApp {
         for a in actions {
             match a {
                 Action::Run => self.run_forward(),
+                Action::Knockout(req) => self.run_knockout(req),
+                Action::Sweep { pairs, window } => self.run_sweep(pairs, window),
+                Action::CancelSweep => {
+                    if let Some(w) = &self.worker {
+                        w.cancel();
+                    }
+                    self.status = Status::Info("Cancelling the sweep…".into());
+                }
             }
         }
     }
@@ -834,19 +926,186 @@ mod tests {
             harness.hover_at(egui::pos2(420.0, 143.0));
             harness.run_steps(4);
         }
+        save_screenshot(&mut harness, "app.png");
+    }
+
+    /// Writes `screenshots/NAME` when a wgpu adapter is there; says why not otherwise.
+    fn save_screenshot(harness: &mut egui_kittest::Harness<'_, AvflowApp>, name: &str) {
         let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
         match rendered {
             Ok(Ok(image)) => {
                 let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
                 std::fs::create_dir_all(&dir).expect("mkdir screenshots");
-                let path = dir.join("app.png");
+                let path = dir.join(name);
                 image.save(&path).expect("write screenshot");
                 eprintln!("wrote {}", path.display());
             }
-            Ok(Err(e)) => eprintln!("SKIPPED screenshot: rendering failed: {e}"),
-            Err(_) => {
-                eprintln!("SKIPPED screenshot: no wgpu adapter (install mesa-vulkan-drivers)")
-            }
+            Ok(Err(e)) => eprintln!("SKIPPED screenshot {name}: rendering failed: {e}"),
+            Err(_) => eprintln!(
+                "SKIPPED screenshot {name}: no wgpu adapter (install mesa-vulkan-drivers)"
+            ),
         }
+    }
+
+    /// Steps the app until `done` holds (or `limit` passes); `false` on time-out.
+    fn step_until(
+        harness: &mut egui_kittest::Harness<'_, AvflowApp>,
+        limit: std::time::Duration,
+        done: impl Fn(&AvflowApp) -> bool,
+    ) -> bool {
+        let t0 = std::time::Instant::now();
+        loop {
+            harness.step();
+            if done(harness.state()) {
+                return true;
+            }
+            if t0.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Drives the Knockout panel on the demo the way a user does (source combo, layer range), checks the
+    /// shown probability against [`crate::flow::Knockout::score`] run directly, then runs a sweep.
+    /// Writes `screenshots/knockout.png` and `screenshots/sweep.png`.
+    #[test]
+    fn knockout_and_sweep_on_the_demo() {
+        use egui_kittest::kittest::Queryable;
+        use std::time::Duration;
+        let demo = DemoPaths::locate();
+        if let Some(msg) = demo.missing_message() {
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+        let opts = AppOptions {
+            model: None,
+            inputs: None,
+            video: None,
+            question: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        };
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1100.0, 1150.0))
+            .allow_missing_glyphs()
+            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
+        });
+        assert!(loaded, "demo did not load: {:?}", harness.state().status());
+        assert!(
+            !matches!(harness.state().status(), Status::Error { .. }),
+            "{:?}",
+            harness.state().status()
+        );
+        harness.run_steps(2);
+
+        // source = audio (through the combo), target = last, layers 0..3 (moving the end, live).
+        harness.get_by_label("source").click();
+        harness.run_steps(2);
+        harness.get_by_label("audio").click();
+        harness.run_steps(2);
+        harness.get_by_label("target").click();
+        harness.run_steps(2);
+        harness.get_by_label("last").click();
+        harness.run_steps(2);
+        harness.get_by_label("from layer").set_value_accesskit(0.0);
+        harness.run_steps(2);
+        harness.get_by_label("to layer").set_value_accesskit(1.0);
+        harness.run_steps(2);
+        harness.get_by_label("to layer").set_value_accesskit(3.0);
+        harness.run_steps(2);
+        let want = crate::worker::KnockoutRequest {
+            source: "audio".into(),
+            target: "last".into(),
+            start: 0,
+            end: 3,
+        };
+        let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && app
+                    .view()
+                    .knockout
+                    .as_ref()
+                    .is_some_and(|k| k.request == want)
+        });
+        assert!(
+            done,
+            "no knockout result: {:?} / {:?}",
+            harness.state().status(),
+            harness.state().view().knockout
+        );
+        harness.run_steps(3);
+        let shown = harness.state().view().knockout.clone().expect("result");
+
+        // The same knockout straight through the library.
+        let session = crate::cli::open_flow(
+            &demo.model.display().to_string(),
+            &demo.inputs,
+            None,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("open the demo");
+        let ko = crate::flow::Knockout {
+            sources: session.groups.select("audio").expect("audio"),
+            targets: session.groups.select("last").expect("last"),
+            start: 0,
+            end: 3,
+        };
+        let lib = ko
+            .score(&session.thinker.decoder, &session.trace, None)
+            .expect("score");
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6_f32.max(1e-5 * b.abs());
+        assert!(
+            close(shown.prob, lib.prob),
+            "{} vs {}",
+            shown.prob,
+            lib.prob
+        );
+        assert!(close(shown.base_prob, lib.base_prob));
+        assert_eq!(shown.top1.0, lib.top1_id);
+        assert_ne!(shown.prob, shown.base_prob, "the knockout changed nothing");
+        // What the panel shows is the library's number.
+        let knocked = format!(
+            "after knockout {}",
+            super::super::answer::format_percent(lib.prob)
+        );
+        harness.get_by_label(&knocked);
+        harness.get_by_label(&format!(
+            "change {}",
+            super::super::knockout::format_change(lib.rel_change)
+        ));
+        harness.state_mut().freeze_timings();
+        harness.run_steps(3);
+        save_screenshot(&mut harness, "knockout.png");
+
+        // A sweep over the demo's pairs.
+        harness.get_by_label("Run sweep").click();
+        harness.run_steps(2);
+        let swept = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy && !app.view().sweep.running
+        });
+        assert!(
+            swept,
+            "sweep did not finish: {:?}",
+            harness.state().status()
+        );
+        let app = harness.state();
+        assert!(
+            !matches!(app.status(), Status::Error { .. }),
+            "{:?}",
+            app.status()
+        );
+        let groups = &app.view().inputs.as_ref().expect("inputs").flow_groups;
+        let pairs = super::super::sweep::sweep_pairs(groups);
+        assert!(!pairs.is_empty());
+        let layers = app.view().model.as_ref().expect("model").layers;
+        assert_eq!(app.view().sweep.records.len(), pairs.len() * layers);
+        harness.state_mut().freeze_timings();
+        harness.run_steps(3);
+        save_screenshot(&mut harness, "sweep.png");
     }
 }

@@ -8,8 +8,10 @@ pub mod answer;
 pub mod app;
 pub mod demo;
 pub mod dialog;
+pub mod knockout;
 pub mod panel;
 pub mod strip;
+pub mod sweep;
 pub mod tokens;
 
 use std::path::PathBuf;

@@ -4,7 +4,8 @@
 
 use std::path::PathBuf;
 
-use crate::worker::{ModelSummary, TokenCell};
+use crate::flow::SweepRecord;
+use crate::worker::{KnockoutRequest, ModelSummary, TokenCell};
 
 use super::tokens::Group;
 
@@ -13,6 +14,15 @@ use super::tokens::Group;
 pub enum Action {
     /// Run the forward pass on the loaded model and inputs.
     Run,
+    /// Run (or replace the queued) attention knockout.
+    Knockout(KnockoutRequest),
+    /// Sweep windows of `window` layers over these `(source, target)` pairs.
+    Sweep {
+        pairs: Vec<(String, String)>,
+        window: usize,
+    },
+    /// Stop the running sweep (keeping the windows already computed).
+    CancelSweep,
 }
 
 /// The loaded inputs, split into columns so the strip draws without per-frame allocation.
@@ -23,6 +33,8 @@ pub struct InputsView {
     /// Decoded token text per position; empty strings when the model has no tokenizer.
     pub texts: Vec<String>,
     pub groups: Vec<Group>,
+    /// The flow engine's groups (`system`, `video`, …, `last`) with their sizes: what knockouts can name.
+    pub flow_groups: Vec<(String, usize)>,
 }
 
 impl InputsView {
@@ -32,6 +44,7 @@ impl InputsView {
             ids: tokens.iter().map(|t| t.id).collect(),
             texts: tokens.iter().map(|t| t.text.clone()).collect(),
             groups: tokens.iter().map(|t| t.group).collect(),
+            flow_groups: Vec::new(),
         }
     }
 }
@@ -44,12 +57,38 @@ pub struct AnswerView {
     pub positions: usize,
 }
 
+/// The last knockout result, with the request it answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnockoutView {
+    pub request: KnockoutRequest,
+    pub prob: f32,
+    pub base_prob: f32,
+    pub rel_change: f32,
+    pub top1: (u32, String),
+    /// The watched token (the baseline top-1).
+    pub token: (u32, String),
+}
+
+/// The sweep: running state and the last records.
+#[derive(Debug, Clone, Default)]
+pub struct SweepView {
+    pub running: bool,
+    /// `(done, total)` windows of the running sweep.
+    pub progress: Option<(usize, usize)>,
+    pub started: Option<std::time::Instant>,
+    pub records: Vec<SweepRecord>,
+    /// How long the last finished sweep took.
+    pub seconds: f32,
+}
+
 /// Everything panels read.
 #[derive(Debug, Clone, Default)]
 pub struct ViewState {
     pub model: Option<ModelSummary>,
     pub inputs: Option<InputsView>,
     pub answer: Option<AnswerView>,
+    pub knockout: Option<KnockoutView>,
+    pub sweep: SweepView,
     /// A command is running in the worker.
     pub busy: bool,
 }
@@ -66,6 +105,8 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
     vec![
         Box::new(super::strip::TokenStripPanel),
         Box::new(super::answer::AnswerPanel),
+        Box::new(super::knockout::KnockoutPanel::default()),
+        Box::new(super::sweep::SweepPanel),
     ]
 }
 
@@ -76,7 +117,7 @@ mod tests {
     #[test]
     fn registry_names_are_unique_and_ordered() {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
-        assert_eq!(names, vec!["Tokens", "Answer"]);
+        assert_eq!(names, vec!["Tokens", "Answer", "Knockout", "Sweep"]);
     }
 
     #[test]
