@@ -389,6 +389,30 @@ pub fn open_flow(
     })
 }
 
+/// The model, the prepared inputs and optional extra spans: what every flow command opens.
+#[derive(clap::Args, Debug)]
+pub struct FlowInput {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// JSON file of extra named spans: {"name": [positions…]}.
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+}
+
+impl FlowInput {
+    pub fn open(&self, dtype: DType, device: &Device) -> anyhow::Result<FlowSession> {
+        open_flow(
+            &self.model,
+            &self.inputs,
+            self.spans.as_deref(),
+            dtype,
+            device,
+        )
+    }
+}
+
 /// `A..B` (half-open, 0-based).
 pub fn parse_layers(s: &str) -> anyhow::Result<(usize, usize)> {
     let (a, b) = s.split_once("..").with_context(|| {
@@ -399,13 +423,8 @@ pub fn parse_layers(s: &str) -> anyhow::Result<(usize, usize)> {
 
 #[derive(clap::Args, Debug)]
 pub struct KnockoutArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub inputs: PathBuf,
-    /// JSON file of extra named spans: {"name": [positions…]}.
-    #[arg(long)]
-    pub spans: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: FlowInput,
     /// Source group(s), comma-separated: system, video, image, audio, question, last (or a --spans name).
     #[arg(long)]
     pub source: String,
@@ -428,7 +447,7 @@ pub fn knockout(
     dtype: DType,
     device: &Device,
 ) -> anyhow::Result<serde_json::Value> {
-    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let s = a.input.open(dtype, device)?;
     let (start, end) = parse_layers(&a.layers)?;
     let ko = crate::flow::Knockout {
         sources: s.groups.select(&a.source)?,
@@ -459,12 +478,8 @@ pub fn knockout(
 
 #[derive(clap::Args, Debug)]
 pub struct AttentionArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub inputs: PathBuf,
-    #[arg(long)]
-    pub spans: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: FlowInput,
     /// Query rows: groups or spans, comma-separated.
     #[arg(long, default_value = "last")]
     pub rows: String,
@@ -479,7 +494,7 @@ pub fn attention_cmd(
     dtype: DType,
     device: &Device,
 ) -> anyhow::Result<serde_json::Value> {
-    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let s = a.input.open(dtype, device)?;
     let rows = s.groups.select(&a.rows)?;
     let maps = crate::flow::attention::attention_rows(&s.thinker.decoder, &s.trace, &rows, false)?;
     let summary = crate::flow::attention::summarise(&maps, &s.groups)?;
@@ -495,12 +510,8 @@ pub fn attention_cmd(
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub inputs: PathBuf,
-    #[arg(long)]
-    pub spans: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: FlowInput,
     /// SOURCE:TARGET pairs, comma-separated (default: each modality into question and last, question→last).
     #[arg(long)]
     pub pairs: Option<String>,
@@ -517,7 +528,7 @@ pub struct SweepArgs {
 }
 
 pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
-    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let s = a.input.open(dtype, device)?;
     let pairs = match &a.pairs {
         Some(p) => crate::flow::sweep::parse_pairs(p)?,
         None => crate::flow::sweep::default_pairs(&s.groups),
@@ -566,12 +577,8 @@ fn stop_ids(t: &crate::model::ThinkerConfig) -> Vec<u32> {
 
 #[derive(clap::Args, Debug)]
 pub struct DropArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub inputs: PathBuf,
-    #[arg(long)]
-    pub spans: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: FlowInput,
     /// Groups whose positions are removed, comma-separated (e.g. audio,video).
     #[arg(long)]
     pub groups: String,
@@ -587,7 +594,7 @@ pub struct DropArgs {
 
 pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
     use crate::flow::generate::{generate, prefill};
-    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let s = a.input.open(dtype, device)?;
     let dropped = s.groups.select(&a.groups)?;
     let dec = &s.thinker.decoder;
     let pos = &s.trace.position_ids;
@@ -606,7 +613,7 @@ pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<s
     });
     if let Some(n) = a.generate {
         let stop = stop_ids(&s.thinker.cfg);
-        let resolved = resolve(&ModelSource::parse(&a.model)?)?;
+        let resolved = resolve(&ModelSource::parse(&a.input.model)?)?;
         for (key, cache) in [("full", &mut full), ("dropped", &mut dr)] {
             let t = Instant::now();
             let (toks, times) = generate(dec, cache, n, &stop)?;
@@ -666,12 +673,8 @@ pub fn generate_cmd(
 
 #[derive(clap::Args, Debug)]
 pub struct LensArgs {
-    #[arg(long)]
-    pub model: String,
-    #[arg(long)]
-    pub inputs: PathBuf,
-    #[arg(long)]
-    pub spans: Option<PathBuf>,
+    #[command(flatten)]
+    pub input: FlowInput,
     /// Group or span whose first position is read (default: last).
     #[arg(long, default_value = "last")]
     pub at: String,
@@ -683,7 +686,7 @@ pub struct LensArgs {
 }
 
 pub fn lens_cmd(a: &LensArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
-    let s = open_flow(&a.model, &a.inputs, a.spans.as_deref(), dtype, device)?;
+    let s = a.input.open(dtype, device)?;
     let position = s.groups.select(&a.at)?[0];
     let token = a.token.unwrap_or(s.trace.top1_id);
     let rows = crate::flow::generate::logit_lens(

@@ -55,6 +55,25 @@ fn vision_ids(start: i64, grid: [usize; 3], merge: usize, t_index: &[i64]) -> Ve
     v
 }
 
+/// A video's grid and the temporal ids of its grids: `(t · second_per_grid) · 25` in f32, truncated.
+fn video_t_index(r: &RopeInputs, idx: usize, pps: f64) -> Result<([usize; 3], Vec<i64>)> {
+    let bad = |m: String| Error::Prompt(format!("position ids: {m}"));
+    let grid = *r
+        .video_grids
+        .get(idx)
+        .ok_or_else(|| bad(format!("video {idx} has no video_grid_thw row")))?;
+    let spg = *r
+        .second_per_grid
+        .get(idx)
+        .ok_or_else(|| bad(format!("video {idx} has no video_second_per_grid")))?;
+    Ok((
+        grid,
+        (0..grid[0])
+            .map(|t| ((t as f32 * spg) * pps as f32) as i64)
+            .collect(),
+    ))
+}
+
 /// `get_chunked_index`: splits a monotone list of temporal ids into chunks of `per_chunk` ids.
 fn chunked_index(ids: &[i64], per_chunk: i64, remove: i64) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -203,17 +222,7 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
                 b.push_text(text_len, b.next_start());
             }
             b.push_text(1, b.next_start());
-            let grid = *r
-                .video_grids
-                .get(video_idx)
-                .ok_or_else(|| bad(format!("video {video_idx} has no video_grid_thw row")))?;
-            let spg = *r
-                .second_per_grid
-                .get(video_idx)
-                .ok_or_else(|| bad(format!("video {video_idx} has no video_second_per_grid")))?;
-            let t_index: Vec<i64> = (0..grid[0])
-                .map(|t| ((t as f32 * spg) * pps as f32) as i64)
-                .collect();
+            let (grid, t_index) = video_t_index(r, video_idx, pps)?;
             let start = b.next_start();
             b.push_block(&vision_ids(start, grid, merge, &t_index));
             let vlen = grid[0] * grid[1] * grid[2] / (merge * merge);
@@ -235,17 +244,7 @@ pub fn rope_index(ids: &[u32], cfg: &ThinkerConfig, r: &RopeInputs) -> Result<(P
             let start = b.next_start();
             let alen = audio_len(audio_idx)?;
             let audio_ids: Vec<[i64; 3]> = (0..alen as i64).map(|i| [start + i; 3]).collect();
-            let grid = *r
-                .video_grids
-                .get(video_idx)
-                .ok_or_else(|| bad(format!("video {video_idx} has no video_grid_thw row")))?;
-            let spg = *r
-                .second_per_grid
-                .get(video_idx)
-                .ok_or_else(|| bad(format!("video {video_idx} has no video_second_per_grid")))?;
-            let t_index: Vec<i64> = (0..grid[0])
-                .map(|t| ((t as f32 * spg) * pps as f32) as i64)
-                .collect();
+            let (grid, t_index) = video_t_index(r, video_idx, pps)?;
             let video_ids = vision_ids(start, grid, merge, &t_index);
             let per_chunk = (pps * cfg.seconds_per_chunk) as i64;
             let vt: Vec<i64> = video_ids.iter().map(|p| p[0]).collect();
