@@ -78,7 +78,8 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
-    /// Write a ~586-token audio-visual prompt (336 video + 175 audio tokens) as processor tensors.
+    /// Write an audio-visual prompt as processor tensors (default ~586 tokens: 8 frames = 336 video tokens,
+    /// 7 s of audio = 175 tokens).
     MakeInputs {
         #[arg(long)]
         model: String,
@@ -86,6 +87,12 @@ pub enum BenchCommand {
         out: PathBuf,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Video frames at 2 fps (even); 84 tokens per pair of frames.
+        #[arg(long, default_value_t = 8)]
+        frames: usize,
+        /// Seconds of audio (25 tokens per second).
+        #[arg(long, default_value_t = 7.0)]
+        audio_seconds: f64,
     },
     /// Time load, audio tower, vision tower, decoder and lm_head; print JSON with peak RSS.
     Run {
@@ -110,9 +117,15 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
             );
             Ok(())
         }
-        BenchCommand::MakeInputs { model, out, seed } => {
+        BenchCommand::MakeInputs {
+            model,
+            out,
+            seed,
+            frames,
+            audio_seconds,
+        } => {
             let resolved = resolve(&ModelSource::parse(model)?)?;
-            let map = bench_inputs(&resolved.config, *seed)?;
+            let map = bench_inputs(&resolved.config, *seed, *frames, *audio_seconds)?;
             crate::tensor_io::save_atomic(&map, out)?;
             let n = map["input_ids"].dim(1)?;
             println!("{}", serde_json::json!({"out": out, "seq_len": n}));
@@ -293,15 +306,23 @@ pub fn write_random_checkpoint(cfg: &ThinkerConfig, dir: &Path, seed: u64) -> an
 
 /// A ~586-token audio-visual prompt as the processor would return it: 8 frames of 168×392 px at 2 fps
 /// (4 grids × 84 tokens = 336 video tokens) with 7 s of audio (700 mel frames → 175 tokens), interleaved.
-pub fn bench_inputs(cfg: &ThinkerConfig, seed: u64) -> anyhow::Result<HashMap<String, Tensor>> {
+pub fn bench_inputs(
+    cfg: &ThinkerConfig,
+    seed: u64,
+    frames: usize,
+    audio_seconds: f64,
+) -> anyhow::Result<HashMap<String, Tensor>> {
+    if frames < 2 || frames % 2 != 0 || audio_seconds <= 0.1 {
+        bail!("--frames must be even and ≥ 2, --audio-seconds > 0.1");
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tk = &cfg.tokens;
     let text_vocab = tk.pad.unwrap_or(151643).min(cfg.text.vocab_size as u32);
     let mut words =
         |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..text_vocab)).collect() };
     let (im_start, im_end, nl) = (tk.bos.unwrap_or(151644), tk.eos.unwrap_or(151645), 198u32);
-    let grid = [4usize, 12, 28];
-    let mel = 700usize;
+    let grid = [frames / 2, 12, 28];
+    let mel = (audio_seconds * 100.0).round() as usize;
     let audio_tokens = crate::model::omni::audio::output_lengths(mel).1;
     let mut ids = vec![im_start, 8948, nl];
     ids.extend(words(38));
