@@ -7,6 +7,7 @@ pub mod cli;
 pub mod device;
 pub mod error;
 pub mod flow;
+pub mod media;
 pub mod model;
 pub mod tensor_io;
 pub mod ui;

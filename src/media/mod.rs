@@ -1,0 +1,5 @@
+//! Media → model inputs: decoding, sampling, resampling, log-mel, resizing and patchifying exactly as
+//! Qwen2.5-Omni's processor (transformers + qwen-omni-utils) does.
+
+pub mod audio;
+pub mod video;
