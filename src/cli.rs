@@ -723,3 +723,117 @@ pub fn lens_cmd(a: &LensArgs, dtype: DType, device: &Device) -> anyhow::Result<s
         .collect();
     Ok(serde_json::json!({"position": position, "token_id": token, "layers": layers}))
 }
+
+#[derive(clap::Args, Debug)]
+pub struct PrepareArgs {
+    #[arg(long)]
+    pub model: String,
+    /// A video (its audio track is interleaved unless --no-audio-in-video). Repeatable; items keep the
+    /// order given on the command line.
+    #[arg(long)]
+    pub video: Vec<PathBuf>,
+    /// An audio file. Repeatable.
+    #[arg(long)]
+    pub audio: Vec<PathBuf>,
+    /// An image. Repeatable.
+    #[arg(long)]
+    pub image: Vec<PathBuf>,
+    #[arg(long)]
+    pub question: String,
+    /// System prompt (default: Qwen2.5-Omni's official one).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Video sampling rate (frames per second).
+    #[arg(long, default_value_t = 2.0)]
+    pub fps: f64,
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    #[arg(long)]
+    pub no_audio_in_video: bool,
+    /// Refuse prompts estimated above this many media tokens.
+    #[arg(long, default_value_t = 32768)]
+    pub max_tokens: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Also write the token map (groups → positions) as JSON.
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+}
+
+/// The media items in the order the user gave them (`--video a --audio b --video c`).
+pub fn items_in_order(a: &PrepareArgs, raw: &[String]) -> Vec<crate::media::prepare::Item> {
+    use crate::media::prepare::Item;
+    let mut out = Vec::new();
+    let (mut v, mut au, mut im) = (a.video.iter(), a.audio.iter(), a.image.iter());
+    for arg in raw {
+        let flag = arg.split('=').next().unwrap_or("");
+        let next = match flag {
+            "--video" => v.next().map(|p| Item::Video(p.clone())),
+            "--audio" => au.next().map(|p| Item::Audio(p.clone())),
+            "--image" => im.next().map(|p| Item::Image(p.clone())),
+            _ => None,
+        };
+        out.extend(next);
+    }
+    // Anything the scan missed keeps clap's order.
+    out.extend(v.map(|p| Item::Video(p.clone())));
+    out.extend(au.map(|p| Item::Audio(p.clone())));
+    out.extend(im.map(|p| Item::Image(p.clone())));
+    out
+}
+
+pub fn prepare_cmd(
+    a: &PrepareArgs,
+    raw: &[String],
+    device: &Device,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::media::prepare::{prepare, PrepareOptions};
+    let resolved = resolve(&ModelSource::parse(&a.model)?)?;
+    let items = items_in_order(a, raw);
+    let mut opts = PrepareOptions {
+        use_audio_in_video: !a.no_audio_in_video,
+        system: a.system.clone(),
+        token_budget: a.max_tokens,
+        ..Default::default()
+    };
+    opts.video.fps = a.fps;
+    opts.video.min_pixels = a.min_pixels.or(opts.video.min_pixels);
+    opts.video.max_pixels = a.max_pixels.or(opts.video.max_pixels);
+    if let Some(m) = a.min_pixels {
+        opts.image.min_pixels = m;
+    }
+    if let Some(m) = a.max_pixels {
+        opts.image.max_pixels = m;
+    }
+    let p = prepare(
+        &resolved.dir,
+        &resolved.config,
+        &items,
+        &a.question,
+        &opts,
+        device,
+    )?;
+    for n in &p.notes {
+        eprintln!("note: {n}");
+    }
+    let cpu: HashMap<String, Tensor> = p
+        .tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
+        .collect::<candle_core::Result<_>>()?;
+    crate::tensor_io::save_atomic(&cpu, &a.out)?;
+    let groups = crate::flow::Groups::from_ids(&p.input_ids, &resolved.config.tokens);
+    if let Some(s) = &a.spans {
+        crate::tensor_io::write_atomic(s, serde_json::to_string_pretty(&groups)?.as_bytes())?;
+    }
+    let tokens: serde_json::Map<String, serde_json::Value> = groups
+        .spans
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len().into()))
+        .collect();
+    Ok(
+        serde_json::json!({"out": a.out, "seq_len": p.input_ids.len(), "tokens": tokens, "notes": p.notes}),
+    )
+}

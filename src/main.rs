@@ -41,6 +41,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Media + question → the processor's tensors (and a token map with --spans).
+    Prepare(cli::PrepareArgs),
     /// Run the Thinker on processor inputs; write logits [seq, vocab] and position_ids [3, seq].
     Forward {
         #[arg(long)]
@@ -108,6 +110,11 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Forward { model, inputs, out }) => {
             let summary = cli::forward(&model, &inputs, &out, dtype, &device)?;
             println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Some(Command::Prepare(args)) => {
+            let raw: Vec<String> = std::env::args().collect();
+            println!("{}", cli::prepare_cmd(&args, &raw, &device)?);
             Ok(())
         }
         Some(Command::Knockout(args)) => {

@@ -2,4 +2,5 @@
 //! Qwen2.5-Omni's processor (transformers + qwen-omni-utils) does.
 
 pub mod audio;
+pub mod prepare;
 pub mod video;

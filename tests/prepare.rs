@@ -1,0 +1,278 @@
+//! From media and a question to model inputs, against the real `Qwen2_5OmniProcessor`: the raw media of
+//! the golden cases (tests/fixtures/goldens/*/media.safetensors: the frames and PCM the processor got)
+//! go through avflow's template, placeholder expansion, tokenizer, preprocessing and log-mel, then the
+//! Thinker; ids must be identical, features and logits within the tolerances.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use avflow::media::audio::AudioFeatures;
+use avflow::media::prepare::{build_ids, render_template, tensors, Media};
+use avflow::media::video::{preprocess_frames, preprocess_image, ImageOptions, RgbFrame};
+use avflow::model::loader::{resolve_dir, ModelSource};
+use avflow::model::{OmniInputs, OmniThinker};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn frame(t: &Tensor) -> RgbFrame {
+    let (h, w, _) = t.dims3().unwrap();
+    RgbFrame {
+        width: w,
+        height: h,
+        data: t.flatten_all().unwrap().to_vec1::<u8>().unwrap(),
+    }
+}
+
+fn pcm(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x / 32768.0)
+        .collect()
+}
+
+fn check_case(case: &str) {
+    let dir = fixtures().join("goldens").join(case);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let model_dir = fixtures().join(meta["model"].as_str().unwrap());
+    let dev = Device::Cpu;
+    let media_t = candle_core::safetensors::load(dir.join("media.safetensors"), &dev).unwrap();
+    let inputs = candle_core::safetensors::load(dir.join("inputs.safetensors"), &dev).unwrap();
+    let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
+    let cfg = &resolved.config;
+
+    let kinds: Vec<String> = meta["conversation"][1]["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap().to_string())
+        .filter(|k| k != "text")
+        .collect();
+    let mut media = Vec::new();
+    for k in &kinds {
+        match k.as_str() {
+            "video" => {
+                let fr = &media_t["video_frames"];
+                let frames: Vec<RgbFrame> = (0..fr.dim(0).unwrap())
+                    .map(|i| frame(&fr.get(i).unwrap()))
+                    .collect();
+                let fps = meta["media"]["video"]["fps"].as_f64().unwrap();
+                let v = preprocess_frames(&frames, 784.0, 50176.0, fps).unwrap();
+                let a = meta["use_audio_in_video"].as_bool().unwrap().then(|| {
+                    AudioFeatures::from_samples_16k(&pcm(&media_t["audio_pcm16"]), &dev).unwrap()
+                });
+                media.push(Media::Video(v, a));
+            }
+            "audio" => media.push(Media::Audio(
+                AudioFeatures::from_samples_16k(&pcm(&media_t["audio_pcm16"]), &dev).unwrap(),
+            )),
+            "image" => {
+                let opts = ImageOptions {
+                    min_pixels: 3136,
+                    max_pixels: 12845056,
+                };
+                media.push(Media::Image(
+                    preprocess_image(&frame(&media_t["image"]), &opts).unwrap(),
+                ));
+            }
+            other => panic!("unexpected item {other}"),
+        }
+    }
+    let kind_refs: Vec<&str> = kinds.iter().map(String::as_str).collect();
+    let prompt = render_template(
+        &model_dir,
+        &kind_refs,
+        meta["question"].as_str().unwrap(),
+        meta["system_prompt"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        prompt,
+        meta["prompt"].as_str().unwrap(),
+        "{case}: chat template"
+    );
+    let ids = build_ids(&model_dir, cfg, &prompt, &media).unwrap();
+    let want_ids: Vec<u32> = inputs["input_ids"]
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .iter()
+        .map(|&x| x as u32)
+        .collect();
+    assert_eq!(
+        ids, want_ids,
+        "{case}: input_ids differ from the processor's"
+    );
+    let ours = tensors(&ids, &media, &dev).unwrap();
+    for (name, tol) in [
+        ("pixel_values_videos", 1e-5f32),
+        ("pixel_values", 1e-5),
+        ("input_features", 1e-3),
+    ] {
+        match (ours.get(name), inputs.get(name)) {
+            (Some(a), Some(b)) => {
+                let d = max_diff(a, b);
+                eprintln!("{case}: {name} max|Δ| = {d:.2e}");
+                assert!(d <= tol, "{case}: {name} differs by {d}");
+            }
+            (None, None) => {}
+            (a, b) => panic!(
+                "{case}: {name} present ours={} theirs={}",
+                a.is_some(),
+                b.is_some()
+            ),
+        }
+    }
+    for name in ["video_grid_thw", "image_grid_thw"] {
+        if let Some(b) = inputs.get(name) {
+            assert_eq!(max_diff(&ours[name], b), 0.0, "{case}: {name}");
+        }
+    }
+    // Our prepare → our forward vs transformers' full pipeline.
+    let thinker = OmniThinker::load(&resolved, DType::F32, &dev).unwrap();
+    let inp = OmniInputs::from_map(Path::new("prepared"), &ours).unwrap();
+    let e = thinker.embed(&inp).unwrap();
+    let logits = thinker.logits(&e, None).unwrap();
+    let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &dev).unwrap();
+    let d = max_diff(&logits, &expected["logits"]);
+    eprintln!("{case}: prepare→forward logits max|Δ| = {d:.2e}");
+    assert!(
+        d <= 1e-3,
+        "{case}: logits of prepare→forward differ from HF's pipeline by {d}"
+    );
+}
+
+#[test]
+fn audio_visual_clip_matches_the_processor() {
+    check_case("av_a");
+}
+
+#[test]
+fn image_and_audio_prompt_matches_the_processor() {
+    check_case("image_audio_a");
+}
+
+/// `avflow prepare` on real files, then `avflow forward` on what it wrote.
+#[test]
+fn prepare_command_end_to_end() {
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let model = fixtures().join("omni-tiny-a");
+    let vdir = fixtures().join("media/video");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("inputs.safetensors");
+    let spans = dir.path().join("map.json");
+    let run = std::process::Command::new(bin)
+        .args(["prepare", "--model"])
+        .arg(&model)
+        .arg("--video")
+        .arg(vdir.join("basic.mkv"))
+        .args(["--question", "What do you see and hear?", "--out"])
+        .arg(&out)
+        .arg("--spans")
+        .arg(&spans)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert!(
+        v["tokens"]["audio"].as_u64().unwrap() > 0 && v["tokens"]["video"].as_u64().unwrap() > 0,
+        "{v}"
+    );
+    let map: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&spans).unwrap()).unwrap();
+    assert!(
+        map["spans"]["audio"].as_array().unwrap().len() as u64
+            == v["tokens"]["audio"].as_u64().unwrap()
+    );
+    let fwd = std::process::Command::new(bin)
+        .args(["forward", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(&out)
+        .arg("--out")
+        .arg(dir.path().join("logits.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        fwd.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fwd.stderr)
+    );
+
+    // A video without audio falls back to a video-only prompt and says so.
+    let run = std::process::Command::new(bin)
+        .args(["prepare", "--model"])
+        .arg(&model)
+        .arg("--video")
+        .arg(vdir.join("noaudio.mkv"))
+        .args(["--question", "What is this?", "--out"])
+        .arg(dir.path().join("b.safetensors"))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no audio track"));
+
+    // Bad inputs: a clear error naming the file; an empty question.
+    for (args, needle) in [
+        (
+            vec![
+                "--video".to_string(),
+                vdir.join("notmedia.mp4").display().to_string(),
+                "--question".into(),
+                "q".into(),
+            ],
+            "notmedia.mp4",
+        ),
+        (
+            vec![
+                "--video".to_string(),
+                vdir.join("basic.mkv").display().to_string(),
+                "--question".into(),
+                "  ".into(),
+            ],
+            "question is empty",
+        ),
+    ] {
+        let run = std::process::Command::new(bin)
+            .args(["prepare", "--model"])
+            .arg(&model)
+            .args(&args)
+            .arg("--out")
+            .arg(dir.path().join("c.safetensors"))
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(err.contains(needle), "{err}");
+    }
+}
