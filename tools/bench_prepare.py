@@ -1,7 +1,11 @@
 """The reference side of the prepare benchmark: qwen-omni-utils (torchcodec reader) + transformers'
 Qwen2_5OmniProcessor on one video with its audio, timed, with peak RSS.
 
-    python3 tools/bench_prepare.py --model tests/fixtures/omni-tiny-a --video clip.mp4 [--threads 2]
+    python3 tools/bench_prepare.py --model tests/fixtures/omni-tiny-a --video clip.mp4 [--threads 2] [--save F]
+
+Needs `pip install torchcodec` beside the fixture requirements (torchvision 0.29 dropped io.read_video, the
+other reader qwen-omni-utils knows). A test clip: ffmpeg -f lavfi -i testsrc2=size=1920x1080:rate=30
+-f lavfi -i sine=frequency=440:sample_rate=44100 -t 60 -c:v libx264 -preset ultrafast -c:a aac -shortest clip.mp4
 """
 
 import argparse
