@@ -824,9 +824,31 @@ pub fn prepare_cmd(
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<candle_core::Result<_>>()?;
     crate::tensor_io::save_atomic(&cpu, &a.out)?;
-    let groups = crate::flow::Groups::from_ids(&p.input_ids, &resolved.config.tokens);
+    let grids = |name: &str| -> anyhow::Result<Vec<[usize; 3]>> {
+        Ok(match p.tensors.get(name) {
+            Some(t) => t
+                .to_dtype(DType::I64)?
+                .to_vec2::<i64>()?
+                .iter()
+                .map(|r| [r[0] as usize, r[1] as usize, r[2] as usize])
+                .collect(),
+            None => vec![],
+        })
+    };
+    let spg: Vec<f64> = match p.tensors.get("video_second_per_grid") {
+        Some(t) => t.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+        None => vec![],
+    };
+    let map = crate::media::token_map::TokenMap::build(
+        &p.input_ids,
+        &resolved.config,
+        &grids("video_grid_thw")?,
+        &spg,
+        &grids("image_grid_thw")?,
+    );
+    let groups = &map.groups;
     if let Some(s) = &a.spans {
-        crate::tensor_io::write_atomic(s, serde_json::to_string_pretty(&groups)?.as_bytes())?;
+        crate::tensor_io::write_atomic(s, serde_json::to_string(&map)?.as_bytes())?;
     }
     let tokens: serde_json::Map<String, serde_json::Value> = groups
         .spans

@@ -204,12 +204,66 @@ fn prepare_command_end_to_end() {
         v["tokens"]["audio"].as_u64().unwrap() > 0 && v["tokens"]["video"].as_u64().unwrap() > 0,
         "{v}"
     );
-    let map: serde_json::Value =
+    let map: avflow::media::token_map::TokenMap =
         serde_json::from_str(&std::fs::read_to_string(&spans).unwrap()).unwrap();
-    assert!(
-        map["spans"]["audio"].as_array().unwrap().len() as u64
-            == v["tokens"]["audio"].as_u64().unwrap()
+    assert_eq!(
+        map.groups.spans["audio"].len() as u64,
+        v["tokens"]["audio"].as_u64().unwrap()
     );
+    // Every media token has a time range, video tokens a grid cell; chunks follow 2-s steps.
+    for t in &map.tokens {
+        match t.group.as_str() {
+            "audio" | "video" => {
+                let [s, e] = t.time.unwrap();
+                assert!(
+                    e > s && t.item == Some(0) && t.chunk == Some((s / 2.0).floor() as usize),
+                    "{t:?}"
+                );
+            }
+            _ => assert!(t.time.is_none()),
+        }
+    }
+    assert!(map
+        .tokens
+        .iter()
+        .filter(|t| t.group == "video")
+        .all(|t| t.grid.is_some()));
+    // Seconds 1–2 select audio and video tokens of that second.
+    let sel = map.time_span(1.0, 2.0, None);
+    assert!(
+        sel.iter().any(|&p| map.tokens[p].group == "audio")
+            && sel.iter().any(|&p| map.tokens[p].group == "video")
+    );
+    // The token map is also a --spans file for the flow commands.
+    let ko = std::process::Command::new(bin)
+        .args(["knockout", "--model"])
+        .arg(&model)
+        .arg("--inputs")
+        .arg(&out)
+        .arg("--spans")
+        .arg(&spans)
+        .args(["--source", "audio", "--target", "last", "--layers", "0..1"])
+        .output()
+        .unwrap();
+    assert!(
+        ko.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ko.stderr)
+    );
+
+    // Over the token budget: refused before any heavy work, with the numbers.
+    let run = std::process::Command::new(bin)
+        .args(["prepare", "--model"])
+        .arg(&model)
+        .arg("--video")
+        .arg(vdir.join("basic.mkv"))
+        .args(["--question", "q", "--max-tokens", "10", "--out"])
+        .arg(dir.path().join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(err.contains("tokens, over the budget of 10"), "{err}");
     let fwd = std::process::Command::new(bin)
         .args(["forward", "--model"])
         .arg(&model)

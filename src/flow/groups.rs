@@ -91,8 +91,11 @@ impl Groups {
             path: path.to_path_buf(),
             reason: format!("not valid JSON: {e}"),
         })?;
+        // A plain `{"name": [...]}`, `{"spans": {...}}`, or the token map `avflow prepare --spans` writes.
         let obj = v
-            .get("spans")
+            .get("groups")
+            .and_then(|g| g.get("spans"))
+            .or_else(|| v.get("spans"))
             .unwrap_or(&v)
             .as_object()
             .ok_or_else(|| Error::Inputs {

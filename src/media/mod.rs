@@ -3,4 +3,5 @@
 
 pub mod audio;
 pub mod prepare;
+pub mod token_map;
 pub mod video;
