@@ -378,6 +378,8 @@ pub fn bench_inputs(
 pub struct FlowSession {
     pub thinker: OmniThinker,
     pub groups: crate::flow::Groups,
+    /// Per-position time ranges, items and grid cells (for `GROUP@A-B`, `@A-B`, `item:K` selectors).
+    pub map: crate::media::token_map::TokenMap,
     pub trace: crate::flow::Trace,
     pub embeds: Tensor,
     pub trace_seconds: f64,
@@ -400,14 +402,90 @@ pub fn open_flow(
     if let Some(s) = spans {
         groups.merge_file(s)?;
     }
+    let spg: Vec<f64> = inp
+        .video_second_per_grid
+        .iter()
+        .map(|&x| x as f64)
+        .collect();
+    let map = crate::media::token_map::TokenMap::build(
+        &e.input_ids,
+        &thinker.cfg,
+        &inp.video_grid_thw,
+        &spg,
+        &inp.image_grid_thw,
+    );
     let trace = crate::flow::Trace::run(&thinker.decoder, &e.embeds, &e.position_ids)?;
     Ok(FlowSession {
         thinker,
         groups,
+        map,
         trace,
         embeds: e.embeds,
         trace_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+impl FlowSession {
+    /// Positions of a selector: comma-separated terms, each a group or span name (`audio`), a group
+    /// within a time range in seconds (`audio@1-3`), a time range over both modalities (`@1-3`), or a
+    /// media item (`item:0`). Unknown or empty selections are errors naming them.
+    pub fn select(&self, expr: &str) -> anyhow::Result<Vec<usize>> {
+        let mut out = Vec::new();
+        for term in expr.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let picked: Vec<usize> = if let Some(k) = term.strip_prefix("item:") {
+                let k: usize = k
+                    .parse()
+                    .with_context(|| format!("bad item index in {term:?}"))?;
+                self.map
+                    .tokens
+                    .iter()
+                    .filter(|t| t.item == Some(k) && (t.time.is_some() || t.grid.is_some()))
+                    .map(|t| t.position)
+                    .collect()
+            } else if let Some((group, range)) = term.split_once('@') {
+                let (a, b) = range
+                    .split_once('-')
+                    .with_context(|| format!("bad time range in {term:?}: write GROUP@START-END in seconds, e.g. audio@1-3"))?;
+                let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
+                let in_time = self.map.time_span(a, b, None);
+                if group.is_empty() {
+                    in_time
+                } else {
+                    let g = self.groups.select(group)?;
+                    in_time
+                        .into_iter()
+                        .filter(|p| g.binary_search(p).is_ok())
+                        .collect()
+                }
+            } else {
+                self.groups.select(term)?
+            };
+            if picked.is_empty() {
+                bail!(
+                    "selector {term:?} selects no position in this prompt (groups: {})",
+                    self.groups.summary()
+                );
+            }
+            out.extend(picked);
+        }
+        if out.is_empty() {
+            bail!("no positions selected: give a group such as audio, video, question or last");
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// A copy of the groups with every selector of `exprs` added as a named span (for sweeps).
+    pub fn groups_with(&self, exprs: &[&str]) -> anyhow::Result<crate::flow::Groups> {
+        let mut g = self.groups.clone();
+        for e in exprs {
+            if !g.spans.contains_key(*e) {
+                g.spans.insert(e.to_string(), self.select(e)?);
+            }
+        }
+        Ok(g)
+    }
 }
 
 /// The model, the prepared inputs and optional extra spans: what every flow command opens.
@@ -471,8 +549,8 @@ pub fn knockout(
     let s = a.input.open(dtype, device)?;
     let (start, end) = parse_layers(&a.layers)?;
     let ko = crate::flow::Knockout {
-        sources: s.groups.select(&a.source)?,
-        targets: s.groups.select(&a.target)?,
+        sources: s.select(&a.source)?,
+        targets: s.select(&a.target)?,
         start,
         end,
     };
@@ -561,10 +639,15 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
         let eta = el / done as f64 * (total - done) as f64;
         eprint!("\rsweep {done}/{total}  {el:.1}s elapsed, ETA {eta:.1}s   ");
     };
+    let exprs: Vec<&str> = pairs
+        .iter()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .collect();
+    let groups = s.groups_with(&exprs)?;
     let recs = crate::flow::sweep(
         &s.thinker.decoder,
         &s.trace,
-        &s.groups,
+        &groups,
         &pairs,
         a.window,
         a.align,
@@ -616,7 +699,7 @@ pub struct DropArgs {
 pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
     use crate::flow::generate::{generate, prefill};
     let s = a.input.open(dtype, device)?;
-    let dropped = s.groups.select(&a.groups)?;
+    let dropped = s.select(&a.groups)?;
     let dec = &s.thinker.decoder;
     let pos = &s.trace.position_ids;
     let t0 = Instant::now();

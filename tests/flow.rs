@@ -525,3 +525,46 @@ fn knockout_with_a_random_control_and_attention_command() {
     assert_eq!(m.len(), 3);
     assert!((m[0].iter().sum::<f32>() - 1.0).abs() < 1e-4);
 }
+
+/// Time-range and item selectors (issue: "a time range in seconds selects audio and video of those
+/// seconds", group ∩ time, item index), from the token map.
+#[test]
+fn time_range_and_item_selectors() {
+    let case = fixtures().join("goldens/av_a");
+    let s = avflow::cli::open_flow(
+        fixtures().join("omni-tiny-a").to_str().unwrap(),
+        &case.join("inputs.safetensors"),
+        None,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    // av_a: 4 grids of 2×3 merged tokens at 1 s per grid; 110 audio tokens at 25 per second.
+    assert_eq!(s.select("audio@0-2").unwrap().len(), 50);
+    assert_eq!(s.select("video@0-2").unwrap().len(), 12);
+    assert_eq!(s.select("@0-2").unwrap().len(), 62);
+    assert_eq!(s.select("item:0").unwrap().len(), 134);
+    assert_eq!(s.select("audio@1-2,video@3-4").unwrap().len(), 25 + 6);
+    assert!(s
+        .select("audio@9-10")
+        .unwrap_err()
+        .to_string()
+        .contains("selects no position"));
+    assert!(s.select("audio@x").is_err());
+    // A knockout of the first two seconds into last, through the CLI.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avflow"))
+        .args(["knockout", "--model"])
+        .arg(fixtures().join("omni-tiny-a"))
+        .arg("--inputs")
+        .arg(case.join("inputs.safetensors"))
+        .args(["--source", "@0-2", "--target", "last", "--layers", "0..3"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let g = s.groups_with(&["@0-2"]).unwrap();
+    assert_eq!(g.spans["@0-2"].len(), 62);
+}
