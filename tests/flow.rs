@@ -13,6 +13,17 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// `avflow SUB --model <omni-tiny-a> --inputs <av_a's inputs>`, ready for more arguments.
+fn demo_cmd(sub: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_avflow"));
+    c.arg(sub)
+        .arg("--model")
+        .arg(fixtures().join("omni-tiny-a"))
+        .arg("--inputs")
+        .arg(fixtures().join("goldens/av_a/inputs.safetensors"));
+    c
+}
+
 struct Case {
     thinker: OmniThinker,
     embeds: Tensor,
@@ -150,14 +161,7 @@ fn groups_of_the_av_prompt() {
 
 #[test]
 fn knockout_and_sweep_commands() {
-    let case = fixtures().join("goldens/av_a");
-    let model = fixtures().join("omni-tiny-a");
-    let bin = env!("CARGO_BIN_EXE_avflow");
-    let out = std::process::Command::new(bin)
-        .args(["knockout", "--model"])
-        .arg(&model)
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("knockout")
         .args([
             "--source",
             "audio,video",
@@ -184,11 +188,7 @@ fn knockout_and_sweep_commands() {
     assert!((v["rel_change"].as_f64().unwrap() - 100.0 * (p - p0) / p0).abs() < 1e-3);
 
     // A bad group names itself and the choices.
-    let out = std::process::Command::new(bin)
-        .args(["knockout", "--model"])
-        .arg(&model)
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("knockout")
         .args(["--source", "image", "--target", "last", "--layers", "0..1"])
         .output()
         .unwrap();
@@ -197,11 +197,7 @@ fn knockout_and_sweep_commands() {
 
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("sweep.csv");
-    let out = std::process::Command::new(bin)
-        .args(["sweep", "--model"])
-        .arg(&model)
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("sweep")
         .args([
             "--pairs",
             "audio:last,video:question",
@@ -474,14 +470,7 @@ fn attention_rows_match_the_full_forward() {
 
 #[test]
 fn knockout_with_a_random_control_and_attention_command() {
-    let case = fixtures().join("goldens/av_a");
-    let model = fixtures().join("omni-tiny-a");
-    let bin = env!("CARGO_BIN_EXE_avflow");
-    let out = std::process::Command::new(bin)
-        .args(["knockout", "--model"])
-        .arg(&model)
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("knockout")
         .args([
             "--source",
             "video",
@@ -505,11 +494,7 @@ fn knockout_with_a_random_control_and_attention_command() {
 
     let dir = tempfile::tempdir().unwrap();
     let map = dir.path().join("map.json");
-    let out = std::process::Command::new(bin)
-        .args(["attention", "--model"])
-        .arg(&model)
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("attention")
         .args(["--rows", "last", "--map-out"])
         .arg(&map)
         .output()
@@ -552,11 +537,7 @@ fn time_range_and_item_selectors() {
         .contains("selects no position"));
     assert!(s.select("audio@x").is_err());
     // A knockout of the first two seconds into last, through the CLI.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_avflow"))
-        .args(["knockout", "--model"])
-        .arg(fixtures().join("omni-tiny-a"))
-        .arg("--inputs")
-        .arg(case.join("inputs.safetensors"))
+    let out = demo_cmd("knockout")
         .args(["--source", "@0-2", "--target", "last", "--layers", "0..3"])
         .output()
         .unwrap();
