@@ -113,7 +113,10 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Prepare(args)) => {
-            let raw: Vec<String> = std::env::args().collect();
+            // args_os: a non-UTF-8 file name must reach the library (and its clear error), not panic here.
+            let raw: Vec<String> = std::env::args_os()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             println!("{}", cli::prepare_cmd(&args, &raw, &device)?);
             Ok(())
         }

@@ -330,3 +330,85 @@ fn prepare_command_end_to_end() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// A non-UTF-8 file name is refused with the file and the fix (FFmpeg's bindings would panic), and an
+/// 8K clip is bounded by the pixel limits (resized while decoding).
+#[cfg(unix)]
+#[test]
+fn non_utf8_paths_and_8k_frames() {
+    use std::os::unix::ffi::OsStrExt;
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let model = fixtures().join("omni-tiny-a");
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"clip\xff.mkv"));
+    std::fs::copy(fixtures().join("media/video/basic.mkv"), &odd).unwrap();
+    let run = std::process::Command::new(bin)
+        .args(["prepare", "--model"])
+        .arg(&model)
+        .arg("--video")
+        .arg(&odd)
+        .args(["--question", "q", "--out"])
+        .arg(dir.path().join("a.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("not valid UTF-8") && err.contains("Fix:") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    // 4 frames of 7680×4320 (made here with the ffmpeg CLI that scripts/setup.sh installs).
+    let big = dir.path().join("8k.mp4");
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=7680x4320:rate=2",
+            "-t",
+            "2",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&big)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        panic!("the ffmpeg CLI is needed for this test (scripts/setup.sh installs it)");
+    }
+    let out = dir.path().join("8k.safetensors");
+    let run = std::process::Command::new(bin)
+        .args(["prepare", "--model"])
+        .arg(&model)
+        .arg("--video")
+        .arg(&big)
+        .args(["--question", "q", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(String::from_utf8_lossy(&run.stderr).contains("no audio track"));
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let g = t["video_grid_thw"].to_vec2::<i64>().unwrap()[0].clone();
+    // VIDEO_MAX_PIXELS = 768·28²: at most 768·4 patches per frame pair after resizing.
+    assert!(g[1] * g[2] * 14 * 14 <= 768 * 28 * 28, "{g:?}");
+    assert_eq!(g[0], 2);
+}

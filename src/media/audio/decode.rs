@@ -48,7 +48,7 @@ pub(super) fn has_audio(path: &Path) -> Result<bool> {
         }
     }
     ffmpeg_init();
-    match ffmpeg_next::format::input(path) {
+    match ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?) {
         Ok(ictx) => Ok(ictx
             .streams()
             .best(ffmpeg_next::media::Type::Audio)
@@ -255,7 +255,7 @@ fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
     use ffmpeg_next::format::Sample;
 
     ffmpeg_init();
-    let mut ictx = ffmpeg_next::format::input(path)
+    let mut ictx = ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?)
         .map_err(|e| not_media(path, sym_reason, &e.to_string()))?;
     let Some(stream) = ictx.streams().best(ffmpeg_next::media::Type::Audio) else {
         return Ok(None);

@@ -38,7 +38,7 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
         Ok(m) if m.len() == 0 => return Err(err(path, "file is empty (0 bytes)")),
         Ok(_) => {}
     }
-    let ictx = ffmpeg::format::input(&path).map_err(|e| {
+    let ictx = ffmpeg::format::input(crate::media::ffmpeg_path(path)?).map_err(|e| {
         err(
             path,
             format!("not a readable media file ({e}). Fix: give a video (mp4, mkv, webm, mov…) or an image"),
