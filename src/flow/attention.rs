@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::flow::{Groups, Trace};
-use crate::model::decoder::{index_tensor, AttnMask, Decoder};
+use crate::model::decoder::{index_tensor, mask_for_rows, AttnMask, Decoder};
 
 /// Attention of the rows to every key, per layer: `[rows, seq]` head-averaged (f32).
 pub fn attention_rows(
@@ -22,12 +22,7 @@ pub fn attention_rows(
     let dev = decoder.device();
     let idx = index_tensor(rows, dev)?;
     let rot = trace.rot.rows(&idx)?;
-    // Causal mask for arbitrary rows: row r sees keys ≤ r.
-    let data: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| (0..seq).map(move |j| if j <= r { 0.0 } else { f32::MIN }))
-        .collect();
-    let mask = AttnMask::Additive(Tensor::from_vec(data, (rows.len(), seq), dev)?);
+    let mask = AttnMask::Additive(mask_for_rows(rows.iter().copied(), seq, |_, _| false, dev)?);
     let mut out = Vec::with_capacity(decoder.num_layers());
     for l in 0..decoder.num_layers() {
         let x = trace.residuals[l].index_select(&idx, 0)?;

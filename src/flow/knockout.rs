@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::flow::trace::{prob_of, Trace};
-use crate::model::decoder::{top_k, AttnMask, Decoder, KvPair};
+use crate::model::decoder::{mask_for_rows, top_k, AttnMask, Decoder, KvPair};
 
 /// One knockout: which queries lose which keys, in which layers. Serialisable: experiments are data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,57 +84,29 @@ impl Knockout {
         device: &Device,
     ) -> Result<Tensor> {
         let mut blocked_key = vec![false; keys];
-        let mut target_row = vec![false; rows];
+        let mut target = vec![false; first + rows];
         if active {
-            for &s in &self.sources {
-                if s < keys {
-                    blocked_key[s] = true;
-                }
+            for &s in self.sources.iter().filter(|&&s| s < keys) {
+                blocked_key[s] = true;
             }
-            for &t in &self.targets {
-                if t >= first && t < first + rows {
-                    target_row[t - first] = true;
-                }
+            for &t in self.targets.iter().filter(|&&t| t < first + rows) {
+                target[t] = true;
             }
         }
-        let mut data = Vec::with_capacity(rows * keys);
-        for (i, &is_target) in target_row.iter().enumerate() {
-            let q = first + i;
-            for (j, &blocked) in blocked_key.iter().enumerate() {
-                let allowed = j <= q && !(is_target && blocked);
-                data.push(if allowed { 0.0 } else { f32::MIN });
-            }
-        }
-        Ok(Tensor::from_vec(data, (rows, keys), device)?)
+        mask_for_rows(
+            first..first + rows,
+            keys,
+            |q, j| target[q] && blocked_key[j],
+            device,
+        )
     }
 
-    /// The knockout's effect computed incrementally from a trace. Returns the last position's logits.
+    /// The knockout's effect computed incrementally from a trace (see [`run_batch`]). Returns the last
+    /// position's logits.
     pub fn run(&self, decoder: &Decoder, trace: &Trace) -> Result<Tensor> {
-        let seq = trace.seq_len;
-        let layers = decoder.num_layers();
-        self.validate(seq, layers)?;
-        let first = *self.targets.iter().min().unwrap_or(&0);
-        let rows = seq - first;
-        let dev = decoder.device();
-        let rot = trace.rot.narrow(first, rows)?;
-        let ko = AttnMask::Additive(self.mask(first, rows, seq, true, dev)?);
-        let plain = AttnMask::Additive(self.mask(first, rows, seq, false, dev)?);
-        let mut x = trace.residuals[self.start].narrow(0, first, rows)?;
-        for l in self.start..layers {
-            let kv = &trace.kv[l];
-            let past = KvPair {
-                k: kv.k.narrow(1, 0, first)?,
-                v: kv.v.narrow(1, 0, first)?,
-            };
-            let past = (first > 0).then_some(&past);
-            let mask = if l < self.end { &ko } else { &plain };
-            x = decoder
-                .layer(l)
-                .forward(&x, &rot, past, mask, false)?
-                .hidden;
-        }
-        let last = decoder.final_norm(&x.narrow(0, rows - 1, 1)?)?;
-        Ok(decoder.logits(&last)?.squeeze(0)?)
+        run_batch(decoder, trace, std::slice::from_ref(self))?
+            .pop()
+            .ok_or_else(|| Error::Other("a knockout produced no result".into()))
     }
 
     /// Reference: a full forward over every position with the knockout mask in its layers.

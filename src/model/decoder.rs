@@ -83,11 +83,30 @@ pub enum AttnMask {
 
 /// Builds the additive causal mask for `rows` queries after `past` cached keys.
 pub fn causal_mask(rows: usize, past: usize, device: &Device) -> Result<Tensor> {
-    let keys = past + rows;
-    let data: Vec<f32> = (0..rows)
-        .flat_map(|i| (0..keys).map(move |j| if j <= past + i { 0.0 } else { f32::MIN }))
-        .collect();
-    Ok(Tensor::from_vec(data, (rows, keys), device)?)
+    mask_for_rows(past..past + rows, past + rows, |_, _| false, device)
+}
+
+/// Additive mask `[rows, keys]` for the given query positions: query `q` sees keys `j ≤ q` except the
+/// pairs `blocked(q, j)` (0 where allowed, `f32::MIN` elsewhere). Causal masks, knockouts and the
+/// attention maps of chosen rows all build their masks here.
+pub fn mask_for_rows(
+    rows: impl ExactSizeIterator<Item = usize>,
+    keys: usize,
+    blocked: impl Fn(usize, usize) -> bool,
+    device: &Device,
+) -> Result<Tensor> {
+    let n = rows.len();
+    let mut data = Vec::with_capacity(n * keys);
+    for q in rows {
+        data.extend((0..keys).map(|j| {
+            if j <= q && !blocked(q, j) {
+                0.0
+            } else {
+                f32::MIN
+            }
+        }));
+    }
+    Ok(Tensor::from_vec(data, (n, keys), device)?)
 }
 
 #[derive(Debug, Clone)]
