@@ -106,53 +106,37 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let device = avflow::device::parse_device(&cli.device)?;
     let dtype = avflow::device::parse_dtype(&cli.dtype)?;
-    match cli.command {
+    // Headless commands print one JSON object on stdout.
+    let report = match cli.command {
         Some(Command::Forward { model, inputs, out }) => {
-            let summary = cli::forward(&model, &inputs, &out, dtype, &device)?;
-            println!("{}", serde_json::to_string(&summary)?);
-            Ok(())
+            serde_json::to_value(cli::forward(&model, &inputs, &out, dtype, &device)?)?
         }
         Some(Command::Prepare(args)) => {
             // args_os: a non-UTF-8 file name must reach the library (and its clear error), not panic here.
             let raw: Vec<String> = std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            println!("{}", cli::prepare_cmd(&args, &raw, &device)?);
-            Ok(())
+            cli::prepare_cmd(&args, &raw, &device)?
         }
-        Some(Command::Knockout(args)) => {
-            println!("{}", cli::knockout(&args, dtype, &device)?);
-            Ok(())
+        Some(Command::Knockout(args)) => cli::knockout(&args, dtype, &device)?,
+        Some(Command::Sweep(args)) => cli::sweep(&args, dtype, &device)?,
+        Some(Command::Drop(args)) => cli::drop_cmd(&args, dtype, &device)?,
+        Some(Command::Generate(args)) => cli::generate_cmd(&args, dtype, &device)?,
+        Some(Command::Attention(args)) => cli::attention_cmd(&args, dtype, &device)?,
+        Some(Command::Lens(args)) => cli::lens_cmd(&args, dtype, &device)?,
+        Some(Command::Bench(args)) => return cli::bench(&args, dtype, &device),
+        None => {
+            return avflow::ui::run(avflow::ui::AppOptions {
+                model: cli.model,
+                inputs: cli.inputs,
+                video: cli.video,
+                question: cli.question,
+                device,
+                dtype,
+            })
+            .context("the app stopped with an error")
         }
-        Some(Command::Sweep(args)) => {
-            println!("{}", cli::sweep(&args, dtype, &device)?);
-            Ok(())
-        }
-        Some(Command::Drop(args)) => {
-            println!("{}", cli::drop_cmd(&args, dtype, &device)?);
-            Ok(())
-        }
-        Some(Command::Generate(args)) => {
-            println!("{}", cli::generate_cmd(&args, dtype, &device)?);
-            Ok(())
-        }
-        Some(Command::Attention(args)) => {
-            println!("{}", cli::attention_cmd(&args, dtype, &device)?);
-            Ok(())
-        }
-        Some(Command::Lens(args)) => {
-            println!("{}", cli::lens_cmd(&args, dtype, &device)?);
-            Ok(())
-        }
-        Some(Command::Bench(args)) => cli::bench(&args, dtype, &device),
-        None => avflow::ui::run(avflow::ui::AppOptions {
-            model: cli.model,
-            inputs: cli.inputs,
-            video: cli.video,
-            question: cli.question,
-            device,
-            dtype,
-        })
-        .context("the app stopped with an error"),
-    }
+    };
+    println!("{report}");
+    Ok(())
 }
