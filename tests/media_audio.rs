@@ -247,6 +247,34 @@ fn bad_inputs_give_clear_errors() {
     assert!(has_audio(dir().join("not_audio.wav")).is_err());
 }
 
+/// Sound whose codec FFmpeg has no decoder for (tools/make_pipeline_goldens.py patches the format tag): an
+/// audio file and the track of a video. The error names the file, the tag and the conversion, and is not
+/// the "no audio stream" error (a video with such a track must not silently lose its sound).
+#[test]
+fn unsupported_audio_codec_says_so_with_the_fix() {
+    let unsupported =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/media/unsupported");
+    for (file, fix) in [
+        ("audio_codec.wav", "-c:a pcm_s16le"),
+        ("audio_track_codec.avi", "--no-audio-in-video"),
+    ] {
+        let e = decode_audio(unsupported.join(file)).expect_err(file);
+        assert!(!is_no_audio(&e) && matches!(e, Error::Inputs { .. }));
+        let msg = e.to_string();
+        for needle in [
+            file,
+            "unsupported audio codec",
+            "0x4f51",
+            "Fix:",
+            "ffmpeg -i",
+            fix,
+        ] {
+            assert!(msg.contains(needle), "{file}: lacks {needle:?}: {msg}");
+        }
+        assert!(has_audio(unsupported.join(file)).unwrap());
+    }
+}
+
 #[test]
 fn video_without_audio_is_a_distinct_error() {
     let e = expect_err("video_only.mp4", &["no audio stream", "video-only"]);

@@ -332,6 +332,38 @@ fn bad_inputs_give_clear_errors() {
     assert!(e.contains("notmedia.mp4"), "{e}");
 }
 
+/// A video stream whose codec FFmpeg has no decoder for (tools/make_pipeline_goldens.py patches the FourCC
+/// of a rawvideo AVI): refused when the file is opened, naming the file, the codec and the conversion.
+#[test]
+fn unsupported_video_codec_says_so_with_the_fix() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/media/unsupported/video_codec.avi");
+    let errors = [
+        probe_video(&p).map(|_| ()),
+        sample_video(&p, &VideoOptions::default()).map(|_| ()),
+    ];
+    for e in errors {
+        let e = e.expect_err("an unknown codec must not decode").to_string();
+        for needle in [
+            "video_codec.avi",
+            "unsupported video codec",
+            "'QQV1'",
+            "Fix:",
+            "ffmpeg -i",
+            "libx264",
+        ] {
+            assert!(e.contains(needle), "lacks {needle:?}: {e}");
+        }
+    }
+    let e = preprocess_image_file(&p, &ImageOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unsupported image codec") && e.contains(".png"),
+        "{e}"
+    );
+}
+
 /// Timing on a clip you make yourself (not committed), e.g.
 /// `ffmpeg -f lavfi -i testsrc=size=640x360:rate=30:duration=20 -c:v libx264 -g 30 /tmp/long.mp4`, then
 /// `AVFLOW_VIDEO_BENCH=/tmp/long.mp4 cargo test --test media_video bench -- --ignored --nocapture`.

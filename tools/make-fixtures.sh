@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate tests/fixtures (tiny Qwen2.5-Omni checkpoints + HF reference goldens).
 # Creates/updates a virtualenv in .venv-fixtures at the repository root, installs the pinned
-# requirements and runs tools/make_fixtures.py. Extra arguments are passed to pip install
-# (e.g. --index-url https://download.pytorch.org/whl/cpu for a CPU-only torch wheel).
+# requirements and runs tools/make_fixtures.py, then tools/make_pipeline_goldens.py. Extra arguments
+# are passed to pip install (e.g. --index-url https://download.pytorch.org/whl/cpu for a CPU-only torch
+# wheel).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,4 +15,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -r tools/requirements-fixtures.txt "$@"
 "$VENV/bin/python" tools/make_fixtures.py
+# Whole path on the committed clips (qwen-omni-utils + the processor + the Thinker) and the unsupported-codec
+# files; needs the ffmpeg and ffprobe CLIs (scripts/setup.sh installs them).
+"$VENV/bin/python" tools/make_pipeline_goldens.py
 du -sh tests/fixtures

@@ -267,6 +267,20 @@ pub fn tensors(ids: &[u32], media: &[Media], device: &Device) -> Result<HashMap<
     Ok(m)
 }
 
+/// transformers' `get_rope_index` takes `use_audio_in_video` for the whole prompt: next to a video whose sound
+/// is interleaved, a silent video's tokens get plain text positions (no time, height or width), and
+/// qwen-omni-utils refuses such a prompt ("Video must has audio track"). We refuse it too, with the ways out.
+fn silent_next_to_sound(silent: &Path) -> Error {
+    Error::Inputs {
+        path: silent.to_path_buf(),
+        reason: "has no audio track, but the sound of the other videos is used: Qwen2.5-Omni's position ids \
+                 cannot place a silent video next to one with its sound interleaved. Fix: pass \
+                 --no-audio-in-video (pictures only, for every video), or give this clip a silent track, e.g. \
+                 `ffmpeg -i IN -f lavfi -i anullsrc=r=16000:cl=mono -c:v copy -c:a flac -shortest OUT.mkv`"
+            .into(),
+    }
+}
+
 /// Decodes and preprocesses the items (estimating the token count first), renders the template,
 /// builds the ids and the tensors.
 pub fn prepare(
@@ -285,14 +299,21 @@ pub fn prepare(
     let mut notes = Vec::new();
     // Cheap estimate before any decoding: refuse absurd prompts with the numbers.
     let mut estimate = 0usize;
+    let (mut silent, mut with_sound) = (None, 0usize);
     for it in items {
         if let Item::Video(p) = it {
             let info = video::probe_video(p)?;
             estimate += video::estimate_tokens(&info, &opts.video)?;
             if opts.use_audio_in_video && info.has_audio {
                 estimate += (info.duration_s * 25.0).ceil() as usize;
+                with_sound += 1;
+            } else if opts.use_audio_in_video {
+                silent = silent.or(Some(p));
             }
         }
+    }
+    if let (Some(p), 1..) = (silent, with_sound) {
+        return Err(silent_next_to_sound(p));
     }
     if estimate > opts.token_budget {
         return Err(Error::Prompt(format!(

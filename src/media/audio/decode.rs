@@ -260,6 +260,11 @@ fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
     let Some(stream) = ictx.streams().best(ffmpeg_next::media::Type::Audio) else {
         return Ok(None);
     };
+    let used_as = match ictx.streams().best(ffmpeg_next::media::Type::Video) {
+        Some(_) => crate::media::StreamUse::AudioOfVideo,
+        None => crate::media::StreamUse::Audio,
+    };
+    crate::media::check_decodable(path, &stream.parameters(), used_as)?;
     let index = stream.index();
     let broken = |what: &str, e: &dyn std::fmt::Display| {
         err(path, format!("{what} ({e}); re-export the file or convert its audio, e.g. `ffmpeg -i <file> out.wav`"))

@@ -9,6 +9,7 @@ use ffmpeg::util::frame::Video as AvFrame;
 use ffmpeg_next as ffmpeg;
 
 use super::RgbFrame;
+use crate::media::{check_decodable, StreamUse};
 use crate::{Error, Result};
 
 pub(super) fn err(path: &Path, reason: impl Into<String>) -> Error {
@@ -32,6 +33,12 @@ pub(super) struct Opened {
 }
 
 pub(super) fn open(path: &Path) -> Result<Opened> {
+    open_as(path, StreamUse::Video)
+}
+
+/// [`open`] for a stream read as `used_as` (which decides the conversion an unsupported codec's error
+/// suggests).
+pub(super) fn open_as(path: &Path, used_as: StreamUse) -> Result<Opened> {
     ffmpeg::init().map_err(|e| err(path, format!("could not initialise FFmpeg: {e}")))?;
     match std::fs::metadata(path) {
         Err(e) => return Err(err(path, format!("cannot read file: {e}"))),
@@ -49,6 +56,7 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
         .streams()
         .best(ffmpeg::media::Type::Video)
         .ok_or_else(|| err(path, "has no video stream (audio only?)"))?;
+    check_decodable(path, &stream.parameters(), used_as)?;
     let tb = stream.time_base();
     let time_base = f64::from(tb);
     let afr = stream.avg_frame_rate();
@@ -334,7 +342,7 @@ fn seek(o: &mut Opened, pts: i64) {
 
 /// Decodes the first frame of an image file (PNG, JPEG… through FFmpeg's image demuxers) to RGB.
 pub(super) fn decode_first(path: &Path) -> Result<RgbFrame> {
-    let mut o = open(path)?;
+    let mut o = open_as(path, StreamUse::Image)?;
     let mut dec = decoder(path, &o)?;
     let mut rgb = ToRgb { ctx: None };
     let mut frame = AvFrame::empty();
