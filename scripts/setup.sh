@@ -14,7 +14,8 @@ cd "$ROOT"
 
 # System packages (Debian/Ubuntu names). ffmpeg dev libs: ffmpeg-next; clang: its bindgen; Vulkan/mesa:
 # wgpu (lavapipe is the software fallback without a GPU); X11/Wayland/xkb: winit; fontconfig: rfd/egui;
-# xvfb: running the window headless; oneDNN: fast CPU matrix products (loaded at run time when present).
+# xvfb: running the window headless; oneDNN: fast CPU matrix products (loaded at run time when present);
+# poppler-utils: the figure tests render and inspect exported PDFs (pdftoppm, pdffonts, pdfinfo).
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
   libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev libswscale-dev
@@ -23,6 +24,7 @@ APT_PACKAGES=(
   libxkbcommon-dev libwayland-dev libx11-dev libxcursor-dev libxrandr-dev libxi-dev libgl1
   libfontconfig1-dev xvfb
   libdnnl-dev
+  poppler-utils
 )
 BREW_PACKAGES=(ffmpeg pkg-config llvm)
 # Oldest Rust that builds avflow (Cargo.toml rust-version).

@@ -35,6 +35,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("figure: {reason}. Fix: {fix}")]
+    Figure { reason: String, fix: String },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{0}")]

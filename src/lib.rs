@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod device;
 pub mod error;
+pub mod export;
 pub mod flow;
 pub mod media;
 pub mod model;

@@ -66,6 +66,9 @@ enum Command {
     Attention(cli::AttentionArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
     Bench(cli::BenchArgs),
+    /// Redraw a figure from its spec (stem.spec.json) and data, byte for byte; or draw one from a
+    /// command's JSON output (--from).
+    Figure(cli::FigureArgs),
 }
 
 /// oneDNN runs on OpenMP, candle on rayon: with OpenMP's default spin-waiting its idle threads compete
@@ -125,6 +128,7 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Attention(args)) => cli::attention_cmd(&args, dtype, &device)?,
         Some(Command::Lens(args)) => cli::lens_cmd(&args, dtype, &device)?,
         Some(Command::Bench(args)) => return cli::bench(&args, dtype, &device),
+        Some(Command::Figure(args)) => cli::figure_cmd(&args)?,
         None => {
             return avflow::ui::run(avflow::ui::AppOptions {
                 model: cli.model,

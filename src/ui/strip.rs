@@ -90,6 +90,7 @@ pub fn hover_text(index: usize, id: u32, text: &str, group: Group) -> String {
     format!("#{index} · id {id}{shown} · {}", group.name())
 }
 
+/// A group's colour from `export::palette` (through `Group::rgb`), shared with exported figures.
 pub fn group_color(g: Group) -> Color32 {
     let [r, gr, b] = g.rgb();
     Color32::from_rgb(r, gr, b)

@@ -3,7 +3,9 @@
 //! central figure).
 
 use egui::Color32;
-use egui_plot::{Legend, Line, Plot, PlotPoints};
+use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
+
+use crate::export::{data::target_style, palette};
 
 use crate::flow::SweepRecord;
 
@@ -34,8 +36,10 @@ pub fn sweep_pairs(groups: &[(String, usize)]) -> Vec<(String, String)> {
 /// One plotted line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// `audio → last`.
+    /// `audio -> last`.
     pub name: String,
+    pub source: String,
+    pub target: String,
     /// `[layer, relative change %]`, by layer.
     pub points: Vec<[f64; 2]>,
 }
@@ -50,6 +54,8 @@ pub fn plot_series(records: &[SweepRecord]) -> Vec<Series> {
             Some(s) => s.points.push(point),
             None => out.push(Series {
                 name,
+                source: r.source.clone(),
+                target: r.target.clone(),
                 points: vec![point],
             }),
         }
@@ -60,19 +66,24 @@ pub fn plot_series(records: &[SweepRecord]) -> Vec<Series> {
     out
 }
 
-/// Okabe–Ito colours, one per pair; neighbours in the list are far apart in hue.
+/// The `i`-th free colour of `export::palette`, for a source that is no group.
 pub fn series_color(i: usize) -> Color32 {
-    const C: [[u8; 3]; 7] = [
-        [0, 114, 178],
-        [230, 159, 0],
-        [0, 158, 115],
-        [204, 121, 167],
-        [240, 228, 66],
-        [213, 94, 0],
-        [86, 180, 233],
-    ];
-    let [r, g, b] = C[i % C.len()];
+    let [r, g, b] = palette::CYCLE[i % palette::CYCLE.len()];
     Color32::from_rgb(r, g, b)
+}
+
+/// As the exported figures draw a pair: the source group's colour, the stroke by target (solid into
+/// `last`, dashed into `question`).
+pub fn series_look(s: &Series, i: usize) -> (Color32, LineStyle) {
+    let color = palette::group_rgb(&s.source)
+        .map(|[r, g, b]| Color32::from_rgb(r, g, b))
+        .unwrap_or_else(|| series_color(i));
+    let style = match target_style(&s.target) {
+        crate::export::LineStyle::Solid => LineStyle::Solid,
+        crate::export::LineStyle::Dashed => LineStyle::Dashed { length: 8.0 },
+        crate::export::LineStyle::Dotted => LineStyle::Dotted { spacing: 4.0 },
+    };
+    (color, style)
 }
 
 /// Progress text: `6 / 15 windows · about 12 s left`.
@@ -180,9 +191,11 @@ impl Panel for SweepPanel {
             .allow_scroll(false)
             .show(ui, |plot| {
                 for (i, s) in series.iter().enumerate() {
+                    let (color, style) = series_look(s, i);
                     plot.line(
                         Line::new(s.name.clone(), PlotPoints::from(s.points.clone()))
-                            .color(series_color(i))
+                            .color(color)
+                            .style(style)
                             .width(2.0),
                     );
                 }
@@ -260,5 +273,14 @@ mod tests {
         };
         assert_eq!(done_line(&v), "2 windows over 2 pairs in 0.5 s");
         assert_ne!(series_color(0), series_color(1));
+        let s = plot_series(&[rec("audio", "question", 0, 1.0), rec("x", "last", 0, 1.0)]);
+        assert_eq!(
+            series_look(&s[0], 0),
+            (
+                Color32::from_rgb(230, 159, 0),
+                LineStyle::Dashed { length: 8.0 }
+            )
+        );
+        assert_eq!(series_look(&s[1], 1).1, LineStyle::Solid);
     }
 }

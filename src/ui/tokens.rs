@@ -44,16 +44,17 @@ impl Group {
         }
     }
 
-    /// Cell colour (sRGB). Chosen to be told apart in both themes and by most colour-blind readers
-    /// (Okabe–Ito palette).
+    /// Cell colour (sRGB) from the one palette the exported figures use too (`export::palette`,
+    /// Okabe–Ito), so a group looks the same in the app and in a paper. User text takes the question's.
     pub fn rgb(self) -> [u8; 3] {
+        use crate::export::palette;
         match self {
-            Group::System => [153, 153, 153],
-            Group::Text => [86, 180, 233],
-            Group::Audio => [230, 159, 0],
-            Group::Image => [0, 158, 115],
-            Group::Video => [204, 121, 167],
-            Group::Marker => [240, 228, 66],
+            Group::System => palette::SYSTEM,
+            Group::Text => palette::QUESTION,
+            Group::Audio => palette::AUDIO,
+            Group::Image => palette::IMAGE,
+            Group::Video => palette::VIDEO,
+            Group::Marker => palette::MARKER,
         }
     }
 }
