@@ -396,8 +396,35 @@ pub fn open_flow(
     let resolved = resolve(&ModelSource::parse(model)?)?;
     let thinker = OmniThinker::load(&resolved, dtype, device)?;
     let inp = OmniInputs::from_file(inputs, device)?;
+    let p = trace_prompt(&thinker, &inp, spans)?;
+    Ok(FlowSession {
+        thinker,
+        groups: p.groups,
+        map: p.map,
+        trace: p.trace,
+        embeds: p.embeds,
+        trace_seconds: p.trace_seconds,
+    })
+}
+
+/// One prompt embedded and traced with a model the caller keeps (batch runs reuse one model).
+pub struct TracedPrompt {
+    pub input_ids: Vec<u32>,
+    pub groups: crate::flow::Groups,
+    pub map: crate::media::token_map::TokenMap,
+    pub trace: crate::flow::Trace,
+    pub embeds: Tensor,
+    pub trace_seconds: f64,
+}
+
+/// Embeds the inputs, computes the groups (plus `spans`) and the token map, and traces the baseline.
+pub fn trace_prompt(
+    thinker: &OmniThinker,
+    inp: &OmniInputs,
+    spans: Option<&Path>,
+) -> anyhow::Result<TracedPrompt> {
     let t0 = Instant::now();
-    let e = thinker.embed(&inp)?;
+    let e = thinker.embed(inp)?;
     let mut groups = crate::flow::Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
     if let Some(s) = spans {
         groups.merge_file(s)?;
@@ -415,8 +442,8 @@ pub fn open_flow(
         &inp.image_grid_thw,
     );
     let trace = crate::flow::Trace::run(&thinker.decoder, &e.embeds, &e.position_ids)?;
-    Ok(FlowSession {
-        thinker,
+    Ok(TracedPrompt {
+        input_ids: e.input_ids,
         groups,
         map,
         trace,
@@ -426,66 +453,86 @@ pub fn open_flow(
 }
 
 impl FlowSession {
-    /// Positions of a selector: comma-separated terms, each a group or span name (`audio`), a group
-    /// within a time range in seconds (`audio@1-3`), a time range over both modalities (`@1-3`), or a
-    /// media item (`item:0`). Unknown or empty selections are errors naming them.
+    /// Positions of a selector (see [`select_positions`]).
     pub fn select(&self, expr: &str) -> anyhow::Result<Vec<usize>> {
-        let mut out = Vec::new();
-        for term in expr.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let picked: Vec<usize> = if let Some(k) = term.strip_prefix("item:") {
-                let k: usize = k
-                    .parse()
-                    .with_context(|| format!("bad item index in {term:?}"))?;
-                self.map
-                    .tokens
-                    .iter()
-                    .filter(|t| t.item == Some(k) && (t.time.is_some() || t.grid.is_some()))
-                    .map(|t| t.position)
-                    .collect()
-            } else if let Some((group, range)) = term.split_once('@') {
-                let (a, b) = range
-                    .split_once('-')
-                    .with_context(|| format!("bad time range in {term:?}: write GROUP@START-END in seconds, e.g. audio@1-3"))?;
-                let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
-                let in_time = self.map.time_span(a, b, None);
-                if group.is_empty() {
-                    in_time
-                } else {
-                    let g = self.groups.select(group)?;
-                    in_time
-                        .into_iter()
-                        .filter(|p| g.binary_search(p).is_ok())
-                        .collect()
-                }
-            } else {
-                self.groups.select(term)?
-            };
-            if picked.is_empty() {
-                bail!(
-                    "selector {term:?} selects no position in this prompt (groups: {})",
-                    self.groups.summary()
-                );
-            }
-            out.extend(picked);
-        }
-        if out.is_empty() {
-            bail!("no positions selected: give a group such as audio, video, question or last");
-        }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        select_positions(&self.groups, &self.map, expr)
     }
 
     /// A copy of the groups with every selector of `exprs` added as a named span (for sweeps).
     pub fn groups_with(&self, exprs: &[&str]) -> anyhow::Result<crate::flow::Groups> {
-        let mut g = self.groups.clone();
-        for e in exprs {
-            if !g.spans.contains_key(*e) {
-                g.spans.insert(e.to_string(), self.select(e)?);
-            }
-        }
-        Ok(g)
+        groups_with(&self.groups, &self.map, exprs)
     }
+}
+
+/// Positions of a selector: comma-separated terms, each a group or span name (`audio`), a group
+/// within a time range in seconds (`audio@1-3`), a time range over both modalities (`@1-3`), or a
+/// media item (`item:0`). Unknown or empty selections are errors naming them.
+pub fn select_positions(
+    groups: &crate::flow::Groups,
+    map: &crate::media::token_map::TokenMap,
+    expr: &str,
+) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for term in expr.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let picked: Vec<usize> = if let Some(k) = term.strip_prefix("item:") {
+            let k: usize = k
+                .parse()
+                .with_context(|| format!("bad item index in {term:?}"))?;
+            map.tokens
+                .iter()
+                .filter(|t| t.item == Some(k) && (t.time.is_some() || t.grid.is_some()))
+                .map(|t| t.position)
+                .collect()
+        } else if let Some((group, range)) = term.split_once('@') {
+            let (a, b) = range.split_once('-').with_context(|| {
+                format!(
+                    "bad time range in {term:?}: write GROUP@START-END in seconds, e.g. audio@1-3"
+                )
+            })?;
+            let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
+            let in_time = map.time_span(a, b, None);
+            if group.is_empty() {
+                in_time
+            } else {
+                let g = groups.select(group)?;
+                in_time
+                    .into_iter()
+                    .filter(|p| g.binary_search(p).is_ok())
+                    .collect()
+            }
+        } else {
+            groups.select(term)?
+        };
+        if picked.is_empty() {
+            bail!(
+                "selector {term:?} selects no position in this prompt (groups: {})",
+                groups.summary()
+            );
+        }
+        out.extend(picked);
+    }
+    if out.is_empty() {
+        bail!("no positions selected: give a group such as audio, video, question or last");
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// A copy of `groups` with every selector of `exprs` added as a named span (for sweeps).
+pub fn groups_with(
+    groups: &crate::flow::Groups,
+    map: &crate::media::token_map::TokenMap,
+    exprs: &[&str],
+) -> anyhow::Result<crate::flow::Groups> {
+    let mut g = groups.clone();
+    for e in exprs {
+        if !g.spans.contains_key(*e) {
+            g.spans
+                .insert(e.to_string(), select_positions(groups, map, e)?);
+        }
+    }
+    Ok(g)
 }
 
 /// The model, the prepared inputs and optional extra spans: what every flow command opens.
@@ -609,8 +656,22 @@ pub fn attention_cmd(
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
-    #[command(flatten)]
-    pub input: FlowInput,
+    #[arg(long)]
+    pub model: String,
+    /// Prepared inputs of one clip (`avflow prepare`); or use --manifest for a dataset.
+    #[arg(
+        long,
+        required_unless_present = "manifest",
+        conflicts_with = "manifest"
+    )]
+    pub inputs: Option<PathBuf>,
+    /// JSON file of extra named spans: {"name": [positions…]}.
+    #[arg(long, conflicts_with = "manifest")]
+    pub spans: Option<PathBuf>,
+    /// Batch mode: a JSONL file, one sample per line (media paths, question, optional options/answer/task);
+    /// --out is then a folder of per-sample results (results.jsonl) and aggregates.
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
     /// SOURCE:TARGET pairs, comma-separated (default: each modality into question and last, question→last).
     #[arg(long)]
     pub pairs: Option<String>,
@@ -619,15 +680,54 @@ pub struct SweepArgs {
     pub window: usize,
     #[arg(long, value_enum, default_value = "center")]
     pub align: crate::flow::Align,
-    #[arg(long)]
+    /// Score this token id instead of the baseline's top-1 (single-clip mode).
+    #[arg(long, conflicts_with = "manifest")]
     pub token: Option<u32>,
-    /// results.json or results.csv
+    /// results.json or results.csv (single clip); a folder (with --manifest).
     #[arg(long)]
     pub out: PathBuf,
+    /// Batch: continue the run in --out, skipping finished samples.
+    #[arg(long, requires = "manifest")]
+    pub resume: bool,
+    /// Batch: take samples I, I+N, I+2N… (`--shard $SLURM_ARRAY_TASK_ID/N`, or `auto/N`).
+    #[arg(long, requires = "manifest")]
+    pub shard: Option<String>,
+    /// Batch: video sampling rate (frames per second).
+    #[arg(long, default_value_t = 2.0)]
+    pub fps: f64,
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    #[arg(long)]
+    pub no_audio_in_video: bool,
+    /// Batch: text the assistant turn starts with for multiple-choice samples (next token = the letter).
+    #[arg(long, default_value = crate::batch::run::OPTION_PREFIX)]
+    pub option_prefix: String,
+    /// Batch: samples averaged (auto = correctly answered ones when answers are given).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub subset: crate::batch::Subset,
+    /// Batch: the token whose probability change is averaged.
+    #[arg(long, value_enum, default_value = "predicted")]
+    pub metric: crate::batch::Metric,
+    /// Single clip: also draw the sweep figure to STEM.{svg,pdf,png,csv,json} + STEM.spec.json.
+    #[arg(long, conflicts_with = "manifest")]
+    pub figure: Option<PathBuf>,
+    /// Figure width: one column (3.25 in) or two (6.75 in).
+    #[arg(long, value_enum, default_value = "single")]
+    pub preset: crate::export::Preset,
 }
 
 pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
-    let s = a.input.open(dtype, device)?;
+    if a.manifest.is_some() {
+        return crate::batch::command::sweep_manifest(a, dtype, device);
+    }
+    let input = FlowInput {
+        model: a.model.clone(),
+        inputs: a.inputs.clone().context("give --inputs (or --manifest)")?,
+        spans: a.spans.clone(),
+    };
+    let s = input.open(dtype, device)?;
     let pairs = match &a.pairs {
         Some(p) => crate::flow::sweep::parse_pairs(p)?,
         None => crate::flow::sweep::default_pairs(&s.groups),
@@ -662,8 +762,17 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
         serde_json::to_string_pretty(&recs)?
     };
     crate::tensor_io::write_atomic(&a.out, body.as_bytes())?;
+    let figure = match &a.figure {
+        Some(stem) => {
+            let prov = crate::export::Provenance::default()
+                .with_model(&input.model)
+                .with_file(&input.inputs)?;
+            crate::export::sweep_figure(&recs, a.window, a.align, prov, a.preset, stem)?
+        }
+        None => vec![],
+    };
     Ok(serde_json::json!({
-        "out": a.out, "records": recs.len(), "pairs": pairs.len(), "window": a.window,
+        "out": a.out, "records": recs.len(), "figure": figure, "pairs": pairs.len(), "window": a.window,
         "trace_s": s.trace_seconds, "sweep_s": t0.elapsed().as_secs_f64(),
         "trace_memory_mb": s.trace.memory_bytes() as f64 / 1e6,
     }))
@@ -838,6 +947,10 @@ pub struct PrepareArgs {
     /// Refuse prompts estimated above this many media tokens.
     #[arg(long, default_value_t = 32768)]
     pub max_tokens: usize,
+    /// Text the assistant's turn starts with, e.g. "Best option:(" so that the next token is an option
+    /// letter (Kim et al.'s protocol; score it with `knockout --token ID`).
+    #[arg(long)]
+    pub answer_prefix: Option<String>,
     #[arg(long)]
     pub out: PathBuf,
     /// Also write the token map (groups → positions) as JSON.
@@ -879,6 +992,7 @@ pub fn prepare_cmd(
         use_audio_in_video: !a.no_audio_in_video,
         system: a.system.clone(),
         token_budget: a.max_tokens,
+        answer_prefix: a.answer_prefix.clone(),
         ..Default::default()
     };
     opts.video.fps = a.fps;

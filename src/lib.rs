@@ -3,6 +3,7 @@
 //! Layers (see ARCHITECTURE.md): `model` (config, loader, encoders, decoder) → `flow` → `worker` → `ui`.
 //! The CLI (`src/main.rs`) and the app call the same library functions.
 
+pub mod batch;
 pub mod cli;
 pub mod device;
 pub mod error;

@@ -64,6 +64,8 @@ enum Command {
     Lens(cli::LensArgs),
     /// Attention of chosen rows (default: last) to each token group, per layer.
     Attention(cli::AttentionArgs),
+    /// Merge the per-sample results of `sweep --manifest` shards and write the aggregates.
+    Merge(avflow::batch::command::MergeArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
     Bench(cli::BenchArgs),
     /// Redraw a figure from its spec (stem.spec.json) and data, byte for byte; or draw one from a
@@ -127,6 +129,7 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Generate(args)) => cli::generate_cmd(&args, dtype, &device)?,
         Some(Command::Attention(args)) => cli::attention_cmd(&args, dtype, &device)?,
         Some(Command::Lens(args)) => cli::lens_cmd(&args, dtype, &device)?,
+        Some(Command::Merge(args)) => avflow::batch::command::merge_cmd(&args)?,
         Some(Command::Bench(args)) => return cli::bench(&args, dtype, &device),
         Some(Command::Figure(args)) => cli::figure_cmd(&args)?,
         None => {

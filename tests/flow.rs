@@ -206,6 +206,8 @@ fn knockout_and_sweep_commands() {
             "--out",
         ])
         .arg(&csv)
+        .arg("--figure")
+        .arg(dir.path().join("fig"))
         .output()
         .unwrap();
     assert!(
@@ -217,6 +219,11 @@ fn knockout_and_sweep_commands() {
     // header + 2 pairs × 3 layers
     assert_eq!(text.lines().count(), 1 + 2 * 3, "{text}");
     assert!(text.starts_with("source,target,layer,start,end,prob"));
+    // --figure: the sweep drawn with its spec (inputs hashed) beside it.
+    let svg = std::fs::read_to_string(dir.path().join("fig.svg")).unwrap();
+    assert!(svg.contains("audio → last") && svg.contains("video → question"));
+    let spec = std::fs::read_to_string(dir.path().join("fig.spec.json")).unwrap();
+    assert!(spec.contains("inputs.safetensors") && spec.contains("sha256"), "{spec}");
 }
 
 /// Knockouts against transformers: an attention function registered in transformers sets the blocked

@@ -86,8 +86,41 @@ pub fn sweep(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<SweepRecord>> {
+    let mut v = sweep_tokens(
+        decoder,
+        trace,
+        groups,
+        pairs,
+        k,
+        align,
+        &[token],
+        cancel,
+        progress,
+    )?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// [`sweep`] scored for several tokens from the same knocked-out logits (e.g. the predicted token and
+/// the ground-truth answer, as Kim et al. report both): one record list per entry of `tokens`.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_tokens(
+    decoder: &Decoder,
+    trace: &Trace,
+    groups: &Groups,
+    pairs: &[(String, String)],
+    k: usize,
+    align: Align,
+    tokens: &[Option<u32>],
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Vec<SweepRecord>>> {
     if k == 0 {
         return Err(Error::Prompt("window must be at least 1 layer".into()));
+    }
+    if tokens.is_empty() {
+        return Err(Error::Other(
+            "a sweep needs at least one token to score".into(),
+        ));
     }
     let layers = decoder.num_layers();
     let resolved: Vec<(String, String, Vec<usize>, Vec<usize>)> = pairs
@@ -95,7 +128,7 @@ pub fn sweep(
         .map(|(s, t)| Ok((s.clone(), t.clone(), groups.select(s)?, groups.select(t)?)))
         .collect::<Result<_>>()?;
     let total = resolved.len() * layers;
-    let mut out = Vec::with_capacity(total);
+    let mut out: Vec<Vec<SweepRecord>> = tokens.iter().map(|_| Vec::with_capacity(total)).collect();
     // One pair at a time: its windows share the first recomputed row and run batched.
     for (s, t, src, tgt) in &resolved {
         if cancel.load(Ordering::Relaxed) {
@@ -114,21 +147,23 @@ pub fn sweep(
             .collect();
         let logits = crate::flow::knockout::run_batch(decoder, trace, &specs)?;
         for (l, (ko, lg)) in specs.iter().zip(&logits).enumerate() {
-            let r = crate::flow::knockout::score_logits(lg, trace, token)?;
-            out.push(SweepRecord {
-                source: s.clone(),
-                target: t.clone(),
-                layer: l,
-                start: ko.start,
-                end: ko.end,
-                prob: r.prob,
-                base_prob: r.base_prob,
-                rel_change: r.rel_change,
-                top1_id: r.top1_id,
-                token_id: r.token_id,
-            });
+            for (recs, token) in out.iter_mut().zip(tokens) {
+                let r = crate::flow::knockout::score_logits(lg, trace, *token)?;
+                recs.push(SweepRecord {
+                    source: s.clone(),
+                    target: t.clone(),
+                    layer: l,
+                    start: ko.start,
+                    end: ko.end,
+                    prob: r.prob,
+                    base_prob: r.base_prob,
+                    rel_change: r.rel_change,
+                    top1_id: r.top1_id,
+                    token_id: r.token_id,
+                });
+            }
         }
-        progress(out.len(), total);
+        progress(out[0].len(), total);
     }
     Ok(out)
 }

@@ -42,6 +42,9 @@ pub struct PrepareOptions {
     pub system: Option<String>,
     /// Refuse prompts whose estimated token count exceeds this (before any heavy work).
     pub token_budget: usize,
+    /// Text the assistant's turn starts with (e.g. "Best option:(" so that the next token is the option
+    /// letter, as in Kim et al.'s protocol); appended after the generation prompt.
+    pub answer_prefix: Option<String>,
 }
 
 impl Default for PrepareOptions {
@@ -52,6 +55,7 @@ impl Default for PrepareOptions {
             use_audio_in_video: true,
             system: None,
             token_budget: 32_768,
+            answer_prefix: None,
         }
     }
 }
@@ -357,7 +361,10 @@ pub fn prepare(
         }
     }
     let system = opts.system.as_deref().unwrap_or(DEFAULT_SYSTEM);
-    let prompt = render_template(model_dir, &kinds, question, system)?;
+    let mut prompt = render_template(model_dir, &kinds, question, system)?;
+    if let Some(prefix) = &opts.answer_prefix {
+        prompt.push_str(prefix);
+    }
     let input_ids = build_ids(model_dir, cfg, &prompt, &media)?;
     let tensors = tensors(&input_ids, &media, device)?;
     Ok(Prepared {

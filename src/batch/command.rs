@@ -1,0 +1,143 @@
+//! The command-line edge of batch runs: `avflow sweep --manifest …` and `avflow merge …`, with a
+//! terminal progress bar. The work itself is [`crate::batch::run`].
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+
+use crate::batch::manifest::{Manifest, Shard};
+use crate::batch::run::{merge, run_manifest, write_aggregate, BatchEvent, RunSettings};
+use crate::batch::store::read_dir_results;
+use crate::cli::SweepArgs;
+use crate::model::loader::{resolve, ModelSource};
+use crate::model::omni::OmniThinker;
+
+/// `avflow sweep --manifest items.jsonl --model M --out DIR [--resume] [--shard i/n]`.
+pub fn sweep_manifest(
+    a: &SweepArgs,
+    dtype: DType,
+    device: &Device,
+) -> anyhow::Result<serde_json::Value> {
+    let manifest_path = a.manifest.as_ref().context("--manifest is required")?;
+    let manifest = Manifest::read(manifest_path)?;
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::ALL,
+    };
+    let pairs = a
+        .pairs
+        .as_deref()
+        .map(crate::flow::sweep::parse_pairs)
+        .transpose()?;
+    let settings = RunSettings {
+        model: a.model.clone(),
+        manifest: manifest_path.clone(),
+        pairs,
+        window: a.window,
+        align: a.align,
+        fps: a.fps,
+        min_pixels: a.min_pixels,
+        max_pixels: a.max_pixels,
+        use_audio_in_video: !a.no_audio_in_video,
+        option_prefix: a.option_prefix.clone(),
+        dtype: format!("{dtype:?}").to_lowercase(),
+        avflow_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let resolved = resolve(&ModelSource::parse(&a.model)?)?;
+    let thinker = OmniThinker::load(&resolved, dtype, device)?;
+    let cancel = AtomicBool::new(false);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} sweep [{bar:30}] {pos}/{len} samples  {per_sec}  ETA {eta}  {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut failed = 0usize;
+    let summary = run_manifest(
+        &thinker,
+        &resolved.dir,
+        &manifest,
+        &settings,
+        shard,
+        &a.out,
+        a.resume,
+        &cancel,
+        &mut |ev| match ev {
+            BatchEvent::Started { todo, skipped } => {
+                bar.set_length(*todo as u64);
+                if *skipped > 0 {
+                    bar.println(format!("resuming: {skipped} samples already done"));
+                }
+            }
+            BatchEvent::Sample { id, ok, .. } => {
+                if !ok {
+                    failed += 1;
+                    bar.println(format!("sample {id} failed (recorded; see results)"));
+                }
+                bar.set_message(format!("{failed} failed, last {id}"));
+                bar.inc(1);
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    let mut report = serde_json::to_value(&summary)?;
+    if shard.count == 1 {
+        let records = read_dir_results(&a.out)?;
+        let agg = write_aggregate(&a.out, &records, a.subset, a.metric)?;
+        report["aggregate"] = aggregate_report(&agg);
+    } else {
+        report["next"] = format!(
+            "when every shard has finished: avflow merge {} --out MERGED",
+            a.out.display()
+        )
+        .into();
+    }
+    Ok(report)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    /// Output folders of `avflow sweep --manifest` (shards), one or several.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Folder for the merged results.jsonl and aggregates.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub subset: crate::batch::Subset,
+    #[arg(long, value_enum, default_value = "predicted")]
+    pub metric: crate::batch::Metric,
+}
+
+/// `avflow merge DIR… --out D`.
+pub fn merge_cmd(a: &MergeArgs) -> anyhow::Result<serde_json::Value> {
+    let (summary, agg) = merge(&a.dirs, &a.out, a.subset, a.metric)?;
+    let mut v = serde_json::to_value(&summary)?;
+    v["aggregate"] = aggregate_report(&agg);
+    Ok(v)
+}
+
+/// The aggregate's headline for the command's JSON, with a hint when no sample entered the averages.
+fn aggregate_report(agg: &crate::batch::Aggregate) -> serde_json::Value {
+    let all = agg.tasks.iter().find(|t| t.task == "all");
+    let used = all.map_or(0, |t| t.used);
+    let mut v = serde_json::json!({
+        "subset": agg.subset, "metric": agg.metric, "rows": agg.rows.len(), "samples_averaged": used,
+        "accuracy": all.and_then(|t| t.accuracy),
+        "files": ["aggregate.csv", "aggregate.json", "tasks.csv"],
+    });
+    if used == 0 {
+        let why = if agg.subset == crate::batch::Subset::Correct {
+            "no sample was answered correctly; average all samples with --subset all"
+        } else {
+            "no sample succeeded; see the errors in results.jsonl"
+        };
+        eprintln!("note: the aggregate is empty: {why}");
+        v["note"] = why.into();
+    }
+    v
+}

@@ -1,0 +1,279 @@
+//! Batch sweeps over a manifest (`avflow sweep --manifest`): per-sample records, failures recorded and
+//! skipped, kill -9 + `--resume` equal to an uninterrupted run, shards merged equal to one run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use avflow::batch::store::{read_dir_results, SampleRecord, Status};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A manifest over the fixture clips: multiple choice with and without audio, an image+audio pair with
+/// a free answer, a broken file, repeated with new ids so that a run lasts long enough to be killed.
+fn write_manifest(dir: &Path, copies: usize) -> PathBuf {
+    let f = fixtures();
+    let v = f.join("media/video");
+    let a = f.join("media/audio");
+    let mut lines = Vec::new();
+    for c in 0..copies {
+        lines.push(serde_json::json!({"id": format!("basic-{c}"), "video": v.join("basic.mkv"),
+            "question": "What do you hear?", "options": ["a tone", "speech"], "answer": "A", "task": "hearing"}));
+        lines.push(serde_json::json!({"id": format!("noaudio-{c}"), "video": v.join("noaudio.mkv"),
+            "question": "What moves?", "options": ["a square", "a circle"], "answer": "a circle", "task": "seeing"}));
+        lines.push(serde_json::json!({"id": format!("pair-{c}"),
+            "media": [{"image": v.join("still.png")}, {"audio": a.join("mono16k.wav")}],
+            "question": "Does the sound match the picture?", "answer": "yes"}));
+        lines.push(
+            serde_json::json!({"id": format!("broken-{c}"), "video": v.join("notmedia.mp4"),
+            "question": "Anything?", "task": "seeing"}),
+        );
+    }
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let p = dir.join("items.jsonl");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn sweep_cmd(manifest: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_avflow"));
+    c.args(["sweep", "--manifest"])
+        .arg(manifest)
+        .arg("--model")
+        .arg(fixtures().join("omni-tiny-a"))
+        .arg("--out")
+        .arg(out)
+        .args(["--window", "2", "--subset", "all"])
+        .args(extra);
+    c
+}
+
+fn run_ok(mut c: Command) -> serde_json::Value {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Records by manifest order, without wall-clock timings.
+fn records(dir: &Path) -> Vec<SampleRecord> {
+    let mut r: Vec<SampleRecord> = read_dir_results(dir)
+        .unwrap()
+        .iter()
+        .map(SampleRecord::without_timings)
+        .collect();
+    r.sort_by_key(|r| r.index);
+    r
+}
+
+#[test]
+fn manifest_sweep_records_samples_and_failures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 1);
+    let out = tmp.path().join("run");
+    let rep = run_ok(sweep_cmd(&m, &out, &[]));
+    assert_eq!(rep["ran"], 4);
+    assert_eq!(rep["failed"], 1);
+    let recs = records(&out);
+    assert_eq!(recs.len(), 4);
+    let basic = &recs[0];
+    assert_eq!(basic.status, Status::Ok);
+    assert!(basic.question.ends_with("(A) a tone\n(B) speech"));
+    // 3 layers, pairs audio/video → last/question + question → last.
+    assert_eq!(basic.records.len(), 5 * 3);
+    assert!(basic.tokens["audio"] > 0 && basic.tokens["video"] > 0);
+    assert_eq!(basic.correct, Some(basic.top1_id == basic.answer_token_id));
+    // No audio track: falls back to video only and says so; pairs follow the prompt.
+    let noaudio = &recs[1];
+    assert_eq!(noaudio.tokens["audio"], 0);
+    assert!(noaudio.notes.iter().any(|n| n.contains("no audio track")));
+    assert_eq!(noaudio.answer.as_deref(), Some("B"));
+    assert!(noaudio.records.iter().all(|r| r.source != "audio"));
+    let pair = &recs[2];
+    assert!(pair.tokens["image"] > 0 && pair.tokens["audio"] > 0);
+    let broken = &recs[3];
+    assert_eq!(broken.status, Status::Error);
+    assert!(
+        broken.error.as_deref().unwrap().contains("notmedia.mp4"),
+        "{:?}",
+        broken.error
+    );
+    // Aggregates over the three good samples (subset all).
+    let agg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("aggregate.json")).unwrap()).unwrap();
+    let row = agg["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["task"] == "all" && r["source"] == "question" && r["layer"] == 1)
+        .unwrap();
+    assert_eq!(row["n"], 3);
+    // The dataset figure: mean curves with CI bands, its data and spec beside it.
+    for f in ["svg", "pdf", "png", "csv", "json", "spec.json"] {
+        assert!(
+            out.join(format!("figure-sweep.{f}")).exists(),
+            "figure-sweep.{f}"
+        );
+    }
+    let svg = std::fs::read_to_string(out.join("figure-sweep.svg")).unwrap();
+    assert!(svg.contains("audio → last") && svg.contains("n = 3"));
+    let tasks = std::fs::read_to_string(out.join("tasks.csv")).unwrap();
+    assert!(
+        tasks.lines().any(|l| l.starts_with("seeing,2,1,1,")),
+        "{tasks}"
+    );
+    // Without --resume an existing run is never overwritten; other settings are refused on resume.
+    let o = sweep_cmd(&m, &out, &[]).output().unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let o = sweep_cmd(&m, &out, &["--resume", "--align", "start"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("align"));
+    // A finished run resumed does nothing.
+    let rep = run_ok(sweep_cmd(&m, &out, &["--resume"]));
+    assert_eq!(
+        (rep["ran"].as_u64(), rep["skipped"].as_u64()),
+        (Some(0), Some(4))
+    );
+}
+
+#[test]
+fn killed_run_resumes_to_the_uninterrupted_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 6);
+    let whole = tmp.path().join("whole");
+    run_ok(sweep_cmd(&m, &whole, &[]));
+    let expected = records(&whole);
+    assert_eq!(expected.len(), 24);
+
+    let cut = tmp.path().join("cut");
+    let results = cut.join("results.jsonl");
+    let mut child = sweep_cmd(&m, &cut, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // kill -9 as soon as the first samples are on disk.
+    let t0 = Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&results)
+            .map(|s| s.lines().count())
+            .unwrap_or(0);
+        if lines >= 2 || t0.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&results).unwrap().lines().count();
+    assert!(
+        (2..24).contains(&before),
+        "the kill should land mid-run ({before} records)"
+    );
+    // And a write torn by the kill: half a line at the end.
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&results)
+        .unwrap()
+        .write_all(br#"{"index":9,"id":"pair-2","status":"o"#)
+        .unwrap();
+    let rep = run_ok(sweep_cmd(&m, &cut, &["--resume"]));
+    assert_eq!(rep["skipped"].as_u64().unwrap() as usize, before);
+    assert_eq!(
+        records(&cut),
+        expected,
+        "resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cut.join("aggregate.csv")).unwrap(),
+        std::fs::read_to_string(whole.join("aggregate.csv")).unwrap()
+    );
+}
+
+#[test]
+fn shards_merged_equal_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 2);
+    let whole = tmp.path().join("whole");
+    run_ok(sweep_cmd(&m, &whole, &[]));
+    let (s0, s1) = (tmp.path().join("s0"), tmp.path().join("s1"));
+    let r0 = run_ok(sweep_cmd(&m, &s0, &["--shard", "0/2"]));
+    assert_eq!(r0["ran"], 4);
+    assert!(s0.join("results.shard-0-of-2.jsonl").exists());
+    // Slurm job arrays: auto/N reads $SLURM_ARRAY_TASK_ID.
+    let mut c = sweep_cmd(&m, &s1, &["--shard", "auto/2"]);
+    c.env("SLURM_ARRAY_TASK_ID", "1");
+    assert_eq!(run_ok(c)["ran"], 4);
+    let merged = tmp.path().join("merged");
+    let o = Command::new(env!("CARGO_BIN_EXE_avflow"))
+        .arg("merge")
+        .args([&s0, &s1])
+        .arg("--out")
+        .arg(&merged)
+        .args(["--subset", "all"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(records(&merged), records(&whole));
+    for f in [
+        "aggregate.csv",
+        "tasks.csv",
+        "figure-sweep.svg",
+        "figure-sweep.spec.json",
+    ] {
+        assert_eq!(
+            std::fs::read_to_string(merged.join(f)).unwrap(),
+            std::fs::read_to_string(whole.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // Shards of different runs do not merge.
+    let other = tmp.path().join("other");
+    run_ok(sweep_cmd(
+        &m,
+        &other,
+        &["--shard", "1/2", "--align", "start"],
+    ));
+    let o = Command::new(env!("CARGO_BIN_EXE_avflow"))
+        .arg("merge")
+        .args([&s0, &other])
+        .arg("--out")
+        .arg(tmp.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different settings"));
+}
+
+#[test]
+fn answer_prefix_starts_the_assistant_turn() {
+    use avflow::media::prepare::{prepare, Item, PrepareOptions};
+    let model = fixtures().join("omni-tiny-a");
+    let (_, cfg) =
+        avflow::model::config::ThinkerConfig::from_file(&model.join("config.json")).unwrap();
+    let items = [Item::Image(fixtures().join("media/video/still.png"))];
+    let dev = candle_core::Device::Cpu;
+    let plain = prepare(
+        &model,
+        &cfg,
+        &items,
+        "Which?\n(A) x\n(B) y",
+        &PrepareOptions::default(),
+        &dev,
+    )
+    .unwrap();
+    let opts = PrepareOptions {
+        answer_prefix: Some(avflow::batch::run::OPTION_PREFIX.into()),
+        ..Default::default()
+    };
+    let with = prepare(&model, &cfg, &items, "Which?\n(A) x\n(B) y", &opts, &dev).unwrap();
+    let tk = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
+    let prefix = tk.encode(avflow::batch::run::OPTION_PREFIX, false).unwrap();
+    assert_eq!(with.input_ids[..plain.input_ids.len()], plain.input_ids[..]);
+    assert_eq!(with.input_ids[plain.input_ids.len()..], *prefix.get_ids());
+}
