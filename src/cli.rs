@@ -632,6 +632,12 @@ pub struct AttentionArgs {
     /// Also write the full head-averaged map [layers, seq] (rows averaged) to this JSON file.
     #[arg(long)]
     pub map_out: Option<PathBuf>,
+    /// Also draw the map as a layers × tokens heatmap (token axis coloured by group) to
+    /// STEM.{svg,pdf,png,csv,json} + STEM.spec.json, and the mass per group to STEM-mass.*.
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "single")]
+    pub preset: crate::export::Preset,
 }
 
 /// Attention mass of the chosen rows to each group, per layer.
@@ -644,14 +650,45 @@ pub fn attention_cmd(
     let rows = s.groups.select(&a.rows)?;
     let maps = crate::flow::attention::attention_rows(&s.thinker.decoder, &s.trace, &rows, false)?;
     let summary = crate::flow::attention::summarise(&maps, &s.groups)?;
+    let m: Vec<Vec<f32>> = maps
+        .iter()
+        .map(|t| t.mean(0)?.to_vec1())
+        .collect::<candle_core::Result<_>>()?;
     if let Some(out) = &a.map_out {
-        let m: Vec<Vec<f32>> = maps
-            .iter()
-            .map(|t| t.mean(0)?.to_vec1())
-            .collect::<candle_core::Result<_>>()?;
         crate::tensor_io::write_atomic(out, serde_json::to_string(&m)?.as_bytes())?;
     }
-    Ok(serde_json::json!({"rows": rows.len(), "layers": summary}))
+    let report = serde_json::json!({"rows": rows.len(), "layers": summary});
+    let mut figures = Vec::new();
+    if let Some(stem) = &a.figure {
+        use crate::export::{data, FigureKind, FigureSpec, Provenance};
+        let prov = Provenance::default()
+            .with_model(&a.input.model)
+            .with_file(&a.input.inputs)?
+            .with_setting("rows", a.rows.clone());
+        let map64: Vec<Vec<f64>> = m
+            .iter()
+            .map(|r| r.iter().map(|&x| f64::from(x)).collect())
+            .collect();
+        let groups = data::token_groups_from_spans(s.groups.seq_len, &s.groups.spans);
+        let heat = data::attention_heatmap(&map64, groups)?;
+        let mut spec = FigureSpec::new(FigureKind::AttentionMap, a.preset, prov.clone());
+        spec.title = Some(format!("attention from {}", a.rows));
+        figures.extend(crate::export::write_figure(&spec, &heat, stem)?);
+        let (spec, curves) = crate::export::figure_from_output(
+            FigureKind::AttentionMass,
+            &report.to_string(),
+            a.preset,
+            prov,
+        )?;
+        let mut mass = stem.as_os_str().to_owned();
+        mass.push("-mass");
+        figures.extend(crate::export::write_figure(&spec, &curves, Path::new(&mass))?);
+    }
+    let mut report = report;
+    if !figures.is_empty() {
+        report["figure"] = serde_json::to_value(&figures)?;
+    }
+    Ok(report)
 }
 
 #[derive(clap::Args, Debug)]

@@ -504,6 +504,8 @@ fn knockout_with_a_random_control_and_attention_command() {
     let out = demo_cmd("attention")
         .args(["--rows", "last", "--map-out"])
         .arg(&map)
+        .arg("--figure")
+        .arg(map.with_file_name("att"))
         .output()
         .unwrap();
     assert!(
@@ -516,6 +518,16 @@ fn knockout_with_a_random_control_and_attention_command() {
     let m: Vec<Vec<f32>> = serde_json::from_str(&std::fs::read_to_string(&map).unwrap()).unwrap();
     assert_eq!(m.len(), 3);
     assert!((m[0].iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    // --figure: the map as a heatmap (one column per position) and the mass per group as curves.
+    let heat: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(map.with_file_name("att.json")).unwrap())
+            .unwrap();
+    let heat = heat.get("heatmap").unwrap_or(&heat);
+    assert_eq!(heat["rows"], 3);
+    assert_eq!(heat["cols"].as_u64().unwrap() as usize, m[0].len());
+    let mass = std::fs::read_to_string(map.with_file_name("att-mass.svg")).unwrap();
+    assert!(mass.contains("audio") && mass.contains("question"));
+    assert_eq!(v["figure"].as_array().unwrap().len(), 12);
 }
 
 /// Time-range and item selectors (issue: "a time range in seconds selects audio and video of those
