@@ -840,6 +840,12 @@ pub struct DropArgs {
     pub generate: Option<usize>,
     #[arg(long)]
     pub token: Option<u32>,
+    /// Also compute the answer probability for every first-dropped layer and draw the drop curve to
+    /// STEM.{svg,pdf,png,csv,json} + STEM.spec.json.
+    #[arg(long)]
+    pub curve: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "single")]
+    pub preset: crate::export::Preset,
 }
 
 pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
@@ -880,6 +886,46 @@ pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<s
             v[format!("per_token_s_{key}")] = per.into();
         }
         v["answer"] = v["answer_dropped"].clone();
+    }
+    if let Some(stem) = &a.curve {
+        let curve = crate::flow::generate::drop_curve(dec, &s.trace, &dropped, a.token)?;
+        let points: Vec<crate::export::data::DropPoint> = curve
+            .iter()
+            .map(|(l, r)| crate::export::data::DropPoint {
+                groups: a.groups.clone(),
+                from_layer: *l,
+                prob: f64::from(r.prob),
+                base_prob: f64::from(r.base_prob),
+            })
+            .collect();
+        let prov = crate::export::Provenance::default()
+            .with_model(&a.input.model)
+            .with_file(&a.input.inputs)?
+            .with_setting("groups", a.groups.clone())
+            .with_setting("token", r.token_id)
+            .with_setting("prefill_speedup_at_from_layer", v["prefill_speedup"].clone());
+        let mut spec = crate::export::FigureSpec::new(
+            crate::export::FigureKind::DropCurve,
+            a.preset,
+            prov,
+        );
+        spec.title = Some(format!(
+            "prefill {:.2}× faster dropping from layer {}",
+            prefill_full / prefill_drop.max(1e-9),
+            a.from_layer
+        ));
+        let files = crate::export::write_figure(
+            &spec,
+            &crate::export::data::drop_curves(&points),
+            stem,
+        )?;
+        v["curve"] = serde_json::to_value(
+            curve
+                .iter()
+                .map(|(l, r)| serde_json::json!({"from_layer": l, "prob": r.prob, "rel_change": r.rel_change}))
+                .collect::<Vec<_>>(),
+        )?;
+        v["figure"] = serde_json::to_value(files)?;
     }
     Ok(v)
 }

@@ -335,6 +335,20 @@ fn dropping_equals_masking_the_dropped_keys() {
         };
         assert_eq!(cache.kv[layers - 1].rows(), kept_rows);
     }
+    // The drop view's curve (one batched incremental run) equals a prefill per layer.
+    let curve = avflow::flow::generate::drop_curve(&c.thinker.decoder, &c.trace, &dropped, None).unwrap();
+    assert_eq!(curve.len(), layers);
+    for (from, r) in &curve {
+        let cache = prefill(
+            &c.thinker.decoder,
+            &c.embeds,
+            &c.trace.position_ids,
+            Some((&dropped, *from)),
+        )
+        .unwrap();
+        let p = avflow::flow::trace::prob_of(&cache.last_logits, c.trace.top1_id).unwrap();
+        assert!((p - r.prob).abs() <= 1e-6, "from layer {from}: {p} vs {}", r.prob);
+    }
     let e = prefill(
         &c.thinker.decoder,
         &c.embeds,
@@ -407,6 +421,21 @@ fn lens_drop_and_generate_commands() {
     // The last layer's lens is the model's own output.
     assert!((layers[2]["prob"].as_f64().unwrap() - p0).abs() < 1e-6);
 
+    let tmp = tempfile::tempdir().unwrap();
+    let stem = tmp.path().join("drop");
+    let dc = run(&[
+        "drop",
+        "--groups",
+        "audio",
+        "--from-layer",
+        "1",
+        "--curve",
+        stem.to_str().unwrap(),
+    ]);
+    assert_eq!(dc["curve"].as_array().unwrap().len(), 3);
+    assert!((dc["curve"][1]["prob"].as_f64().unwrap() - dc["prob"].as_f64().unwrap()).abs() < 1e-6);
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    assert!(svg.contains("audio dropped") && svg.contains("nothing dropped"));
     let d = run(&[
         "drop",
         "--groups",

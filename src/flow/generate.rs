@@ -152,3 +152,43 @@ pub fn logit_lens(
     }
     Ok(out)
 }
+
+/// The answer probability when `dropped` is removed from layer `L`, for every `L` in `0..layers` — the
+/// drop view's curve. Dropping from `L` equals blocking the dropped keys for every later query from `L`
+/// on (the dropped rows' own outputs feed nothing kept; tested against [`prefill`]), so the whole curve
+/// runs as one batched incremental knockout from the trace instead of one prefill per layer.
+pub fn drop_curve(
+    decoder: &Decoder,
+    trace: &crate::flow::Trace,
+    dropped: &[usize],
+    token: Option<u32>,
+) -> Result<Vec<(usize, crate::flow::KnockoutResult)>> {
+    let first = *dropped
+        .iter()
+        .min()
+        .ok_or_else(|| Error::Prompt("nothing to drop: the selection is empty".into()))?;
+    if dropped.contains(&(trace.seq_len - 1)) {
+        return Err(Error::Prompt(
+            "the last prompt position cannot be dropped: the answer is read there".into(),
+        ));
+    }
+    let set: std::collections::HashSet<usize> = dropped.iter().copied().collect();
+    let targets: Vec<usize> = (first..trace.seq_len)
+        .filter(|p| !set.contains(p))
+        .collect();
+    let layers = decoder.num_layers();
+    let specs: Vec<crate::flow::Knockout> = (0..layers)
+        .map(|l| crate::flow::Knockout {
+            sources: dropped.to_vec(),
+            targets: targets.clone(),
+            start: l,
+            end: layers,
+        })
+        .collect();
+    let logits = crate::flow::knockout::run_batch(decoder, trace, &specs)?;
+    logits
+        .iter()
+        .enumerate()
+        .map(|(l, lg)| Ok((l, crate::flow::knockout::score_logits(lg, trace, token)?)))
+        .collect()
+}
