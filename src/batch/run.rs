@@ -373,7 +373,9 @@ fn write_aggregate_figure(
     use crate::export::{
         data::pair_series, FigureData, FigureKind, FigureSpec, Preset, Provenance,
     };
-    let mut pairs: Vec<((String, String), Vec<(f64, f64, Option<(f64, f64)>)>)> = Vec::new();
+    /// (layer, mean, 95% CI) points of one pair's curve.
+    type Points = Vec<(f64, f64, Option<(f64, f64)>)>;
+    let mut pairs: Vec<((String, String), Points)> = Vec::new();
     for r in agg.rows.iter().filter(|r| r.task == "all") {
         let key = (r.source.clone(), r.target.clone());
         let p = (r.layer as f64, r.mean, Some((r.ci_low, r.ci_high)));
