@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Device, DeviceLocation};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
+use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::{Groups, Knockout, SweepRecord, Trace};
 use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
 use crate::ui::tokens::{token_groups, Group};
@@ -54,6 +55,9 @@ pub enum Command {
         pairs: Vec<(String, String)>,
         window: usize,
     },
+    /// A layer × position matrix of `metric` ([`crate::flow::heatmap`]). When several are queued only the
+    /// newest runs; the lens metrics report progress and stop at [`Command::Cancel`].
+    Heatmap { metric: HeatMetric },
     /// Stop the running command at its next checkpoint and skip commands queued before this one.
     Cancel,
     /// Stop the thread.
@@ -106,6 +110,19 @@ pub enum Event {
     SweepDone {
         records: Vec<SweepRecord>,
     },
+    /// `done` of `total` steps of the running heatmap.
+    HeatmapProgress {
+        done: usize,
+        total: usize,
+    },
+    /// A [`Command::Heatmap`]'s matrix (shared: the UI hands it to the GPU without copying).
+    HeatmapDone {
+        metric: HeatMetric,
+        matrix: Arc<Heatmap>,
+        /// The answer token the lens metrics follow (the baseline top-1): id and decoded text.
+        token: (u32, String),
+        seconds: f32,
+    },
     /// A command failed; `fix` says what the user can do, where known.
     Error {
         message: String,
@@ -145,6 +162,8 @@ pub struct TokenCell {
     /// Decoded text; empty without a tokenizer.
     pub text: String,
     pub group: Group,
+    /// Seconds `[start, end)` a media position covers (the token map); `None` for text.
+    pub time: Option<[f64; 2]>,
 }
 
 /// Why a command did not finish.
@@ -218,6 +237,12 @@ impl Ctx<'_> {
         (self.notify)();
     }
 
+    /// Heatmap progress, for its progress bar.
+    pub fn heatmap_progress(&self, done: usize, total: usize) {
+        let _ = self.events.send(Event::HeatmapProgress { done, total });
+        (self.notify)();
+    }
+
     /// The flag library loops poll themselves ([`crate::flow::sweep`]).
     pub fn cancel_flag(&self) -> &AtomicBool {
         self.cancel
@@ -256,6 +281,15 @@ pub trait Engine: Send + 'static {
     ) -> Outcome<Vec<SweepRecord>>;
     /// The inputs file currently loaded, to re-read after a model change.
     fn inputs_path(&self) -> Option<PathBuf>;
+    /// Polls `ctx.cancel_flag()` and reports `ctx.heatmap_progress`; a cancelled heatmap is
+    /// [`Failure::Cancelled`].
+    fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapOutcome {
+    pub matrix: Heatmap,
+    pub token: (u32, String),
 }
 
 /// One knockout as the UI states it: group names and a half-open layer range.
@@ -442,8 +476,20 @@ fn run_loop<E: Engine>(
                 tracing::debug!("skipping {cmd:?}: cancelled");
             }
             // While the user drags a control every frame queues a knockout; only the newest is worth running.
-            cmd @ Command::RunKnockout { .. } if superseded(&commands, &mut backlog) => {
+            cmd @ Command::RunKnockout { .. }
+                if superseded(&commands, &mut backlog, |c| {
+                    matches!(c, Command::RunKnockout { .. })
+                }) =>
+            {
                 tracing::debug!("skipping {cmd:?}: a newer knockout is queued");
+            }
+            // Flipping through metrics queues heatmaps; only the last one chosen is shown.
+            cmd @ Command::Heatmap { .. }
+                if superseded(&commands, &mut backlog, |c| {
+                    matches!(c, Command::Heatmap { .. })
+                }) =>
+            {
+                tracing::debug!("skipping {cmd:?}: a newer heatmap is queued");
             }
             cmd => {
                 let ctx = Ctx {
@@ -477,12 +523,14 @@ fn run_loop<E: Engine>(
     }
 }
 
-/// Moves everything queued into `backlog` and says whether a knockout is among it.
-fn superseded(commands: &Receiver<Command>, backlog: &mut VecDeque<Command>) -> bool {
+/// Moves everything queued into `backlog` and says whether a command of the same kind is among it.
+fn superseded(
+    commands: &Receiver<Command>,
+    backlog: &mut VecDeque<Command>,
+    same_kind: impl Fn(&Command) -> bool,
+) -> bool {
     backlog.extend(commands.try_iter());
-    backlog
-        .iter()
-        .any(|c| matches!(c, Command::RunKnockout { .. }))
+    backlog.iter().any(same_kind)
 }
 
 fn describe(cmd: &Command) -> String {
@@ -502,6 +550,7 @@ fn describe(cmd: &Command) -> String {
                 pairs.len()
             )
         }
+        Command::Heatmap { metric } => format!("computing the {} heatmap", metric.name()),
         Command::Cancel => "cancelling".into(),
         Command::Shutdown => "shutting down".into(),
     }
@@ -598,6 +647,20 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
                 "choose pairs of groups this prompt has and a window of at least 1 layer",
             )),
         },
+        Command::Heatmap { metric } => {
+            let t0 = Instant::now();
+            match engine.heatmap(metric, ctx) {
+                Ok(r) => vec![Event::HeatmapDone {
+                    metric,
+                    matrix: Arc::new(r.matrix),
+                    token: r.token,
+                    seconds: t0.elapsed().as_secs_f32(),
+                }],
+                Err(f) => fail(f.or_fix(
+                    "load a model and inputs first; the question metric needs a prompt with a question",
+                )),
+            }
+        }
         Command::Cancel | Command::Shutdown => Vec::new(),
     }
 }
@@ -749,14 +812,28 @@ impl Engine for ThinkerEngine {
         let inputs = OmniInputs::from_file(path, m.thinker.device())?;
         let flow_groups = Groups::from_ids(&inputs.input_ids, &m.thinker.cfg.tokens);
         let groups = token_groups(&inputs.input_ids, &m.thinker.cfg.tokens, m.im_start);
+        let spg: Vec<f64> = inputs
+            .video_second_per_grid
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let map = crate::media::token_map::TokenMap::build(
+            &inputs.input_ids,
+            &m.thinker.cfg,
+            &inputs.video_grid_thw,
+            &spg,
+            &inputs.image_grid_thw,
+        );
         let tokens = inputs
             .input_ids
             .iter()
             .zip(groups)
-            .map(|(&id, group)| TokenCell {
+            .zip(&map.tokens)
+            .map(|((&id, group), info)| TokenCell {
                 id,
                 text: self.decode(id),
                 group,
+                time: info.time,
             })
             .collect();
         self.inputs = Some(inputs);
@@ -867,6 +944,46 @@ impl Engine for ThinkerEngine {
     fn inputs_path(&self) -> Option<PathBuf> {
         self.inputs_path.clone()
     }
+
+    fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome> {
+        self.ensure_trace(ctx)?;
+        let (Some(m), Some(groups), Some(trace)) = (&self.model, &self.groups, &self.trace) else {
+            return Err(nothing_to_run());
+        };
+        // Checked here so a missing group comes back with the groups that do exist.
+        match metric {
+            HeatMetric::AttentionFromLast => {
+                select(groups, "last")?;
+            }
+            HeatMetric::AttentionFromQuestion => {
+                select(groups, "question")?;
+            }
+            HeatMetric::LensAnswer | HeatMetric::LensGain => {}
+        }
+        let decoder = &m.thinker.decoder;
+        ctx.status(if metric.is_heavy() {
+            format!(
+                "Logit lens at {} positions × {} layers (lm_head at every position)…",
+                trace.seq_len,
+                decoder.num_layers()
+            )
+        } else {
+            format!("Attention maps over {} layers…", decoder.num_layers())
+        });
+        let matrix = crate::flow::heatmap::compute(
+            metric,
+            decoder,
+            trace,
+            groups,
+            ctx.cancel_flag(),
+            &mut |done, total| ctx.heatmap_progress(done, total),
+        )?
+        .ok_or(Failure::Cancelled)?;
+        Ok(HeatmapOutcome {
+            matrix,
+            token: (trace.top1_id, self.decode(trace.top1_id)),
+        })
+    }
 }
 
 impl ThinkerEngine {
@@ -941,6 +1058,9 @@ mod tests {
         sweep_step_ms: u64,
         /// Knockouts that actually ran, in order.
         ran: Arc<std::sync::Mutex<Vec<KnockoutRequest>>>,
+        heatmap_step_ms: u64,
+        /// Heatmaps that finished, in order.
+        heatmaps: Arc<std::sync::Mutex<Vec<HeatMetric>>>,
     }
 
     /// The fake prompt's groups: no image.
@@ -1003,6 +1123,7 @@ mod tests {
                 id: 1,
                 text: String::new(),
                 group: Group::Text,
+                time: None,
             }])
         }
         fn forward(&mut self, k: usize, ctx: &Ctx) -> Outcome<ForwardResult> {
@@ -1099,6 +1220,26 @@ mod tests {
         }
         fn inputs_path(&self) -> Option<PathBuf> {
             self.inputs.clone()
+        }
+        fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome> {
+            if let Some(s) = &self.started {
+                let _ = s.send(());
+            }
+            // One step per layer, each `heatmap_step_ms` long.
+            for layer in 0..FAKE_LAYERS {
+                ctx.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(self.heatmap_step_ms));
+                ctx.heatmap_progress(layer + 1, FAKE_LAYERS);
+            }
+            if let Ok(mut ran) = self.heatmaps.lock() {
+                ran.push(metric);
+            }
+            let positions = 4;
+            let values = (0..FAKE_LAYERS * positions).map(|i| i as f32).collect();
+            Ok(HeatmapOutcome {
+                matrix: Heatmap::new(FAKE_LAYERS, positions, values).map_err(Failure::from)?,
+                token: (3, String::new()),
+            })
         }
     }
 
@@ -1540,6 +1681,166 @@ mod tests {
             matches!(ev.last(), Some(Event::SweepDone { records }) if records.len() == 6),
             "{ev:?}"
         );
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_heatmap_reports_progress_then_its_matrix() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(Command::Heatmap {
+            metric: HeatMetric::LensAnswer,
+        });
+        let ev = until_idle(&w);
+        let progress: Vec<(usize, usize)> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::HeatmapProgress { done, total } => Some((*done, *total)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(progress, vec![(1, 3), (2, 3), (3, 3)], "{ev:?}");
+        match ev.last() {
+            Some(Event::HeatmapDone {
+                metric: HeatMetric::LensAnswer,
+                matrix,
+                token: (3, _),
+                ..
+            }) => {
+                assert_eq!((matrix.layers, matrix.positions), (FAKE_LAYERS, 4));
+                assert_eq!(matrix.get(1, 2), Some(6.0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn queued_heatmaps_coalesce_to_the_newest_and_cancel_stops_one() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let fake = Fake {
+            heatmap_step_ms: 100,
+            started: Some(started_tx),
+            ..Fake::default()
+        };
+        let ran = Arc::clone(&fake.heatmaps);
+        let w = Worker::spawn_with(fake, || {}).expect("spawn");
+        let hm = |metric| Command::Heatmap { metric };
+        w.send(hm(HeatMetric::AttentionFromLast));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("first heatmap started");
+        // Flipping through the combo while the first one runs: only the last choice runs next.
+        w.send(hm(HeatMetric::AttentionFromQuestion));
+        w.send(hm(HeatMetric::LensGain));
+        w.send(hm(HeatMetric::LensAnswer));
+        let mut ev = until_idle(&w);
+        while w.busy() {
+            ev.extend(until_idle(&w));
+        }
+        let done: Vec<HeatMetric> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::HeatmapDone { metric, .. } => Some(*metric),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            done,
+            vec![HeatMetric::AttentionFromLast, HeatMetric::LensAnswer],
+            "{ev:?}"
+        );
+        assert_eq!(ran.lock().expect("lock").len(), 2);
+
+        // A long one stops at the cancel, without a result; the next request runs.
+        w.send(hm(HeatMetric::LensGain));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("heatmap started");
+        w.cancel();
+        let mut ev = Vec::new();
+        while !ev.iter().any(|e| matches!(e, Event::Cancelled)) {
+            ev.extend(until_idle(&w));
+        }
+        assert!(
+            !ev.iter().any(|e| matches!(e, Event::HeatmapDone { .. })),
+            "{ev:?}"
+        );
+        w.send(hm(HeatMetric::AttentionFromLast));
+        assert!(matches!(
+            until_idle(&w).last(),
+            Some(Event::HeatmapDone { .. })
+        ));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    /// The real engine on the bundled demo: every metric through the worker equals the library's matrix,
+    /// and media positions carry their times.
+    #[test]
+    fn real_engine_computes_heatmaps_on_the_demo() {
+        let demo = crate::ui::demo::DemoPaths::locate();
+        if let Some(msg) = demo.missing_message() {
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+        let w = Worker::spawn(|| {}).expect("spawn");
+        w.send(load(&demo.model.display().to_string()));
+        w.send(Command::LoadInputs {
+            path: demo.inputs.clone(),
+        });
+        let mut ev = until_idle(&w);
+        while w.busy() {
+            ev.extend(until_idle(&w));
+        }
+        let tokens = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::InputsLoaded { tokens, .. } => Some(tokens.clone()),
+                _ => None,
+            })
+            .expect("inputs loaded");
+        assert!(tokens
+            .iter()
+            .filter(|t| t.group == Group::Audio)
+            .all(|t| t.time.is_some()));
+        assert!(tokens
+            .iter()
+            .filter(|t| t.group == Group::Text)
+            .all(|t| t.time.is_none()));
+        let session = crate::cli::open_flow(
+            &demo.model.display().to_string(),
+            &demo.inputs,
+            None,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("open the demo");
+        for metric in HeatMetric::ALL {
+            w.send(Command::Heatmap { metric });
+            let ev = until_idle(&w);
+            let Some(Event::HeatmapDone {
+                matrix,
+                token,
+                metric: got,
+                ..
+            }) = ev.last()
+            else {
+                panic!("{metric:?}: {ev:?}");
+            };
+            assert_eq!(*got, metric);
+            assert_eq!(token.0, session.trace.top1_id);
+            let lib = crate::flow::heatmap::compute(
+                metric,
+                &session.thinker.decoder,
+                &session.trace,
+                &session.groups,
+                &AtomicBool::new(false),
+                &mut |_, _| {},
+            )
+            .expect("library")
+            .expect("not cancelled");
+            assert_eq!((matrix.layers, matrix.positions), (3, tokens.len()));
+            assert_eq!(matrix.as_ref(), &lib, "{metric:?}");
+        }
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod generate;
 pub mod groups;
+pub mod heatmap;
 pub mod knockout;
 pub mod sweep;
 pub mod trace;

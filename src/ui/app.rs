@@ -13,9 +13,14 @@ use crate::worker::{Command, Event, ModelSummary, Worker};
 use super::demo::DemoPaths;
 use super::dialog::{dialog_support, pick_inputs_file, DialogSupport};
 use super::panel::{
-    registry, Action, AnswerView, InputsView, KnockoutView, Panel, SweepView, ViewState,
+    registry, Action, AnswerView, HeatResult, HeatmapView, InputsView, KnockoutView, Panel,
+    SweepView, ViewState,
 };
 use super::AppOptions;
+
+/// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
+pub const HEATMAP_SHORTCUT: KeyboardShortcut =
+    KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::H);
 
 /// Key under which eframe persists [`Recent`].
 pub const STORAGE_KEY: &str = "avflow.recent";
@@ -174,6 +179,15 @@ pub struct AvflowApp {
     autorun: bool,
     dialog: Option<Receiver<Option<PathBuf>>>,
     focus_inputs: bool,
+    /// Scroll this panel (by name) into view on the next frame (keyboard shortcuts).
+    focus_panel: Option<&'static str>,
+    /// The heatmap was opened by its shortcut: scroll to it again when its result arrives (the panel
+    /// grows then, and the first scroll could not reach it).
+    focus_heatmap_on_result: bool,
+    /// Numbers heatmap results, so the GPU uploads a matrix only when a new one arrives.
+    heatmap_generation: u64,
+    /// The heatmap's GPU resources were looked for (installed when the renderer is wgpu).
+    gpu_checked: bool,
 }
 
 impl AvflowApp {
@@ -212,6 +226,10 @@ impl AvflowApp {
             autorun: plan.demo,
             dialog: None,
             focus_inputs: false,
+            focus_panel: None,
+            focus_heatmap_on_result: false,
+            heatmap_generation: 0,
+            gpu_checked: false,
         };
         app.start_worker();
         match plan.load_model {
@@ -376,6 +394,7 @@ impl AvflowApp {
         if !self.view.busy {
             // Whatever ended the sweep (done, cancelled, an error before it ran), nothing runs now.
             self.view.sweep.running = false;
+            self.view.heatmap.running = None;
         }
     }
 
@@ -407,6 +426,36 @@ impl AvflowApp {
         self.send(Command::RunSweep { pairs, window });
     }
 
+    /// Shows `metric`; computes it unless it is already there or running. A newer request replaces a
+    /// queued one in the worker; one already running finishes (or is cancelled from the panel).
+    fn show_heatmap(&mut self, metric: crate::flow::heatmap::HeatMetric) {
+        self.view.heatmap.metric = metric;
+        let hm = &self.view.heatmap;
+        if self.view.model.is_none()
+            || self.view.inputs.is_none()
+            || hm.result(metric).is_some()
+            || hm.running == Some(metric)
+        {
+            return;
+        }
+        self.status = Status::Info(format!("Computing the {} heatmap…", metric.name()));
+        self.view.heatmap.running = Some(metric);
+        self.view.heatmap.progress = None;
+        self.view.heatmap.started = Some(std::time::Instant::now());
+        self.send(Command::Heatmap { metric });
+    }
+
+    /// Drops what belonged to the previous model or prompt (the chosen heatmap metric stays).
+    fn clear_results(&mut self) {
+        self.view.answer = None;
+        self.view.knockout = None;
+        self.view.sweep = SweepView::default();
+        self.view.heatmap = HeatmapView {
+            metric: self.view.heatmap.metric,
+            ..HeatmapView::default()
+        };
+    }
+
     fn on_event(&mut self, e: Event) {
         match e {
             Event::Status(s) => self.status = Status::Info(s),
@@ -416,9 +465,7 @@ impl AvflowApp {
                 self.recent.model =
                     Some(self.model_field.trim().to_string()).filter(|s| !s.is_empty());
                 self.view.model = Some(summary);
-                self.view.answer = None;
-                self.view.knockout = None;
-                self.view.sweep = SweepView::default();
+                self.clear_results();
                 if let Some(p) = self.pending_inputs.take() {
                     self.load_inputs(p);
                 }
@@ -439,9 +486,7 @@ impl AvflowApp {
                     flow_groups: groups,
                     ..InputsView::new(path, &tokens)
                 });
-                self.view.answer = None;
-                self.view.knockout = None;
-                self.view.sweep = SweepView::default();
+                self.clear_results();
                 if std::mem::take(&mut self.autorun) {
                     self.send(Command::RunForward);
                 }
@@ -496,6 +541,39 @@ impl AvflowApp {
                 sweep.records = records;
                 sweep.running = false;
             }
+            Event::HeatmapProgress { done, total } => {
+                self.view.heatmap.progress = Some((done, total));
+            }
+            Event::HeatmapDone {
+                metric,
+                matrix,
+                token,
+                seconds,
+            } => {
+                self.status = Status::Info(format!(
+                    "Heatmap ready: {} ({} layers × {} positions).",
+                    metric.name(),
+                    matrix.layers,
+                    matrix.positions
+                ));
+                self.heatmap_generation += 1;
+                if std::mem::take(&mut self.focus_heatmap_on_result) {
+                    self.focus_panel = Some(super::heatmap::PANEL_NAME);
+                }
+                let hm = &mut self.view.heatmap;
+                if hm.running == Some(metric) {
+                    hm.running = None;
+                    hm.progress = None;
+                }
+                hm.results.retain(|r| r.metric != metric);
+                hm.results.push(HeatResult {
+                    metric,
+                    matrix,
+                    token,
+                    seconds,
+                    generation: self.heatmap_generation,
+                });
+            }
             Event::Error { message, fix } => {
                 self.pending_inputs = None;
                 self.autorun = false;
@@ -514,16 +592,22 @@ impl AvflowApp {
     fn shortcuts(&mut self, ctx: &egui::Context) {
         let open = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
         let run = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
-        let (open, run) = ctx.input_mut(|i| {
+        let (open, run, heatmap) = ctx.input_mut(|i| {
             let open = i.consume_shortcut(&open);
             let run = i.consume_shortcut(&run) | i.consume_key(Modifiers::NONE, Key::F5);
-            (open, run)
+            let heatmap = i.consume_shortcut(&HEATMAP_SHORTCUT);
+            (open, run, heatmap)
         });
         if open {
             self.open_dialog();
         }
         if run {
             self.run_forward();
+        }
+        if heatmap {
+            self.focus_panel = Some(super::heatmap::PANEL_NAME);
+            self.show_heatmap(self.view.heatmap.metric);
+            self.focus_heatmap_on_result = self.view.heatmap.running.is_some();
         }
     }
 
@@ -662,6 +746,9 @@ impl AvflowApp {
             a.seconds = 0.042;
         }
         self.view.sweep.seconds = 0.5;
+        for r in &mut self.view.heatmap.results {
+            r.seconds = 0.1;
+        }
     }
 
     pub fn status(&self) -> &Status {
@@ -674,7 +761,14 @@ impl AvflowApp {
 }
 
 impl eframe::App for AvflowApp {
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut egui::Ui, frame: &mut eframe::Frame) {
+        if !self.gpu_checked {
+            // Once: the heatmap's pipeline needs the renderer's device and target format.
+            self.gpu_checked = true;
+            if let Some(rs) = frame.wgpu_render_state() {
+                super::heatmap_gpu::install(ui.ctx(), rs);
+            }
+        }
         self.poll_worker();
         self.poll_dialog();
         let ctx = ui.ctx().clone();
@@ -691,8 +785,12 @@ impl eframe::App for AvflowApp {
             egui::ScrollArea::vertical()
                 .auto_shrink([false, false])
                 .show(ui, |ui| {
+                    let focus = self.focus_panel.take();
                     for panel in &mut self.panels {
-                        ui.heading(panel.name());
+                        let heading = ui.heading(panel.name());
+                        if focus == Some(panel.name()) {
+                            heading.scroll_to_me(Some(egui::Align::TOP));
+                        }
                         panel.ui(ui, &self.view, &mut actions);
                         ui.add_space(8.0);
                         ui.separator();
@@ -709,6 +807,13 @@ impl eframe::App for AvflowApp {
                         w.cancel();
                     }
                     self.status = Status::Info("Cancelling the sweep…".into());
+                }
+                Action::Heatmap(metric) => self.show_heatmap(metric),
+                Action::CancelHeatmap => {
+                    if let Some(w) = &self.worker {
+                        w.cancel();
+                    }
+                    self.status = Status::Info("Cancelling the heatmap…".into());
                 }
             }
         }
@@ -927,6 +1032,117 @@ mod tests {
             harness.run_steps(4);
         }
         save_screenshot(&mut harness, "app.png");
+    }
+
+    /// The heatmap on the demo the way a user gets there: Ctrl+Shift+H opens it and computes the chosen
+    /// metric, the combo switches metric (each matrix equals the library's), switching back re-uses the
+    /// computed one, hovering shows the cell. Writes `screenshots/heatmap.png`. Needs a wgpu adapter for
+    /// the app's renderer (lavapipe is enough); skipped without one.
+    #[test]
+    fn heatmap_on_the_demo() {
+        use crate::flow::heatmap::{compute, HeatMetric};
+        use egui_kittest::kittest::Queryable;
+        use std::time::Duration;
+        let demo = DemoPaths::locate();
+        if let Some(msg) = demo.missing_message() {
+            eprintln!("SKIPPED: {msg}");
+            return;
+        }
+        let Ok(renderer) = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
+        else {
+            eprintln!("SKIPPED: no wgpu adapter (install mesa-vulkan-drivers)");
+            return;
+        };
+        let opts = AppOptions {
+            model: None,
+            inputs: None,
+            video: None,
+            question: None,
+            device: Device::Cpu,
+            dtype: DType::F32,
+        };
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1100.0, 760.0))
+            .allow_missing_glyphs()
+            .renderer(renderer)
+            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
+        });
+        assert!(loaded, "demo did not load: {:?}", harness.state().status());
+        let session = crate::cli::open_flow(
+            &demo.model.display().to_string(),
+            &demo.inputs,
+            None,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("open the demo");
+        let library = |metric| {
+            compute(
+                metric,
+                &session.thinker.decoder,
+                &session.trace,
+                &session.groups,
+                &std::sync::atomic::AtomicBool::new(false),
+                &mut |_, _| {},
+            )
+            .expect("library heatmap")
+            .expect("not cancelled")
+        };
+        let shown = |app: &AvflowApp, metric| {
+            app.view()
+                .heatmap
+                .result(metric)
+                .map(|r| (r.matrix.clone(), r.generation))
+        };
+
+        harness.key_press_modifiers(HEATMAP_SHORTCUT.modifiers, HEATMAP_SHORTCUT.logical_key);
+        let first = HeatMetric::AttentionFromLast;
+        let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy && shown(app, first).is_some()
+        });
+        assert!(done, "no heatmap: {:?}", harness.state().status());
+        let (matrix, generation) = shown(harness.state(), first).expect("result");
+        assert_eq!(*matrix, library(first));
+
+        // Another metric through the combo.
+        let lens = HeatMetric::LensAnswer;
+        harness.get_by_label("metric").click();
+        harness.run_steps(2);
+        harness.get_by_label(lens.name()).click();
+        let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy && shown(app, lens).is_some()
+        });
+        assert!(done, "no lens heatmap: {:?}", harness.state().status());
+        let (lens_matrix, _) = shown(harness.state(), lens).expect("result");
+        assert_eq!(*lens_matrix, library(lens));
+        harness.run_steps(2);
+        assert!(harness.query_by_label_contains("answer token:").is_some());
+
+        // Back to the first: shown from the cache, not computed again.
+        harness.get_by_label("metric").click();
+        harness.run_steps(2);
+        harness.get_by_label(first.name()).click();
+        harness.run_steps(3);
+        assert!(!harness.state().view().busy);
+        assert_eq!(harness.state().view().heatmap.metric, first);
+        assert_eq!(
+            shown(harness.state(), first).map(|(_, g)| g),
+            Some(generation)
+        );
+
+        harness.state_mut().freeze_timings();
+        harness
+            .get_by_label(super::super::heatmap::CELLS_LABEL)
+            .hover();
+        harness.run_steps(4);
+        assert!(
+            harness.query_by_label_contains("layer ").is_some(),
+            "no hover card"
+        );
+        save_screenshot(&mut harness, "heatmap.png");
     }
 
     /// Writes `screenshots/NAME` when a wgpu adapter is there; says why not otherwise.

@@ -6,8 +6,11 @@
 
 pub mod answer;
 pub mod app;
+pub mod colormap;
 pub mod demo;
 pub mod dialog;
+pub mod heatmap;
+pub mod heatmap_gpu;
 pub mod knockout;
 pub mod panel;
 pub mod strip;

@@ -3,7 +3,9 @@
 //! work through [`Action`]s, so they never talk to the worker themselves.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::SweepRecord;
 use crate::worker::{KnockoutRequest, ModelSummary, TokenCell};
 
@@ -23,6 +25,10 @@ pub enum Action {
     },
     /// Stop the running sweep (keeping the windows already computed).
     CancelSweep,
+    /// Show this heatmap metric, computing it unless it is already there or on its way.
+    Heatmap(HeatMetric),
+    /// Stop the running heatmap computation.
+    CancelHeatmap,
 }
 
 /// The loaded inputs, split into columns so the strip draws without per-frame allocation.
@@ -33,6 +39,8 @@ pub struct InputsView {
     /// Decoded token text per position; empty strings when the model has no tokenizer.
     pub texts: Vec<String>,
     pub groups: Vec<Group>,
+    /// Seconds `[start, end)` of each media position (from the token map); `None` elsewhere.
+    pub times: Vec<Option<[f64; 2]>>,
     /// The flow engine's groups (`system`, `video`, …, `last`) with their sizes: what knockouts can name.
     pub flow_groups: Vec<(String, usize)>,
 }
@@ -44,6 +52,7 @@ impl InputsView {
             ids: tokens.iter().map(|t| t.id).collect(),
             texts: tokens.iter().map(|t| t.text.clone()).collect(),
             groups: tokens.iter().map(|t| t.group).collect(),
+            times: tokens.iter().map(|t| t.time).collect(),
             flow_groups: Vec::new(),
         }
     }
@@ -81,6 +90,36 @@ pub struct SweepView {
     pub seconds: f32,
 }
 
+/// One computed heatmap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatResult {
+    pub metric: HeatMetric,
+    pub matrix: Arc<Heatmap>,
+    /// The answer token the lens metrics follow (the baseline top-1): id and text.
+    pub token: (u32, String),
+    pub seconds: f32,
+    /// Unique per result while the app runs: the GPU re-uploads the matrix only when this changes.
+    pub generation: u64,
+}
+
+/// The heatmap: the metric shown, what was computed for this prompt, and the running request.
+#[derive(Debug, Clone, Default)]
+pub struct HeatmapView {
+    pub metric: HeatMetric,
+    /// At most one result per metric, kept until the model or the inputs change.
+    pub results: Vec<HeatResult>,
+    pub running: Option<HeatMetric>,
+    /// `(done, total)` steps of the running computation (lens metrics report them).
+    pub progress: Option<(usize, usize)>,
+    pub started: Option<std::time::Instant>,
+}
+
+impl HeatmapView {
+    pub fn result(&self, metric: HeatMetric) -> Option<&HeatResult> {
+        self.results.iter().find(|r| r.metric == metric)
+    }
+}
+
 /// Everything panels read.
 #[derive(Debug, Clone, Default)]
 pub struct ViewState {
@@ -89,6 +128,7 @@ pub struct ViewState {
     pub answer: Option<AnswerView>,
     pub knockout: Option<KnockoutView>,
     pub sweep: SweepView,
+    pub heatmap: HeatmapView,
     /// A command is running in the worker.
     pub busy: bool,
 }
@@ -107,6 +147,7 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
         Box::new(super::answer::AnswerPanel),
         Box::new(super::knockout::KnockoutPanel::default()),
         Box::new(super::sweep::SweepPanel),
+        Box::new(super::heatmap::HeatmapPanel::default()),
     ]
 }
 
@@ -117,7 +158,10 @@ mod tests {
     #[test]
     fn registry_names_are_unique_and_ordered() {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
-        assert_eq!(names, vec!["Tokens", "Answer", "Knockout", "Sweep"]);
+        assert_eq!(
+            names,
+            vec!["Tokens", "Answer", "Knockout", "Sweep", "Heatmap"]
+        );
     }
 
     #[test]
@@ -127,16 +171,19 @@ mod tests {
                 id: 1,
                 text: "a".into(),
                 group: Group::System,
+                time: None,
             },
             TokenCell {
                 id: 2,
                 text: String::new(),
                 group: Group::Audio,
+                time: Some([0.04, 0.08]),
             },
         ];
         let v = InputsView::new(PathBuf::from("x.safetensors"), &cells);
         assert_eq!(v.ids, vec![1, 2]);
         assert_eq!(v.texts, vec!["a".to_string(), String::new()]);
         assert_eq!(v.groups, vec![Group::System, Group::Audio]);
+        assert_eq!(v.times, vec![None, Some([0.04, 0.08])]);
     }
 }

@@ -1,0 +1,438 @@
+//! Layer × position matrices for the app's heatmap: how much the answer position (or the question) attends
+//! to each prompt position in each layer, and how likely the answer token already is at each position
+//! when each layer's residual is read through the final norm and `lm_head` (the logit lens).
+//!
+//! Everything is computed from a [`Trace`], so no extra decoder pass runs: attention re-uses the traced
+//! K/V ([`attention_rows`]), the lens re-uses the traced residuals.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::flow::attention::attention_rows;
+use crate::flow::{Groups, Trace};
+use crate::model::decoder::Decoder;
+
+/// What a heatmap cell holds.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+pub enum HeatMetric {
+    /// Head-averaged attention probability from the last prompt position to each position.
+    #[default]
+    AttentionFromLast,
+    /// Head-averaged attention probability from the question's positions (mean over them) to each
+    /// position.
+    AttentionFromQuestion,
+    /// Logit-lens probability of the answer (the baseline top-1 token) at each position after each layer.
+    LensAnswer,
+    /// What each layer adds to [`HeatMetric::LensAnswer`], in percentage points (signed).
+    LensGain,
+}
+
+impl HeatMetric {
+    pub const ALL: [HeatMetric; 4] = [
+        HeatMetric::AttentionFromLast,
+        HeatMetric::AttentionFromQuestion,
+        HeatMetric::LensAnswer,
+        HeatMetric::LensGain,
+    ];
+
+    /// Short name (combo box, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            HeatMetric::AttentionFromLast => "attention from last",
+            HeatMetric::AttentionFromQuestion => "attention from question",
+            HeatMetric::LensAnswer => "logit lens: answer probability",
+            HeatMetric::LensGain => "logit lens: gain per layer",
+        }
+    }
+
+    /// What one cell means, for the panel's caption.
+    pub fn describe(self) -> &'static str {
+        match self {
+            HeatMetric::AttentionFromLast => {
+                "attention probability from the last prompt position to each position, averaged over heads"
+            }
+            HeatMetric::AttentionFromQuestion => {
+                "attention probability from the question's positions (their mean) to each position, \
+                 averaged over heads"
+            }
+            HeatMetric::LensAnswer => {
+                "probability of the answer token read from the residual after each layer at each position \
+                 (final norm + lm_head)"
+            }
+            HeatMetric::LensGain => {
+                "change of the answer token's logit-lens probability made by each layer at each position, \
+                 in percentage points (layer 0 compared with the embeddings)"
+            }
+        }
+    }
+
+    /// The lens metrics run `lm_head` at every position and layer: minutes on a 3B model with thousands of
+    /// positions, where the attention metrics take seconds.
+    pub fn is_heavy(self) -> bool {
+        matches!(self, HeatMetric::LensAnswer | HeatMetric::LensGain)
+    }
+}
+
+/// A dense `layers × positions` matrix, row-major (`values[layer * positions + position]`).
+#[derive(Clone, PartialEq)]
+pub struct Heatmap {
+    pub layers: usize,
+    pub positions: usize,
+    pub values: Vec<f32>,
+}
+
+impl std::fmt::Debug for Heatmap {
+    // Thousands of values help no one in a log line or a failed assertion.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Heatmap({} layers × {} positions)",
+            self.layers, self.positions
+        )
+    }
+}
+
+impl Heatmap {
+    pub fn new(layers: usize, positions: usize, values: Vec<f32>) -> Result<Self> {
+        if values.len() != layers * positions {
+            return Err(Error::Other(format!(
+                "heatmap of {layers} × {positions} needs {} values, got {}",
+                layers * positions,
+                values.len()
+            )));
+        }
+        Ok(Self {
+            layers,
+            positions,
+            values,
+        })
+    }
+
+    /// The cell's value; `None` outside the matrix.
+    pub fn get(&self, layer: usize, position: usize) -> Option<f32> {
+        (layer < self.layers && position < self.positions)
+            .then(|| self.values[layer * self.positions + position])
+    }
+
+    pub fn row(&self, layer: usize) -> &[f32] {
+        &self.values[layer * self.positions..(layer + 1) * self.positions]
+    }
+}
+
+/// Attention from the mean of `rows` (query positions) to every position, per layer (head-averaged).
+pub fn attention_matrix(decoder: &Decoder, trace: &Trace, rows: &[usize]) -> Result<Heatmap> {
+    if rows.is_empty() {
+        return Err(Error::Prompt(
+            "no query positions for the attention map".into(),
+        ));
+    }
+    let maps = attention_rows(decoder, trace, rows, false)?;
+    let mut values = Vec::with_capacity(maps.len() * trace.seq_len);
+    for m in &maps {
+        values.extend(m.mean(0)?.to_dtype(DType::F32)?.to_vec1::<f32>()?);
+    }
+    Heatmap::new(maps.len(), trace.seq_len, values)
+}
+
+/// [`attention_matrix`] for a named group (`last`, `question`, …).
+pub fn group_attention(
+    decoder: &Decoder,
+    trace: &Trace,
+    groups: &Groups,
+    group: &str,
+) -> Result<Heatmap> {
+    attention_matrix(decoder, trace, &groups.select(group)?)
+}
+
+/// Rows of `lm_head` output computed at once: bounds the `[rows, vocab]` logits (128 MiB of f32).
+const LENS_CHUNK_ELEMENTS: usize = 32 << 20;
+
+/// Positions per lens chunk for a vocabulary of `vocab` entries (at least one).
+pub fn lens_chunk(vocab: usize) -> usize {
+    (LENS_CHUNK_ELEMENTS / vocab.max(1)).max(1)
+}
+
+/// Logit lens at every position: `P(token)` from the residual leaving layer `l` (`trace.residuals[l + 1]`)
+/// through the final norm and `lm_head`, for every layer and position — [`super::generate::logit_lens`] for
+/// all positions at once. The last layer's row is the model's own next-token distribution at each position.
+///
+/// Work is split into chunks of positions ([`lens_chunk`]) so the `[rows, vocab]` logits stay bounded on
+/// a 150 K vocabulary; `progress(done, total)` counts (layer, chunk) steps. Returns `Ok(None)` when
+/// `cancel` is set (checked between chunks).
+pub fn lens_matrix(
+    decoder: &Decoder,
+    trace: &Trace,
+    token: u32,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    // The baseline logits are `[vocab]`: the decoder does not expose `lm_head`'s shape.
+    let chunk = lens_chunk(trace.last_logits.dim(0)?);
+    let layers = trace.residuals.len().saturating_sub(1);
+    lens_rows(
+        decoder,
+        trace,
+        token,
+        1..layers + 1,
+        chunk,
+        cancel,
+        progress,
+    )
+}
+
+/// How much each layer adds to the answer's lens probability at each position, in percentage points:
+/// `100 · (P_l − P_{l−1})`, where `P_{−1}` is read from the embeddings (`trace.residuals[0]`). Positive
+/// cells are where the answer becomes readable; a row sums (over layers) to the last layer's probability
+/// minus the embeddings'. One lens row more than [`lens_matrix`].
+pub fn lens_gain_matrix(
+    decoder: &Decoder,
+    trace: &Trace,
+    token: u32,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    let chunk = lens_chunk(trace.last_logits.dim(0)?);
+    let rows = trace.residuals.len();
+    let Some(p) = lens_rows(decoder, trace, token, 0..rows, chunk, cancel, progress)? else {
+        return Ok(None);
+    };
+    let seq = p.positions;
+    let values = (1..p.layers)
+        .flat_map(|l| {
+            let (prev, cur) = (p.row(l - 1), p.row(l));
+            cur.iter().zip(prev).map(|(c, b)| 100.0 * (c - b))
+        })
+        .collect();
+    Heatmap::new(p.layers - 1, seq, values).map(Some)
+}
+
+/// Lens probabilities of `token` for the residuals `residuals` (indices into `trace.residuals`), one
+/// matrix row per residual, `chunk` positions per `lm_head` call.
+pub fn lens_rows(
+    decoder: &Decoder,
+    trace: &Trace,
+    token: u32,
+    residuals: std::ops::Range<usize>,
+    chunk: usize,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    let seq = trace.seq_len;
+    if residuals.end > trace.residuals.len() {
+        return Err(Error::Other(format!(
+            "lens over residuals {residuals:?} but the trace has {}",
+            trace.residuals.len()
+        )));
+    }
+    let chunk = chunk.max(1);
+    let chunks = seq.div_ceil(chunk);
+    let layers = residuals.len();
+    let total = layers * chunks;
+    let mut values = vec![0f32; layers * seq];
+    progress(0, total);
+    let mut done = 0;
+    for (row, r) in residuals.enumerate() {
+        for c in 0..chunks {
+            if cancel.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let start = c * chunk;
+            let n = chunk.min(seq - start);
+            let x = trace.residuals[r].narrow(0, start, n)?;
+            let logits = decoder.logits(&decoder.final_norm(&x)?)?;
+            let vocab = logits.dim(1)?;
+            if token as usize >= vocab {
+                return Err(Error::Prompt(format!(
+                    "token id {token} is outside the vocabulary ({vocab})"
+                )));
+            }
+            let p = candle_nn::ops::softmax_last_dim(&logits)?
+                .narrow(1, token as usize, 1)?
+                .squeeze(1)?
+                .to_vec1::<f32>()?;
+            values[row * seq + start..row * seq + start + n].copy_from_slice(&p);
+            done += 1;
+            progress(done, total);
+        }
+    }
+    Heatmap::new(layers, seq, values).map(Some)
+}
+
+/// Computes `metric` for the traced prompt: what the app's worker calls. The lens metrics follow the
+/// baseline's answer (`trace.top1_id`). `Ok(None)`: cancelled.
+pub fn compute(
+    metric: HeatMetric,
+    decoder: &Decoder,
+    trace: &Trace,
+    groups: &Groups,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    match metric {
+        HeatMetric::AttentionFromLast => group_attention(decoder, trace, groups, "last").map(Some),
+        HeatMetric::AttentionFromQuestion => {
+            group_attention(decoder, trace, groups, "question").map(Some)
+        }
+        HeatMetric::LensAnswer => lens_matrix(decoder, trace, trace.top1_id, cancel, progress),
+        HeatMetric::LensGain => lens_gain_matrix(decoder, trace, trace.top1_id, cancel, progress),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    /// The bundled demo, traced; `None` (test skipped) when the fixtures are not generated.
+    fn demo() -> Option<crate::cli::FlowSession> {
+        let demo = crate::ui::demo::DemoPaths::locate();
+        if let Some(msg) = demo.missing_message() {
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let s = crate::cli::open_flow(
+            &demo.model.display().to_string(),
+            &demo.inputs,
+            None,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("open the demo");
+        Some(s)
+    }
+
+    fn close(a: f32, b: f32) -> bool {
+        (a - b).abs() <= 1e-6_f32.max(1e-5 * b.abs())
+    }
+
+    #[test]
+    fn heatmap_checks_its_shape() {
+        assert!(Heatmap::new(2, 3, vec![0.0; 5]).is_err());
+        let h = Heatmap::new(2, 3, (0..6).map(|v| v as f32).collect()).expect("shape");
+        assert_eq!(h.get(1, 0), Some(3.0));
+        assert_eq!(h.get(2, 0), None);
+        assert_eq!(h.get(0, 3), None);
+        assert_eq!(h.row(1), &[3.0, 4.0, 5.0]);
+        assert_eq!(format!("{h:?}"), "Heatmap(2 layers × 3 positions)");
+        assert_eq!(lens_chunk(151_936), 220);
+        assert_eq!(lens_chunk(0), 32 << 20);
+    }
+
+    /// The lens at every position is the single-position logit lens, chunked or not; its last row at the
+    /// last position is the model's answer probability.
+    #[test]
+    fn lens_matrix_is_the_logit_lens_at_every_position() {
+        let Some(s) = demo() else { return };
+        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let token = trace.top1_id;
+        let never = AtomicBool::new(false);
+        let mut steps = Vec::new();
+        let h = lens_matrix(dec, trace, token, &never, &mut |d, t| steps.push((d, t)))
+            .expect("lens")
+            .expect("not cancelled");
+        assert_eq!((h.layers, h.positions), (dec.num_layers(), trace.seq_len));
+        assert_eq!(steps.first(), Some(&(0, dec.num_layers())));
+        assert_eq!(steps.last(), Some(&(dec.num_layers(), dec.num_layers())));
+        let last = trace.seq_len - 1;
+        let base = trace.base_prob(token).expect("base prob");
+        let got = h.get(h.layers - 1, last).expect("cell");
+        assert!(close(got, base), "{got} vs {base}");
+        for p in [0, trace.seq_len / 2, last] {
+            let lens = crate::flow::generate::logit_lens(dec, &trace.residuals, p, token, 1)
+                .expect("logit lens");
+            for (l, prob, _) in lens {
+                let cell = h.get(l, p).expect("cell");
+                assert!(
+                    close(cell, prob),
+                    "layer {l} position {p}: {cell} vs {prob}"
+                );
+            }
+        }
+        // Chunks of 7 positions (not a divisor of the length) give the same matrix.
+        let chunked = lens_rows(
+            dec,
+            trace,
+            token,
+            1..h.layers + 1,
+            7,
+            &never,
+            &mut |_, _| {},
+        )
+        .expect("lens")
+        .expect("not cancelled");
+        assert_eq!(chunked.values.len(), h.values.len());
+        for (a, b) in chunked.values.iter().zip(&h.values) {
+            assert!(close(*a, *b), "{a} vs {b}");
+        }
+        // The gain rows add up to the last layer minus the embeddings' lens.
+        let gain = lens_gain_matrix(dec, trace, token, &never, &mut |_, _| {})
+            .expect("gain")
+            .expect("not cancelled");
+        assert_eq!((gain.layers, gain.positions), (h.layers, h.positions));
+        let emb = lens_rows(dec, trace, token, 0..1, 64, &never, &mut |_, _| {})
+            .expect("lens")
+            .expect("not cancelled");
+        for p in [0, last] {
+            let sum: f32 = (0..gain.layers)
+                .map(|l| gain.get(l, p).unwrap_or(0.0))
+                .sum();
+            let want = 100.0 * (h.get(h.layers - 1, p).unwrap_or(0.0) - emb.values[p]);
+            assert!((sum - want).abs() < 1e-3, "{sum} vs {want}");
+        }
+        let cancelled = AtomicBool::new(true);
+        assert!(lens_matrix(dec, trace, token, &cancelled, &mut |_, _| {})
+            .expect("lens")
+            .is_none());
+        let vocab = trace.last_logits.dim(0).expect("vocab") as u32;
+        assert!(lens_matrix(dec, trace, vocab, &never, &mut |_, _| {}).is_err());
+    }
+
+    /// Attention rows are probability distributions over the keys a query may see.
+    #[test]
+    fn attention_matrices_are_distributions_over_visible_keys() {
+        let Some(s) = demo() else { return };
+        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let never = AtomicBool::new(false);
+        let from_last = compute(
+            HeatMetric::AttentionFromLast,
+            dec,
+            trace,
+            &s.groups,
+            &never,
+            &mut |_, _| {},
+        )
+        .expect("attention")
+        .expect("not cancelled");
+        assert_eq!(
+            (from_last.layers, from_last.positions),
+            (dec.num_layers(), trace.seq_len)
+        );
+        for l in 0..from_last.layers {
+            let sum: f32 = from_last.row(l).iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "layer {l}: {sum}");
+        }
+        let question = s.groups.select("question").expect("question");
+        let q = group_attention(dec, trace, &s.groups, "question").expect("attention");
+        let end = question.iter().max().copied().unwrap_or(0);
+        for l in 0..q.layers {
+            let sum: f32 = q.row(l).iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "layer {l}: {sum}");
+            // Causal: no question row sees past the last question position.
+            assert!(q.row(l)[end + 1..].iter().all(|&v| v == 0.0));
+        }
+        // The mean over rows equals the per-row maps averaged.
+        let maps = attention_rows(dec, trace, &question, false).expect("rows");
+        let row0: Vec<f32> = maps[0]
+            .get(0)
+            .and_then(|r| r.to_vec1())
+            .expect("row of the first query");
+        let single = attention_matrix(dec, trace, &question[..1]).expect("one row");
+        assert_eq!(single.row(0), &row0[..]);
+        assert!(attention_matrix(dec, trace, &[]).is_err());
+    }
+}
