@@ -23,6 +23,8 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::{Groups, Knockout, SweepRecord, Trace};
+use crate::media::prepare::{Item, PrepareOptions};
+use crate::media::preview::MediaPreview;
 use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
 use crate::ui::tokens::{token_groups, Group};
 
@@ -58,6 +60,11 @@ pub enum Command {
     /// A layer × position matrix of `metric` ([`crate::flow::heatmap`]). When several are queued only the
     /// newest runs; the lens metrics report progress and stop at [`Command::Cancel`].
     Heatmap { metric: HeatMetric },
+    /// Media + a question → processor inputs ([`crate::media::prepare::prepare`] with the loaded model's
+    /// folder and config), written to the request's `out` file, then read exactly as
+    /// [`Command::LoadInputs`] reads a file; reports [`Event::InputsLoaded`] then [`Event::MediaReady`].
+    /// Cancel takes effect between preparing, writing, reading and building the timeline.
+    PrepareMedia(MediaRequest),
     /// Stop the running command at its next checkpoint and skip commands queued before this one.
     Cancel,
     /// Stop the thread.
@@ -122,6 +129,11 @@ pub enum Event {
         /// The answer token the lens metrics follow (the baseline top-1): id and decoded text.
         token: (u32, String),
         seconds: f32,
+    },
+    /// The timeline of media prepared by [`Command::PrepareMedia`], after its inputs were read from `inputs`.
+    MediaReady {
+        inputs: PathBuf,
+        preview: Arc<MediaPreview>,
     },
     /// A command failed; `fix` says what the user can do, where known.
     Error {
@@ -281,6 +293,18 @@ pub trait Engine: Send + 'static {
     ) -> Outcome<Vec<SweepRecord>>;
     /// The inputs file currently loaded, to re-read after a model change.
     fn inputs_path(&self) -> Option<PathBuf>;
+    /// Prepares `req` into `req.out` and returns its timeline; the caller then reads `req.out` as inputs.
+    /// The default refuses, so engines without a media pipeline need not implement it.
+    fn prepare_media(&mut self, req: &MediaRequest, ctx: &Ctx) -> Outcome<MediaPreview> {
+        let _ = ctx;
+        Err(Failure::new(
+            format!(
+                "this engine cannot prepare media ({} items)",
+                req.items.len()
+            ),
+            "open prepared inputs (.safetensors) instead",
+        ))
+    }
     /// Polls `ctx.cancel_flag()` and reports `ctx.heatmap_progress`; a cancelled heatmap is
     /// [`Failure::Cancelled`].
     fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome>;
@@ -290,6 +314,17 @@ pub trait Engine: Send + 'static {
 pub struct HeatmapOutcome {
     pub matrix: Heatmap,
     pub token: (u32, String),
+}
+
+/// What [`Command::PrepareMedia`] prepares and where the inputs go.
+#[derive(Debug, Clone)]
+pub struct MediaRequest {
+    /// In prompt order.
+    pub items: Vec<Item>,
+    pub question: String,
+    pub options: PrepareOptions,
+    /// The inputs file to write (the app's cache).
+    pub out: PathBuf,
 }
 
 /// One knockout as the UI states it: group names and a half-open layer range.
@@ -551,6 +586,7 @@ fn describe(cmd: &Command) -> String {
             )
         }
         Command::Heatmap { metric } => format!("computing the {} heatmap", metric.name()),
+        Command::PrepareMedia(r) => format!("preparing {}", item_names(&r.items)),
         Command::Cancel => "cancelling".into(),
         Command::Shutdown => "shutting down".into(),
     }
@@ -661,8 +697,38 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
                 )),
             }
         }
+        Command::PrepareMedia(req) => match engine.prepare_media(&req, ctx) {
+            Err(f) => fail(f.or_fix(
+                "open a video, audio or image file FFmpeg can read, and type a question",
+            )),
+            Ok(preview) => {
+                let mut out = load_inputs(engine, req.out.clone(), ctx, &fail);
+                if matches!(out.last(), Some(Event::InputsLoaded { .. })) {
+                    out.push(Event::MediaReady {
+                        inputs: req.out,
+                        preview: Arc::new(preview),
+                    });
+                }
+                out
+            }
+        },
         Command::Cancel | Command::Shutdown => Vec::new(),
     }
+}
+
+/// `basic.mkv, tone.wav`: the items' file names, for status lines.
+fn item_names(items: &[Item]) -> String {
+    let names: Vec<String> = items
+        .iter()
+        .map(|it| {
+            let (Item::Video(p) | Item::Audio(p) | Item::Image(p)) = it;
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    names.join(", ")
 }
 
 fn load_inputs<E: Engine>(
@@ -687,6 +753,8 @@ fn load_inputs<E: Engine>(
 // The real engine.
 
 struct LoadedModel {
+    /// The resolved folder: chat template, tokenizer and processor settings for [`Command::PrepareMedia`].
+    dir: PathBuf,
     thinker: OmniThinker,
     tokenizer: Option<tokenizers::Tokenizer>,
     im_start: Option<u32>,
@@ -794,6 +862,7 @@ impl Engine for ThinkerEngine {
             load_seconds: t0.elapsed().as_secs_f32(),
         };
         self.model = Some(LoadedModel {
+            dir: resolved.dir.clone(),
             thinker,
             tokenizer,
             im_start,
@@ -890,8 +959,8 @@ impl Engine for ThinkerEngine {
             ));
         }
         let ko = Knockout {
-            sources: select(groups, &req.source)?,
-            targets: select(groups, &req.target)?,
+            sources: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &req.source)?,
+            targets: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &req.target)?,
             start: req.start,
             end: req.end,
         };
@@ -943,6 +1012,61 @@ impl Engine for ThinkerEngine {
 
     fn inputs_path(&self) -> Option<PathBuf> {
         self.inputs_path.clone()
+    }
+
+    fn prepare_media(&mut self, req: &MediaRequest, ctx: &Ctx) -> Outcome<MediaPreview> {
+        let Some(m) = &self.model else {
+            return Err(Failure::new(
+                "cannot prepare media before a model is loaded",
+                "load a model first: the prompt is built with its chat template, tokenizer and settings",
+            ));
+        };
+        let t0 = Instant::now();
+        ctx.status(format!(
+            "Preparing {}: decoding, sampling frames, log-mel, tokenising…",
+            item_names(&req.items)
+        ));
+        // On the CPU whatever the model's device: the tensors go to a file first.
+        let prepared = crate::media::prepare::prepare(
+            &m.dir,
+            &m.thinker.cfg,
+            &req.items,
+            &req.question,
+            &req.options,
+            &Device::Cpu,
+        )?;
+        ctx.check_cancel()?;
+        ctx.status(format!("Writing {}…", req.out.display()));
+        let dir = req.out.parent().filter(|d| !d.as_os_str().is_empty());
+        if let Some(dir) = dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Failure::new(
+                    format!(
+                        "cannot create the folder for prepared inputs {}: {e}",
+                        dir.display()
+                    ),
+                    "set AVFLOW_CACHE_DIR to a writable folder and restart avflow",
+                )
+            })?;
+        }
+        crate::tensor_io::save_atomic(&prepared.tensors, &req.out)?;
+        let prepare_seconds = t0.elapsed().as_secs_f32();
+        if let Some(dir) = dir {
+            crate::ui::media_input::prune_cache(dir, crate::ui::media_input::CACHE_KEEP);
+        }
+        ctx.check_cancel()?;
+        ctx.status("Building the timeline (thumbnails, waveform, spectrogram)…");
+        let load_16k = |p: &Path| crate::media::audio::load_16k(p);
+        let mut preview = crate::media::preview::build(
+            &prepared,
+            &req.items,
+            &m.thinker.cfg,
+            &req.question,
+            &load_16k,
+        )?;
+        preview.prepare_seconds = prepare_seconds;
+        ctx.check_cancel()?;
+        Ok(preview)
     }
 
     fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome> {
@@ -1008,6 +1132,38 @@ impl ThinkerEngine {
     }
 }
 
+/// Positions of a group name, or of a selector (`@1-3`, `audio@1-3`, `item:0`, comma-separated unions) as
+/// the command line reads it ([`crate::cli::select_positions`]) with the prompt's token map.
+fn select_any(
+    groups: &Groups,
+    inputs: Option<&OmniInputs>,
+    cfg: &crate::model::ThinkerConfig,
+    expr: &str,
+) -> Outcome<Vec<usize>> {
+    let selector = expr.contains(['@', ',']) || expr.starts_with("item:");
+    let Some(inp) = inputs.filter(|_| selector) else {
+        return select(groups, expr);
+    };
+    let spg: Vec<f64> = inp
+        .video_second_per_grid
+        .iter()
+        .map(|&x| f64::from(x))
+        .collect();
+    let map = crate::media::token_map::TokenMap::build(
+        &inp.input_ids,
+        cfg,
+        &inp.video_grid_thw,
+        &spg,
+        &inp.image_grid_thw,
+    );
+    crate::cli::select_positions(groups, &map, expr).map_err(|e| {
+        Failure::new(
+            e.to_string(),
+            "select seconds where the prompt has sound or pictures (drag on the media timeline), or choose a group",
+        )
+    })
+}
+
 fn nothing_to_run() -> Failure {
     Failure::new("nothing to run", "load a model and an inputs file first")
 }
@@ -1056,6 +1212,8 @@ mod tests {
         /// Knockout and sweep-step delay in milliseconds.
         knockout_ms: u64,
         sweep_step_ms: u64,
+        /// Prepare-media delay in milliseconds.
+        prepare_ms: u64,
         /// Knockouts that actually ran, in order.
         ran: Arc<std::sync::Mutex<Vec<KnockoutRequest>>>,
         heatmap_step_ms: u64,
@@ -1220,6 +1378,40 @@ mod tests {
         }
         fn inputs_path(&self) -> Option<PathBuf> {
             self.inputs.clone()
+        }
+        fn prepare_media(&mut self, req: &MediaRequest, ctx: &Ctx) -> Outcome<MediaPreview> {
+            if let Some(s) = &self.started {
+                let _ = s.send(());
+            }
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_millis(self.prepare_ms) {
+                ctx.check_cancel()?;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if req.question.trim().is_empty() {
+                return Err(crate::Error::Prompt(
+                    "the question is empty: pass --question \"…\"".into(),
+                )
+                .into());
+            }
+            if let Some(Item::Video(p)) = req.items.first().filter(
+                |_| matches!(req.items.first(), Some(Item::Video(p)) if p.ends_with("corrupt.mp4")),
+            ) {
+                return Err(crate::Error::Inputs {
+                    path: p.clone(),
+                    reason: "not a media file. Fix: pass a video FFmpeg can read".into(),
+                }
+                .into());
+            }
+            ctx.status("Preparing…");
+            Ok(MediaPreview {
+                items: Vec::new(),
+                seconds_per_chunk: 2.0,
+                spans: Vec::new(),
+                notes: Vec::new(),
+                question: req.question.clone(),
+                prepare_seconds: 0.0,
+            })
         }
         fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome> {
             if let Some(s) = &self.started {
@@ -1428,6 +1620,102 @@ mod tests {
         until_idle(&w);
         // ModelLoaded + Idle.
         assert!(count.load(Ordering::SeqCst) >= 2);
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    fn ask(path: &str, question: &str, out: &str) -> Command {
+        Command::PrepareMedia(MediaRequest {
+            items: vec![Item::Video(path.into())],
+            question: question.into(),
+            options: PrepareOptions::default(),
+            out: out.into(),
+        })
+    }
+
+    #[test]
+    fn prepared_media_is_read_as_inputs_then_shown() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(ask("clip.mp4", "What happens?", "/cache/p.safetensors"));
+        let ev = until_idle(&w);
+        match &ev[..] {
+            [Event::Status(s), Event::InputsLoaded { path, groups, .. }, Event::MediaReady { inputs, preview }] =>
+            {
+                assert_eq!(s, "Preparing…");
+                assert_eq!(path, Path::new("/cache/p.safetensors"));
+                assert_eq!(inputs, path);
+                assert!(!groups.is_empty());
+                assert_eq!(preview.question, "What happens?");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The prepared file is what a new model re-reads.
+        w.send(load("m2"));
+        assert!(matches!(
+            &until_idle(&w)[..],
+            [Event::ModelLoaded { .. }, Event::InputsLoaded { path, .. }] if path == Path::new("/cache/p.safetensors")
+        ));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn media_errors_carry_their_fix_and_the_worker_keeps_serving() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        w.send(ask("corrupt.mp4", "What happens?", "p.safetensors"));
+        match &until_idle(&w)[..] {
+            [Event::Error { message, fix }] => {
+                assert!(
+                    message.contains("corrupt.mp4") && message.contains("not a media file"),
+                    "{message}"
+                );
+                assert_eq!(fix.as_deref(), Some("pass a video FFmpeg can read"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // An error without its own fix gets the worker's.
+        w.send(ask("clip.mp4", "  ", "p.safetensors"));
+        match &until_idle(&w)[..] {
+            [Event::Error {
+                message,
+                fix: Some(f),
+            }] => {
+                assert!(message.contains("question is empty"), "{message}");
+                assert!(f.contains("question"), "{f}");
+            }
+            other => panic!("{other:?}"),
+        }
+        w.send(Command::RunForward);
+        assert!(matches!(&until_idle(&w)[..], [Event::ForwardDone { .. }]));
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn cancel_stops_a_prepare_before_its_inputs_load() {
+        let (started_tx, started_rx) = mpsc::channel();
+        let w = Worker::spawn_with(
+            Fake {
+                prepare_ms: 20_000,
+                started: Some(started_tx),
+                ..Fake::default()
+            },
+            || {},
+        )
+        .expect("spawn");
+        w.send(ask("clip.mp4", "What happens?", "p.safetensors"));
+        started_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("prepare started");
+        let t0 = Instant::now();
+        w.cancel();
+        let mut ev = Vec::new();
+        while !ev.iter().any(|e| matches!(e, Event::Cancelled)) {
+            ev.extend(until_idle(&w));
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        assert!(
+            !ev.iter()
+                .any(|e| matches!(e, Event::InputsLoaded { .. } | Event::MediaReady { .. })),
+            "{ev:?}"
+        );
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 
@@ -1841,6 +2129,95 @@ mod tests {
             assert_eq!((matrix.layers, matrix.positions), (3, tokens.len()));
             assert_eq!(matrix.as_ref(), &lib, "{metric:?}");
         }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    /// The real engine prepares a clip with its sound on the tiny model, reads it as inputs (both
+    /// modalities present) and knocks out a time range of it.
+    #[test]
+    fn real_engine_prepares_a_clip_and_knocks_out_seconds() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let (model, clip) = (root.join("omni-tiny-a"), root.join("media/video/basic.mkv"));
+        if !model.join("config.json").is_file() || !clip.is_file() {
+            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("cache/p.safetensors");
+        let w = Worker::spawn(|| {}).expect("spawn");
+        w.send(load(&model.display().to_string()));
+        let t0 = Instant::now();
+        w.send(Command::PrepareMedia(MediaRequest {
+            items: vec![Item::Video(clip.clone())],
+            question: "What is happening in this clip?".into(),
+            options: PrepareOptions::default(),
+            out: out.clone(),
+        }));
+        let mut ev = until_idle(&w);
+        while w.busy() {
+            ev.extend(until_idle(&w));
+        }
+        eprintln!(
+            "load + prepare basic.mkv: {:.2} s",
+            t0.elapsed().as_secs_f32()
+        );
+        let groups = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::InputsLoaded { path, groups, .. } if *path == out => Some(groups.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no inputs loaded: {ev:?}"));
+        let size = |name: &str| groups.iter().find(|(n, _)| n == name).map_or(0, |g| g.1);
+        // basic.mkv: 8 frames of 280×392 (4×20×28 patches) → 560 video tokens; 4 s of sound → 100.
+        assert_eq!((size("video"), size("audio")), (560, 100), "{groups:?}");
+        assert!(size("question") > 0 && size("last") == 1, "{groups:?}");
+        assert!(out.is_file());
+        let preview = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::MediaReady { preview, .. } => Some(Arc::clone(preview)),
+                _ => None,
+            })
+            .expect("media ready");
+        eprintln!("prepare + write: {:.2} s", preview.prepare_seconds);
+        let item = &preview.items[0];
+        assert_eq!((item.n_frames, item.frames.len()), (8, 8));
+        assert_eq!(item.frame_size, Some((280, 392)));
+        assert!((item.duration_s - 4.0).abs() < 0.05, "{}", item.duration_s);
+        assert_eq!(item.mel.as_ref().map(|m| m.columns), Some(400));
+        assert_eq!(preview.spans.len(), 660);
+
+        // Seconds 0–2 (both modalities) → last, then seconds with no media: an error with the way out.
+        w.send(ko("@0-2", "last", 0, 3));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(ev.last(), Some(Event::KnockoutDone { source, prob, base_prob, .. }) if source == "@0-2" && prob != base_prob),
+            "{ev:?}"
+        );
+        w.send(ko("@9-10", "last", 0, 3));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(ev.last(), Some(Event::Error { message, fix: Some(f) }) if message.contains("@9-10") && f.contains("timeline")),
+            "{ev:?}"
+        );
+        // A file that is not media: the library's message, and the worker still serves.
+        w.send(Command::PrepareMedia(MediaRequest {
+            items: vec![Item::Video(root.join("media/video/notmedia.mp4"))],
+            question: "What?".into(),
+            options: PrepareOptions::default(),
+            out: dir.path().join("cache/q.safetensors"),
+        }));
+        let ev = until_idle(&w);
+        assert!(
+            matches!(ev.last(), Some(Event::Error { message, .. }) if message.contains("notmedia.mp4")),
+            "{ev:?}"
+        );
+        w.send(Command::RunForward);
+        assert!(matches!(
+            until_idle(&w).last(),
+            Some(Event::ForwardDone { .. })
+        ));
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 

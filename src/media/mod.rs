@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod prepare;
+pub mod preview;
 pub mod token_map;
 pub mod video;
 

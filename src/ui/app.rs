@@ -18,6 +18,8 @@ use super::panel::{
 };
 use super::AppOptions;
 
+mod ask;
+
 /// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
 pub const HEATMAP_SHORTCUT: KeyboardShortcut =
     KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::H);
@@ -30,11 +32,23 @@ pub const STORAGE_KEY: &str = "avflow.recent";
 pub struct Recent {
     pub model: Option<String>,
     pub inputs: Option<PathBuf>,
+    /// Media and inputs files opened, newest first (the Recent menu). `default`: settings saved before
+    /// these fields existed still load.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// The last question asked.
+    #[serde(default)]
+    pub question: Option<String>,
 }
 
 /// What to load at start-up, and what to pre-fill without loading.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Startup {
+    /// The prompt's media (`--video`) and question (`--question`, else last time's).
+    pub media: Vec<crate::media::prepare::Item>,
+    pub question_field: String,
+    /// Prepare `media` + `question_field` with `load_model` once it has loaded, then answer.
+    pub ask: bool,
     pub model_field: String,
     pub inputs_field: String,
     pub load_model: Option<String>,
@@ -55,19 +69,59 @@ pub fn plan_startup(
     demo: &DemoPaths,
 ) -> Startup {
     let mut s = Startup::default();
-    if video.is_some() || question.is_some() {
-        s.notes.push(
-            "--video / --question are not supported by the app yet (the media pipeline is planned): prepare \
-             inputs with the Qwen2.5-Omni processor and pass --inputs FILE.safetensors."
-                .into(),
-        );
-    }
+    let question = question.map(str::trim).filter(|q| !q.is_empty());
+    s.question_field = question
+        .map(str::to_string)
+        .or_else(|| recent.question.clone())
+        .unwrap_or_default();
+    s.media = video
+        .map(|v| vec![crate::media::prepare::Item::Video(v.to_path_buf())])
+        .unwrap_or_default();
     let recent_model = recent
         .model
         .clone()
         .filter(|m| !m.trim().is_empty() && model_still_there(m));
     let recent_inputs = recent.inputs.clone().filter(|p| p.is_file());
     let field = |p: &Path| p.display().to_string();
+    if let (Some(v), Some(_)) = (video, question) {
+        // Asked at start-up: with the given model, else last time's, else the demo model. Nothing else is
+        // read: the prepared video becomes the inputs.
+        s.ask = true;
+        let demo_model = demo
+            .model
+            .join("config.json")
+            .is_file()
+            .then(|| field(&demo.model));
+        match model.map(str::to_string).or(recent_model).or(demo_model) {
+            Some(m) => {
+                s.model_field = m.clone();
+                s.load_model = Some(m);
+            }
+            None => s.notes.push(format!(
+                "Load a model (folder or hub id) and press Ask to prepare {}.",
+                v.display()
+            )),
+        }
+        if let Some(i) = inputs {
+            s.inputs_field = field(i);
+            s.notes.push(format!(
+                "--inputs {} is not read: the --video is prepared and read instead.",
+                i.display()
+            ));
+        }
+        return s;
+    }
+    if let Some(v) = video {
+        s.notes.push(format!(
+            "Type a question and press Ask to prepare {} with the model.",
+            v.display()
+        ));
+    } else if question.is_some() {
+        s.notes.push(
+            "Open a video, audio or image (or drop one on the window) and press Ask to put the question to it."
+                .into(),
+        );
+    }
     if model.is_some() || inputs.is_some() {
         s.load_model = model.map(str::to_string);
         s.load_inputs = inputs.map(Path::to_path_buf);
@@ -179,6 +233,10 @@ pub struct AvflowApp {
     autorun: bool,
     dialog: Option<Receiver<Option<PathBuf>>>,
     focus_inputs: bool,
+    /// The media and question being asked (see [`ask`]).
+    prompt: ask::AskState,
+    /// Numbers media previews, so the media panel makes its textures once per preview.
+    media_serial: u64,
     /// Scroll this panel (by name) into view on the next frame (keyboard shortcuts).
     focus_panel: Option<&'static str>,
     /// The heatmap was opened by its shortcut: scroll to it again when its result arrives (the panel
@@ -191,10 +249,21 @@ pub struct AvflowApp {
 }
 
 impl AvflowApp {
+    /// The app, writing prepared inputs to [`super::media_input::default_cache_dir`].
     pub fn new(
         ctx: &egui::Context,
         storage: Option<&dyn eframe::Storage>,
         opts: AppOptions,
+    ) -> Self {
+        Self::with_cache_dir(ctx, storage, opts, super::media_input::default_cache_dir())
+    }
+
+    /// [`Self::new`] writing prepared inputs to `cache_dir` (tests keep them in a temporary folder).
+    pub fn with_cache_dir(
+        ctx: &egui::Context,
+        storage: Option<&dyn eframe::Storage>,
+        opts: AppOptions,
+        cache_dir: PathBuf,
     ) -> Self {
         let recent: Recent = storage
             .and_then(|s| eframe::get_value(s, STORAGE_KEY))
@@ -226,6 +295,8 @@ impl AvflowApp {
             autorun: plan.demo,
             dialog: None,
             focus_inputs: false,
+            prompt: ask::AskState::new(plan.media, plan.question_field, cache_dir),
+            media_serial: 0,
             focus_panel: None,
             focus_heatmap_on_result: false,
             heatmap_generation: 0,
@@ -236,6 +307,7 @@ impl AvflowApp {
             Some(m) => app.load_model(m),
             None => app.pending_inputs = None,
         }
+        app.prompt.pending = plan.ask && app.view.busy;
         app
     }
 
@@ -341,6 +413,7 @@ impl AvflowApp {
                 self.focus_inputs = true;
             }
             DialogSupport::Available => {
+                self.prompt.dialog_for = ask::OpenFor::Inputs;
                 let start = PathBuf::from(&self.inputs_field);
                 self.dialog = Some(pick_inputs_file(Some(&start)));
             }
@@ -356,8 +429,7 @@ impl AvflowApp {
             }
             Ok(Some(path)) => {
                 self.dialog = None;
-                self.inputs_field = path.display().to_string();
-                self.load_inputs(path);
+                self.dialog_chose(path);
             }
             Ok(None) | Err(TryRecvError::Disconnected) => {
                 self.dialog = None;
@@ -469,6 +541,9 @@ impl AvflowApp {
                 if let Some(p) = self.pending_inputs.take() {
                     self.load_inputs(p);
                 }
+                if self.prompt.pending {
+                    self.send_ask();
+                }
             }
             Event::InputsLoaded {
                 path,
@@ -482,6 +557,18 @@ impl AvflowApp {
                 ));
                 self.inputs_field = path.display().to_string();
                 self.recent.inputs = Some(path.clone());
+                if !path.starts_with(&self.prompt.cache_dir) {
+                    super::media_input::remember(
+                        &mut self.recent.files,
+                        &path,
+                        super::media_input::RECENT_MAX,
+                    );
+                }
+                // The timeline belongs to the inputs it was prepared into.
+                if self.view.media.as_ref().is_some_and(|m| m.inputs != path) {
+                    self.view.media = None;
+                    self.view.time_selection = None;
+                }
                 self.view.inputs = Some(InputsView {
                     flow_groups: groups,
                     ..InputsView::new(path, &tokens)
@@ -574,12 +661,29 @@ impl AvflowApp {
                     generation: self.heatmap_generation,
                 });
             }
+            Event::MediaReady { inputs, preview } => {
+                self.status = Status::Info(format!(
+                    "Prepared {} in {:.2} s ({} positions).",
+                    inputs.display(),
+                    preview.prepare_seconds,
+                    self.view.inputs.as_ref().map_or(0, |i| i.ids.len())
+                ));
+                self.view.time_selection = None;
+                self.media_serial += 1;
+                self.view.media = Some(super::media::MediaView {
+                    serial: self.media_serial,
+                    preview,
+                    inputs,
+                });
+            }
             Event::Error { message, fix } => {
+                self.prompt.pending = false;
                 self.pending_inputs = None;
                 self.autorun = false;
                 self.status = Status::Error { message, fix };
             }
             Event::Cancelled => {
+                self.prompt.pending = false;
                 self.pending_inputs = None;
                 self.autorun = false;
                 self.status = Status::Info("Cancelled.".into());
@@ -663,7 +767,7 @@ impl AvflowApp {
                 .clicked()
                 || enter
             {
-                self.load_inputs(PathBuf::from(self.inputs_field.trim()));
+                self.open_typed(PathBuf::from(self.inputs_field.trim()));
             }
         });
     }
@@ -746,6 +850,9 @@ impl AvflowApp {
             a.seconds = 0.042;
         }
         self.view.sweep.seconds = 0.5;
+        if let Some(m) = self.view.media.as_mut() {
+            std::sync::Arc::make_mut(&mut m.preview).prepare_seconds = 0.05;
+        }
         for r in &mut self.view.heatmap.results {
             r.seconds = 0.1;
         }
@@ -773,9 +880,11 @@ impl eframe::App for AvflowApp {
         self.poll_dialog();
         let ctx = ui.ctx().clone();
         self.shortcuts(&ctx);
+        self.handle_drops(&ctx);
         egui::Panel::top("top_bar").show(ui, |ui| {
             ui.add_space(4.0);
             self.top_bar(ui);
+            self.media_bar(ui);
             ui.add_space(2.0);
             self.status_line(ui);
             ui.add_space(4.0);
@@ -802,6 +911,22 @@ impl eframe::App for AvflowApp {
                 Action::Run => self.run_forward(),
                 Action::Knockout(req) => self.run_knockout(req),
                 Action::Sweep { pairs, window } => self.run_sweep(pairs, window),
+                Action::SelectTime(r) => self.view.time_selection = r,
+                Action::UseSpan(role, selector) => {
+                    let serial = self.view.span_pick.as_ref().map_or(0, |p| p.serial) + 1;
+                    self.status = Status::Info(format!(
+                        "Knockout {}: {selector}.",
+                        match role {
+                            super::media::SpanRole::Source => "source",
+                            super::media::SpanRole::Target => "target",
+                        }
+                    ));
+                    self.view.span_pick = Some(super::media::SpanPick {
+                        serial,
+                        role,
+                        selector,
+                    });
+                }
                 Action::CancelSweep => {
                     if let Some(w) = &self.worker {
                         w.cancel();
@@ -876,6 +1001,7 @@ mod tests {
         let recent = Recent {
             model: Some("Qwen/Qwen2.5-Omni-3B".into()),
             inputs: Some(inputs.clone()),
+            ..Recent::default()
         };
         let s = plan_startup(None, None, None, None, &recent, &demo);
         assert!(!s.demo);
@@ -896,6 +1022,7 @@ mod tests {
         let recent = Recent {
             model: Some(root.path().join("gone").display().to_string()),
             inputs: Some(root.path().join("gone.safetensors")),
+            ..Recent::default()
         };
         let s = plan_startup(None, None, None, None, &recent, &demo);
         assert!(s.demo);
@@ -908,6 +1035,7 @@ mod tests {
         let recent = Recent {
             model: Some("Qwen/Qwen2.5-Omni-3B".into()),
             inputs: None,
+            ..Recent::default()
         };
         let s = plan_startup(
             None,
@@ -932,19 +1060,104 @@ mod tests {
     }
 
     #[test]
-    fn video_and_question_get_a_note() {
+    fn video_and_question_are_asked_at_start_up() {
+        use crate::media::prepare::Item;
+        let root = tempfile::tempdir().expect("tempdir");
+        let demo = demo_in(root.path(), true);
+        let clip = Path::new("a.mp4");
+        // No model given, none remembered: the demo model is asked; the demo prompt is not read.
+        let s = plan_startup(
+            None,
+            None,
+            Some(clip),
+            Some(" what? "),
+            &Recent::default(),
+            &demo,
+        );
+        assert!(s.ask);
+        assert_eq!(s.media, vec![Item::Video(clip.into())]);
+        assert_eq!(s.question_field, "what?");
+        assert_eq!(s.load_model, Some(demo.model.display().to_string()));
+        assert_eq!(s.load_inputs, None);
+        assert!(!s.demo);
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+        // A given model wins; given inputs are not read, and the note says so.
+        let s = plan_startup(
+            Some("other/model"),
+            Some(Path::new("x.safetensors")),
+            Some(clip),
+            Some("what?"),
+            &Recent::default(),
+            &demo,
+        );
+        assert_eq!(s.load_model.as_deref(), Some("other/model"));
+        assert_eq!(s.load_inputs, None);
+        assert!(
+            s.notes.iter().any(|n| n.contains("--inputs")),
+            "{:?}",
+            s.notes
+        );
+        // No model anywhere: nothing loads, the note says what to do.
+        let missing = demo_in(&root.path().join("none"), false);
+        let s = plan_startup(
+            None,
+            None,
+            Some(clip),
+            Some("what?"),
+            &Recent::default(),
+            &missing,
+        );
+        assert!(s.ask && s.load_model.is_none());
+        assert!(
+            s.notes.iter().any(|n| n.contains("Load a model")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn video_or_question_alone_prefills_and_explains() {
         let root = tempfile::tempdir().expect("tempdir");
         let demo = demo_in(root.path(), true);
         let s = plan_startup(
             None,
             None,
             Some(Path::new("a.mp4")),
-            Some("what?"),
+            None,
             &Recent::default(),
             &demo,
         );
-        assert!(s.notes.iter().any(|n| n.contains("--video")));
+        assert!(!s.ask);
+        assert_eq!(s.media.len(), 1);
+        assert!(
+            s.notes.iter().any(|n| n.contains("Type a question")),
+            "{:?}",
+            s.notes
+        );
+        // The demo still loads as without arguments.
         assert!(s.demo);
+        let recent = Recent {
+            question: Some("last time?".into()),
+            ..Recent::default()
+        };
+        let s = plan_startup(None, None, None, None, &recent, &demo);
+        assert_eq!(s.question_field, "last time?");
+        let s = plan_startup(None, None, None, Some("why?"), &recent, &demo);
+        assert_eq!(s.question_field, "why?");
+        assert!(s.media.is_empty() && !s.ask);
+        assert!(
+            s.notes.iter().any(|n| n.contains("Open a video")),
+            "{:?}",
+            s.notes
+        );
+    }
+
+    #[test]
+    fn settings_saved_before_recent_files_still_load() {
+        let old: Recent =
+            serde_json::from_str(r#"{"model":"m","inputs":null}"#).expect("old settings");
+        assert_eq!(old.model.as_deref(), Some("m"));
+        assert!(old.files.is_empty() && old.question.is_none());
     }
 
     #[test]
@@ -1028,7 +1241,7 @@ mod tests {
         harness.state_mut().freeze_timings();
         if demo_present {
             // Hover a cell of the token strip so the picture shows its card.
-            harness.hover_at(egui::pos2(420.0, 143.0));
+            harness.hover_at(egui::pos2(420.0, 167.0));
             harness.run_steps(4);
         }
         save_screenshot(&mut harness, "app.png");
@@ -1323,5 +1536,258 @@ mod tests {
         harness.state_mut().freeze_timings();
         harness.run_steps(3);
         save_screenshot(&mut harness, "sweep.png");
+    }
+
+    /// A dropped file, as the windowing layer hands it over.
+    #[derive(Debug)]
+    struct Dropped(PathBuf);
+
+    impl egui::DroppedFile for Dropped {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+        fn bytes(&self) -> Result<Vec<u8>, String> {
+            std::fs::read(&self.0).map_err(|e| e.to_string())
+        }
+    }
+
+    fn drop_file(harness: &mut egui_kittest::Harness<'_, AvflowApp>, path: &Path) {
+        harness
+            .input_mut()
+            .dropped_files
+            .push(std::sync::Arc::new(Dropped(path.to_path_buf())));
+        harness.step();
+    }
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    }
+
+    /// A cache folder of its own per test, at a fixed place (the inputs path is in the screenshot).
+    fn test_cache(name: &str) -> PathBuf {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/tmp")
+            .join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn app_options(
+        model: Option<&Path>,
+        video: Option<&Path>,
+        question: Option<&str>,
+    ) -> AppOptions {
+        AppOptions {
+            model: model.map(|m| m.display().to_string()),
+            inputs: None,
+            video: video.map(Path::to_path_buf),
+            question: question.map(str::to_string),
+            device: Device::Cpu,
+            dtype: DType::F32,
+        }
+    }
+
+    /// `avflow --model omni-tiny-a --video basic.mkv --question …`: the clip is prepared in the app, read
+    /// and answered; the media panel shows its frames, waveform and spectrogram; a drag on the timeline
+    /// selects 1–3 s, which becomes the knockout's source, and the panel shows the library's number for
+    /// that selector. Writes `screenshots/media.png`.
+    #[test]
+    fn asks_a_clip_and_knocks_out_a_time_range() {
+        use egui_kittest::kittest::Queryable;
+        use std::time::{Duration, Instant};
+        let (model, clip) = (
+            fixtures().join("omni-tiny-a"),
+            fixtures().join("media/video/basic.mkv"),
+        );
+        if !model.join("config.json").is_file() || !clip.is_file() {
+            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
+            return;
+        }
+        let cache = test_cache("app-media-clip");
+        let opts = app_options(Some(&model), Some(&clip), Some("What is making the sound?"));
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1100.0, 860.0))
+            .allow_missing_glyphs()
+            .build_eframe(|cc| AvflowApp::with_cache_dir(&cc.egui_ctx, None, opts, cache.clone()));
+        let t0 = Instant::now();
+        let ready = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && ((app.view().media.is_some() && app.view().answer.is_some())
+                    || matches!(app.status(), Status::Error { .. }))
+        });
+        eprintln!(
+            "start-up → model loaded, basic.mkv prepared, read and answered: {:.2} s",
+            t0.elapsed().as_secs_f32()
+        );
+        assert!(ready, "not ready: {:?}", harness.state().status());
+        let app = harness.state();
+        assert!(
+            !matches!(app.status(), Status::Error { .. }),
+            "{:?}",
+            app.status()
+        );
+        let media = app.view().media.clone().expect("media");
+        eprintln!(
+            "prepare + write in the worker: {:.3} s",
+            media.preview.prepare_seconds
+        );
+        assert!(
+            media.inputs.starts_with(&cache),
+            "{}",
+            media.inputs.display()
+        );
+        let groups = &app.view().inputs.as_ref().expect("inputs").flow_groups;
+        let size = |n: &str| groups.iter().find(|(g, _)| g == n).map_or(0, |g| g.1);
+        assert!(size("audio") > 0 && size("video") > 0, "{groups:?}");
+        let item = &media.preview.items[0];
+        assert_eq!(item.frames.len(), 8);
+        assert!(item.waveform.is_some() && item.mel.is_some());
+        harness.run_steps(2);
+
+        // Drag over 1–3 s of the timeline.
+        let rect = harness
+            .get_by_label(super::super::media::TIMELINE_LABEL)
+            .rect();
+        let axis = super::super::media::TimeAxis {
+            duration: media.preview.duration_s(),
+            left: rect.left() + 64.0,
+            width: rect.width() - 64.0 - 6.0,
+        };
+        let y = rect.top() + 30.0;
+        let (a, b) = (egui::pos2(axis.x(1.0), y), egui::pos2(axis.x(3.0), y));
+        harness.hover_at(a);
+        harness.drag_at(a);
+        harness.step();
+        for k in 1..=4 {
+            harness.hover_at(a + (b - a) * (k as f32 / 4.0));
+            harness.step();
+        }
+        harness.drop_at(b);
+        harness.run_steps(2);
+        let want = super::super::media::TimeRange {
+            start_ms: 1000,
+            end_ms: 3000,
+        };
+        assert_eq!(harness.state().view().time_selection, Some(want));
+        harness.get_by_label("@1-3");
+
+        harness.get_by_label("Knockout source").click();
+        harness.run_steps(2);
+        let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && app
+                    .view()
+                    .knockout
+                    .as_ref()
+                    .is_some_and(|k| k.request.source == "@1-3")
+        });
+        assert!(done, "no knockout: {:?}", harness.state().status());
+        let shown = harness.state().view().knockout.clone().expect("knockout");
+        assert_eq!(shown.request.target, "last");
+
+        // The same selector through the library, on the prepared file.
+        let session = crate::cli::open_flow(
+            &model.display().to_string(),
+            &media.inputs,
+            None,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .expect("open the prepared inputs");
+        let sources = session.select("@1-3").expect("@1-3");
+        let expected: Vec<usize> = media
+            .preview
+            .spans
+            .iter()
+            .filter(|s| s.start_s < 3.0 && s.end_s > 1.0)
+            .map(|s| s.position)
+            .collect();
+        assert_eq!(sources, expected);
+        let ko = crate::flow::Knockout {
+            sources,
+            targets: session.select("last").expect("last"),
+            start: shown.request.start,
+            end: shown.request.end,
+        };
+        let lib = ko
+            .score(&session.thinker.decoder, &session.trace, None)
+            .expect("score");
+        let close = |x: f32, y: f32| (x - y).abs() <= 1e-6_f32.max(1e-5 * y.abs());
+        assert!(
+            close(shown.prob, lib.prob),
+            "{} vs {}",
+            shown.prob,
+            lib.prob
+        );
+        harness.get_by_label(&format!(
+            "after knockout {}",
+            super::super::answer::format_percent(lib.prob)
+        ));
+
+        harness.state_mut().freeze_timings();
+        harness.remove_cursor();
+        harness.run_steps(3);
+        save_screenshot(&mut harness, "media.png");
+    }
+
+    /// A file that is not media, dropped with a question typed: the library's error (naming the file) is
+    /// shown, and the app stays usable — the next clip dropped is prepared and answered.
+    #[test]
+    fn a_corrupt_drop_shows_the_error_and_the_app_goes_on() {
+        use egui_kittest::kittest::Queryable;
+        use std::time::Duration;
+        let model = fixtures().join("omni-tiny-a");
+        let (bad, good) = (
+            fixtures().join("media/video/notmedia.mp4"),
+            fixtures().join("media/video/basic.mkv"),
+        );
+        if !model.join("config.json").is_file() || !bad.is_file() || !good.is_file() {
+            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
+            return;
+        }
+        let cache = test_cache("app-media-corrupt");
+        let opts = app_options(Some(&model), None, None);
+        let mut harness = egui_kittest::Harness::builder()
+            .with_size(egui::vec2(1100.0, 700.0))
+            .allow_missing_glyphs()
+            .build_eframe(|cc| AvflowApp::with_cache_dir(&cc.egui_ctx, None, opts, cache.clone()));
+        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy && app.view().model.is_some()
+        });
+        assert!(loaded, "{:?}", harness.state().status());
+
+        harness.get_by_label("Question").focus();
+        harness.step();
+        harness.get_by_label("Question").type_text("What is this?");
+        harness.step();
+        drop_file(&mut harness, &bad);
+        let failed = step_until(&mut harness, Duration::from_secs(60), |app| {
+            !app.view().busy && matches!(app.status(), Status::Error { .. })
+        });
+        assert!(failed, "{:?}", harness.state().status());
+        harness.run_steps(2);
+        let Status::Error { message, .. } = harness.state().status().clone() else {
+            unreachable!()
+        };
+        eprintln!("shown: {message}");
+        assert!(message.contains("notmedia.mp4"), "{message}");
+        harness.get_by_label_contains("Error: ");
+        assert!(harness.state().view().media.is_none());
+
+        // Remove the bad file and drop a good one: it is asked with the same question.
+        harness.get_by_label("×").click();
+        harness.step();
+        drop_file(&mut harness, &good);
+        let ok = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
+        });
+        assert!(ok, "{:?}", harness.state().status());
+        assert!(
+            !matches!(harness.state().status(), Status::Error { .. }),
+            "{:?}",
+            harness.state().status()
+        );
+        assert!(harness.state().view().media.is_some());
     }
 }

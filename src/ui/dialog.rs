@@ -40,10 +40,25 @@ pub fn support_from(xdg_platform: bool, session_bus: bool, zenity: bool) -> Dial
 /// Opens the dialog without blocking the UI (off the main thread except on macOS, where AppKit requires
 /// it); the receiver yields the choice once (`None`: cancelled or nothing shown).
 pub fn pick_inputs_file(start: Option<&Path>) -> Receiver<Option<PathBuf>> {
+    pick_file(
+        "Open prepared inputs",
+        "safetensors",
+        &["safetensors"],
+        start,
+    )
+}
+
+/// [`pick_inputs_file`] for any kind of file: `filter` names the `extensions` offered first.
+pub fn pick_file(
+    title: &str,
+    filter: &str,
+    extensions: &[&str],
+    start: Option<&Path>,
+) -> Receiver<Option<PathBuf>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
     let mut dialog = rfd::FileDialog::new()
-        .set_title("Open prepared inputs")
-        .add_filter("safetensors", &["safetensors"])
+        .set_title(title)
+        .add_filter(filter, extensions)
         .add_filter("all files", &["*"]);
     if let Some(dir) = start.and_then(|p| if p.is_dir() { Some(p) } else { p.parent() }) {
         if dir.is_dir() {

@@ -1,7 +1,8 @@
 //! Knockout panel: pick a source group, a target group and a layer range; the target's queries lose the
 //! source's keys in those layers and the panel shows how the probability of the baseline answer moves.
 //! Every change of a control asks for a new knockout; the worker runs only the newest queued one, so
-//! dragging the layer range stays live.
+//! dragging the layer range stays live. Besides groups, a source or target may be a selector of seconds
+//! (`@1-3`, `audio@1-3`) picked on the media timeline; the worker resolves it with the token map.
 
 use egui::{Color32, RichText};
 
@@ -33,6 +34,23 @@ pub fn offered_groups(groups: &[(String, usize)]) -> Vec<String> {
     out
 }
 
+/// A selector string rather than a group name (`@1-3`, `audio@0.5-2`, `item:0`): always offered, since
+/// whether it selects anything is the worker's to say (with the groups that exist).
+pub fn is_selector(s: &str) -> bool {
+    s.contains('@') || s.starts_with("item:")
+}
+
+/// What a combo offers: the present groups, then the selectors in use or on the timeline, each once.
+pub fn choices(offered: &[String], extras: &[&str]) -> Vec<String> {
+    let mut out = offered.to_vec();
+    for e in extras {
+        if is_selector(e) && !out.iter().any(|o| o == e) {
+            out.push(e.to_string());
+        }
+    }
+    out
+}
+
 /// `start..end` made valid for `layers` layers (half-open, non-empty when `layers > 0`): the end wins
 /// when the two cross, as the user is dragging it.
 pub fn clamp_range(start: usize, end: usize, layers: usize) -> (usize, usize) {
@@ -55,7 +73,8 @@ pub fn reconcile(
         return None;
     }
     if let Some(c) = current {
-        if offered.contains(&c.source) && offered.contains(&c.target) {
+        let ok = |g: &String| offered.contains(g) || is_selector(g);
+        if ok(&c.source) && ok(&c.target) {
             let (start, end) = clamp_range(c.start, c.end, layers);
             return Some(KnockoutRequest {
                 start,
@@ -157,6 +176,8 @@ pub fn summary(view: &KnockoutView, selection: Option<&KnockoutRequest>) -> Knoc
 #[derive(Default)]
 pub struct KnockoutPanel {
     selection: Option<KnockoutRequest>,
+    /// The last [`super::media::SpanPick`] applied.
+    seen_pick: u64,
 }
 
 impl Panel for KnockoutPanel {
@@ -175,7 +196,26 @@ impl Panel for KnockoutPanel {
             return;
         };
         let before = sel.clone();
-        let offered = offered_groups(&inputs.flow_groups);
+        if let Some(p) = view
+            .span_pick
+            .as_ref()
+            .filter(|p| p.serial > self.seen_pick)
+        {
+            self.seen_pick = p.serial;
+            match p.role {
+                super::media::SpanRole::Source => sel.source = p.selector.clone(),
+                super::media::SpanRole::Target => sel.target = p.selector.clone(),
+            }
+        }
+        let timeline = view
+            .time_selection
+            .map(|r| r.selector(super::media::Modality::Both));
+        let extras: Vec<&str> = [Some(sel.source.as_str()), Some(sel.target.as_str())]
+            .into_iter()
+            .chain([timeline.as_deref()])
+            .flatten()
+            .collect();
+        let offered = choices(&offered_groups(&inputs.flow_groups), &extras);
         let mut run = false;
         ui.horizontal_wrapped(|ui| {
             group_combo(ui, "source", &mut sel.source, &offered);
@@ -287,6 +327,21 @@ mod tests {
         assert_eq!(reset, Some(req("video", "last", 0, 3)));
         assert_eq!(reconcile(None, &g, 0), None);
         assert_eq!(reconcile(None, &[], 3), None);
+    }
+
+    #[test]
+    fn selectors_are_kept_and_offered() {
+        let g = groups(&[("video", 6), ("audio", 4), ("last", 1)]);
+        assert!(is_selector("@1-3") && is_selector("audio@0.5-2") && is_selector("item:0"));
+        assert!(!is_selector("audio"));
+        // A time selection survives reconciling; a vanished group still resets.
+        let kept = reconcile(Some(&req("@1-3", "last", 0, 2)), &g, 3);
+        assert_eq!(kept, Some(req("@1-3", "last", 0, 2)));
+        let offered = offered_groups(&g);
+        assert_eq!(
+            choices(&offered, &["@1-3", "last", "@1-3", "video@0-2"]),
+            vec!["video", "audio", "last", "@1-3", "video@0-2"]
+        );
     }
 
     #[test]

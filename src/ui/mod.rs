@@ -12,6 +12,8 @@ pub mod dialog;
 pub mod heatmap;
 pub mod heatmap_gpu;
 pub mod knockout;
+pub mod media;
+pub mod media_input;
 pub mod panel;
 pub mod strip;
 pub mod sweep;
@@ -28,9 +30,9 @@ pub struct AppOptions {
     pub model: Option<String>,
     /// Prepared inputs (safetensors of processor outputs).
     pub inputs: Option<PathBuf>,
-    /// Not used yet (the media pipeline is planned); the app says so.
+    /// A video to ask about at start-up (with `question`); alone it is put in the prompt.
     pub video: Option<PathBuf>,
-    /// Not used yet, as `video`.
+    /// The question to ask (with `video`); alone it pre-fills the Question field.
     pub question: Option<String>,
     pub device: Device,
     pub dtype: DType,

@@ -9,6 +9,7 @@ use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::SweepRecord;
 use crate::worker::{KnockoutRequest, ModelSummary, TokenCell};
 
+use super::media::{MediaView, SpanPick, SpanRole, TimeRange};
 use super::tokens::Group;
 
 /// What panels may ask the app to do.
@@ -25,6 +26,10 @@ pub enum Action {
     },
     /// Stop the running sweep (keeping the windows already computed).
     CancelSweep,
+    /// Select these seconds of the media timeline (`None`: clear the selection).
+    SelectTime(Option<TimeRange>),
+    /// Hand a selector (`@1-3`) to the knockout panel as its source or target.
+    UseSpan(SpanRole, String),
     /// Show this heatmap metric, computing it unless it is already there or on its way.
     Heatmap(HeatMetric),
     /// Stop the running heatmap computation.
@@ -129,6 +134,12 @@ pub struct ViewState {
     pub knockout: Option<KnockoutView>,
     pub sweep: SweepView,
     pub heatmap: HeatmapView,
+    /// The media of a prompt prepared in the app (frames, waveform, spectrogram, token times).
+    pub media: Option<MediaView>,
+    /// The seconds selected on the media timeline.
+    pub time_selection: Option<TimeRange>,
+    /// The newest span sent to the knockout panel.
+    pub span_pick: Option<SpanPick>,
     /// A command is running in the worker.
     pub busy: bool,
 }
@@ -144,6 +155,7 @@ pub trait Panel {
 pub fn registry() -> Vec<Box<dyn Panel>> {
     vec![
         Box::new(super::strip::TokenStripPanel),
+        Box::new(super::media::MediaPanel::default()),
         Box::new(super::answer::AnswerPanel),
         Box::new(super::knockout::KnockoutPanel::default()),
         Box::new(super::sweep::SweepPanel),
@@ -160,7 +172,7 @@ mod tests {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
         assert_eq!(
             names,
-            vec!["Tokens", "Answer", "Knockout", "Sweep", "Heatmap"]
+            vec!["Tokens", "Media", "Answer", "Knockout", "Sweep", "Heatmap"]
         );
     }
 
