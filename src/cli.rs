@@ -465,8 +465,10 @@ impl FlowSession {
 }
 
 /// Positions of a selector: comma-separated terms, each a group or span name (`audio`), a group
-/// within a time range in seconds (`audio@1-3`), a time range over both modalities (`@1-3`), or a
-/// media item (`item:0`). Unknown or empty selections are errors naming them.
+/// within a time range in seconds (`audio@1-3`), a time range over both modalities (`@1-3`), a
+/// media item (`item:0`), or prompt positions (`pos:10-20`, half-open like layer ranges; `pos:7` is one
+/// position — what a drag on the app's token strip selects). Unknown or empty selections are errors
+/// naming them.
 pub fn select_positions(
     groups: &crate::flow::Groups,
     map: &crate::media::token_map::TokenMap,
@@ -474,7 +476,10 @@ pub fn select_positions(
 ) -> anyhow::Result<Vec<usize>> {
     let mut out = Vec::new();
     for term in expr.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let picked: Vec<usize> = if let Some(k) = term.strip_prefix("item:") {
+        let picked: Vec<usize> = if let Some(range) = term.strip_prefix("pos:") {
+            position_range(range, groups.seq_len)
+                .with_context(|| format!("bad position range in {term:?}"))?
+        } else if let Some(k) = term.strip_prefix("item:") {
             let k: usize = k
                 .parse()
                 .with_context(|| format!("bad item index in {term:?}"))?;
@@ -517,6 +522,68 @@ pub fn select_positions(
     out.sort_unstable();
     out.dedup();
     Ok(out)
+}
+
+/// `A-B` → positions `A..B` (half-open), `A` → `[A]`, checked against a prompt of `seq` positions.
+fn position_range(range: &str, seq: usize) -> anyhow::Result<Vec<usize>> {
+    let (a, b) = match range.split_once('-') {
+        Some((a, b)) => (a.trim().parse::<usize>()?, b.trim().parse::<usize>()?),
+        None => {
+            let a = range.trim().parse::<usize>()?;
+            (a, a + 1)
+        }
+    };
+    if a >= b || b > seq {
+        bail!(
+            "positions {a}..{b} are not a non-empty range inside the prompt's 0..{seq} (half-open: \
+             pos:A-B takes A up to B−1, pos:A one position)"
+        );
+    }
+    Ok((a..b).collect())
+}
+
+#[cfg(test)]
+mod selector_tests {
+    use super::select_positions;
+    use crate::flow::Groups;
+    use crate::media::token_map::TokenMap;
+
+    /// 10 positions: system 0..3, audio 3..7, question 7..9, last 9.
+    fn prompt() -> (Groups, TokenMap) {
+        let mut groups = Groups {
+            seq_len: 10,
+            ..Groups::default()
+        };
+        for (name, span) in [
+            ("system", 0..3),
+            ("audio", 3..7),
+            ("question", 7..9),
+            ("last", 9..10),
+        ] {
+            groups.spans.insert(name.into(), span.collect());
+        }
+        let map = TokenMap {
+            tokens: Vec::new(),
+            groups: groups.clone(),
+        };
+        (groups, map)
+    }
+
+    #[test]
+    fn position_ranges_are_half_open_and_join_other_terms() {
+        let (g, m) = prompt();
+        let sel = |e: &str| select_positions(&g, &m, e).map_err(|e| format!("{e:#}"));
+        assert_eq!(sel("pos:2-5"), Ok(vec![2, 3, 4]));
+        assert_eq!(sel("pos:4"), Ok(vec![4]));
+        assert_eq!(sel(" pos: 8 - 10 "), Ok(vec![8, 9]));
+        assert_eq!(sel("pos:0-2,last"), Ok(vec![0, 1, 9]));
+        assert_eq!(sel("pos:3-5,audio"), Ok(vec![3, 4, 5, 6]));
+        for bad in ["pos:5-5", "pos:6-2", "pos:9-11", "pos:10", "pos:x", "pos:1-"] {
+            let e = sel(bad).expect_err(bad);
+            assert!(e.contains("bad position range"), "{bad}: {e}");
+        }
+        assert!(sel("pos:9-11").unwrap_err().contains("0..10"));
+    }
 }
 
 /// A copy of `groups` with every selector of `exprs` added as a named span (for sweeps).
@@ -729,15 +796,9 @@ pub struct SweepArgs {
     /// Batch: take samples I, I+N, I+2N… (`--shard $SLURM_ARRAY_TASK_ID/N`, or `auto/N`).
     #[arg(long, requires = "manifest")]
     pub shard: Option<String>,
-    /// Batch: video sampling rate (frames per second).
-    #[arg(long, default_value_t = 2.0)]
-    pub fps: f64,
-    #[arg(long)]
-    pub min_pixels: Option<usize>,
-    #[arg(long)]
-    pub max_pixels: Option<usize>,
-    #[arg(long)]
-    pub no_audio_in_video: bool,
+    /// Batch: how each sample's media are sampled.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Batch: text the assistant turn starts with for multiple-choice samples (next token = the letter).
     #[arg(long, default_value = crate::batch::run::OPTION_PREFIX)]
     pub option_prefix: String,
@@ -999,6 +1060,23 @@ pub fn lens_cmd(a: &LensArgs, dtype: DType, device: &Device) -> anyhow::Result<s
     Ok(serde_json::json!({"position": position, "token_id": token, "layers": layers}))
 }
 
+/// How videos and images are sampled into tokens (`prepare` and batch sweeps).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Video sampling rate (frames per second).
+    #[arg(long, default_value_t = 2.0)]
+    pub fps: f64,
+    /// Lower bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
+    /// Upper bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    /// Leave a video's own audio track out of the prompt.
+    #[arg(long)]
+    pub no_audio_in_video: bool,
+}
+
 #[derive(clap::Args, Debug)]
 pub struct PrepareArgs {
     #[arg(long)]
@@ -1018,15 +1096,8 @@ pub struct PrepareArgs {
     /// System prompt (default: Qwen2.5-Omni's official one).
     #[arg(long)]
     pub system: Option<String>,
-    /// Video sampling rate (frames per second).
-    #[arg(long, default_value_t = 2.0)]
-    pub fps: f64,
-    #[arg(long)]
-    pub min_pixels: Option<usize>,
-    #[arg(long)]
-    pub max_pixels: Option<usize>,
-    #[arg(long)]
-    pub no_audio_in_video: bool,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Refuse prompts estimated above this many media tokens.
     #[arg(long, default_value_t = 32768)]
     pub max_tokens: usize,
@@ -1071,22 +1142,18 @@ pub fn prepare_cmd(
     use crate::media::prepare::{prepare, PrepareOptions};
     let resolved = resolve(&ModelSource::parse(&a.model)?)?;
     let items = items_in_order(a, raw);
-    let mut opts = PrepareOptions {
-        use_audio_in_video: !a.no_audio_in_video,
+    let opts = PrepareOptions {
+        use_audio_in_video: !a.sampling.no_audio_in_video,
         system: a.system.clone(),
         token_budget: a.max_tokens,
         answer_prefix: a.answer_prefix.clone(),
         ..Default::default()
-    };
-    opts.video.fps = a.fps;
-    opts.video.min_pixels = a.min_pixels.or(opts.video.min_pixels);
-    opts.video.max_pixels = a.max_pixels.or(opts.video.max_pixels);
-    if let Some(m) = a.min_pixels {
-        opts.image.min_pixels = m;
     }
-    if let Some(m) = a.max_pixels {
-        opts.image.max_pixels = m;
-    }
+    .with_sampling(
+        a.sampling.fps,
+        a.sampling.min_pixels,
+        a.sampling.max_pixels,
+    );
     let p = prepare(
         &resolved.dir,
         &resolved.config,

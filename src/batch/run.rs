@@ -47,16 +47,8 @@ impl RunSettings {
             use_audio_in_video: self.use_audio_in_video,
             system: sample.system.clone(),
             ..Default::default()
-        };
-        o.video.fps = self.fps;
-        o.video.min_pixels = self.min_pixels.or(o.video.min_pixels);
-        o.video.max_pixels = self.max_pixels.or(o.video.max_pixels);
-        if let Some(m) = self.min_pixels {
-            o.image.min_pixels = m;
         }
-        if let Some(m) = self.max_pixels {
-            o.image.max_pixels = m;
-        }
+        .with_sampling(self.fps, self.min_pixels, self.max_pixels);
         // Multiple choice: the answer is a letter, asked for by the prefix.
         if sample.prompt.contains("\n(A) ") && !self.option_prefix.is_empty() {
             o.answer_prefix = Some(self.option_prefix.clone());
@@ -370,29 +362,14 @@ fn write_aggregate_figure(
     agg: &Aggregate,
     settings: Option<&RunSettings>,
 ) -> anyhow::Result<Vec<PathBuf>> {
-    use crate::export::{
-        data::pair_series, FigureData, FigureKind, FigureSpec, Preset, Provenance,
-    };
-    /// (layer, mean, 95% CI) points of one pair's curve.
-    type Points = Vec<(f64, f64, Option<(f64, f64)>)>;
-    let mut pairs: Vec<((String, String), Points)> = Vec::new();
-    for r in agg.rows.iter().filter(|r| r.task == "all") {
-        let key = (r.source.clone(), r.target.clone());
-        let p = (r.layer as f64, r.mean, Some((r.ci_low, r.ci_high)));
-        match pairs.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, v)) => v.push(p),
-            None => pairs.push((key, vec![p])),
-        }
-    }
-    let data = FigureData::Curves(crate::export::data::CurveData {
-        series: pairs
-            .iter()
-            .map(|((s, t), pts)| pair_series(s, t, pts))
-            .collect(),
-        reference_y: Some(0.0),
-        reference_label: None,
-        y_range: None,
-    });
+    use crate::export::{data::pair_curves, FigureKind, FigureSpec, Preset, Provenance};
+    let data = pair_curves(agg.rows.iter().filter(|r| r.task == "all").map(|r| {
+        (
+            r.source.as_str(),
+            r.target.as_str(),
+            (r.layer as f64, r.mean, Some((r.ci_low, r.ci_high))),
+        )
+    }));
     let used = agg
         .tasks
         .iter()

@@ -310,13 +310,25 @@ pub fn pair_series(source: &str, target: &str, points: &[CurvePoint]) -> CurveSe
 
 /// Sweep records → one curve of relative change (%) per pair, in the order the pairs first appear.
 pub fn sweep_curves(records: &[SweepRecord]) -> FigureData {
+    pair_curves(records.iter().map(|r| {
+        (
+            r.source.as_str(),
+            r.target.as_str(),
+            (r.layer as f64, f64::from(r.rel_change), None),
+        )
+    }))
+}
+
+/// `(source, target, (layer, value, optional band))` points → one curve per pair (in the order pairs
+/// first appear) around a 0 % reference line: single sweeps and dataset means (with their CI) alike.
+pub fn pair_curves<'a>(
+    points: impl IntoIterator<Item = (&'a str, &'a str, CurvePoint)>,
+) -> FigureData {
     let mut pairs: Vec<((&str, &str), Vec<CurvePoint>)> = Vec::new();
-    for r in records {
-        let key = (r.source.as_str(), r.target.as_str());
-        let p = (r.layer as f64, f64::from(r.rel_change), None);
-        match pairs.iter_mut().find(|(k, _)| *k == key) {
+    for (s, t, p) in points {
+        match pairs.iter_mut().find(|(k, _)| *k == (s, t)) {
             Some((_, v)) => v.push(p),
-            None => pairs.push((key, vec![p])),
+            None => pairs.push(((s, t), vec![p])),
         }
     }
     FigureData::Curves(CurveData {

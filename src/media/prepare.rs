@@ -47,6 +47,28 @@ pub struct PrepareOptions {
     pub answer_prefix: Option<String>,
 }
 
+impl PrepareOptions {
+    /// Video sampling rate and pixel bounds (videos and images), as the CLI, the app and manifests give
+    /// them; `None` keeps qwen-omni-utils' defaults.
+    pub fn with_sampling(
+        mut self,
+        fps: f64,
+        min_pixels: Option<usize>,
+        max_pixels: Option<usize>,
+    ) -> Self {
+        self.video.fps = fps;
+        self.video.min_pixels = min_pixels.or(self.video.min_pixels);
+        self.video.max_pixels = max_pixels.or(self.video.max_pixels);
+        if let Some(m) = min_pixels {
+            self.image.min_pixels = m;
+        }
+        if let Some(m) = max_pixels {
+            self.image.max_pixels = m;
+        }
+        self
+    }
+}
+
 impl Default for PrepareOptions {
     fn default() -> Self {
         Self {
