@@ -263,6 +263,64 @@ pub fn lens_rows(
     Heatmap::new(layers, seq, values).map(Some)
 }
 
+/// Knockout effect: for every layer `l` and position `p`, the relative change (%) of the answer's
+/// probability (the baseline top-1) when the last position may not attend to `p` in the `window`-layer
+/// window centred on `l` (the sweep's windows). Long prompts are taken in at most `max_bins` contiguous
+/// bins of positions, each bin blocked as one span and its value repeated over its positions, so a 3B
+/// prompt of thousands of tokens stays at `layers × max_bins` one-row knockouts. `Ok(None)`: cancelled.
+pub fn knockout_effect_matrix(
+    decoder: &Decoder,
+    trace: &Trace,
+    window: usize,
+    max_bins: usize,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    use crate::flow::knockout::{run_batch, score_logits, Knockout};
+    use crate::flow::sweep::{window as layer_window, Align};
+    let (layers, seq) = (decoder.num_layers(), trace.seq_len);
+    if window == 0 || max_bins == 0 {
+        return Err(Error::Prompt(
+            "the window and the number of bins must be at least 1".into(),
+        ));
+    }
+    let width = seq.div_ceil(max_bins);
+    let bins: Vec<std::ops::Range<usize>> = (0..seq)
+        .step_by(width)
+        .map(|a| a..(a + width).min(seq))
+        .collect();
+    let mut values = vec![0f32; layers * seq];
+    // A few bins per batch: every window of a bin shares its one recomputed row per layer.
+    let per_batch = (256 / layers.max(1)).max(1);
+    for (done, chunk) in bins.chunks(per_batch).enumerate() {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let specs: Vec<Knockout> = chunk
+            .iter()
+            .flat_map(|b| {
+                (0..layers).map(move |l| {
+                    let (start, end) = layer_window(l, window, layers, Align::Center);
+                    Knockout {
+                        sources: b.clone().collect(),
+                        targets: vec![seq - 1],
+                        start,
+                        end,
+                    }
+                })
+            })
+            .collect();
+        let logits = run_batch(decoder, trace, &specs)?;
+        for (i, lg) in logits.iter().enumerate() {
+            let (b, l) = (&chunk[i / layers], i % layers);
+            let change = score_logits(lg, trace, None)?.rel_change;
+            values[l * seq + b.start..l * seq + b.end].fill(change);
+        }
+        progress(((done + 1) * per_batch).min(bins.len()), bins.len());
+    }
+    Heatmap::new(layers, seq, values).map(Some)
+}
+
 /// Computes `metric` for the traced prompt: what the app's worker calls. The lens metrics follow the
 /// baseline's answer (`trace.top1_id`). `Ok(None)`: cancelled.
 pub fn compute(
@@ -321,6 +379,50 @@ mod tests {
         assert_eq!(format!("{h:?}"), "Heatmap(2 layers × 3 positions)");
         assert_eq!(lens_chunk(151_936), 220);
         assert_eq!(lens_chunk(0), 32 << 20);
+    }
+
+    /// Each cell of the knockout-effect map is the sweep's X→last knockout of that position's bin.
+    #[test]
+    fn knockout_effect_cells_are_single_knockouts() {
+        let Some(s) = demo() else { return };
+        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let no = AtomicBool::new(false);
+        let seq = trace.seq_len;
+        let m = knockout_effect_matrix(dec, trace, 2, seq, &no, &mut |_, _| {})
+            .expect("map")
+            .expect("not cancelled");
+        let binned = knockout_effect_matrix(dec, trace, 2, 10, &no, &mut |_, _| {})
+            .expect("map")
+            .expect("not cancelled");
+        let width = seq.div_ceil(10);
+        for (l, p) in [(0, 3), (1, seq / 2), (2, seq - 2)] {
+            let (start, end) = crate::flow::sweep::window(l, 2, 3, crate::flow::Align::Center);
+            let one = |sources: Vec<usize>| {
+                let ko = crate::flow::Knockout {
+                    sources,
+                    targets: vec![seq - 1],
+                    start,
+                    end,
+                };
+                ko.score(dec, trace, None).expect("knockout").rel_change
+            };
+            assert!(
+                close(m.get(l, p).expect("cell"), one(vec![p])),
+                "({l}, {p})"
+            );
+            let b = p / width * width;
+            let bin: Vec<usize> = (b..(b + width).min(seq)).collect();
+            assert!(
+                close(binned.get(l, p).expect("cell"), one(bin)),
+                "bin ({l}, {p})"
+            );
+        }
+        let stop = AtomicBool::new(true);
+        assert!(
+            knockout_effect_matrix(dec, trace, 2, 4, &stop, &mut |_, _| {})
+                .expect("ok")
+                .is_none()
+        );
     }
 
     /// The lens at every position is the single-position logit lens, chunked or not; its last row at the
