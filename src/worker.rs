@@ -22,7 +22,7 @@ use candle_core::{DType, Device, DeviceLocation};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use crate::flow::heatmap::{HeatMetric, Heatmap};
-use crate::flow::{Groups, Knockout, SweepRecord, Trace};
+use crate::flow::{Groups, Knockout, KnockoutSet, SweepRecord, Trace};
 use crate::media::prepare::{Item, PrepareOptions};
 use crate::media::preview::MediaPreview;
 use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
@@ -44,12 +44,15 @@ pub enum Command {
     RunForward,
     /// Attention knockout: the `target` group's queries lose the `source` group's keys in decoder layers
     /// `start..end` (half-open). Group names as in [`Groups`] (`system`, `video`, `image`, `audio`,
-    /// `question`, `last`). When several are queued only the newest runs (the user is dragging a control).
+    /// `question`, `last`) or selectors (`@1-3`, `pos:4-9`). `extra` blocks apply together with this one
+    /// ([`crate::flow::KnockoutSet`]: the app's toggle grid). When several are queued only the newest runs
+    /// (the user is dragging a control).
     RunKnockout {
         source: String,
         target: String,
         start: usize,
         end: usize,
+        extra: Vec<KnockoutBlock>,
     },
     /// Every centred window of `window` layers for every `(source, target)` pair; stopped by
     /// [`Command::Cancel`] between pairs, keeping what was done.
@@ -98,6 +101,7 @@ pub enum Event {
         target: String,
         start: usize,
         end: usize,
+        extra: Vec<KnockoutBlock>,
         /// Probability of the watched token (the baseline top-1) after the knockout.
         prob: f32,
         base_prob: f32,
@@ -327,13 +331,40 @@ pub struct MediaRequest {
     pub out: PathBuf,
 }
 
-/// One knockout as the UI states it: group names and a half-open layer range.
+/// One knockout as the UI states it: group names (or selectors) and a half-open layer range, plus more
+/// blocks applied together with it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KnockoutRequest {
     pub source: String,
     pub target: String,
     pub start: usize,
     pub end: usize,
+    /// Further blocks of the same run (the app's modality × layer toggles); empty for a plain knockout.
+    pub extra: Vec<KnockoutBlock>,
+}
+
+/// One block of a knockout: `target`'s queries lose `source`'s keys in layers `start..end`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KnockoutBlock {
+    pub source: String,
+    pub target: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl KnockoutRequest {
+    /// The main block, then the extra ones: what the run applies together.
+    pub fn blocks(&self) -> Vec<KnockoutBlock> {
+        let main = KnockoutBlock {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            start: self.start,
+            end: self.end,
+        };
+        std::iter::once(main)
+            .chain(self.extra.iter().cloned())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -578,7 +609,15 @@ fn describe(cmd: &Command) -> String {
             target,
             start,
             end,
-        } => format!("knocking out {source} -> {target} in layers {start}..{end}"),
+            extra,
+        } => format!(
+            "knocking out {source} -> {target} in layers {start}..{end}{}",
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} more blocks", extra.len())
+            }
+        ),
         Command::RunSweep { pairs, window } => {
             format!(
                 "sweeping {} pairs with a {window}-layer window",
@@ -643,12 +682,14 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
             target,
             start,
             end,
+            extra,
         } => {
             let req = KnockoutRequest {
                 source,
                 target,
                 start,
                 end,
+                extra,
             };
             match engine.knockout(&req, ctx) {
                 Ok(r) => vec![Event::KnockoutDone {
@@ -656,6 +697,7 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
                     target: req.target,
                     start: req.start,
                     end: req.end,
+                    extra: req.extra,
                     prob: r.prob,
                     base_prob: r.base_prob,
                     rel_change: r.rel_change,
@@ -949,26 +991,38 @@ impl Engine for ThinkerEngine {
             return Err(nothing_to_run());
         };
         let layers = m.thinker.decoder.num_layers();
-        if req.start >= req.end || req.end > layers {
-            return Err(Failure::new(
-                format!(
-                    "layer range {}..{} is not inside 0..{layers} (half-open)",
-                    req.start, req.end
-                ),
-                format!("choose layers A..B with 0 ≤ A < B ≤ {layers}"),
-            ));
+        let mut blocks = Vec::new();
+        for b in req.blocks() {
+            if b.start >= b.end || b.end > layers {
+                return Err(Failure::new(
+                    format!(
+                        "layer range {}..{} is not inside 0..{layers} (half-open)",
+                        b.start, b.end
+                    ),
+                    format!("choose layers A..B with 0 ≤ A < B ≤ {layers}"),
+                ));
+            }
+            blocks.push(Knockout {
+                sources: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &b.source)?,
+                targets: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &b.target)?,
+                start: b.start,
+                end: b.end,
+            });
         }
-        let ko = Knockout {
-            sources: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &req.source)?,
-            targets: select_any(groups, self.inputs.as_ref(), &m.thinker.cfg, &req.target)?,
-            start: req.start,
-            end: req.end,
-        };
         ctx.status(format!(
-            "Knocking out {} -> {} in layers {}..{}…",
-            req.source, req.target, req.start, req.end
+            "Knocking out {} -> {} in layers {}..{}{}…",
+            req.source,
+            req.target,
+            req.start,
+            req.end,
+            if req.extra.is_empty() {
+                String::new()
+            } else {
+                format!(" and {} more blocks", req.extra.len())
+            }
         ));
-        let r = ko.score(&m.thinker.decoder, trace, None)?;
+        // One block or several: the set runs them together (one block is exactly `Knockout::score`).
+        let r = KnockoutSet { blocks }.score(&m.thinker.decoder, trace, None)?;
         Ok(KnockoutOutcome {
             prob: r.prob,
             base_prob: r.base_prob,
@@ -1132,7 +1186,7 @@ impl ThinkerEngine {
     }
 }
 
-/// Positions of a group name, or of a selector (`@1-3`, `audio@1-3`, `item:0`, comma-separated unions) as
+/// Positions of a group name, or of a selector (`@1-3`, `audio@1-3`, `item:0`, `pos:4-9`, comma-separated unions) as
 /// the command line reads it ([`crate::cli::select_positions`]) with the prompt's token map.
 fn select_any(
     groups: &Groups,
@@ -1140,7 +1194,8 @@ fn select_any(
     cfg: &crate::model::ThinkerConfig,
     expr: &str,
 ) -> Outcome<Vec<usize>> {
-    let selector = expr.contains(['@', ',']) || expr.starts_with("item:");
+    let selector =
+        expr.contains(['@', ',']) || expr.starts_with("item:") || expr.starts_with("pos:");
     let Some(inp) = inputs.filter(|_| selector) else {
         return select(groups, expr);
     };
@@ -1159,7 +1214,8 @@ fn select_any(
     crate::cli::select_positions(groups, &map, expr).map_err(|e| {
         Failure::new(
             e.to_string(),
-            "select seconds where the prompt has sound or pictures (drag on the media timeline), or choose a group",
+            "select seconds where the prompt has sound or pictures (drag on the media timeline), positions inside \
+             the prompt (drag on the token strip), or choose a group",
         )
     })
 }
@@ -1310,8 +1366,10 @@ mod tests {
                 .collect()
         }
         fn knockout(&mut self, req: &KnockoutRequest, ctx: &Ctx) -> Outcome<KnockoutOutcome> {
-            fake_select(&req.source)?;
-            fake_select(&req.target)?;
+            for b in req.blocks() {
+                fake_select(&b.source)?;
+                fake_select(&b.target)?;
+            }
             if let Some(s) = &self.started {
                 let _ = s.send(());
             }
@@ -1441,6 +1499,7 @@ mod tests {
             target: target.into(),
             start,
             end,
+            extra: Vec::new(),
         }
     }
 
@@ -1756,6 +1815,52 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert!(w.shutdown(Duration::from_secs(5)));
+    }
+
+    /// The toggle grid's blocks travel with the request, come back with the result, and each is checked.
+    #[test]
+    fn extra_blocks_run_with_the_knockout() {
+        let w = Worker::spawn_with(Fake::default(), || {}).expect("spawn");
+        let video = KnockoutBlock {
+            source: "video".into(),
+            target: "last".into(),
+            start: 1,
+            end: 2,
+        };
+        let with = |extra: Vec<KnockoutBlock>| match ko("audio", "last", 0, 1) {
+            Command::RunKnockout {
+                source,
+                target,
+                start,
+                end,
+                ..
+            } => Command::RunKnockout {
+                source,
+                target,
+                start,
+                end,
+                extra,
+            },
+            other => other,
+        };
+        w.send(with(vec![video.clone()]));
+        match &until_idle(&w)[..] {
+            [Event::KnockoutDone { source, extra, .. }] => {
+                assert_eq!(source, "audio");
+                assert_eq!(extra, &vec![video.clone()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An empty group in a toggle block is the same error as in the main block.
+        let image = KnockoutBlock {
+            source: "image".into(),
+            ..video
+        };
+        w.send(with(vec![image]));
+        assert!(
+            matches!(&until_idle(&w)[..], [Event::Error { message, .. }] if message.contains("\"image\" is empty"))
+        );
         assert!(w.shutdown(Duration::from_secs(5)));
     }
 

@@ -145,6 +145,112 @@ fn incremental_knockouts_equal_full_masked_forwards() {
     }
 }
 
+/// Several blocks applied together (the app's toggle grid) equal the full forward with each layer's union
+/// mask; a one-block set is the single knockout, and adjacent blocks are the knockout over both ranges.
+#[test]
+fn knockout_sets_equal_full_masked_forwards() {
+    use avflow::flow::KnockoutSet;
+    for case in ["av_a", "av_b_frac", "image_audio_a"] {
+        let c = open(case);
+        let dec = &c.thinker.decoder;
+        let layers = dec.num_layers();
+        let seq = c.trace.seq_len;
+        let block = |s: &str, t: &str, start: usize, end: usize| {
+            Some(Knockout {
+                sources: c.groups.select(s).ok()?,
+                targets: c.groups.select(t).ok()?,
+                start,
+                end: end.min(layers),
+            })
+        };
+        let mut sets: Vec<KnockoutSet> = Vec::new();
+        // Grid-like: media rows into last over different layer blocks, with a gap between them.
+        let grid: Vec<Knockout> = [
+            block("audio", "last", 0, 1),
+            block("video", "last", layers - 1, layers),
+            block("image", "last", 0, layers),
+            block("question", "last", layers - 1, layers),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        assert!(grid.len() >= 2, "{case}: too few groups for a grid");
+        sets.push(KnockoutSet { blocks: grid });
+        // Different targets (the first recomputed row comes from the earlier one), overlapping layers.
+        let mixed: Vec<Knockout> = [
+            block("audio", "question", 0, 2),
+            block("video", "last", 1, layers),
+            block("image", "question", 1, 2),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        sets.push(KnockoutSet { blocks: mixed });
+        // Random position sets.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for _ in 0..3 {
+            let blocks = (0..1 + rng.random_range(0..3))
+                .map(|_| {
+                    let start = rng.random_range(0..layers);
+                    let end = rng.random_range(start + 1..=layers);
+                    let mut pick = |n: usize| -> Vec<usize> {
+                        let mut v: Vec<usize> = (0..n).map(|_| rng.random_range(0..seq)).collect();
+                        v.sort_unstable();
+                        v.dedup();
+                        v
+                    };
+                    let sources = pick(1 + 30);
+                    let targets = pick(1 + 8);
+                    Knockout {
+                        sources,
+                        targets,
+                        start,
+                        end,
+                    }
+                })
+                .collect();
+            sets.push(KnockoutSet { blocks });
+        }
+        let mut changed = 0;
+        for set in &sets {
+            let inc = set.run(dec, &c.trace).unwrap();
+            let full = set.run_full(dec, &c.embeds, &c.trace).unwrap();
+            let d = max_diff(&inc, &full);
+            assert!(
+                d <= 1e-5,
+                "{case}: incremental vs full differ by {d} for {set:?}"
+            );
+            if max_diff(&inc, &c.trace.last_logits) > 1e-4 {
+                changed += 1;
+            }
+        }
+        assert!(changed > 0, "{case}: no set changed the logits");
+
+        // One block = the knockout itself; two adjacent blocks = one over both ranges.
+        let one = block("audio", "last", 0, layers).unwrap();
+        let single = one.run(dec, &c.trace).unwrap();
+        let as_set = KnockoutSet::from(one.clone()).run(dec, &c.trace).unwrap();
+        assert_eq!(max_diff(&single, &as_set), 0.0, "{case}");
+        if layers >= 2 {
+            let split = KnockoutSet {
+                blocks: vec![
+                    Knockout {
+                        end: 1,
+                        ..one.clone()
+                    },
+                    Knockout {
+                        start: 1,
+                        ..one.clone()
+                    },
+                ],
+            };
+            let d = max_diff(&split.run(dec, &c.trace).unwrap(), &single);
+            assert!(d <= 1e-6, "{case}: split blocks differ by {d}");
+        }
+        assert!(KnockoutSet { blocks: vec![] }.run(dec, &c.trace).is_err());
+    }
+}
+
 #[test]
 fn groups_of_the_av_prompt() {
     let c = open("av_a");

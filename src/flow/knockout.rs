@@ -151,18 +151,167 @@ const MAX_BATCH_ROWS: usize = 2048;
 /// them (a knockout into `last` adds one row to a shared matmul instead of a pass over the weights).
 /// Returns each knockout's last-position logits, in order.
 pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<Vec<Tensor>> {
+    let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
+    run_sets(decoder, trace, &sets)
+}
+
+/// Several knockout blocks applied together, each with its own sources, targets and layers: in layer `l`
+/// a target query loses a source key when any block covering `l` pairs them. The app's toggle grid asks
+/// for such unions (audio hidden from `last` in layers 0..12 and video in 24..36); a single [`Knockout`]
+/// is the one-block case and gives the same numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnockoutSet {
+    pub blocks: Vec<Knockout>,
+}
+
+impl From<Knockout> for KnockoutSet {
+    fn from(k: Knockout) -> Self {
+        Self { blocks: vec![k] }
+    }
+}
+
+impl KnockoutSet {
+    /// Every block valid, and at least one (an empty set would silently be the baseline).
+    pub fn validate(&self, seq: usize, layers: usize) -> Result<()> {
+        if self.blocks.is_empty() {
+            return Err(Error::Prompt(
+                "a knockout set needs at least one block".into(),
+            ));
+        }
+        self.blocks.iter().try_for_each(|b| b.validate(seq, layers))
+    }
+
+    /// Additive mask `[rows, keys]` for query rows `first..first+rows` in decoder layer `layer`: causal,
+    /// plus every block whose layers hold `layer`.
+    pub fn mask_at(
+        &self,
+        layer: usize,
+        first: usize,
+        rows: usize,
+        keys: usize,
+        device: &Device,
+    ) -> Result<Tensor> {
+        union_mask(
+            &self.blocks,
+            &active_at(&self.blocks, layer),
+            first,
+            rows,
+            keys,
+            device,
+        )
+    }
+
+    /// The set's effect computed incrementally from a trace (see [`run_sets`]). Returns the last
+    /// position's logits.
+    pub fn run(&self, decoder: &Decoder, trace: &Trace) -> Result<Tensor> {
+        run_sets(decoder, trace, &[&self.blocks])?
+            .pop()
+            .ok_or_else(|| Error::Other("a knockout produced no result".into()))
+    }
+
+    /// Reference: a full forward over every position with each layer's union mask.
+    pub fn run_full(&self, decoder: &Decoder, embeds: &Tensor, trace: &Trace) -> Result<Tensor> {
+        let seq = trace.seq_len;
+        self.validate(seq, decoder.num_layers())?;
+        let dev = decoder.device();
+        let mut x = embeds.to_dtype(decoder.dtype())?;
+        for l in 0..decoder.num_layers() {
+            let mask = if self.blocks.iter().any(|b| b.start <= l && l < b.end) {
+                AttnMask::Additive(self.mask_at(l, 0, seq, seq, dev)?)
+            } else {
+                AttnMask::Causal
+            };
+            x = decoder
+                .layer(l)
+                .forward(&x, &trace.rot, None, &mask, false)?
+                .hidden;
+        }
+        let last = decoder.final_norm(&x.narrow(0, seq - 1, 1)?)?;
+        Ok(decoder.logits(&last)?.squeeze(0)?)
+    }
+
+    /// Runs and scores the set for `token` (the baseline top-1 when `None`).
+    pub fn score(
+        &self,
+        decoder: &Decoder,
+        trace: &Trace,
+        token: Option<u32>,
+    ) -> Result<KnockoutResult> {
+        let logits = self.run(decoder, trace)?;
+        score_logits(&logits, trace, token)
+    }
+}
+
+/// Which of `blocks` cover decoder layer `layer`.
+fn active_at(blocks: &[Knockout], layer: usize) -> Vec<bool> {
+    blocks
+        .iter()
+        .map(|b| b.start <= layer && layer < b.end)
+        .collect()
+}
+
+/// Causal mask for rows `first..first+rows` over keys `0..keys`, plus the pairs of every active block.
+fn union_mask(
+    blocks: &[Knockout],
+    active: &[bool],
+    first: usize,
+    rows: usize,
+    keys: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    // Per active block: which keys it hides and from which queries.
+    let marks: Vec<(Vec<bool>, Vec<bool>)> = blocks
+        .iter()
+        .zip(active)
+        .filter(|(_, &on)| on)
+        .map(|(b, _)| {
+            let mut key = vec![false; keys];
+            let mut query = vec![false; first + rows];
+            for &s in b.sources.iter().filter(|&&s| s < keys) {
+                key[s] = true;
+            }
+            for &t in b.targets.iter().filter(|&&t| t < first + rows) {
+                query[t] = true;
+            }
+            (key, query)
+        })
+        .collect();
+    mask_for_rows(
+        first..first + rows,
+        keys,
+        |q, j| marks.iter().any(|(key, query)| query[q] && key[j]),
+        device,
+    )
+}
+
+/// The core of [`run_batch`] and [`KnockoutSet::run`]: each entry of `sets` is one run whose blocks apply
+/// together. Runs whose first target is the same position recompute the same rows and share each layer
+/// call; a run starts at its earliest block's first layer, from the traced residual there.
+fn run_sets(decoder: &Decoder, trace: &Trace, sets: &[&[Knockout]]) -> Result<Vec<Tensor>> {
     let seq = trace.seq_len;
     let layers = decoder.num_layers();
-    for k in specs {
-        k.validate(seq, layers)?;
+    for set in sets {
+        if set.is_empty() {
+            return Err(Error::Prompt(
+                "a knockout set needs at least one block".into(),
+            ));
+        }
+        for k in set.iter() {
+            k.validate(seq, layers)?;
+        }
     }
-    let mut out: Vec<Option<Tensor>> = vec![None; specs.len()];
+    let first_target = |set: &[Knockout]| {
+        set.iter()
+            .filter_map(|k| k.targets.iter().min())
+            .min()
+            .copied()
+            .unwrap_or(0)
+    };
+    let start_of = |set: &[Knockout]| set.iter().map(|k| k.start).min().unwrap_or(0);
+    let mut out: Vec<Option<Tensor>> = vec![None; sets.len()];
     let mut by_first: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, k) in specs.iter().enumerate() {
-        by_first
-            .entry(*k.targets.iter().min().unwrap_or(&0))
-            .or_default()
-            .push(i);
+    for (i, set) in sets.iter().enumerate() {
+        by_first.entry(first_target(set)).or_default().push(i);
     }
     let dev = decoder.device();
     for (first, idx) in by_first {
@@ -170,23 +319,37 @@ pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result
         let per_batch = (MAX_BATCH_ROWS / rows).max(1);
         let rot = trace.rot.narrow(first, rows)?;
         for chunk in idx.chunks(per_batch) {
-            // Masks per knockout (knockout layers / plain layers); rows of each knockout's stream.
-            let masks: Vec<(AttnMask, AttnMask)> = chunk
+            // Per run: one mask per distinct pattern of active blocks (a single knockout has two: inside
+            // and after its layers), and which of them each layer uses.
+            let masks: Vec<(Vec<AttnMask>, Vec<usize>)> = chunk
                 .iter()
                 .map(|&i| {
-                    let k = &specs[i];
-                    Ok((
-                        AttnMask::Additive(k.mask(first, rows, seq, true, dev)?),
-                        AttnMask::Additive(k.mask(first, rows, seq, false, dev)?),
-                    ))
+                    let set = sets[i];
+                    let mut patterns: Vec<Vec<bool>> = Vec::new();
+                    let mut masks = Vec::new();
+                    let mut per_layer = vec![0; layers];
+                    for (l, slot) in per_layer.iter_mut().enumerate().skip(start_of(set)) {
+                        let active = active_at(set, l);
+                        *slot = match patterns.iter().position(|p| *p == active) {
+                            Some(n) => n,
+                            None => {
+                                masks.push(AttnMask::Additive(union_mask(
+                                    set, &active, first, rows, seq, dev,
+                                )?));
+                                patterns.push(active);
+                                masks.len() - 1
+                            }
+                        };
+                    }
+                    Ok((masks, per_layer))
                 })
                 .collect::<Result<_>>()?;
             let mut xs: Vec<Option<Tensor>> = vec![None; chunk.len()];
-            let lo = chunk.iter().map(|&i| specs[i].start).min().unwrap_or(0);
+            let lo = chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0);
             for l in lo..layers {
                 let mut active = Vec::new();
                 for (j, &i) in chunk.iter().enumerate() {
-                    if specs[i].start == l {
+                    if start_of(sets[i]) == l {
                         xs[j] = Some(trace.residuals[l].narrow(0, first, rows)?);
                     }
                     if xs[j].is_some() {
@@ -203,16 +366,8 @@ pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result
                         .collect::<Vec<_>>(),
                     0,
                 )?;
-                let ms: Vec<&AttnMask> = active
-                    .iter()
-                    .map(|&j| {
-                        if l < specs[chunk[j]].end {
-                            &masks[j].0
-                        } else {
-                            &masks[j].1
-                        }
-                    })
-                    .collect();
+                let ms: Vec<&AttnMask> =
+                    active.iter().map(|&j| &masks[j].0[masks[j].1[l]]).collect();
                 let kv = &trace.kv[l];
                 let past = KvPair {
                     k: kv.k.narrow(1, 0, first)?,

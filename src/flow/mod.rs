@@ -10,6 +10,6 @@ pub mod sweep;
 pub mod trace;
 
 pub use groups::Groups;
-pub use knockout::{Knockout, KnockoutResult};
+pub use knockout::{Knockout, KnockoutResult, KnockoutSet};
 pub use sweep::{sweep, Align, SweepRecord};
 pub use trace::Trace;

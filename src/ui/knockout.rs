@@ -1,13 +1,24 @@
-//! Knockout panel: pick a source group, a target group and a layer range; the target's queries lose the
-//! source's keys in those layers and the panel shows how the probability of the baseline answer moves.
+//! Knockout panel: pick a source, a target and a layer range; the target's queries lose the source's keys
+//! in those layers and the panel shows how the probability of the baseline answer moves.
+//!
 //! Every change of a control asks for a new knockout; the worker runs only the newest queued one, so
-//! dragging the layer range stays live. Besides groups, a source or target may be a selector of seconds
-//! (`@1-3`, `audio@1-3`) picked on the media timeline; the worker resolves it with the token map.
+//! dragging on the layer axis stays live. Besides groups, a source or target may be a selector of seconds
+//! (`@1-3`, `audio@1-3`, picked on the media timeline) or of positions (`pos:10-20`, picked on the token
+//! strip); the worker resolves it with the token map. A grid of toggles (modality × layer block) adds
+//! more blocks into the same target, run together with the main one ([`crate::flow::KnockoutSet`]).
+//! Settings have a bounded undo history (a drag is one step), and a result can be pinned as A to compare
+//! with the live one (B).
 
-use egui::{Color32, RichText};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
+
+use egui::{
+    Color32, CornerRadius, Key, KeyboardShortcut, Modifiers, Pos2, Rect, RichText, Sense, Stroke,
+    Vec2,
+};
 
 use crate::flow::groups::BUILTIN;
-use crate::worker::KnockoutRequest;
+use crate::worker::{KnockoutBlock, KnockoutRequest};
 
 use super::answer::format_percent;
 use super::panel::{Action, KnockoutView, Panel, ViewState};
@@ -15,6 +26,21 @@ use super::tokens::quoted;
 
 /// Sources tried in this order for the first selection: the media first (the question the app asks).
 const SOURCE_PREFERENCE: [&str; 5] = ["audio", "video", "image", "question", "system"];
+
+/// Rows of the toggle grid, in this order where present: the parts of a prompt whose keys one would hide.
+pub const TOGGLE_ROWS: [&str; 5] = ["audio", "video", "image", "question", "system"];
+
+/// Undo the last change of the knockout settings.
+pub const UNDO_SHORTCUT: KeyboardShortcut = KeyboardShortcut::new(Modifiers::COMMAND, Key::Z);
+/// Redo what was undone. Checked before [`UNDO_SHORTCUT`], which it would also match.
+pub const REDO_SHORTCUT: KeyboardShortcut =
+    KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
+
+/// Settings kept for undo; older ones are forgotten.
+pub const HISTORY_LEN: usize = 100;
+
+/// The layer axis's name for screen readers and tests (the grid's cells are `"audio layers 0..12"`).
+pub const AXIS_LABEL: &str = "knocked-out layers";
 
 /// The groups a control offers: those present (non-empty) in the prompt, built-in ones in
 /// [`BUILTIN`] order, then custom spans by name.
@@ -34,10 +60,10 @@ pub fn offered_groups(groups: &[(String, usize)]) -> Vec<String> {
     out
 }
 
-/// A selector string rather than a group name (`@1-3`, `audio@0.5-2`, `item:0`): always offered, since
-/// whether it selects anything is the worker's to say (with the groups that exist).
+/// A selector string rather than a group name (`@1-3`, `audio@0.5-2`, `item:0`, `pos:4-9`): always
+/// offered, since whether it selects anything is the worker's to say (with the groups that exist).
 pub fn is_selector(s: &str) -> bool {
-    s.contains('@') || s.starts_with("item:")
+    s.contains('@') || s.starts_with("item:") || s.starts_with("pos:")
 }
 
 /// What a combo offers: the present groups, then the selectors in use or on the timeline, each once.
@@ -61,13 +87,50 @@ pub fn clamp_range(start: usize, end: usize, layers: usize) -> (usize, usize) {
     (start.min(end - 1), end)
 }
 
-/// The selection to show: `current` while its groups are still offered (range clamped to the model),
-/// otherwise the first media group → `last` over every layer. `None` when the prompt offers no pair.
+/// Everything the user set: what undo and redo step through, and what one knockout run is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnockoutSettings {
+    pub source: String,
+    pub target: String,
+    /// The main block's layers, half-open.
+    pub start: usize,
+    pub end: usize,
+    /// The toggle grid: per modality row, the layers whose keys are hidden from `target` as well. Rows
+    /// with no layer are left out, so equal grids compare equal.
+    pub toggles: BTreeMap<String, BTreeSet<usize>>,
+}
+
+impl KnockoutSettings {
+    pub fn new(source: &str, target: &str, start: usize, end: usize) -> Self {
+        Self {
+            source: source.into(),
+            target: target.into(),
+            start,
+            end,
+            toggles: BTreeMap::new(),
+        }
+    }
+
+    /// The run these settings ask for: the main block plus one block per run of toggled layers.
+    pub fn request(&self) -> KnockoutRequest {
+        KnockoutRequest {
+            source: self.source.clone(),
+            target: self.target.clone(),
+            start: self.start,
+            end: self.end,
+            extra: toggle_blocks(&self.toggles, &self.target),
+        }
+    }
+}
+
+/// The settings to show: `current` while its groups are still offered (layers clamped to the model,
+/// toggles of absent rows or layers dropped), otherwise the first media group → `last` over every layer.
+/// `None` when the prompt offers no pair.
 pub fn reconcile(
-    current: Option<&KnockoutRequest>,
+    current: Option<&KnockoutSettings>,
     groups: &[(String, usize)],
     layers: usize,
-) -> Option<KnockoutRequest> {
+) -> Option<KnockoutSettings> {
     let offered = offered_groups(groups);
     if offered.is_empty() || layers == 0 {
         return None;
@@ -76,9 +139,21 @@ pub fn reconcile(
         let ok = |g: &String| offered.contains(g) || is_selector(g);
         if ok(&c.source) && ok(&c.target) {
             let (start, end) = clamp_range(c.start, c.end, layers);
-            return Some(KnockoutRequest {
+            let rows = toggle_rows(groups);
+            let toggles = c
+                .toggles
+                .iter()
+                .filter(|(row, _)| rows.contains(row))
+                .map(|(row, ls)| {
+                    let kept: BTreeSet<usize> = ls.range(..layers).copied().collect();
+                    (row.clone(), kept)
+                })
+                .filter(|(_, ls)| !ls.is_empty())
+                .collect();
+            return Some(KnockoutSettings {
                 start,
                 end,
+                toggles,
                 ..c.clone()
             });
         }
@@ -92,12 +167,217 @@ pub fn reconcile(
     } else {
         offered[offered.len() - 1].clone()
     };
-    Some(KnockoutRequest {
-        source,
-        target,
-        start: 0,
-        end: layers,
-    })
+    Some(KnockoutSettings::new(&source, &target, 0, layers))
+}
+
+/// The grid's rows: [`TOGGLE_ROWS`] present in this prompt.
+pub fn toggle_rows(groups: &[(String, usize)]) -> Vec<String> {
+    TOGGLE_ROWS
+        .iter()
+        .filter(|r| groups.iter().any(|(n, c)| n == *r && *c > 0))
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// The grid's columns: `columns` blocks of (nearly) equal size covering `0..layers`, each non-empty
+/// (thirds by default: early, middle and late layers).
+pub fn layer_blocks(layers: usize, columns: usize) -> Vec<(usize, usize)> {
+    let n = columns.clamp(1, layers.max(1));
+    if layers == 0 {
+        return Vec::new();
+    }
+    (0..n)
+        .map(|k| (k * layers / n, (k + 1) * layers / n))
+        .collect()
+}
+
+/// How much of a cell's layers are toggled on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellState {
+    Off,
+    /// Some layers of the block (set with other columns).
+    Partly,
+    On,
+}
+
+pub fn cell_state(on: Option<&BTreeSet<usize>>, (a, b): (usize, usize)) -> CellState {
+    let n = on.map_or(0, |s| s.range(a..b).count());
+    if n == 0 {
+        CellState::Off
+    } else if n == b - a {
+        CellState::On
+    } else {
+        CellState::Partly
+    }
+}
+
+/// A click on a cell: a full cell turns off, an empty or partly set one turns fully on.
+pub fn toggle_cell(
+    toggles: &mut BTreeMap<String, BTreeSet<usize>>,
+    row: &str,
+    block: (usize, usize),
+) {
+    let on = cell_state(toggles.get(row), block) == CellState::On;
+    let layers = toggles.entry(row.to_string()).or_default();
+    for l in block.0..block.1 {
+        if on {
+            layers.remove(&l);
+        } else {
+            layers.insert(l);
+        }
+    }
+    if layers.is_empty() {
+        toggles.remove(row);
+    }
+}
+
+/// Maximal runs of consecutive layers as half-open ranges: `{0, 1, 2, 5}` → `[(0, 3), (5, 6)]`.
+pub fn runs(layers: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for &l in layers {
+        match out.last_mut() {
+            Some((_, end)) if *end == l => *end = l + 1,
+            _ => out.push((l, l + 1)),
+        }
+    }
+    out
+}
+
+/// The grid as knockout blocks into `target`: one per row and run of toggled layers, rows in order.
+pub fn toggle_blocks(
+    toggles: &BTreeMap<String, BTreeSet<usize>>,
+    target: &str,
+) -> Vec<KnockoutBlock> {
+    TOGGLE_ROWS
+        .iter()
+        .filter_map(|row| Some((*row, toggles.get(*row)?)))
+        .flat_map(|(row, layers)| {
+            runs(layers)
+                .into_iter()
+                .map(move |(start, end)| KnockoutBlock {
+                    source: row.to_string(),
+                    target: target.to_string(),
+                    start,
+                    end,
+                })
+        })
+        .collect()
+}
+
+/// The layer axis: `layers` equal cells from `left` over `width` points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerAxis {
+    pub left: f32,
+    pub width: f32,
+    pub layers: usize,
+}
+
+impl LayerAxis {
+    fn cell(&self) -> f32 {
+        self.width / self.layers.max(1) as f32
+    }
+
+    /// The layer under `x`, clamped to the axis (a drag past either end keeps the end layer).
+    pub fn layer_at(&self, x: f32) -> usize {
+        let l = ((x - self.left) / self.cell()).floor();
+        if l.is_nan() || l < 0.0 {
+            0
+        } else {
+            (l as usize).min(self.layers.saturating_sub(1))
+        }
+    }
+
+    /// Left edge of `layer` (`layers` is the right end).
+    pub fn x(&self, layer: usize) -> f32 {
+        self.left + layer as f32 * self.cell()
+    }
+
+    /// Label every `step` layers so numbers stay `min_gap` points apart: 1, 2, 5, 10, 20, …
+    pub fn tick_step(&self, min_gap: f32) -> usize {
+        let cell = self.cell().max(1e-3);
+        [1, 2, 5, 10, 20, 50, 100, 200, 500]
+            .into_iter()
+            .find(|&s| s as f32 * cell >= min_gap)
+            .unwrap_or(1000)
+    }
+}
+
+/// The layers a drag from layer `a` to layer `b` covers, both included: `[min, max + 1)`.
+pub fn drag_range(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b) + 1)
+}
+
+/// A bounded undo history of settings. [`History::observe`] is called every frame with the current
+/// value; a change is recorded once it settles (no pointer held), so a drag over many values is one step.
+#[derive(Debug, Clone)]
+pub struct History<T> {
+    past: VecDeque<T>,
+    future: Vec<T>,
+    /// The last recorded value: what undo returns to from a newer one.
+    settled: Option<T>,
+    cap: usize,
+}
+
+impl<T: Clone + PartialEq> History<T> {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            past: VecDeque::new(),
+            future: Vec::new(),
+            settled: None,
+            cap: cap.max(1),
+        }
+    }
+
+    /// Records `current` as a step when it differs from the last settled value and `gesture` (a pointer
+    /// held down) is over. A new step clears what could be redone.
+    pub fn observe(&mut self, current: &T, gesture: bool) {
+        let Some(settled) = self.settled.as_mut() else {
+            self.settled = Some(current.clone());
+            return;
+        };
+        if gesture || settled == current {
+            return;
+        }
+        let before = std::mem::replace(settled, current.clone());
+        self.past.push_back(before);
+        while self.past.len() > self.cap {
+            self.past.pop_front();
+        }
+        self.future.clear();
+    }
+
+    /// The value before `current` (recording `current` first if it is an unsettled change).
+    pub fn undo(&mut self, current: &T) -> Option<T> {
+        self.observe(current, false);
+        let prev = self.past.pop_back()?;
+        self.future.push(current.clone());
+        self.settled = Some(prev.clone());
+        Some(prev)
+    }
+
+    /// The value undone last, unless something changed since.
+    pub fn redo(&mut self, current: &T) -> Option<T> {
+        self.observe(current, false);
+        let next = self.future.pop()?;
+        self.past.push_back(current.clone());
+        self.settled = Some(next.clone());
+        Some(next)
+    }
+
+    pub fn can_undo(&self) -> bool {
+        !self.past.is_empty()
+    }
+
+    pub fn can_redo(&self) -> bool {
+        !self.future.is_empty()
+    }
+
+    /// Forgets everything (another prompt: its settings are not this one's).
+    pub fn clear(&mut self) {
+        self.past.clear();
+        self.future.clear();
+        self.settled = None;
+    }
 }
 
 /// Red for a drop, green for a rise, grey for no change (or no number).
@@ -113,16 +393,21 @@ pub fn change_color(rel_change: f32) -> Color32 {
 
 /// `"+12.3 %"`, `"−45.0 %"` (a real minus sign), `"0.0 %"`.
 pub fn format_change(rel_change: f32) -> String {
-    if !rel_change.is_finite() {
+    signed(rel_change, " %")
+}
+
+/// One decimal with a real minus sign and `unit` appended; `"–"` for no number.
+fn signed(x: f32, unit: &str) -> String {
+    if !x.is_finite() {
         return "–".into();
     }
-    let rounded = (f64::from(rel_change) * 10.0).round() / 10.0;
+    let rounded = (f64::from(x) * 10.0).round() / 10.0;
     if rounded == 0.0 {
-        "0.0 %".into()
+        format!("0.0{unit}")
     } else if rounded < 0.0 {
-        format!("\u{2212}{:.1} %", -rounded)
+        format!("\u{2212}{:.1}{unit}", -rounded)
     } else {
-        format!("+{rounded:.1} %")
+        format!("+{rounded:.1}{unit}")
     }
 }
 
@@ -133,6 +418,26 @@ pub fn token_text((id, text): &(u32, String)) -> String {
     } else {
         quoted(text)
     }
+}
+
+/// `audio -> last, layers 0..3`, then each extra block: `+ video 2..3` (into the same target) or
+/// `+ video -> question 2..3`.
+pub fn request_label(r: &KnockoutRequest) -> String {
+    let mut s = format!(
+        "{} -> {}, layers {}..{}",
+        r.source, r.target, r.start, r.end
+    );
+    for b in &r.extra {
+        if b.target == r.target {
+            s.push_str(&format!(" + {} {}..{}", b.source, b.start, b.end));
+        } else {
+            s.push_str(&format!(
+                " + {} -> {} {}..{}",
+                b.source, b.target, b.start, b.end
+            ));
+        }
+    }
+    s
 }
 
 /// The result line, ready to draw.
@@ -147,7 +452,7 @@ pub struct KnockoutSummary {
     pub color: Color32,
     /// `top-1 after "y"`.
     pub top1: String,
-    /// `audio → last, layers 0..3`: what the numbers answer.
+    /// `audio -> last, layers 0..3`: what the numbers answer.
     pub request: String,
     /// The controls have moved on since this result was asked for.
     pub stale: bool,
@@ -165,19 +470,95 @@ pub fn summary(view: &KnockoutView, selection: Option<&KnockoutRequest>) -> Knoc
         change: format!("change {}", format_change(view.rel_change)),
         color: change_color(view.rel_change),
         top1: format!("top-1 after {}", token_text(&view.top1)),
-        request: format!(
-            "{} -> {}, layers {}..{}",
-            r.source, r.target, r.start, r.end
-        ),
+        request: request_label(r),
         stale: selection.is_some_and(|s| s != r),
     }
 }
 
-#[derive(Default)]
+/// A pinned result (A) beside the live one (B), ready to draw as a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// `(row name, A's cell, B's cell)`: the settings, p(answer), change against the baseline, top-1.
+    pub rows: Vec<(String, String, String)>,
+    /// `B − A: −12.3 points (B/A ×0.62)`.
+    pub difference: String,
+    pub color: Color32,
+    /// The two watch different tokens or baselines (another prompt or model): their numbers do not
+    /// compare.
+    pub warning: Option<String>,
+}
+
+pub fn compare(a: &KnockoutView, b: &KnockoutView) -> Comparison {
+    let points = 100.0 * (b.prob - a.prob);
+    let ratio = if a.prob > 0.0 {
+        format!(" (B/A \u{d7}{:.2})", b.prob / a.prob)
+    } else {
+        String::new()
+    };
+    let same_baseline = a.token.0 == b.token.0 && a.base_prob == b.base_prob;
+    Comparison {
+        rows: vec![
+            (
+                "knockout".into(),
+                request_label(&a.request),
+                request_label(&b.request),
+            ),
+            (
+                format!("p({})", token_text(&b.token)),
+                format_percent(a.prob),
+                format_percent(b.prob),
+            ),
+            (
+                "change".into(),
+                format_change(a.rel_change),
+                format_change(b.rel_change),
+            ),
+            ("top-1 after".into(), token_text(&a.top1), token_text(&b.top1)),
+        ],
+        difference: format!("B \u{2212} A: {}{ratio}", signed(points, " points")),
+        color: change_color(points),
+        warning: (!same_baseline).then(|| {
+            format!(
+                "A watched p({}) from a baseline of {}; B watches p({}) from {}: another prompt or model, \
+                 so the two do not compare. Pin again.",
+                token_text(&a.token),
+                format_percent(a.base_prob),
+                token_text(&b.token),
+                format_percent(b.base_prob)
+            )
+        }),
+    }
+}
+
+/// Which prompt the panel's settings, history and pin belong to.
+type PromptKey = (PathBuf, PathBuf, usize);
+
 pub struct KnockoutPanel {
-    selection: Option<KnockoutRequest>,
+    settings: Option<KnockoutSettings>,
     /// The last [`super::media::SpanPick`] applied.
     seen_pick: u64,
+    history: History<KnockoutSettings>,
+    /// Columns of the toggle grid.
+    columns: usize,
+    /// The layer a drag on the axis started at.
+    axis_from: Option<usize>,
+    /// Result A of the comparison.
+    pinned: Option<KnockoutView>,
+    prompt: Option<PromptKey>,
+}
+
+impl Default for KnockoutPanel {
+    fn default() -> Self {
+        Self {
+            settings: None,
+            seen_pick: 0,
+            history: History::new(HISTORY_LEN),
+            columns: 3,
+            axis_from: None,
+            pinned: None,
+            prompt: None,
+        }
+    }
 }
 
 impl Panel for KnockoutPanel {
@@ -190,8 +571,14 @@ impl Panel for KnockoutPanel {
             ui.weak("Load a model and inputs to knock out attention between token groups.");
             return;
         };
+        let key = (model.dir.clone(), inputs.path.clone(), inputs.ids.len());
+        if self.prompt.as_ref() != Some(&key) {
+            self.prompt = Some(key);
+            self.history.clear();
+            self.pinned = None;
+        }
         let layers = model.layers;
-        let Some(mut sel) = reconcile(self.selection.as_ref(), &inputs.flow_groups, layers) else {
+        let Some(mut sel) = reconcile(self.settings.as_ref(), &inputs.flow_groups, layers) else {
             ui.weak("This prompt has no token groups to knock out.");
             return;
         };
@@ -207,6 +594,7 @@ impl Panel for KnockoutPanel {
                 super::media::SpanRole::Target => sel.target = p.selector.clone(),
             }
         }
+        let (undo, redo) = self.shortcuts(ui);
         let timeline = view
             .time_selection
             .map(|r| r.selector(super::media::Modality::Both));
@@ -217,6 +605,7 @@ impl Panel for KnockoutPanel {
             .collect();
         let offered = choices(&offered_groups(&inputs.flow_groups), &extras);
         let mut run = false;
+        let (mut undo_clicked, mut redo_clicked) = (false, false);
         ui.horizontal_wrapped(|ui| {
             group_combo(ui, "source", &mut sel.source, &offered);
             group_combo(ui, "target", &mut sel.target, &offered);
@@ -232,23 +621,49 @@ impl Panel for KnockoutPanel {
             let (start, end) = clamp_range(sel.start, sel.end, layers);
             sel.start = start;
             sel.end = end;
-            ui.weak(format!("layers {start}..{end} of {layers} (half-open)"));
             run = ui
                 .button("Knock out")
                 .on_hover_text(
                     "The target's queries may not attend to the source's keys in these layers",
                 )
                 .clicked();
+            ui.separator();
+            undo_clicked = ui
+                .add_enabled(self.history.can_undo(), egui::Button::new("Undo"))
+                .on_hover_text("Undo the last change of these settings (Ctrl+Z)")
+                .clicked();
+            redo_clicked = ui
+                .add_enabled(self.history.can_redo(), egui::Button::new("Redo"))
+                .on_hover_text("Redo what was undone (Ctrl+Shift+Z)")
+                .clicked();
         });
-        if run || sel != before {
-            actions.push(Action::Knockout(sel.clone()));
+        self.layer_axis(ui, &mut sel, layers);
+        self.toggle_grid(ui, &mut sel, &inputs.flow_groups, layers);
+
+        // A drag (on the axis or a number field) is one undo step, recorded when the pointer lets go.
+        let gesture = ui.input(|i| i.pointer.any_down());
+        if undo || undo_clicked {
+            if let Some(prev) = self.history.undo(&sel) {
+                sel = prev;
+            }
+        } else if redo || redo_clicked {
+            if let Some(next) = self.history.redo(&sel) {
+                sel = next;
+            }
+        } else {
+            self.history.observe(&sel, gesture);
         }
-        self.selection = Some(sel);
+        let request = sel.request();
+        if run || sel != before {
+            actions.push(Action::Knockout(request.clone()));
+        }
+        self.settings = Some(sel);
+
         let Some(result) = &view.knockout else {
             ui.weak("Change a control (or press Knock out) to see the answer's probability move.");
             return;
         };
-        let s = summary(result, self.selection.as_ref());
+        let s = summary(result, Some(&request));
         ui.horizontal_wrapped(|ui| {
             ui.label(&s.baseline)
                 .on_hover_text(format!("{:.7}", result.base_prob));
@@ -256,12 +671,253 @@ impl Panel for KnockoutPanel {
                 .on_hover_text(format!("{:.7}", result.prob));
             ui.label(RichText::new(&s.change).strong().color(s.color));
             ui.monospace(&s.top1);
+            ui.separator();
+            if ui
+                .button("Pin as A")
+                .on_hover_text("Keep this result as A and compare the next ones (B) with it")
+                .clicked()
+            {
+                self.pinned = Some(result.clone());
+            }
+            if self.pinned.is_some() && ui.button("Unpin").clicked() {
+                self.pinned = None;
+            }
         });
         if s.stale {
             ui.weak(format!("{} · updating…", s.request));
         } else {
             ui.weak(&s.request);
         }
+        if let Some(a) = &self.pinned {
+            comparison_table(ui, &compare(a, result));
+        }
+    }
+}
+
+impl KnockoutPanel {
+    /// Ctrl+Z / Ctrl+Shift+Z, unless a text field has the keyboard (it undoes its own typing then).
+    fn shortcuts(&self, ui: &egui::Ui) -> (bool, bool) {
+        let ctx = ui.ctx();
+        let typing = ctx
+            .memory(|m| m.focused())
+            .is_some_and(|id| egui::text_edit::TextEditState::load(ctx, id).is_some());
+        if typing {
+            return (false, false);
+        }
+        ctx.input_mut(|i| {
+            let redo = i.consume_shortcut(&REDO_SHORTCUT);
+            let undo = !redo && i.consume_shortcut(&UNDO_SHORTCUT);
+            (undo, redo)
+        })
+    }
+
+    /// A horizontal bar of the model's layers; a drag selects the layers it covers, a click one layer.
+    fn layer_axis(&mut self, ui: &mut egui::Ui, sel: &mut KnockoutSettings, layers: usize) {
+        ui.horizontal(|ui| {
+            ui.label("layers");
+            let width = (ui.available_width() - 8.0).clamp(120.0, 720.0);
+            let (rect, resp) =
+                ui.allocate_exact_size(Vec2::new(width, 30.0), Sense::click_and_drag());
+            resp.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Slider, true, AXIS_LABEL));
+            let axis = LayerAxis {
+                left: rect.left(),
+                width: rect.width(),
+                layers,
+            };
+            if resp.drag_started() {
+                let origin = ui.input(|i| i.pointer.press_origin());
+                self.axis_from = origin
+                    .or(resp.interact_pointer_pos())
+                    .map(|p| axis.layer_at(p.x));
+            }
+            if resp.dragged() {
+                if let (Some(a), Some(p)) = (self.axis_from, resp.interact_pointer_pos()) {
+                    (sel.start, sel.end) = drag_range(a, axis.layer_at(p.x));
+                }
+            }
+            if resp.drag_stopped() {
+                self.axis_from = None;
+            }
+            if resp.clicked() {
+                if let Some(p) = resp.interact_pointer_pos() {
+                    let l = axis.layer_at(p.x);
+                    (sel.start, sel.end) = (l, l + 1);
+                }
+            }
+
+            let painter = ui.painter_at(rect);
+            let visuals = ui.visuals();
+            let bar = Rect::from_min_max(rect.min, Pos2::new(rect.right(), rect.top() + 16.0));
+            painter.rect_filled(bar, CornerRadius::same(2), visuals.extreme_bg_color);
+            let chosen = Rect::from_min_max(
+                Pos2::new(axis.x(sel.start), bar.top()),
+                Pos2::new(axis.x(sel.end), bar.bottom()),
+            );
+            let accent = visuals.selection.bg_fill;
+            painter.rect_filled(chosen, CornerRadius::same(2), accent);
+            let weak = visuals.weak_text_color();
+            for l in 1..layers {
+                let x = axis.x(l);
+                painter.line_segment(
+                    [
+                        Pos2::new(x, bar.top() + 3.0),
+                        Pos2::new(x, bar.bottom() - 3.0),
+                    ],
+                    Stroke::new(1.0, weak.gamma_multiply(0.5)),
+                );
+            }
+            let font = egui::FontId::proportional(10.0);
+            let step = axis.tick_step(22.0);
+            for l in (0..=layers).step_by(step) {
+                let align = if l == 0 {
+                    egui::Align2::LEFT_TOP
+                } else if l == layers {
+                    egui::Align2::RIGHT_TOP
+                } else {
+                    egui::Align2::CENTER_TOP
+                };
+                painter.text(
+                    Pos2::new(axis.x(l), bar.bottom() + 1.0),
+                    align,
+                    l.to_string(),
+                    font.clone(),
+                    weak,
+                );
+            }
+            if let Some(p) = resp.hover_pos() {
+                let l = axis.layer_at(p.x);
+                resp.on_hover_text_at_pointer(format!(
+                    "layer {l} · drag to select a range of layers, click for one"
+                ));
+            }
+        });
+    }
+
+    /// Rows of modalities × columns of layer blocks; an "on" cell hides that modality's keys from the
+    /// target in those layers, together with the main block.
+    fn toggle_grid(
+        &mut self,
+        ui: &mut egui::Ui,
+        sel: &mut KnockoutSettings,
+        groups: &[(String, usize)],
+        layers: usize,
+    ) {
+        let rows = toggle_rows(groups);
+        if rows.is_empty() {
+            return;
+        }
+        ui.horizontal(|ui| {
+            ui.label(format!(
+                "Also hide from {}, per block of layers:",
+                sel.target
+            ));
+            let name = ui.label("columns");
+            ui.add(egui::DragValue::new(&mut self.columns).range(1..=layers.max(1)))
+                .labelled_by(name.id)
+                .on_hover_text("How many equal blocks of layers the grid has");
+            if !sel.toggles.is_empty() && ui.small_button("Clear toggles").clicked() {
+                sel.toggles.clear();
+            }
+        });
+        let blocks = layer_blocks(layers, self.columns);
+        egui::Grid::new("knockout-toggles")
+            .spacing(Vec2::new(4.0, 3.0))
+            .show(ui, |ui| {
+                ui.label("");
+                for (a, b) in &blocks {
+                    ui.weak(format!("{a}..{b}"));
+                }
+                ui.end_row();
+                for row in &rows {
+                    let color = crate::export::palette::group_rgb(row)
+                        .map_or(Color32::GRAY, |[r, g, b]| Color32::from_rgb(r, g, b));
+                    row_name(ui, row, color);
+                    for &block in &blocks {
+                        let state = cell_state(sel.toggles.get(row), block);
+                        if toggle_cell_widget(ui, row, block, state, color).clicked() {
+                            toggle_cell(&mut sel.toggles, row, block);
+                        }
+                    }
+                    ui.end_row();
+                }
+            });
+    }
+}
+
+/// A row's name, painted rather than a label: the cells carry it for screen readers (`"audio layers
+/// 0..12"`), and a second node named `audio` would make the source combo's item ambiguous to find.
+fn row_name(ui: &mut egui::Ui, row: &str, color: Color32) {
+    let font = egui::TextStyle::Body.resolve(ui.style());
+    let galley = ui.painter().layout_no_wrap(row.to_string(), font, color);
+    let (rect, _) = ui.allocate_exact_size(galley.size(), Sense::hover());
+    ui.painter().galley(rect.min, galley, color);
+}
+
+/// One grid cell: filled when on, half-filled when some of its layers are on.
+fn toggle_cell_widget(
+    ui: &mut egui::Ui,
+    row: &str,
+    (a, b): (usize, usize),
+    state: CellState,
+    color: Color32,
+) -> egui::Response {
+    let label = format!("{row} layers {a}..{b}");
+    let (rect, resp) = ui.allocate_exact_size(Vec2::new(36.0, 16.0), Sense::click());
+    resp.widget_info(|| {
+        egui::WidgetInfo::selected(egui::Role::CheckBox, true, state == CellState::On, &label)
+    });
+    let painter = ui.painter_at(rect.expand(1.0));
+    let visuals = ui.visuals();
+    painter.rect_filled(rect, CornerRadius::same(2), visuals.extreme_bg_color);
+    let fill = match state {
+        CellState::On => Some(rect),
+        CellState::Partly => Some(Rect::from_min_max(
+            rect.min,
+            Pos2::new(rect.center().x, rect.bottom()),
+        )),
+        CellState::Off => None,
+    };
+    if let Some(r) = fill {
+        painter.rect_filled(r, CornerRadius::same(2), color);
+    }
+    let stroke = if resp.hovered() {
+        Stroke::new(1.5, visuals.strong_text_color())
+    } else {
+        Stroke::new(1.0, visuals.weak_text_color().gamma_multiply(0.6))
+    };
+    painter.rect_stroke(
+        rect,
+        CornerRadius::same(2),
+        stroke,
+        egui::StrokeKind::Inside,
+    );
+    resp.on_hover_text(match state {
+        CellState::On => format!("{row} hidden in layers {a}..{b}: click to show it again"),
+        CellState::Partly => format!("{row} hidden in some of layers {a}..{b}: click for all"),
+        CellState::Off => format!("Click to hide {row} from the target in layers {a}..{b} too"),
+    })
+}
+
+/// A (pinned) and B (live) in columns.
+fn comparison_table(ui: &mut egui::Ui, c: &Comparison) {
+    egui::Grid::new("knockout-compare")
+        .striped(true)
+        .spacing(Vec2::new(16.0, 2.0))
+        .show(ui, |ui| {
+            ui.label("");
+            ui.strong("A (pinned)");
+            ui.strong("B (live)");
+            ui.end_row();
+            for (name, a, b) in &c.rows {
+                ui.weak(name.as_str());
+                ui.label(a.as_str());
+                ui.label(b.as_str());
+                ui.end_row();
+            }
+        });
+    ui.label(RichText::new(&c.difference).strong().color(c.color));
+    if let Some(w) = &c.warning {
+        ui.label(RichText::new(w).color(ui.visuals().warn_fg_color));
     }
 }
 
@@ -295,7 +951,25 @@ mod tests {
             target: t.into(),
             start: a,
             end: b,
+            extra: Vec::new(),
         }
+    }
+
+    fn set(s: &str, t: &str, a: usize, b: usize) -> KnockoutSettings {
+        KnockoutSettings::new(s, t, a, b)
+    }
+
+    fn block(s: &str, t: &str, a: usize, b: usize) -> KnockoutBlock {
+        KnockoutBlock {
+            source: s.into(),
+            target: t.into(),
+            start: a,
+            end: b,
+        }
+    }
+
+    fn layers(ls: &[usize]) -> BTreeSet<usize> {
+        ls.iter().copied().collect()
     }
 
     #[test]
@@ -314,33 +988,54 @@ mod tests {
             vec!["system", "video", "audio", "question", "last", "mine"]
         );
         assert!(offered_groups(&[]).is_empty());
+        assert_eq!(
+            toggle_rows(&g),
+            vec!["audio", "video", "question", "system"]
+        );
     }
 
     #[test]
     fn the_first_selection_is_media_into_last_over_every_layer() {
         let g = groups(&[("video", 6), ("question", 3), ("last", 1), ("audio", 0)]);
-        assert_eq!(reconcile(None, &g, 36), Some(req("video", "last", 0, 36)));
+        assert_eq!(reconcile(None, &g, 36), Some(set("video", "last", 0, 36)));
         // A kept selection survives, clamped to a smaller model; a vanished group resets it.
-        let kept = reconcile(Some(&req("question", "last", 30, 36)), &g, 3);
-        assert_eq!(kept, Some(req("question", "last", 2, 3)));
-        let reset = reconcile(Some(&req("audio", "last", 0, 2)), &g, 3);
-        assert_eq!(reset, Some(req("video", "last", 0, 3)));
+        let kept = reconcile(Some(&set("question", "last", 30, 36)), &g, 3);
+        assert_eq!(kept, Some(set("question", "last", 2, 3)));
+        let reset = reconcile(Some(&set("audio", "last", 0, 2)), &g, 3);
+        assert_eq!(reset, Some(set("video", "last", 0, 3)));
         assert_eq!(reconcile(None, &g, 0), None);
         assert_eq!(reconcile(None, &[], 3), None);
+    }
+
+    #[test]
+    fn reconciling_drops_toggles_of_absent_rows_and_layers() {
+        let g = groups(&[("video", 6), ("question", 3), ("last", 1)]);
+        let mut s = set("video", "last", 0, 3);
+        s.toggles.insert("video".into(), layers(&[1, 2, 7]));
+        s.toggles.insert("audio".into(), layers(&[0]));
+        s.toggles.insert("question".into(), layers(&[5]));
+        let r = reconcile(Some(&s), &g, 3).expect("kept");
+        assert_eq!(
+            r.toggles,
+            BTreeMap::from([("video".to_string(), layers(&[1, 2]))])
+        );
     }
 
     #[test]
     fn selectors_are_kept_and_offered() {
         let g = groups(&[("video", 6), ("audio", 4), ("last", 1)]);
         assert!(is_selector("@1-3") && is_selector("audio@0.5-2") && is_selector("item:0"));
+        assert!(is_selector("pos:4-9") && is_selector("pos:7"));
         assert!(!is_selector("audio"));
         // A time selection survives reconciling; a vanished group still resets.
-        let kept = reconcile(Some(&req("@1-3", "last", 0, 2)), &g, 3);
-        assert_eq!(kept, Some(req("@1-3", "last", 0, 2)));
+        let kept = reconcile(Some(&set("@1-3", "last", 0, 2)), &g, 3);
+        assert_eq!(kept, Some(set("@1-3", "last", 0, 2)));
+        let kept = reconcile(Some(&set("audio", "pos:3-5", 0, 2)), &g, 3);
+        assert_eq!(kept, Some(set("audio", "pos:3-5", 0, 2)));
         let offered = offered_groups(&g);
         assert_eq!(
-            choices(&offered, &["@1-3", "last", "@1-3", "video@0-2"]),
-            vec!["video", "audio", "last", "@1-3", "video@0-2"]
+            choices(&offered, &["@1-3", "last", "@1-3", "video@0-2", "pos:2-4"]),
+            vec!["video", "audio", "last", "@1-3", "video@0-2", "pos:2-4"]
         );
     }
 
@@ -351,6 +1046,168 @@ mod tests {
         assert_eq!(clamp_range(2, 2, 3), (1, 2));
         assert_eq!(clamp_range(0, 0, 3), (0, 1));
         assert_eq!(clamp_range(1, 2, 0), (0, 0));
+    }
+
+    #[test]
+    fn the_layer_axis_maps_drags_to_half_open_ranges() {
+        let axis = LayerAxis {
+            left: 100.0,
+            width: 360.0,
+            layers: 36,
+        };
+        assert_eq!(axis.layer_at(100.0), 0);
+        assert_eq!(axis.layer_at(109.9), 0);
+        assert_eq!(axis.layer_at(110.0), 1);
+        assert_eq!(axis.layer_at(459.0), 35);
+        // Past either end: the end layer.
+        assert_eq!(axis.layer_at(20.0), 0);
+        assert_eq!(axis.layer_at(900.0), 35);
+        assert_eq!(axis.x(0), 100.0);
+        assert_eq!(axis.x(36), 460.0);
+        for l in 0..36 {
+            assert_eq!(axis.layer_at(axis.x(l) + 5.0), l);
+        }
+        // Dragging either way covers both end layers.
+        assert_eq!(drag_range(3, 8), (3, 9));
+        assert_eq!(drag_range(8, 3), (3, 9));
+        assert_eq!(drag_range(4, 4), (4, 5));
+        // Labels at least 22 points apart: cells of 10 points → every 5th layer.
+        assert_eq!(axis.tick_step(22.0), 5);
+        let few = LayerAxis { layers: 3, ..axis };
+        assert_eq!(few.tick_step(22.0), 1);
+        let empty = LayerAxis { layers: 0, ..axis };
+        assert_eq!(empty.layer_at(150.0), 0);
+    }
+
+    #[test]
+    fn layer_blocks_cover_every_layer_once() {
+        assert_eq!(layer_blocks(36, 3), vec![(0, 12), (12, 24), (24, 36)]);
+        assert_eq!(layer_blocks(3, 3), vec![(0, 1), (1, 2), (2, 3)]);
+        assert_eq!(layer_blocks(10, 3), vec![(0, 3), (3, 6), (6, 10)]);
+        // More columns than layers: one per layer; none: one block.
+        assert_eq!(layer_blocks(2, 5), vec![(0, 1), (1, 2)]);
+        assert_eq!(layer_blocks(4, 0), vec![(0, 4)]);
+        assert!(layer_blocks(0, 3).is_empty());
+    }
+
+    #[test]
+    fn cells_toggle_their_layers_and_become_blocks() {
+        let mut t = BTreeMap::new();
+        toggle_cell(&mut t, "audio", (0, 12));
+        toggle_cell(&mut t, "video", (24, 36));
+        assert_eq!(cell_state(t.get("audio"), (0, 12)), CellState::On);
+        assert_eq!(cell_state(t.get("audio"), (12, 24)), CellState::Off);
+        assert_eq!(cell_state(t.get("image"), (0, 12)), CellState::Off);
+        // Another column split: a half-covered cell is partly on; a click turns it fully on.
+        assert_eq!(cell_state(t.get("audio"), (9, 18)), CellState::Partly);
+        toggle_cell(&mut t, "audio", (9, 18));
+        assert_eq!(t["audio"], (0..18).collect());
+        // Adjacent cells of a row make one block; rows in grid order whatever the insertion order.
+        toggle_cell(&mut t, "audio", (18, 20));
+        assert_eq!(
+            toggle_blocks(&t, "last"),
+            vec![
+                block("audio", "last", 0, 20),
+                block("video", "last", 24, 36)
+            ]
+        );
+        // Clicking a full cell clears it; an empty row disappears (equal grids compare equal).
+        toggle_cell(&mut t, "video", (24, 36));
+        assert!(!t.contains_key("video"));
+        assert_eq!(
+            runs(&layers(&[0, 1, 2, 5, 7, 8])),
+            vec![(0, 3), (5, 6), (7, 9)]
+        );
+        assert!(runs(&BTreeSet::new()).is_empty());
+    }
+
+    #[test]
+    fn settings_ask_for_the_main_block_plus_the_toggles_into_the_target() {
+        let mut s = set("@1-3", "last", 0, 2);
+        assert_eq!(s.request(), req("@1-3", "last", 0, 2));
+        toggle_cell(&mut s.toggles, "video", (2, 3));
+        toggle_cell(&mut s.toggles, "question", (0, 1));
+        let r = s.request();
+        assert_eq!(
+            r.extra,
+            vec![
+                block("video", "last", 2, 3),
+                block("question", "last", 0, 1)
+            ]
+        );
+        assert_eq!(r.blocks().len(), 3);
+        assert_eq!(
+            request_label(&r),
+            "@1-3 -> last, layers 0..2 + video 2..3 + question 0..1"
+        );
+        // The toggles follow the target.
+        s.target = "question".into();
+        assert!(s.request().extra.iter().all(|b| b.target == "question"));
+        let mut other = req("audio", "last", 0, 1);
+        other.extra = vec![block("video", "question", 1, 2)];
+        assert_eq!(
+            request_label(&other),
+            "audio -> last, layers 0..1 + video -> question 1..2"
+        );
+    }
+
+    #[test]
+    fn history_records_settled_changes_and_drags_as_one_step() {
+        let mut h = History::new(3);
+        assert!(!h.can_undo() && !h.can_redo());
+        h.observe(&0, false);
+        assert!(!h.can_undo(), "the first value is no step");
+        // A drag through 1, 2, 3 with the pointer held, released at 3: one step.
+        for v in [1, 2, 3] {
+            h.observe(&v, true);
+        }
+        assert!(!h.can_undo());
+        h.observe(&3, false);
+        h.observe(&3, false);
+        assert!(h.can_undo());
+        h.observe(&4, false);
+        assert_eq!(h.undo(&4), Some(3));
+        assert_eq!(h.undo(&3), Some(0));
+        assert_eq!(h.undo(&0), None);
+        assert_eq!(h.redo(&0), Some(3));
+        assert_eq!(h.redo(&3), Some(4));
+        assert_eq!(h.redo(&4), None);
+        // Undo, then a new change: nothing to redo any more.
+        assert_eq!(h.undo(&4), Some(3));
+        h.observe(&9, false);
+        assert!(!h.can_redo());
+        assert_eq!(h.undo(&9), Some(3));
+        // An unsettled change (pointer still held) is recorded before undoing it.
+        let mut h = History::new(3);
+        h.observe(&0, false);
+        h.observe(&5, true);
+        assert_eq!(h.undo(&5), Some(0));
+        assert_eq!(h.redo(&0), Some(5));
+        h.clear();
+        assert!(!h.can_undo() && !h.can_redo());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut h = History::new(3);
+        for v in 0..10 {
+            h.observe(&v, false);
+        }
+        let mut cur = 9;
+        let mut seen = Vec::new();
+        while let Some(prev) = h.undo(&cur) {
+            seen.push(prev);
+            cur = prev;
+        }
+        assert_eq!(seen, vec![8, 7, 6]);
+        // Settings work as values: toggles are part of a step.
+        let mut h = History::new(HISTORY_LEN);
+        let a = set("audio", "last", 0, 3);
+        let mut b = a.clone();
+        toggle_cell(&mut b.toggles, "video", (0, 1));
+        h.observe(&a, false);
+        h.observe(&b, false);
+        assert_eq!(h.undo(&b), Some(a));
     }
 
     #[test]
@@ -365,16 +1222,20 @@ mod tests {
         assert_eq!(format_change(f32::INFINITY), "–");
     }
 
-    #[test]
-    fn summary_names_the_request_and_marks_stale_results() {
-        let v = KnockoutView {
-            request: req("audio", "last", 0, 3),
-            prob: 0.25,
+    fn view(r: KnockoutRequest, prob: f32) -> KnockoutView {
+        KnockoutView {
+            request: r,
+            prob,
             base_prob: 0.5,
-            rel_change: -50.0,
+            rel_change: crate::flow::knockout::rel_change(prob, 0.5),
             top1: (7, String::new()),
             token: (3, "Hi".into()),
-        };
+        }
+    }
+
+    #[test]
+    fn summary_names_the_request_and_marks_stale_results() {
+        let v = view(req("audio", "last", 0, 3), 0.25);
         let s = summary(&v, Some(&req("audio", "last", 0, 3)));
         assert_eq!(s.baseline, "baseline p(\"Hi\") 50.0 %");
         assert_eq!(s.knocked, "after knockout 25.0 %");
@@ -383,5 +1244,64 @@ mod tests {
         assert_eq!(s.request, "audio -> last, layers 0..3");
         assert!(!s.stale);
         assert!(summary(&v, Some(&req("audio", "last", 0, 2))).stale);
+        let mut with_toggle = req("audio", "last", 0, 3);
+        with_toggle.extra = vec![block("video", "last", 0, 1)];
+        assert!(summary(&v, Some(&with_toggle)).stale);
+    }
+
+    #[test]
+    fn a_pinned_result_compares_with_the_live_one() {
+        let mut live = req("audio", "last", 0, 2);
+        live.extra = vec![block("video", "last", 2, 3)];
+        let a = view(req("audio", "last", 0, 3), 0.25);
+        let b = KnockoutView {
+            top1: (3, "Hi".into()),
+            ..view(live, 0.4)
+        };
+        let c = compare(&a, &b);
+        assert_eq!(
+            c.rows,
+            vec![
+                (
+                    "knockout".to_string(),
+                    "audio -> last, layers 0..3".to_string(),
+                    "audio -> last, layers 0..2 + video 2..3".to_string()
+                ),
+                (
+                    "p(\"Hi\")".to_string(),
+                    "25.0 %".to_string(),
+                    "40.0 %".to_string()
+                ),
+                (
+                    "change".to_string(),
+                    "\u{2212}50.0 %".to_string(),
+                    "\u{2212}20.0 %".to_string()
+                ),
+                (
+                    "top-1 after".to_string(),
+                    "id 7".to_string(),
+                    "\"Hi\"".to_string()
+                ),
+            ]
+        );
+        assert_eq!(c.difference, "B \u{2212} A: +15.0 points (B/A \u{d7}1.60)");
+        assert_eq!(c.color, change_color(1.0));
+        assert_eq!(c.warning, None);
+        // The other way round: a drop; A at zero has no ratio.
+        let back = compare(&b, &a);
+        assert_eq!(
+            back.difference,
+            "B \u{2212} A: \u{2212}15.0 points (B/A \u{d7}0.62)"
+        );
+        let zero = compare(&view(req("audio", "last", 0, 3), 0.0), &a);
+        assert_eq!(zero.difference, "B \u{2212} A: +25.0 points");
+        // Another baseline (another prompt or model) is flagged.
+        let other = KnockoutView {
+            base_prob: 0.3,
+            ..a.clone()
+        };
+        assert!(compare(&other, &b)
+            .warning
+            .is_some_and(|w| w.contains("do not compare")));
     }
 }

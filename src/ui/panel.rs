@@ -154,7 +154,7 @@ pub trait Panel {
 /// The panels of the main area, in display order.
 pub fn registry() -> Vec<Box<dyn Panel>> {
     vec![
-        Box::new(super::strip::TokenStripPanel),
+        Box::new(super::strip::TokenStripPanel::default()),
         Box::new(super::media::MediaPanel::default()),
         Box::new(super::answer::AnswerPanel),
         Box::new(super::knockout::KnockoutPanel::default()),

@@ -1,10 +1,17 @@
 //! Token strip: one small coloured cell per prompt position, wrapped into rows, with a legend and a
-//! hover card (index, id, text, group).
+//! hover card (index, id, text, group). A click selects a position and a drag a range of them, which the
+//! knockout panel takes as its source or target (`pos:A-B`, resolved by the worker like every selector).
 
-use egui::{Color32, CornerRadius, Pos2, Rect, Sense, Vec2};
+use std::path::PathBuf;
 
+use egui::{Color32, CornerRadius, Pos2, Rect, Sense, Stroke, Vec2};
+
+use super::media::SpanRole;
 use super::panel::{Action, Panel, ViewState};
 use super::tokens::{group_counts, quoted, Group};
+
+/// The strip's name for screen readers and tests.
+pub const STRIP_LABEL: &str = "token strip";
 
 /// Where the cells go: a grid of `columns` cells per row, filled left to right, top to bottom.
 ///
@@ -78,6 +85,46 @@ impl StripLayout {
         let i = row * self.columns + col;
         (i < self.cells).then_some(i)
     }
+
+    /// The cell nearest a point (clamped into the grid, past the last cell → the last cell): where a drag
+    /// that leaves the strip ends. `None` only for an empty strip.
+    pub fn index_near(&self, x: f32, y: f32) -> Option<usize> {
+        if self.cells == 0 {
+            return None;
+        }
+        let clamp = |v: f32, n: usize| ((v.max(0.0) / self.pitch()).floor() as usize).min(n - 1);
+        let (col, row) = (clamp(x, self.columns), clamp(y, self.rows));
+        Some((row * self.columns + col).min(self.cells - 1))
+    }
+}
+
+/// The positions a drag from cell `a` to cell `b` covers, both included: `[min, max + 1)`.
+pub fn span_between(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b) + 1)
+}
+
+/// `pos:10-20` (half-open, as the command line reads it), `pos:7` for one position.
+pub fn position_selector((a, b): (usize, usize)) -> String {
+    if b == a + 1 {
+        format!("pos:{a}")
+    } else {
+        format!("pos:{a}-{b}")
+    }
+}
+
+/// `positions 10..20 · 10 tokens: audio 8, video 2` for the selection row.
+pub fn selection_line(groups: &[Group], (a, b): (usize, usize)) -> String {
+    let picked = groups.get(a..b.min(groups.len())).unwrap_or_default();
+    let counts: Vec<String> = group_counts(picked)
+        .into_iter()
+        .map(|(g, n)| format!("{} {n}", g.name()))
+        .collect();
+    let n = picked.len();
+    format!(
+        "positions {a}..{b} \u{b7} {n} token{}: {}",
+        if n == 1 { "" } else { "s" },
+        counts.join(", ")
+    )
 }
 
 /// One line of the hover card.
@@ -102,24 +149,148 @@ const GAP: f32 = 1.0;
 const MAX_HEIGHT: f32 = 220.0;
 
 #[derive(Default)]
-pub struct TokenStripPanel;
+pub struct TokenStripPanel {
+    /// The cell a drag started on.
+    drag_from: Option<usize>,
+    /// Selected positions, half-open.
+    selection: Option<(usize, usize)>,
+    /// The inputs the selection belongs to: another prompt clears it.
+    prompt: Option<(PathBuf, usize)>,
+}
 
 impl Panel for TokenStripPanel {
     fn name(&self) -> &'static str {
         "Tokens"
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, view: &ViewState, _actions: &mut Vec<Action>) {
+    fn ui(&mut self, ui: &mut egui::Ui, view: &ViewState, actions: &mut Vec<Action>) {
         let Some(inputs) = &view.inputs else {
             ui.weak("No inputs loaded. Open a prepared inputs file (Ctrl+O).");
             return;
         };
+        let key = (inputs.path.clone(), inputs.ids.len());
+        if self.prompt.as_ref() != Some(&key) {
+            self.prompt = Some(key);
+            self.selection = None;
+            self.drag_from = None;
+        }
         legend(ui, &inputs.groups);
         let layout = StripLayout::new(inputs.ids.len(), ui.available_width(), CELL, GAP);
         egui::ScrollArea::vertical()
             .max_height(MAX_HEIGHT)
             .auto_shrink([false, true])
-            .show(ui, |ui| draw_strip(ui, &layout, view));
+            .show(ui, |ui| self.draw_strip(ui, &layout, view));
+        self.selection_row(ui, &inputs.groups, actions);
+    }
+}
+
+impl TokenStripPanel {
+    /// What is selected, and where it can go.
+    fn selection_row(&mut self, ui: &mut egui::Ui, groups: &[Group], actions: &mut Vec<Action>) {
+        ui.horizontal_wrapped(|ui| {
+            let Some(span) = self.selection else {
+                ui.weak("Click a token or drag across tokens to select positions for a knockout.");
+                return;
+            };
+            let selector = position_selector(span);
+            ui.label(selection_line(groups, span));
+            ui.monospace(&selector);
+            if ui
+                .button("Positions as source")
+                .on_hover_text("Use these positions as the knockout's source (the keys hidden)")
+                .clicked()
+            {
+                actions.push(Action::UseSpan(SpanRole::Source, selector.clone()));
+            }
+            if ui
+                .button("Positions as target")
+                .on_hover_text(
+                    "Use these positions as the knockout's target (the queries that lose the source)",
+                )
+                .clicked()
+            {
+                actions.push(Action::UseSpan(SpanRole::Target, selector.clone()));
+            }
+            if ui.button("Clear positions").clicked() {
+                self.selection = None;
+            }
+        });
+    }
+
+    fn draw_strip(&mut self, ui: &mut egui::Ui, layout: &StripLayout, view: &ViewState) {
+        let Some(inputs) = &view.inputs else { return };
+        let (w, h) = layout.size();
+        let (rect, response) =
+            ui.allocate_exact_size(Vec2::new(w.max(1.0), h.max(1.0)), Sense::click_and_drag());
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, STRIP_LABEL));
+        let near = |p: Pos2| layout.index_near(p.x - rect.min.x, p.y - rect.min.y);
+        if response.drag_started() {
+            let origin = ui.input(|i| i.pointer.press_origin());
+            self.drag_from = origin.or(response.interact_pointer_pos()).and_then(near);
+        }
+        if response.dragged() {
+            if let (Some(a), Some(b)) = (
+                self.drag_from,
+                response.interact_pointer_pos().and_then(near),
+            ) {
+                self.selection = Some(span_between(a, b));
+            }
+        }
+        if response.drag_stopped() {
+            self.drag_from = None;
+        }
+        if response.clicked() {
+            let at = response
+                .interact_pointer_pos()
+                .and_then(|p| layout.index_at(p.x - rect.min.x, p.y - rect.min.y));
+            self.selection = at.map(|i| (i, i + 1));
+        }
+        let painter = ui.painter_at(rect);
+        let clip = ui.clip_rect();
+        let cell_rect = |i: usize| {
+            layout.cell_origin(i).map(|(x, y)| {
+                Rect::from_min_size(rect.min + Vec2::new(x, y), Vec2::splat(layout.cell))
+            })
+        };
+        for (i, &g) in inputs.groups.iter().enumerate() {
+            let Some(cell) = cell_rect(i) else {
+                break;
+            };
+            if clip.intersects(cell) {
+                painter.rect_filled(cell, CornerRadius::ZERO, group_color(g));
+            }
+        }
+        if let Some((a, b)) = self.selection {
+            let mark = ui.visuals().selection.stroke.color;
+            for cell in (a..b).filter_map(cell_rect).filter(|c| clip.intersects(*c)) {
+                painter.rect_filled(cell.shrink(2.0), CornerRadius::ZERO, mark);
+                painter.rect_stroke(
+                    cell,
+                    CornerRadius::ZERO,
+                    Stroke::new(1.0, mark),
+                    egui::StrokeKind::Outside,
+                );
+            }
+        }
+        let hovered = response
+            .hover_pos()
+            .and_then(|p: Pos2| layout.index_at(p.x - rect.min.x, p.y - rect.min.y));
+        if let Some(i) = hovered {
+            if let Some(cell) = cell_rect(i) {
+                painter.rect_stroke(
+                    cell.expand(1.0),
+                    CornerRadius::ZERO,
+                    Stroke::new(1.5, ui.visuals().strong_text_color()),
+                    egui::StrokeKind::Outside,
+                );
+            }
+            let id = inputs.ids.get(i).copied().unwrap_or_default();
+            let text = inputs.texts.get(i).map(String::as_str).unwrap_or_default();
+            let group = inputs.groups.get(i).copied().unwrap_or(Group::Text);
+            response.on_hover_ui_at_pointer(|ui| {
+                ui.label(hover_text(i, id, text, group));
+            });
+        }
     }
 }
 
@@ -133,44 +304,6 @@ fn legend(ui: &mut egui::Ui, groups: &[Group]) {
             ui.label(format!("{} {n}", g.name()));
         }
     });
-}
-
-fn draw_strip(ui: &mut egui::Ui, layout: &StripLayout, view: &ViewState) {
-    let Some(inputs) = &view.inputs else { return };
-    let (w, h) = layout.size();
-    let (rect, response) =
-        ui.allocate_exact_size(Vec2::new(w.max(1.0), h.max(1.0)), Sense::hover());
-    let painter = ui.painter_at(rect);
-    let clip = ui.clip_rect();
-    for (i, &g) in inputs.groups.iter().enumerate() {
-        let Some((x, y)) = layout.cell_origin(i) else {
-            break;
-        };
-        let cell = Rect::from_min_size(rect.min + Vec2::new(x, y), Vec2::splat(layout.cell));
-        if clip.intersects(cell) {
-            painter.rect_filled(cell, CornerRadius::ZERO, group_color(g));
-        }
-    }
-    let hovered = response
-        .hover_pos()
-        .and_then(|p: Pos2| layout.index_at(p.x - rect.min.x, p.y - rect.min.y));
-    if let Some(i) = hovered {
-        if let Some((x, y)) = layout.cell_origin(i) {
-            let cell = Rect::from_min_size(rect.min + Vec2::new(x, y), Vec2::splat(layout.cell));
-            painter.rect_stroke(
-                cell.expand(1.0),
-                CornerRadius::ZERO,
-                egui::Stroke::new(1.5, ui.visuals().strong_text_color()),
-                egui::StrokeKind::Outside,
-            );
-        }
-        let id = inputs.ids.get(i).copied().unwrap_or_default();
-        let text = inputs.texts.get(i).map(String::as_str).unwrap_or_default();
-        let group = inputs.groups.get(i).copied().unwrap_or(Group::Text);
-        response.on_hover_ui_at_pointer(|ui| {
-            ui.label(hover_text(i, id, text, group));
-        });
-    }
 }
 
 #[cfg(test)]
@@ -228,6 +361,54 @@ mod tests {
         // Row 2 holds cells 20..25; column 7 of row 2 would be 27.
         assert_eq!(l.index_at(7.0 * 8.0 + 1.0, 16.5), None);
         assert_eq!(l.index_at(0.0, 100.0), None);
+    }
+
+    #[test]
+    fn drags_past_the_cells_end_at_the_nearest_one() {
+        // 10 columns, 25 cells: row 2 holds 20..25.
+        let l = StripLayout::new(25, 79.0, 7.0, 1.0);
+        assert_eq!(l.index_near(3.0, 3.0), Some(0));
+        assert_eq!(l.index_near(-20.0, -5.0), Some(0));
+        assert_eq!(l.index_near(500.0, 3.0), Some(9));
+        assert_eq!(
+            l.index_near(60.0, 17.0),
+            Some(24),
+            "past the last cell of the last row"
+        );
+        assert_eq!(l.index_near(30.0, 500.0), Some(23));
+        assert_eq!(
+            StripLayout::new(0, 79.0, 7.0, 1.0).index_near(0.0, 0.0),
+            None
+        );
+    }
+
+    #[test]
+    fn a_selection_is_a_half_open_position_selector() {
+        assert_eq!(span_between(12, 4), (4, 13));
+        assert_eq!(span_between(4, 12), (4, 13));
+        assert_eq!(span_between(7, 7), (7, 8));
+        assert_eq!(position_selector((4, 13)), "pos:4-13");
+        assert_eq!(position_selector((7, 8)), "pos:7");
+        let g = [
+            Group::System,
+            Group::Audio,
+            Group::Audio,
+            Group::Video,
+            Group::Text,
+        ];
+        assert_eq!(
+            selection_line(&g, (1, 4)),
+            "positions 1..4 \u{b7} 3 tokens: audio 2, video 1"
+        );
+        assert_eq!(
+            selection_line(&g, (4, 5)),
+            "positions 4..5 \u{b7} 1 token: text 1"
+        );
+        // A stale range past the end counts what is there.
+        assert_eq!(
+            selection_line(&g, (3, 9)),
+            "positions 3..9 \u{b7} 2 tokens: text 1, video 1"
+        );
     }
 
     #[test]
