@@ -28,6 +28,9 @@ use crate::media::preview::MediaPreview;
 use crate::model::{self, ModelSource, OmniInputs, OmniThinker};
 use crate::ui::tokens::{token_groups, Group};
 
+mod drop;
+pub use drop::{DropOutcome, DropRequest, Generated};
+
 /// Requests from the UI.
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -68,6 +71,10 @@ pub enum Command {
     /// [`Command::LoadInputs`] reads a file; reports [`Event::InputsLoaded`] then [`Event::MediaReady`].
     /// Cancel takes effect between preparing, writing, reading and building the timeline.
     PrepareMedia(MediaRequest),
+    /// The drop view: p(answer) for every layer from which the request's positions are removed (one
+    /// batched run), one prefill timed with and without dropping them, and optionally the answer both
+    /// ways. When several are queued only the newest runs; cancel stops it between stages and tokens.
+    Drop(DropRequest),
     /// Stop the running command at its next checkpoint and skip commands queued before this one.
     Cancel,
     /// Stop the thread.
@@ -138,6 +145,15 @@ pub enum Event {
     MediaReady {
         inputs: PathBuf,
         preview: Arc<MediaPreview>,
+    },
+    /// `done` of `total` steps of the running drop.
+    DropProgress {
+        done: usize,
+        total: usize,
+    },
+    /// A [`Command::Drop`]'s result, with the request it answers.
+    DropDone {
+        outcome: Arc<DropOutcome>,
     },
     /// A command failed; `fix` says what the user can do, where known.
     Error {
@@ -259,6 +275,12 @@ impl Ctx<'_> {
         (self.notify)();
     }
 
+    /// Drop progress, for its progress bar.
+    pub fn drop_progress(&self, done: usize, total: usize) {
+        let _ = self.events.send(Event::DropProgress { done, total });
+        (self.notify)();
+    }
+
     /// The flag library loops poll themselves ([`crate::flow::sweep`]).
     pub fn cancel_flag(&self) -> &AtomicBool {
         self.cancel
@@ -312,6 +334,15 @@ pub trait Engine: Send + 'static {
     /// Polls `ctx.cancel_flag()` and reports `ctx.heatmap_progress`; a cancelled heatmap is
     /// [`Failure::Cancelled`].
     fn heatmap(&mut self, metric: HeatMetric, ctx: &Ctx) -> Outcome<HeatmapOutcome>;
+    /// Polls cancel between stages and reports `ctx.drop_progress`. The default refuses, so engines
+    /// without a decoder need not implement it.
+    fn drop_tokens(&mut self, req: &DropRequest, ctx: &Ctx) -> Outcome<DropOutcome> {
+        let _ = ctx;
+        Err(Failure::new(
+            format!("this engine cannot drop {}", req.selector),
+            "load a model and inputs first",
+        ))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -557,6 +588,12 @@ fn run_loop<E: Engine>(
             {
                 tracing::debug!("skipping {cmd:?}: a newer heatmap is queued");
             }
+            // Clicking through the drop controls queues drops; only the last one asked for is shown.
+            cmd @ Command::Drop(_)
+                if superseded(&commands, &mut backlog, |c| matches!(c, Command::Drop(_))) =>
+            {
+                tracing::debug!("skipping {cmd:?}: a newer drop is queued");
+            }
             cmd => {
                 let ctx = Ctx {
                     events: &events,
@@ -626,6 +663,7 @@ fn describe(cmd: &Command) -> String {
         }
         Command::Heatmap { metric } => format!("computing the {} heatmap", metric.name()),
         Command::PrepareMedia(r) => format!("preparing {}", item_names(&r.items)),
+        Command::Drop(r) => format!("dropping {} from layer {}", r.selector, r.from_layer),
         Command::Cancel => "cancelling".into(),
         Command::Shutdown => "shutting down".into(),
     }
@@ -753,6 +791,14 @@ fn handle<E: Engine>(engine: &mut E, cmd: Command, ctx: &Ctx) -> Vec<Event> {
                 }
                 out
             }
+        },
+        Command::Drop(req) => match engine.drop_tokens(&req, ctx) {
+            Ok(outcome) => vec![Event::DropDone {
+                outcome: Arc::new(outcome),
+            }],
+            Err(f) => fail(f.or_fix(
+                "tick a media group this prompt has (or select seconds with sound or pictures) and a layer below the model's layer count",
+            )),
         },
         Command::Cancel | Command::Shutdown => Vec::new(),
     }
@@ -1161,6 +1207,10 @@ impl Engine for ThinkerEngine {
             matrix,
             token: (trace.top1_id, self.decode(trace.top1_id)),
         })
+    }
+
+    fn drop_tokens(&mut self, req: &DropRequest, ctx: &Ctx) -> Outcome<DropOutcome> {
+        self.run_drop(req, ctx)
     }
 }
 

@@ -466,6 +466,19 @@ pub fn sweep_figure(
     preset: Preset,
     out_stem: &Path,
 ) -> Result<Vec<PathBuf>> {
+    let (spec, data) = sweep_spec(records, window, align, provenance, preset);
+    write_figure(&spec, &data, out_stem)
+}
+
+/// The spec and data [`sweep_figure`] writes, apart from the writing: the app builds them on the UI
+/// thread (cheap) and writes them on a helper thread, and both sides then write the same bytes.
+pub fn sweep_spec(
+    records: &[SweepRecord],
+    window: usize,
+    align: Align,
+    provenance: Provenance,
+    preset: Preset,
+) -> (FigureSpec, FigureData) {
     let mut pairs: Vec<String> = Vec::new();
     for r in records {
         let p = format!("{}:{}", r.source, r.target);
@@ -489,7 +502,7 @@ pub fn sweep_figure(
         Align::Center => format!("layer (centre of {window}-layer window)"),
         Align::Start => format!("layer (start of {window}-layer window)"),
     };
-    write_figure(&spec, &sweep_curves(records), out_stem)
+    (spec, sweep_curves(records))
 }
 
 /// A figure from the JSON a command printed or wrote: `sweep --out x.json` records (sweep_curves),

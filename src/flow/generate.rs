@@ -4,6 +4,7 @@
 //! fewer rows and their caches hold fewer keys, which is where the speed comes from. The kept positions
 //! keep their rotary position ids. Layers before `from_layer` see every position.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use candle_core::Tensor;
@@ -104,12 +105,24 @@ pub fn generate(
     max_new: usize,
     stop: &[u32],
 ) -> Result<(Vec<u32>, Vec<Duration>)> {
+    generate_until(decoder, cache, max_new, stop, &AtomicBool::new(false))
+}
+
+/// [`generate`] that also stops (keeping the tokens so far) once `cancel` is set: the app's worker
+/// generates on a 3B model for tens of seconds and must stop at the user's Cancel between tokens.
+pub fn generate_until(
+    decoder: &Decoder,
+    cache: &mut Cache,
+    max_new: usize,
+    stop: &[u32],
+    cancel: &AtomicBool,
+) -> Result<(Vec<u32>, Vec<Duration>)> {
     let mut tokens = Vec::new();
     let mut times = Vec::new();
     let mut next = top_k(&cache.last_logits, 1)?[0].0;
     for step in 0..max_new {
         tokens.push(next);
-        if stop.contains(&next) || step + 1 == max_new {
+        if stop.contains(&next) || step + 1 == max_new || cancel.load(Ordering::SeqCst) {
             break;
         }
         let t0 = Instant::now();

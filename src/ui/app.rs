@@ -21,6 +21,7 @@ use super::AppOptions;
 mod ask;
 #[cfg(test)]
 mod knockout_tests;
+mod export_drop;
 
 /// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
 pub const HEATMAP_SHORTCUT: KeyboardShortcut =
@@ -248,6 +249,8 @@ pub struct AvflowApp {
     heatmap_generation: u64,
     /// The heatmap's GPU resources were looked for (installed when the renderer is wgpu).
     gpu_checked: bool,
+    /// Export… in flight: the save dialog, then the thread writing the figure.
+    exports: export_drop::Exports,
 }
 
 impl AvflowApp {
@@ -303,6 +306,7 @@ impl AvflowApp {
             focus_heatmap_on_result: false,
             heatmap_generation: 0,
             gpu_checked: false,
+            exports: export_drop::Exports::default(),
         };
         app.start_worker();
         match plan.load_model {
@@ -469,6 +473,7 @@ impl AvflowApp {
             // Whatever ended the sweep (done, cancelled, an error before it ran), nothing runs now.
             self.view.sweep.running = false;
             self.view.heatmap.running = None;
+            self.view.drop.running = false;
         }
     }
 
@@ -496,6 +501,7 @@ impl AvflowApp {
             progress: None,
             started: Some(std::time::Instant::now()),
             records: Vec::new(),
+            window,
             seconds: 0.0,
         };
         self.send(Command::RunSweep { pairs, window });
@@ -529,6 +535,7 @@ impl AvflowApp {
             metric: self.view.heatmap.metric,
             ..HeatmapView::default()
         };
+        self.view.drop = super::drop::DropView::default();
     }
 
     fn on_event(&mut self, e: Event) {
@@ -671,6 +678,10 @@ impl AvflowApp {
                     generation: self.heatmap_generation,
                 });
             }
+            Event::DropProgress { done, total } => {
+                self.view.drop.progress = Some((done, total));
+            }
+            Event::DropDone { outcome } => self.on_drop_done(outcome),
             Event::MediaReady { inputs, preview } => {
                 self.status = Status::Info(format!(
                     "Prepared {} in {:.2} s ({} positions).",
@@ -888,6 +899,7 @@ impl eframe::App for AvflowApp {
         }
         self.poll_worker();
         self.poll_dialog();
+        self.poll_exports();
         let ctx = ui.ctx().clone();
         self.shortcuts(&ctx);
         self.handle_drops(&ctx);
@@ -950,6 +962,9 @@ impl eframe::App for AvflowApp {
                     }
                     self.status = Status::Info("Cancelling the heatmap…".into());
                 }
+                Action::Drop(req) => self.run_drop(req),
+                Action::CancelDrop => self.cancel_drop(),
+                Action::Export(req) => self.export_figure(req),
             }
         }
     }

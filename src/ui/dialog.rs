@@ -80,6 +80,35 @@ pub fn pick_file(
     rx
 }
 
+/// The save dialog for a figure, proposing `file_name` in `dir`; like [`pick_file`] it does not block
+/// the UI, and the receiver yields the chosen path once (`None`: cancelled or nothing shown).
+pub fn pick_save_path(
+    title: &str,
+    file_name: &str,
+    dir: Option<&Path>,
+) -> Receiver<Option<PathBuf>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let mut dialog = rfd::FileDialog::new()
+        .set_title(title)
+        .set_file_name(file_name);
+    if let Some(dir) = dir.filter(|d| d.is_dir()) {
+        dialog = dialog.set_directory(dir);
+    }
+    if cfg!(target_os = "macos") {
+        let _ = tx.send(dialog.save_file());
+    } else {
+        let spawned = std::thread::Builder::new()
+            .name("avflow-save-dialog".into())
+            .spawn(move || {
+                let _ = tx.send(dialog.save_file());
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("could not start the save dialog thread: {e}");
+        }
+    }
+    rx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

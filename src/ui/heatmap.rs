@@ -11,6 +11,7 @@ use egui::{Align2, Color32, FontId, Mesh, Pos2, Rect, Sense, Stroke, StrokeKind,
 use crate::flow::heatmap::{HeatMetric, Heatmap};
 
 use super::colormap::Colormap;
+use super::figure::{export_row, ExportControls, FigureView};
 use super::heatmap_gpu::{self, HeatmapCallback, TexLayout};
 use super::panel::{Action, HeatResult, InputsView, Panel, ViewState};
 use super::strip::{group_color, hover_text};
@@ -594,6 +595,7 @@ pub struct HeatmapPanel {
     log_scale: Option<bool>,
     /// Stats of the shown result, by generation.
     stats: Option<(u64, Stats)>,
+    export: ExportControls,
 }
 
 impl Panel for HeatmapPanel {
@@ -646,6 +648,14 @@ impl Panel for HeatmapPanel {
             progress_row(ui, view, running, actions);
         }
         ui.weak(hv.metric.describe());
+        export_row(
+            ui,
+            &mut self.export,
+            FigureView::Heatmap,
+            &view.export,
+            hv.result(hv.metric).is_some(),
+            actions,
+        );
         let Some(result) = hv.result(hv.metric) else {
             if hv.running.is_none() {
                 ui.weak("Press Compute (Ctrl+Shift+H) to fill the heatmap.");

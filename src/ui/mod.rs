@@ -9,6 +9,8 @@ pub mod app;
 pub mod colormap;
 pub mod demo;
 pub mod dialog;
+pub mod drop;
+pub mod figure;
 pub mod heatmap;
 pub mod heatmap_gpu;
 pub mod knockout;

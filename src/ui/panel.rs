@@ -9,6 +9,8 @@ use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::SweepRecord;
 use crate::worker::{KnockoutRequest, ModelSummary, TokenCell};
 
+use super::drop::DropView;
+use super::figure::{ExportRequest, ExportState};
 use super::media::{MediaView, SpanPick, SpanRole, TimeRange};
 use super::tokens::Group;
 
@@ -34,6 +36,12 @@ pub enum Action {
     Heatmap(HeatMetric),
     /// Stop the running heatmap computation.
     CancelHeatmap,
+    /// Compute the drop curve and time the prefill (the worker runs only the newest queued request).
+    Drop(crate::worker::DropRequest),
+    /// Stop the running drop computation.
+    CancelDrop,
+    /// Save a view's figure (sweep, heatmap, drop curve) with the command line's writers.
+    Export(ExportRequest),
 }
 
 /// The loaded inputs, split into columns so the strip draws without per-frame allocation.
@@ -91,6 +99,8 @@ pub struct SweepView {
     pub progress: Option<(usize, usize)>,
     pub started: Option<std::time::Instant>,
     pub records: Vec<SweepRecord>,
+    /// Layers per window of these records (the exported figure names it).
+    pub window: usize,
     /// How long the last finished sweep took.
     pub seconds: f32,
 }
@@ -134,6 +144,9 @@ pub struct ViewState {
     pub knockout: Option<KnockoutView>,
     pub sweep: SweepView,
     pub heatmap: HeatmapView,
+    pub drop: DropView,
+    /// Export… of the views: typed-path fallback, the running export, the last report.
+    pub export: ExportState,
     /// The media of a prompt prepared in the app (frames, waveform, spectrogram, token times).
     pub media: Option<MediaView>,
     /// The seconds selected on the media timeline.
@@ -158,8 +171,9 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
         Box::new(super::media::MediaPanel::default()),
         Box::new(super::answer::AnswerPanel),
         Box::new(super::knockout::KnockoutPanel::default()),
-        Box::new(super::sweep::SweepPanel),
+        Box::new(super::sweep::SweepPanel::default()),
         Box::new(super::heatmap::HeatmapPanel::default()),
+        Box::new(super::drop::DropPanel::default()),
     ]
 }
 
@@ -172,7 +186,7 @@ mod tests {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
         assert_eq!(
             names,
-            vec!["Tokens", "Media", "Answer", "Knockout", "Sweep", "Heatmap"]
+            vec!["Tokens", "Media", "Answer", "Knockout", "Sweep", "Heatmap", "Drop"]
         );
     }
 

@@ -9,6 +9,7 @@ use crate::export::{data::target_style, palette};
 
 use crate::flow::SweepRecord;
 
+use super::figure::{export_row, ExportControls, FigureView};
 use super::panel::{Action, Panel, SweepView, ViewState};
 
 /// Layers per window, as in Geva et al. 2023.
@@ -122,7 +123,9 @@ pub fn done_line(sweep: &SweepView) -> String {
 }
 
 #[derive(Default)]
-pub struct SweepPanel;
+pub struct SweepPanel {
+    export: ExportControls,
+}
 
 impl Panel for SweepPanel {
     fn name(&self) -> &'static str {
@@ -179,6 +182,14 @@ impl Panel for SweepPanel {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_millis(500));
         }
+        export_row(
+            ui,
+            &mut self.export,
+            FigureView::Sweep,
+            &view.export,
+            !sweep.records.is_empty() && !sweep.running,
+            actions,
+        );
         if sweep.records.is_empty() {
             return;
         }
