@@ -1183,9 +1183,18 @@ impl Engine for ThinkerEngine {
                 select(groups, "question")?;
             }
             HeatMetric::LensAnswer | HeatMetric::LensGain => {}
+            HeatMetric::KnockoutEffect => {
+                select(groups, "last")?;
+            }
         }
         let decoder = &m.thinker.decoder;
-        ctx.status(if metric.is_heavy() {
+        ctx.status(if metric == HeatMetric::KnockoutEffect {
+            format!(
+                "Knockout effect: {} layers × {} position bins (one-row knockouts, batched)…",
+                decoder.num_layers(),
+                trace.seq_len.min(crate::flow::heatmap::EFFECT_BINS)
+            )
+        } else if metric.is_heavy() {
             format!(
                 "Logit lens at {} positions × {} layers (lm_head at every position)…",
                 trace.seq_len,

@@ -30,14 +30,18 @@ pub enum HeatMetric {
     LensAnswer,
     /// What each layer adds to [`HeatMetric::LensAnswer`], in percentage points (signed).
     LensGain,
+    /// Relative change (%) of the answer's probability when the last position may not attend to each
+    /// position (in bins on long prompts) in the 9-layer window centred on each layer.
+    KnockoutEffect,
 }
 
 impl HeatMetric {
-    pub const ALL: [HeatMetric; 4] = [
+    pub const ALL: [HeatMetric; 5] = [
         HeatMetric::AttentionFromLast,
         HeatMetric::AttentionFromQuestion,
         HeatMetric::LensAnswer,
         HeatMetric::LensGain,
+        HeatMetric::KnockoutEffect,
     ];
 
     /// Short name (combo box, logs).
@@ -47,6 +51,7 @@ impl HeatMetric {
             HeatMetric::AttentionFromQuestion => "attention from question",
             HeatMetric::LensAnswer => "logit lens: answer probability",
             HeatMetric::LensGain => "logit lens: gain per layer",
+            HeatMetric::KnockoutEffect => "knockout effect on the answer",
         }
     }
 
@@ -68,13 +73,20 @@ impl HeatMetric {
                 "change of the answer token's logit-lens probability made by each layer at each position, \
                  in percentage points (layer 0 compared with the embeddings)"
             }
+            HeatMetric::KnockoutEffect => {
+                "relative change (%) of the answer's probability when the last position cannot attend to \
+                 the position (binned on long prompts) in the 9-layer window centred on the layer"
+            }
         }
     }
 
     /// The lens metrics run `lm_head` at every position and layer: minutes on a 3B model with thousands of
     /// positions, where the attention metrics take seconds.
     pub fn is_heavy(self) -> bool {
-        matches!(self, HeatMetric::LensAnswer | HeatMetric::LensGain)
+        matches!(
+            self,
+            HeatMetric::LensAnswer | HeatMetric::LensGain | HeatMetric::KnockoutEffect
+        )
     }
 }
 
@@ -263,6 +275,10 @@ pub fn lens_rows(
     Heatmap::new(layers, seq, values).map(Some)
 }
 
+/// Columns of the knockout-effect map at most: a 3B prompt of thousands of positions then costs
+/// `layers × 256` one-row knockouts (minutes on a CPU; each bin reports progress).
+pub const EFFECT_BINS: usize = 256;
+
 /// Knockout effect: for every layer `l` and position `p`, the relative change (%) of the answer's
 /// probability (the baseline top-1) when the last position may not attend to `p` in the `window`-layer
 /// window centred on `l` (the sweep's windows). Long prompts are taken in at most `max_bins` contiguous
@@ -338,6 +354,9 @@ pub fn compute(
         }
         HeatMetric::LensAnswer => lens_matrix(decoder, trace, trace.top1_id, cancel, progress),
         HeatMetric::LensGain => lens_gain_matrix(decoder, trace, trace.top1_id, cancel, progress),
+        HeatMetric::KnockoutEffect => {
+            knockout_effect_matrix(decoder, trace, 9, EFFECT_BINS, cancel, progress)
+        }
     }
 }
 

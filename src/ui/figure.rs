@@ -313,6 +313,11 @@ pub fn heatmap_figure(
             "gain in p(answer) per layer (pp)",
             Colormap::Diverging,
         ),
+        HeatMetric::KnockoutEffect => (
+            FigureKind::Heatmap,
+            "change in p(answer) when last cannot see the token (%)",
+            Colormap::Diverging,
+        ),
     };
     let data = FigureData::Heatmap(HeatmapData {
         rows: m.layers,
@@ -603,7 +608,7 @@ mod tests {
                     FigureKind::Heatmap
                 }
             );
-            let diverging = metric == HeatMetric::LensGain;
+            let diverging = matches!(metric, HeatMetric::LensGain | HeatMetric::KnockoutEffect);
             assert_eq!(
                 h.colormap,
                 Some(if diverging {

@@ -39,6 +39,8 @@ pub enum Unit {
     Probability,
     /// A signed change in percentage points.
     PercentPoints,
+    /// A signed relative change in percent.
+    Percent,
 }
 
 /// How a metric is coloured: a sequential map for probabilities, a diverging one centred on zero for
@@ -63,6 +65,11 @@ pub fn style(metric: HeatMetric) -> MetricStyle {
             map: Colormap::Diverging,
             signed: true,
             unit: Unit::PercentPoints,
+        },
+        HeatMetric::KnockoutEffect => MetricStyle {
+            map: Colormap::Diverging,
+            signed: true,
+            unit: Unit::Percent,
         },
     }
 }
@@ -140,7 +147,7 @@ impl ColorScale {
         }
         let lo = match style.unit {
             Unit::Probability => s.min.min(0.0),
-            Unit::PercentPoints => s.min,
+            Unit::PercentPoints | Unit::Percent => s.min,
         };
         let hi = if s.max > lo {
             s.max
@@ -506,6 +513,13 @@ pub fn format_value(v: f32, unit: Unit) -> String {
                 format!("{v:+.2e} pp")
             }
         }
+        Unit::Percent => {
+            if v.abs() >= 0.01 || v == 0.0 {
+                format!("{v:+.2} %")
+            } else {
+                format!("{v:+.2e} %")
+            }
+        }
     }
 }
 
@@ -662,7 +676,10 @@ impl Panel for HeatmapPanel {
             }
             return;
         };
-        if matches!(result.metric, HeatMetric::LensAnswer | HeatMetric::LensGain) {
+        if matches!(
+            result.metric,
+            HeatMetric::LensAnswer | HeatMetric::LensGain | HeatMetric::KnockoutEffect
+        ) {
             ui.weak(format!(
                 "answer token: {} (id {})",
                 super::tokens::quoted(&result.token.1),
@@ -1244,6 +1261,8 @@ mod tests {
         assert_eq!(format_value(1.25, Unit::PercentPoints), "+1.25 pp");
         assert_eq!(format_value(-0.001, Unit::PercentPoints), "-1.00e-3 pp");
         assert_eq!(format_value(f32::NAN, Unit::PercentPoints), "–");
+        assert_eq!(format_value(-12.5, Unit::Percent), "-12.50 %");
+        assert_eq!(style(HeatMetric::KnockoutEffect).map, Colormap::Diverging);
     }
 
     fn inputs(n: usize) -> InputsView {
