@@ -140,6 +140,7 @@ fn run() -> anyhow::Result<()> {
                 question: cli.question,
                 device,
                 dtype,
+                demo_clip: true,
             })
             .context("the app stopped with an error")
         }

@@ -19,9 +19,9 @@ use super::panel::{
 use super::AppOptions;
 
 mod ask;
+mod export_drop;
 #[cfg(test)]
 mod knockout_tests;
-mod export_drop;
 
 /// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
 pub const HEATMAP_SHORTCUT: KeyboardShortcut =
@@ -156,9 +156,20 @@ pub fn plan_startup(
     }
     s.model_field = field(&demo.model);
     s.inputs_field = field(&demo.inputs);
-    match demo.missing_message() {
-        Some(msg) => s.notes.push(msg),
-        None => {
+    match (demo.missing_message(), &demo.clip) {
+        (Some(msg), _) => s.notes.push(msg),
+        (None, Some(clip)) => {
+            // The bundled demo clip, asked with the demo model: frames, sound and answer in one go.
+            s.demo = true;
+            s.ask = true;
+            s.load_model = Some(s.model_field.clone());
+            s.inputs_field = String::new();
+            s.media = vec![crate::media::prepare::Item::Video(clip.clone())];
+            if s.question_field.is_empty() {
+                s.question_field = super::demo::DEMO_QUESTION.to_string();
+            }
+        }
+        (None, None) => {
             s.demo = true;
             s.load_model = Some(s.model_field.clone());
             s.load_inputs = Some(demo.inputs.clone());
@@ -273,7 +284,10 @@ impl AvflowApp {
         let recent: Recent = storage
             .and_then(|s| eframe::get_value(s, STORAGE_KEY))
             .unwrap_or_default();
-        let demo = DemoPaths::locate();
+        let mut demo = DemoPaths::locate();
+        if !opts.demo_clip {
+            demo.clip = None;
+        }
         let plan = plan_startup(
             opts.model.as_deref(),
             opts.inputs.as_deref(),
@@ -1004,6 +1018,26 @@ mod tests {
     }
 
     #[test]
+    fn no_args_with_the_demo_clip_asks_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut demo = demo_in(root.path(), true);
+        let clip = root.path().join(super::super::demo::CLIP_FILE);
+        demo.clip = Some(clip.clone());
+        let s = plan_startup(None, None, None, None, &Recent::default(), &demo);
+        assert!(s.demo && s.ask);
+        assert_eq!(s.media, vec![crate::media::prepare::Item::Video(clip)]);
+        assert_eq!(s.question_field, super::super::demo::DEMO_QUESTION);
+        assert_eq!(s.load_inputs, None);
+        // Last time's question is kept.
+        let recent = Recent {
+            question: Some("Who speaks?".into()),
+            ..Recent::default()
+        };
+        let s = plan_startup(None, None, None, None, &recent, &demo);
+        assert_eq!(s.question_field, "Who speaks?");
+    }
+
+    #[test]
     fn missing_demo_is_a_note_not_a_load() {
         let root = tempfile::tempdir().expect("tempdir");
         let demo = demo_in(root.path(), false);
@@ -1221,6 +1255,7 @@ mod tests {
             question: None,
             device: Device::Cpu,
             dtype: DType::F32,
+            demo_clip: false,
         };
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 640.0))
@@ -1298,6 +1333,7 @@ mod tests {
             question: None,
             device: Device::Cpu,
             dtype: DType::F32,
+            demo_clip: false,
         };
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 760.0))
@@ -1439,6 +1475,7 @@ mod tests {
             question: None,
             device: Device::Cpu,
             dtype: DType::F32,
+            demo_clip: false,
         };
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 1150.0))
@@ -1607,6 +1644,7 @@ mod tests {
             question: question.map(str::to_string),
             device: Device::Cpu,
             dtype: DType::F32,
+            demo_clip: false,
         }
     }
 

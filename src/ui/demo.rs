@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 /// random-weight model in the real checkpoint layout and its audio-visual prompt.
 pub const MODEL_DIR: &str = "tests/fixtures/omni-tiny-a";
 pub const INPUTS_FILE: &str = "tests/fixtures/goldens/av_a/inputs.safetensors";
+/// The demo clip (4 s test pattern with a tone; made by tools/make_video_goldens.py) and its question:
+/// what `avflow` with no arguments asks the demo model.
+pub const CLIP_FILE: &str = "assets/demo/clip.mkv";
+pub const DEMO_QUESTION: &str = "What is making the sound in this video?";
 /// How to make the demo files when they are missing.
 pub const MAKE_COMMAND: &str = "python3 tools/make_fixtures.py";
 
@@ -15,6 +19,8 @@ pub const MAKE_COMMAND: &str = "python3 tools/make_fixtures.py";
 pub struct DemoPaths {
     pub model: PathBuf,
     pub inputs: PathBuf,
+    /// The demo clip, when it is there.
+    pub clip: Option<PathBuf>,
 }
 
 impl DemoPaths {
@@ -33,6 +39,7 @@ impl DemoPaths {
         Self {
             model: root.join(MODEL_DIR),
             inputs: root.join(INPUTS_FILE),
+            clip: Some(root.join(CLIP_FILE)).filter(|c| c.is_file()),
         }
     }
 

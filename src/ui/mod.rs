@@ -38,6 +38,9 @@ pub struct AppOptions {
     pub question: Option<String>,
     pub device: Device,
     pub dtype: DType,
+    /// With no model, inputs or history: ask the bundled demo clip (`assets/demo/clip.mkv`) instead of
+    /// reading the demo's prepared inputs (the rendered tests keep the fixed prepared prompt).
+    pub demo_clip: bool,
 }
 
 /// Opens the window and blocks until it is closed.

@@ -224,6 +224,7 @@ mod tests {
             question: None,
             device: Device::Cpu,
             dtype: DType::F32,
+            demo_clip: false,
         };
         let mut harness = egui_kittest::Harness::builder()
             .with_size(size)

@@ -100,6 +100,7 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
         question: None,
         device: Device::Cpu,
         dtype: DType::F32,
+        demo_clip: false,
     };
     let mut harness = egui_kittest::Harness::builder()
         .with_size(egui::vec2(1100.0, 1400.0))
