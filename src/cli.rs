@@ -578,7 +578,9 @@ mod selector_tests {
         assert_eq!(sel(" pos: 8 - 10 "), Ok(vec![8, 9]));
         assert_eq!(sel("pos:0-2,last"), Ok(vec![0, 1, 9]));
         assert_eq!(sel("pos:3-5,audio"), Ok(vec![3, 4, 5, 6]));
-        for bad in ["pos:5-5", "pos:6-2", "pos:9-11", "pos:10", "pos:x", "pos:1-"] {
+        for bad in [
+            "pos:5-5", "pos:6-2", "pos:9-11", "pos:10", "pos:x", "pos:1-",
+        ] {
             let e = sel(bad).expect_err(bad);
             assert!(e.contains("bad position range"), "{bad}: {e}");
         }
@@ -749,7 +751,11 @@ pub fn attention_cmd(
         )?;
         let mut mass = stem.as_os_str().to_owned();
         mass.push("-mass");
-        figures.extend(crate::export::write_figure(&spec, &curves, Path::new(&mass))?);
+        figures.extend(crate::export::write_figure(
+            &spec,
+            &curves,
+            Path::new(&mass),
+        )?);
     }
     let mut report = report;
     if !figures.is_empty() {
@@ -964,22 +970,19 @@ pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<s
             .with_file(&a.input.inputs)?
             .with_setting("groups", a.groups.clone())
             .with_setting("token", r.token_id)
-            .with_setting("prefill_speedup_at_from_layer", v["prefill_speedup"].clone());
-        let mut spec = crate::export::FigureSpec::new(
-            crate::export::FigureKind::DropCurve,
-            a.preset,
-            prov,
-        );
+            .with_setting(
+                "prefill_speedup_at_from_layer",
+                v["prefill_speedup"].clone(),
+            );
+        let mut spec =
+            crate::export::FigureSpec::new(crate::export::FigureKind::DropCurve, a.preset, prov);
         spec.title = Some(format!(
             "prefill {:.2}× faster dropping from layer {}",
             prefill_full / prefill_drop.max(1e-9),
             a.from_layer
         ));
-        let files = crate::export::write_figure(
-            &spec,
-            &crate::export::data::drop_curves(&points),
-            stem,
-        )?;
+        let files =
+            crate::export::write_figure(&spec, &crate::export::data::drop_curves(&points), stem)?;
         v["curve"] = serde_json::to_value(
             curve
                 .iter()
@@ -1149,11 +1152,7 @@ pub fn prepare_cmd(
         answer_prefix: a.answer_prefix.clone(),
         ..Default::default()
     }
-    .with_sampling(
-        a.sampling.fps,
-        a.sampling.min_pixels,
-        a.sampling.max_pixels,
-    );
+    .with_sampling(a.sampling.fps, a.sampling.min_pixels, a.sampling.max_pixels);
     let p = prepare(
         &resolved.dir,
         &resolved.config,

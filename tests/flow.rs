@@ -329,7 +329,10 @@ fn knockout_and_sweep_commands() {
     let svg = std::fs::read_to_string(dir.path().join("fig.svg")).unwrap();
     assert!(svg.contains("audio → last") && svg.contains("video → question"));
     let spec = std::fs::read_to_string(dir.path().join("fig.spec.json")).unwrap();
-    assert!(spec.contains("inputs.safetensors") && spec.contains("sha256"), "{spec}");
+    assert!(
+        spec.contains("inputs.safetensors") && spec.contains("sha256"),
+        "{spec}"
+    );
 }
 
 /// Knockouts against transformers: an attention function registered in transformers sets the blocked
@@ -442,7 +445,8 @@ fn dropping_equals_masking_the_dropped_keys() {
         assert_eq!(cache.kv[layers - 1].rows(), kept_rows);
     }
     // The drop view's curve (one batched incremental run) equals a prefill per layer.
-    let curve = avflow::flow::generate::drop_curve(&c.thinker.decoder, &c.trace, &dropped, None).unwrap();
+    let curve =
+        avflow::flow::generate::drop_curve(&c.thinker.decoder, &c.trace, &dropped, None).unwrap();
     assert_eq!(curve.len(), layers);
     for (from, r) in &curve {
         let cache = prefill(
@@ -453,7 +457,11 @@ fn dropping_equals_masking_the_dropped_keys() {
         )
         .unwrap();
         let p = avflow::flow::trace::prob_of(&cache.last_logits, c.trace.top1_id).unwrap();
-        assert!((p - r.prob).abs() <= 1e-6, "from layer {from}: {p} vs {}", r.prob);
+        assert!(
+            (p - r.prob).abs() <= 1e-6,
+            "from layer {from}: {p} vs {}",
+            r.prob
+        );
     }
     let e = prefill(
         &c.thinker.decoder,
