@@ -13,6 +13,7 @@ use candle_nn::{Embedding, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::model::config::TextConfig;
+use crate::model::gemm;
 use crate::model::nn::{compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm};
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
@@ -244,8 +245,8 @@ impl Attention {
     }
 
     /// `c` independent runs of the same `r` rows at once (e.g. one per knockout), stacked in `x`
-    /// (`[c·r, hidden]`): projections in one matmul each, attention per run over the shared `past`
-    /// then the run's own rows under its mask.
+    /// (`[c·r, hidden]`): projections in one matmul each, attention of each run over the shared `past`
+    /// then the run's own rows under its mask (see [`Self::attend_many`]).
     fn forward_many(
         &self,
         x: &Tensor,
@@ -254,26 +255,245 @@ impl Attention {
         masks: &[&AttnMask],
     ) -> Result<Tensor> {
         let c = masks.len();
-        let r = x.dim(0)? / c.max(1);
+        let n = x.dim(0)?;
+        if c == 0 || n % c != 0 {
+            return Err(Error::Other(format!(
+                "{n} stacked rows cannot be split into {c} runs"
+            )));
+        }
         let rot_all = Rotary {
             cos: Tensor::cat(&vec![&rot.cos; c], 0)?,
             sin: Tensor::cat(&vec![&rot.sin; c], 0)?,
         };
         let (q, own) = self.project(x, &rot_all)?;
-        let mut outs = Vec::with_capacity(c);
-        for (i, mask) in masks.iter().enumerate() {
-            let qi = q.narrow(1, i * r, r)?;
-            let oi = KvPair {
-                k: own.k.narrow(1, i * r, r)?,
-                v: own.v.narrow(1, i * r, r)?,
-            };
-            let all = match past {
-                Some(p) => p.cat(&oi)?,
-                None => oi,
-            };
-            outs.push(self.attend(&qi, &all, mask, false)?.0);
+        let fused = q.device().is_cpu() && q.dtype() == DType::F32;
+        let out = self.attend_many(&q, past, &own, masks, fused)?;
+        self.o_proj.forward(&out)
+    }
+
+    /// Attention of `c = masks.len()` runs whose queries `q` (`[heads, c·r, hd]`) and keys/values `own`
+    /// (`[kv_heads, c·r, hd]`) are stacked run after run, each run seeing the shared `past` then its own
+    /// `r` rows under its mask (`[r, past + r]`). Same math as [`Self::attend`] per run, arranged so that
+    /// nothing scales with `c × past` except the scores themselves: the scores against `past` are one
+    /// grouped matmul for all runs, the scores against the runs' own rows one matmul batched over runs,
+    /// one softmax over `[past | own]` per row (scaled, then the mask added, in f32), and `P·V` as one
+    /// matmul over `past` (V transposed once) plus one batched over the runs' own rows. `fused`: the
+    /// softmax as one in-place CPU pass (f32 on CPU), otherwise with tensor ops (any device). Returns
+    /// `[c·r, heads·hd]` before `o_proj`.
+    fn attend_many(
+        &self,
+        q: &Tensor,
+        past: Option<&KvPair>,
+        own: &KvPair,
+        masks: &[&AttnMask],
+        fused: bool,
+    ) -> Result<Tensor> {
+        let (h, n, hd) = q.dims3()?;
+        let (kvh, g) = (self.kv_heads, self.heads / self.kv_heads);
+        let c = masks.len();
+        let r = n / c.max(1);
+        let p = past.map_or(0, KvPair::rows);
+        let keys = p + r;
+        let dev = q.device();
+        // The runs' masks stacked `[c·r, keys]` in f32 (a causal run shares one causal mask).
+        let mut causal = None;
+        let mut rows = Vec::with_capacity(c);
+        for mask in masks {
+            rows.push(match mask {
+                AttnMask::Causal => match &causal {
+                    Some(m) => Tensor::clone(m),
+                    None => {
+                        let m = causal_mask(r, p, dev)?;
+                        causal = Some(m.clone());
+                        m
+                    }
+                },
+                AttnMask::Additive(m) => {
+                    if m.dims() != [r, keys] {
+                        return Err(Error::Other(format!(
+                            "attention mask has shape {:?}, expected [{r}, {keys}]",
+                            m.dims()
+                        )));
+                    }
+                    m.to_dtype(DType::F32)?
+                }
+            });
         }
-        self.o_proj.forward(&Tensor::cat(&outs, 0)?)
+        let mask = Tensor::cat(&rows, 0)?;
+        let mask_cpu: Vec<f32> = if fused {
+            mask.flatten_all()?.to_vec1()?
+        } else {
+            Vec::new()
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        // Past keys and transposed values, made contiguous once for all runs.
+        let past_kv = match past {
+            Some(pv) if p > 0 => Some((pv.k.contiguous()?, pv.v.transpose(1, 2)?.contiguous()?)),
+            _ => None,
+        };
+        // Runs per chunk so that one chunk's scores stay within MAX_SCORES floats.
+        let per_chunk = (MAX_SCORES / (h * r * keys).max(1)).clamp(1, c.max(1));
+        let mut outs = Vec::with_capacity(c.div_ceil(per_chunk));
+        for i0 in (0..c).step_by(per_chunk) {
+            let cc = per_chunk.min(c - i0);
+            let m = cc * r;
+            let qc = q.narrow(1, i0 * r, m)?.contiguous()?;
+            // Heads h = kv * g + j share kv head `kv` (transformers' repeat_kv order): against `past`, the
+            // g query heads of a kv head are one matmul for all runs (no repeated K/V).
+            let qg = qc.reshape((kvh, g * m, hd))?;
+            // Against the runs' own rows: one `[r, r]` block per (head, run); the few own K/V rows are
+            // repeated per query head so the blocks line up with the past scores' rows.
+            let rep = |t: &Tensor| -> Result<Tensor> {
+                Ok(t.narrow(1, i0 * r, m)?
+                    .unsqueeze(1)?
+                    .broadcast_as((kvh, g, m, hd))?
+                    .contiguous()?)
+            };
+            let qo = qc.reshape((h * cc, r, hd))?;
+            let ko = rep(&own.k)?.reshape((h * cc, r, hd))?;
+            let vo = rep(&own.v)?
+                .reshape((h * cc, r, hd))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let mask_c = mask.narrow(0, i0 * r, m)?;
+            let (pp, po) = if fused {
+                let mut sp = match &past_kv {
+                    Some((pk, _)) => gemm::bmm_nt_cpu_f32(&qg, pk)?
+                        .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?,
+                    None => Vec::new(),
+                };
+                let mut so = gemm::bmm_nt_cpu_f32(&qo, &ko)?
+                    .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?;
+                let mask_rows = &mask_cpu[i0 * r * keys..(i0 + cc) * r * keys];
+                softmax_past_own(&mut sp, p, &mut so, r, mask_rows, m, scale as f32);
+                let pp = match past_kv {
+                    Some(_) => Some(Tensor::from_vec(sp, (kvh, g * m, p), dev)?),
+                    None => None,
+                };
+                (pp, Tensor::from_vec(so, (h * cc, r, r), dev)?)
+            } else {
+                let so = (gemm::bmm_nt(&qo, &ko)? * scale)?
+                    .to_dtype(DType::F32)?
+                    .reshape((h, m, r))?
+                    .broadcast_add(&mask_c.narrow(1, p, r)?)?;
+                match &past_kv {
+                    Some((pk, _)) => {
+                        let sp = (gemm::bmm_nt(&qg, pk)? * scale)?
+                            .to_dtype(DType::F32)?
+                            .reshape((h, m, p))?
+                            .broadcast_add(&mask_c.narrow(1, 0, p)?)?;
+                        let probs = softmax_f32(&Tensor::cat(&[&sp, &so], 2)?, q.dtype())?;
+                        (
+                            Some(probs.narrow(2, 0, p)?.reshape((kvh, g * m, p))?),
+                            probs.narrow(2, p, r)?.reshape((h * cc, r, r))?,
+                        )
+                    }
+                    None => (None, softmax_f32(&so, q.dtype())?.reshape((h * cc, r, r))?),
+                }
+            };
+            let mut out = gemm::bmm_nt(&po, &vo)?.reshape((h, m, hd))?;
+            if let (Some(pp), Some((_, vt))) = (pp, &past_kv) {
+                out = (gemm::bmm_nt(&pp, vt)?.reshape((h, m, hd))? + out)?;
+            }
+            outs.push(out.transpose(0, 1)?.reshape((m, h * hd))?);
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+}
+
+/// Most attention scores (`heads × rows × keys` floats) one chunk of runs in
+/// [`Attention::attend_many`] holds at once (128 MiB in f32).
+const MAX_SCORES: usize = 1 << 25;
+
+/// Softmax of each query row over its keys split in two buffers, in place: `sp` (`rows × p`, scores
+/// against the shared past) and `so` (`rows × r`, against the run's own rows), as transformers' eager
+/// attention computes it: `score · scale`, then the additive mask (row `ρ` uses `mask` row `ρ mod n`,
+/// `[n, p + r]`), then an f32 softmax over the `p + r` values. Rows are split over the CPU threads.
+fn softmax_past_own(
+    sp: &mut [f32],
+    p: usize,
+    so: &mut [f32],
+    r: usize,
+    mask: &[f32],
+    n: usize,
+    scale: f32,
+) {
+    let rows = so.len() / r.max(1);
+    // Below ~64 rows a thread costs more than it saves.
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.div_ceil(64).max(1));
+    let per = rows.div_ceil(threads).max(1);
+    let run = |sp: &mut [f32], so: &mut [f32], first: usize| {
+        for (i, (sp, so)) in sp
+            .chunks_mut(p.max(1))
+            .chain(std::iter::repeat_with(|| &mut [][..]))
+            .zip(so.chunks_mut(r.max(1)))
+            .enumerate()
+        {
+            let row = &mask[((first + i) % n) * (p + r)..][..p + r];
+            softmax_row(sp, so, row, scale);
+        }
+    };
+    std::thread::scope(|scope| {
+        let (mut sp, mut so, mut first) = (sp, so, 0);
+        while first < rows {
+            let take = per.min(rows - first);
+            let (sp_a, sp_b) = std::mem::take(&mut sp).split_at_mut(take * p);
+            let (so_a, so_b) = std::mem::take(&mut so).split_at_mut(take * r);
+            (sp, so) = (sp_b, so_b);
+            if first + take == rows {
+                run(sp_a, so_a, first);
+            } else {
+                let run = &run;
+                scope.spawn(move || run(sp_a, so_a, first));
+            }
+            first += take;
+        }
+    });
+}
+
+/// Lanes of the reductions in [`softmax_row`] (independent accumulators let the loops vectorise).
+const LANES: usize = 8;
+
+/// One row of [`softmax_past_own`]: the row's scores in two pieces `a` and `b`, `mask` `[a.len() + b.len()]`.
+fn softmax_row(a: &mut [f32], b: &mut [f32], mask: &[f32], scale: f32) {
+    let (mask_a, mask_b) = mask.split_at(a.len());
+    let mut max = [f32::NEG_INFINITY; LANES];
+    for (x, m) in [(&mut *a, mask_a), (&mut *b, mask_b)] {
+        let mut xs = x.chunks_exact_mut(LANES);
+        let mut ms = m.chunks_exact(LANES);
+        for (x, m) in (&mut xs).zip(&mut ms) {
+            for k in 0..LANES {
+                x[k] = x[k] * scale + m[k];
+                max[k] = if x[k] > max[k] { x[k] } else { max[k] };
+            }
+        }
+        for (x, &m) in xs.into_remainder().iter_mut().zip(ms.remainder()) {
+            *x = *x * scale + m;
+            max[0] = max[0].max(*x);
+        }
+    }
+    let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = [0f32; LANES];
+    for x in [&mut *a, &mut *b] {
+        let mut xs = x.chunks_exact_mut(LANES);
+        for x in &mut xs {
+            for k in 0..LANES {
+                x[k] = (x[k] - max).exp();
+                sum[k] += x[k];
+            }
+        }
+        for x in xs.into_remainder() {
+            *x = (*x - max).exp();
+            sum[0] += *x;
+        }
+    }
+    let sum: f32 = sum.into_iter().sum();
+    // Two plain loops (not a chain) so the divisions vectorise.
+    for x in a.iter_mut() {
+        *x /= sum;
+    }
+    for x in b.iter_mut() {
+        *x /= sum;
     }
 }
 
@@ -502,11 +722,275 @@ pub fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
 pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
     let probs =
         candle_nn::ops::softmax_last_dim(&logits.to_dtype(DType::F32)?)?.to_vec1::<f32>()?;
+    // Highest probability first, ties by id: a total order, so selecting the k best and sorting only them
+    // gives the full sort's first k (a knockout sweep asks for the top-1 of every run over ~150k ids).
+    let order = |a: &usize, b: &usize| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
     let mut idx: Vec<usize> = (0..probs.len()).collect();
-    idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-    Ok(idx
-        .into_iter()
-        .take(k)
-        .map(|i| (i as u32, probs[i]))
-        .collect())
+    let k = k.min(idx.len());
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    if k < idx.len() {
+        idx.select_nth_unstable_by(k - 1, order);
+        idx.truncate(k);
+    }
+    idx.sort_by(order);
+    Ok(idx.into_iter().map(|i| (i as u32, probs[i])).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(hidden: usize, inter: usize, heads: usize, kv_heads: usize, hd: usize) -> TextConfig {
+        TextConfig {
+            vocab_size: 16,
+            hidden_size: hidden,
+            intermediate_size: inter,
+            num_hidden_layers: 1,
+            num_attention_heads: heads,
+            num_key_value_heads: kv_heads,
+            head_dim: hd,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            mrope_section: vec![hd / 2, 0, 0],
+            hidden_act: "silu".into(),
+        }
+    }
+
+    /// A decoder layer with random weights (std `0.05`) stored in `dtype`.
+    fn random_layer(cfg: &TextConfig, dtype: DType) -> DecoderLayer {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let (q, kv) = (
+            cfg.num_attention_heads * cfg.head_dim,
+            cfg.num_key_value_heads * cfg.head_dim,
+        );
+        let shapes: [(&str, Vec<usize>); 11] = [
+            ("self_attn.q_proj.weight", vec![q, d]),
+            ("self_attn.q_proj.bias", vec![q]),
+            ("self_attn.k_proj.weight", vec![kv, d]),
+            ("self_attn.k_proj.bias", vec![kv]),
+            ("self_attn.v_proj.weight", vec![kv, d]),
+            ("self_attn.v_proj.bias", vec![kv]),
+            ("self_attn.o_proj.weight", vec![d, q]),
+            ("mlp.gate_proj.weight", vec![i, d]),
+            ("mlp.up_proj.weight", vec![i, d]),
+            ("mlp.down_proj.weight", vec![d, i]),
+            ("input_layernorm.weight", vec![d]),
+        ];
+        let dev = Device::Cpu;
+        let mut map: HashMap<String, Tensor> = shapes
+            .into_iter()
+            .map(|(name, shape)| {
+                let t = (Tensor::randn(0f32, 1f32, shape, &dev).unwrap() * 0.05).unwrap();
+                (name.to_string(), t.to_dtype(dtype).unwrap())
+            })
+            .collect();
+        map.insert(
+            "post_attention_layernorm.weight".into(),
+            Tensor::ones(d, dtype, &dev).unwrap(),
+        );
+        DecoderLayer::new(cfg, VarBuilder::from_tensors(map, dtype, &dev)).unwrap()
+    }
+
+    fn random_rotary(rows: usize, hd: usize) -> Rotary {
+        let t = Tensor::randn(0f32, 3f32, (rows, hd / 2), &Device::Cpu).unwrap();
+        Rotary {
+            cos: t.cos().unwrap(),
+            sin: t.sin().unwrap(),
+        }
+    }
+
+    /// Deterministic pseudo-random bits (SplitMix64).
+    fn bit(seed: u64, a: usize, b: usize, percent: u64) -> bool {
+        let mut z = seed ^ ((a as u64) << 32) ^ (b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 100 < percent
+    }
+
+    /// One mask per run: causal for every third run, otherwise random knockout pairs; run 1's first row
+    /// loses every key (softmax over `f32::MIN` everywhere, as transformers).
+    fn masks(c: usize, r: usize, past: usize) -> Vec<AttnMask> {
+        (0..c)
+            .map(|i| {
+                if i % 3 == 2 {
+                    return AttnMask::Causal;
+                }
+                let m = mask_for_rows(
+                    past..past + r,
+                    past + r,
+                    |q, j| (i == 1 && q == past) || bit(i as u64, q, j, 30),
+                    &Device::Cpu,
+                )
+                .unwrap();
+                AttnMask::Additive(m)
+            })
+            .collect()
+    }
+
+    /// The per-run implementation `attend_many` replaced: past and own K/V concatenated per run.
+    fn forward_many_per_run(
+        att: &Attention,
+        x: &Tensor,
+        rot: &Rotary,
+        past: Option<&KvPair>,
+        masks: &[&AttnMask],
+    ) -> Tensor {
+        let c = masks.len();
+        let r = x.dim(0).unwrap() / c;
+        let rot_all = Rotary {
+            cos: Tensor::cat(&vec![&rot.cos; c], 0).unwrap(),
+            sin: Tensor::cat(&vec![&rot.sin; c], 0).unwrap(),
+        };
+        let (q, own) = att.project(x, &rot_all).unwrap();
+        let outs: Vec<Tensor> = masks
+            .iter()
+            .enumerate()
+            .map(|(i, mask)| {
+                let qi = q.narrow(1, i * r, r).unwrap();
+                let oi = KvPair {
+                    k: own.k.narrow(1, i * r, r).unwrap(),
+                    v: own.v.narrow(1, i * r, r).unwrap(),
+                };
+                let all = match past {
+                    Some(p) => p.cat(&oi).unwrap(),
+                    None => oi,
+                };
+                att.attend(&qi, &all, mask, false).unwrap().0
+            })
+            .collect();
+        att.o_proj.forward(&Tensor::cat(&outs, 0).unwrap()).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn attend_many_matches_per_run_attention() {
+        let cfg = config(64, 96, 8, 2, 16);
+        let layer = random_layer(&cfg, DType::F32);
+        let att = &layer.self_attn;
+        let dev = Device::Cpu;
+        for (c, r, past_len) in [(5, 4, 23), (7, 1, 40), (3, 6, 0), (1, 3, 9)] {
+            let x = Tensor::randn(0f32, 1f32, (c * r, cfg.hidden_size), &dev).unwrap();
+            let rot = random_rotary(r, cfg.head_dim);
+            let past = (past_len > 0).then(|| {
+                let xp = Tensor::randn(0f32, 1f32, (past_len, cfg.hidden_size), &dev).unwrap();
+                att.kv(&xp, &random_rotary(past_len, cfg.head_dim)).unwrap()
+            });
+            let ms = masks(c, r, past_len);
+            let ms: Vec<&AttnMask> = ms.iter().collect();
+            let want = forward_many_per_run(att, &x, &rot, past.as_ref(), &ms);
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let got = att.forward_many(&x, &rot, past.as_ref(), &ms).unwrap();
+            let rot_all = Rotary {
+                cos: Tensor::cat(&vec![&rot.cos; c], 0).unwrap(),
+                sin: Tensor::cat(&vec![&rot.sin; c], 0).unwrap(),
+            };
+            let (q, own) = att.project(&x, &rot_all).unwrap();
+            let generic = att
+                .o_proj
+                .forward(
+                    &att.attend_many(&q, past.as_ref(), &own, &ms, false)
+                        .unwrap(),
+                )
+                .unwrap();
+            for (name, t) in [("fused", &got), ("tensor ops", &generic)] {
+                let d = max_abs_diff(t, &want);
+                assert!(
+                    d <= 1e-5 * scale.max(1.0),
+                    "{name}: c={c} r={r} past={past_len}: max |diff| {d} (output scale {scale})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_is_the_sorted_prefix() {
+        let logits = Tensor::new(&[0.5f32, 2.0, -1.0, 2.0, 0.0, 3.0, 2.0], &Device::Cpu).unwrap();
+        let ids = |k| -> Vec<u32> { top_k(&logits, k).unwrap().iter().map(|t| t.0).collect() };
+        assert_eq!(ids(1), [5]);
+        assert_eq!(ids(3), [5, 1, 3]);
+        assert_eq!(ids(7), [5, 1, 3, 6, 0, 4, 2]);
+        assert_eq!(ids(9), ids(7));
+        assert!(ids(0).is_empty());
+        let p = top_k(&logits, 2).unwrap();
+        assert!(p[0].1 > p[1].1, "{p:?}");
+    }
+
+    #[test]
+    fn attend_many_rejects_mismatched_masks() {
+        let cfg = config(64, 96, 8, 2, 16);
+        let layer = random_layer(&cfg, DType::F32);
+        let x = Tensor::zeros((4, cfg.hidden_size), DType::F32, &Device::Cpu).unwrap();
+        let rot = random_rotary(2, cfg.head_dim);
+        let wrong = AttnMask::Additive(causal_mask(2, 1, &Device::Cpu).unwrap());
+        let err = layer
+            .forward_many(&x, &rot, None, &[&wrong, &wrong])
+            .unwrap_err();
+        assert!(err.to_string().contains("expected [2, 2]"), "{err}");
+        assert!(layer
+            .forward_many(&x, &rot, None, &[&AttnMask::Causal; 3])
+            .is_err());
+    }
+
+    /// Timing of one layer's batched knockout call at the 3B model's dimensions (random bf16 weights):
+    /// `cargo test --lib model::decoder::tests::bench_forward_many -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn bench_forward_many() {
+        let cfg = config(2048, 11008, 16, 2, 128);
+        let layer = random_layer(&cfg, DType::BF16);
+        let att = &layer.self_attn;
+        let dev = Device::Cpu;
+        let time = |f: &mut dyn FnMut()| {
+            f();
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                f();
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            best * 1e3
+        };
+        for (c, r, past_len) in [(30, 25, 561), (36, 1, 585), (80, 25, 561)] {
+            let x = Tensor::randn(0f32, 1f32, (c * r, cfg.hidden_size), &dev).unwrap();
+            let rot = random_rotary(r, cfg.head_dim);
+            let xp = Tensor::randn(0f32, 1f32, (past_len, cfg.hidden_size), &dev).unwrap();
+            let past = att.kv(&xp, &random_rotary(past_len, cfg.head_dim)).unwrap();
+            let ms = masks(c, r, past_len);
+            let ms: Vec<&AttnMask> = ms.iter().collect();
+            let old = time(&mut || {
+                forward_many_per_run(att, &x, &rot, Some(&past), &ms);
+            });
+            let new = time(&mut || {
+                att.forward_many(&x, &rot, Some(&past), &ms).unwrap();
+            });
+            let whole = time(&mut || {
+                layer.forward_many(&x, &rot, Some(&past), &ms).unwrap();
+            });
+            println!(
+                "c={c} r={r} past={past_len}: attention per run {old:.1} ms, batched {new:.1} ms; \
+                 whole layer (batched) {whole:.1} ms"
+            );
+        }
+    }
 }

@@ -119,6 +119,26 @@ pub fn bmm_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(a.matmul(&w.transpose(1, 2)?)?)
 }
 
+/// [`bmm_nt`] for f32 CPU operands, as a plain row-major `[B·m·n]` buffer the caller may modify in
+/// place (the fused attention softmax); `None` on other devices or dtypes.
+pub fn bmm_nt_cpu_f32(a: &Tensor, w: &Tensor) -> Result<Option<Vec<f32>>> {
+    let (b, m, k) = a.dims3()?;
+    let (b2, n, k2) = w.dims3()?;
+    if !a.device().is_cpu() || a.dtype() != DType::F32 || w.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    if enabled() && b == b2 && k == k2 && m * n * b > 0 {
+        if let Some(v) = run_vec(&a.contiguous()?, &w.contiguous()?, b, m, n, k)? {
+            return Ok(Some(v));
+        }
+    }
+    Ok(Some(
+        a.matmul(&w.transpose(1, 2)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?,
+    ))
+}
+
 /// Round-to-nearest-even f32 → bf16 bits, as `half::bf16::from_f32` but branch-free so it vectorises
 /// (NaN payloads are not preserved; activations are finite).
 #[inline]
@@ -129,8 +149,22 @@ pub fn f32_to_bf16_bits(f: f32) -> u16 {
 }
 
 /// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 or bf16 (both contiguous) → `[b, m, n]` f32.
-#[cfg(avflow_onednn)]
 fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
+    run_vec(a, w, b, m, n, k)?
+        .map(|v| Ok(Tensor::from_vec(v, (b, m, n), a.device())?))
+        .transpose()
+}
+
+/// [`run`]'s product as a row-major buffer.
+#[cfg(avflow_onednn)]
+fn run_vec(
+    a: &Tensor,
+    w: &Tensor,
+    b: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Option<Vec<f32>>> {
     let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
     let call =
         |bf16: i32, ap: *const std::ffi::c_void, wp: *const std::ffi::c_void, cp: *mut f32| {
@@ -157,7 +191,7 @@ fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result
         Some(0) => {
             // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
             unsafe { out.set_len(b * m * n) };
-            Ok(Some(Tensor::from_vec(out, (b, m, n), a.device())?))
+            Ok(Some(out))
         }
         Some(code) => {
             tracing::warn!("oneDNN matmul failed with status {code}; using candle's gemm");
@@ -168,14 +202,14 @@ fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result
 }
 
 #[cfg(not(avflow_onednn))]
-fn run(
+fn run_vec(
     _a: &Tensor,
     _w: &Tensor,
     _b: usize,
     _m: usize,
     _n: usize,
     _k: usize,
-) -> Result<Option<Tensor>> {
+) -> Result<Option<Vec<f32>>> {
     Ok(None)
 }
 
