@@ -22,6 +22,8 @@ mod ask;
 mod export_drop;
 #[cfg(test)]
 mod knockout_tests;
+#[cfg(test)]
+mod test_support;
 
 /// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
 pub const HEATMAP_SHORTCUT: KeyboardShortcut =
@@ -990,6 +992,7 @@ impl eframe::App for AvflowApp {
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::step_until;
     use super::*;
 
     fn demo_in(root: &Path, complete: bool) -> DemoPaths {
@@ -1437,25 +1440,6 @@ mod tests {
         }
     }
 
-    /// Steps the app until `done` holds (or `limit` passes); `false` on time-out.
-    fn step_until(
-        harness: &mut egui_kittest::Harness<'_, AvflowApp>,
-        limit: std::time::Duration,
-        done: impl Fn(&AvflowApp) -> bool,
-    ) -> bool {
-        let t0 = std::time::Instant::now();
-        loop {
-            harness.step();
-            if done(harness.state()) {
-                return true;
-            }
-            if t0.elapsed() > limit {
-                return false;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    }
-
     /// Drives the Knockout panel on the demo the way a user does (source combo, layer range), checks the
     /// shown probability against [`crate::flow::Knockout::score`] run directly, then runs a sweep.
     /// Writes `screenshots/sweep.png` (`knockout.png` comes from `knockout_tests`).
@@ -1464,34 +1448,9 @@ mod tests {
         use egui_kittest::kittest::Queryable;
         use std::time::Duration;
         let demo = DemoPaths::locate();
-        if let Some(msg) = demo.missing_message() {
-            eprintln!("SKIPPED: {msg}");
+        let Some(mut harness) = super::test_support::demo_app(egui::vec2(1100.0, 1150.0)) else {
             return;
-        }
-        let opts = AppOptions {
-            model: None,
-            inputs: None,
-            video: None,
-            question: None,
-            device: Device::Cpu,
-            dtype: DType::F32,
-            demo_clip: false,
         };
-        let mut harness = egui_kittest::Harness::builder()
-            .with_size(egui::vec2(1100.0, 1150.0))
-            .allow_missing_glyphs()
-            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
-        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
-            !app.view().busy
-                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
-        });
-        assert!(loaded, "demo did not load: {:?}", harness.state().status());
-        assert!(
-            !matches!(harness.state().status(), Status::Error { .. }),
-            "{:?}",
-            harness.state().status()
-        );
-        harness.run_steps(2);
 
         // source = audio (through the combo), target = last, layers 0..3 (moving the end, live).
         harness.get_by_label("source").click();

@@ -190,58 +190,9 @@ mod tests {
     use candle_core::{DType, Device};
     use egui_kittest::kittest::Queryable;
 
-    use super::super::super::demo::DemoPaths;
-    use super::super::super::AppOptions;
+    use super::super::test_support::{demo_app, step_until};
+    use super::super::DemoPaths;
     use super::*;
-
-    fn step_until(
-        harness: &mut egui_kittest::Harness<'_, AvflowApp>,
-        limit: Duration,
-        done: impl Fn(&AvflowApp) -> bool,
-    ) -> bool {
-        let t0 = std::time::Instant::now();
-        loop {
-            harness.step();
-            if done(harness.state()) {
-                return true;
-            }
-            if t0.elapsed() > limit {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, AvflowApp>> {
-        if let Some(msg) = DemoPaths::locate().missing_message() {
-            eprintln!("SKIPPED: {msg}");
-            return None;
-        }
-        let opts = AppOptions {
-            model: None,
-            inputs: None,
-            video: None,
-            question: None,
-            device: Device::Cpu,
-            dtype: DType::F32,
-            demo_clip: false,
-        };
-        let mut harness = egui_kittest::Harness::builder()
-            .with_size(size)
-            .allow_missing_glyphs()
-            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
-        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
-            !app.view().busy
-                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
-        });
-        assert!(loaded, "demo did not load: {:?}", harness.state().status());
-        assert!(
-            !matches!(harness.state().status(), Status::Error { .. }),
-            "{:?}",
-            harness.state().status()
-        );
-        Some(harness)
-    }
 
     /// Scrolls `panel` to the top and steps until the widget called `label` is inside the window (a
     /// kittest click lands at the widget's place on screen).

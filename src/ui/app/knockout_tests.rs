@@ -14,31 +14,12 @@ use crate::ui::answer::format_percent;
 use crate::ui::knockout::{self as panel, LayerAxis};
 use crate::ui::strip::{position_selector, STRIP_LABEL};
 use crate::ui::tokens::Group;
-use crate::ui::AppOptions;
 use crate::worker::{KnockoutBlock, KnockoutRequest};
 
-use super::{AvflowApp, DemoPaths, Status};
+use super::test_support::step_until;
+use super::{AvflowApp, DemoPaths};
 
 type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
-
-/// Steps the app until `done` holds (or `limit` passes); `false` on time-out.
-fn step_until(
-    harness: &mut Harness<'_>,
-    limit: Duration,
-    done: impl Fn(&AvflowApp) -> bool,
-) -> bool {
-    let t0 = std::time::Instant::now();
-    loop {
-        harness.step();
-        if done(harness.state()) {
-            return true;
-        }
-        if t0.elapsed() > limit {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Steps until the shown knockout answers `want` and the worker is idle; returns it.
 fn result_for(harness: &mut Harness<'_>, want: &KnockoutRequest) -> crate::ui::panel::KnockoutView {
@@ -89,34 +70,9 @@ fn block(source: &str, start: usize, end: usize) -> KnockoutBlock {
 #[test]
 fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     let demo = DemoPaths::locate();
-    if let Some(msg) = demo.missing_message() {
-        eprintln!("SKIPPED: {msg}");
+    let Some(mut harness) = super::test_support::demo_app(egui::vec2(1100.0, 1400.0)) else {
         return;
-    }
-    let opts = AppOptions {
-        model: None,
-        inputs: None,
-        video: None,
-        question: None,
-        device: Device::Cpu,
-        dtype: DType::F32,
-        demo_clip: false,
     };
-    let mut harness = egui_kittest::Harness::builder()
-        .with_size(egui::vec2(1100.0, 1400.0))
-        .allow_missing_glyphs()
-        .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
-    let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
-        !app.view().busy
-            && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
-    });
-    assert!(loaded, "demo did not load: {:?}", harness.state().status());
-    assert!(
-        !matches!(harness.state().status(), Status::Error { .. }),
-        "{:?}",
-        harness.state().status()
-    );
-    harness.run_steps(2);
     let layers = harness.state().view().model.as_ref().expect("model").layers;
     assert_eq!(layers, 3, "the demo decoder has 3 layers");
 
