@@ -572,27 +572,8 @@ fn run_loop<E: Engine>(
             cmd if cancel.load(Ordering::SeqCst) => {
                 tracing::debug!("skipping {cmd:?}: cancelled");
             }
-            // While the user drags a control every frame queues a knockout; only the newest is worth running.
-            cmd @ Command::RunKnockout { .. }
-                if superseded(&commands, &mut backlog, |c| {
-                    matches!(c, Command::RunKnockout { .. })
-                }) =>
-            {
-                tracing::debug!("skipping {cmd:?}: a newer knockout is queued");
-            }
-            // Flipping through metrics queues heatmaps; only the last one chosen is shown.
-            cmd @ Command::Heatmap { .. }
-                if superseded(&commands, &mut backlog, |c| {
-                    matches!(c, Command::Heatmap { .. })
-                }) =>
-            {
-                tracing::debug!("skipping {cmd:?}: a newer heatmap is queued");
-            }
-            // Clicking through the drop controls queues drops; only the last one asked for is shown.
-            cmd @ Command::Drop(_)
-                if superseded(&commands, &mut backlog, |c| matches!(c, Command::Drop(_))) =>
-            {
-                tracing::debug!("skipping {cmd:?}: a newer drop is queued");
+            cmd if cmd.latest_wins() && superseded(&commands, &mut backlog, &cmd) => {
+                tracing::debug!("skipping {cmd:?}: a newer one of its kind is queued");
             }
             cmd => {
                 let ctx = Ctx {
@@ -626,14 +607,26 @@ fn run_loop<E: Engine>(
     }
 }
 
-/// Moves everything queued into `backlog` and says whether a command of the same kind is among it.
+/// Moves everything queued into `backlog` and says whether a command of `cmd`'s kind is among it.
 fn superseded(
     commands: &Receiver<Command>,
     backlog: &mut VecDeque<Command>,
-    same_kind: impl Fn(&Command) -> bool,
+    cmd: &Command,
 ) -> bool {
     backlog.extend(commands.try_iter());
-    backlog.iter().any(same_kind)
+    let kind = std::mem::discriminant(cmd);
+    backlog.iter().any(|c| std::mem::discriminant(c) == kind)
+}
+
+impl Command {
+    /// Commands a control fires repeatedly (dragging a knockout's layers, flipping heatmap metrics,
+    /// clicking through drop settings): when a newer one of the same kind is queued, only it runs.
+    fn latest_wins(&self) -> bool {
+        matches!(
+            self,
+            Command::RunKnockout { .. } | Command::Heatmap { .. } | Command::Drop(_)
+        )
+    }
 }
 
 fn describe(cmd: &Command) -> String {

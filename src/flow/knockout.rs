@@ -109,26 +109,10 @@ impl Knockout {
             .ok_or_else(|| Error::Other("a knockout produced no result".into()))
     }
 
-    /// Reference: a full forward over every position with the knockout mask in its layers.
+    /// Reference: a full forward over every position with the knockout mask in its layers (the
+    /// one-block [`KnockoutSet::run_full`]).
     pub fn run_full(&self, decoder: &Decoder, embeds: &Tensor, trace: &Trace) -> Result<Tensor> {
-        let seq = trace.seq_len;
-        self.validate(seq, decoder.num_layers())?;
-        let dev = decoder.device();
-        let ko = AttnMask::Additive(self.mask(0, seq, seq, true, dev)?);
-        let mut x = embeds.to_dtype(decoder.dtype())?;
-        for l in 0..decoder.num_layers() {
-            let mask = if l >= self.start && l < self.end {
-                &ko
-            } else {
-                &AttnMask::Causal
-            };
-            x = decoder
-                .layer(l)
-                .forward(&x, &trace.rot, None, mask, false)?
-                .hidden;
-        }
-        let last = decoder.final_norm(&x.narrow(0, seq - 1, 1)?)?;
-        Ok(decoder.logits(&last)?.squeeze(0)?)
+        KnockoutSet::from(self.clone()).run_full(decoder, embeds, trace)
     }
 
     /// Runs and scores the knockout for `token` (the baseline top-1 when `None`).
