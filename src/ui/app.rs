@@ -1251,15 +1251,7 @@ mod tests {
     #[test]
     fn renders_the_app_and_saves_a_screenshot() {
         use std::time::{Duration, Instant};
-        let opts = AppOptions {
-            model: None,
-            inputs: None,
-            video: None,
-            question: None,
-            device: Device::Cpu,
-            dtype: DType::F32,
-            demo_clip: false,
-        };
+        let opts = super::test_support::demo_options();
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 640.0))
             // Token texts are model data (CJK, emoji, byte-level forms) that the built-in Latin font may
@@ -1329,15 +1321,7 @@ mod tests {
             eprintln!("SKIPPED: no wgpu adapter (install mesa-vulkan-drivers)");
             return;
         };
-        let opts = AppOptions {
-            model: None,
-            inputs: None,
-            video: None,
-            question: None,
-            device: Device::Cpu,
-            dtype: DType::F32,
-            demo_clip: false,
-        };
+        let opts = super::test_support::demo_options();
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 760.0))
             .allow_missing_glyphs()
@@ -1675,15 +1659,7 @@ mod tests {
         };
         let y = rect.top() + 30.0;
         let (a, b) = (egui::pos2(axis.x(1.0), y), egui::pos2(axis.x(3.0), y));
-        harness.hover_at(a);
-        harness.drag_at(a);
-        harness.step();
-        for k in 1..=4 {
-            harness.hover_at(a + (b - a) * (k as f32 / 4.0));
-            harness.step();
-        }
-        harness.drop_at(b);
-        harness.run_steps(2);
+        super::test_support::drag(&mut harness, a, b);
         let want = super::super::media::TimeRange {
             start_ms: 1000,
             end_ms: 3000,

@@ -16,7 +16,7 @@ use crate::ui::strip::{position_selector, STRIP_LABEL};
 use crate::ui::tokens::Group;
 use crate::worker::{KnockoutBlock, KnockoutRequest};
 
-use super::test_support::step_until;
+use super::test_support::{drag, step_until};
 use super::{AvflowApp, DemoPaths};
 
 type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
@@ -39,19 +39,6 @@ fn result_for(harness: &mut Harness<'_>, want: &KnockoutRequest) -> crate::ui::p
     );
     harness.run_steps(2);
     harness.state().view().knockout.clone().expect("result")
-}
-
-/// A pointer drag from `a` to `b` in a few moves, one frame each.
-fn drag(harness: &mut Harness<'_>, a: egui::Pos2, b: egui::Pos2) {
-    harness.hover_at(a);
-    harness.drag_at(a);
-    harness.step();
-    for k in 1..=4 {
-        harness.hover_at(a + (b - a) * (k as f32 / 4.0));
-        harness.step();
-    }
-    harness.drop_at(b);
-    harness.run_steps(2);
 }
 
 fn close(a: f32, b: f32) -> bool {

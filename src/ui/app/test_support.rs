@@ -27,13 +27,9 @@ pub fn step_until(
     }
 }
 
-/// The app of `size` on the demo, loaded and answered; `None` (test skipped, says why) without the demo.
-pub fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, AvflowApp>> {
-    if let Some(msg) = DemoPaths::locate().missing_message() {
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    }
-    let opts = AppOptions {
+/// Start-up options with nothing given: the app falls back to the demo's fixed prepared prompt.
+pub fn demo_options() -> AppOptions {
+    AppOptions {
         model: None,
         inputs: None,
         video: None,
@@ -41,7 +37,29 @@ pub fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, Avflo
         device: Device::Cpu,
         dtype: DType::F32,
         demo_clip: false,
-    };
+    }
+}
+
+/// A pointer drag from `a` to `b` in a few moves, one frame each.
+pub fn drag(harness: &mut egui_kittest::Harness<'_, AvflowApp>, a: egui::Pos2, b: egui::Pos2) {
+    harness.hover_at(a);
+    harness.drag_at(a);
+    harness.step();
+    for k in 1..=4 {
+        harness.hover_at(a + (b - a) * (k as f32 / 4.0));
+        harness.step();
+    }
+    harness.drop_at(b);
+    harness.run_steps(2);
+}
+
+/// The app of `size` on the demo, loaded and answered; `None` (test skipped, says why) without the demo.
+pub fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, AvflowApp>> {
+    if let Some(msg) = DemoPaths::locate().missing_message() {
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    }
+    let opts = demo_options();
     let mut harness = egui_kittest::Harness::builder()
         .with_size(size)
         .allow_missing_glyphs()
