@@ -10,7 +10,17 @@ use avflow::model::loader::{resolve_dir, ModelSource};
 use avflow::model::{OmniInputs, OmniThinker};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("AVFLOW_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
+/// The device the model runs on: `AVFLOW_TEST_DEVICE` (cpu, cuda, cuda:N, metal), default cpu, so the
+/// engine's exactness tests also run on a GPU build (`tools/gpu_check.sh`).
+fn device() -> Device {
+    let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    avflow::device::parse_device(&name).unwrap()
 }
 
 /// `avflow SUB --model <omni-tiny-a> --inputs <av_a's inputs>`, ready for more arguments.
@@ -37,8 +47,8 @@ fn open(case: &str) -> Case {
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let model_dir = fixtures().join(meta["model"].as_str().unwrap());
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let thinker = OmniThinker::load(&resolved, DType::F32, &Device::Cpu).unwrap();
-    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &Device::Cpu).unwrap();
+    let thinker = OmniThinker::load(&resolved, DType::F32, &device()).unwrap();
+    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &device()).unwrap();
     let e = thinker.embed(&inp).unwrap();
     let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
     let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
@@ -51,7 +61,8 @@ fn open(case: &str) -> Case {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
+    let cpu = |t: &Tensor| t.to_device(&Device::Cpu).unwrap();
+    (cpu(a) - cpu(b))
         .unwrap()
         .abs()
         .unwrap()
@@ -600,7 +611,7 @@ fn attention_rows_match_the_full_forward() {
             .unwrap()
             .probs
             .unwrap(); // [heads, seq, seq]
-        let idx = avflow::model::decoder::index_tensor(&rows, &Device::Cpu).unwrap();
+        let idx = avflow::model::decoder::index_tensor(&rows, full.device()).unwrap();
         let want = full.index_select(&idx, 1).unwrap();
         assert!(max_diff(m, &want) < 1e-6, "layer {l}");
     }

@@ -1,6 +1,9 @@
 //! The Thinker against Hugging Face transformers: goldens made by `tools/make_fixtures.py`
 //! (`Qwen2_5OmniThinkerForConditionalGeneration`, f32, eager) on tiny random-weight models in the real
 //! checkpoint layout, from real `Qwen2_5OmniProcessor` inputs. No network, no Python.
+//!
+//! `AVFLOW_TEST_DEVICE=cuda` (with `--features cuda`) runs the same cases on a GPU, and `AVFLOW_FIXTURES`
+//! points at the fixtures when the test binary runs outside this checkout (`tools/gpu_check.sh`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +16,27 @@ use avflow::model::{OmniInputs, OmniThinker};
 const TOL: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("AVFLOW_FIXTURES") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
+}
+
+/// The device the model runs on: `AVFLOW_TEST_DEVICE` (cpu, cuda, cuda:N, metal), default cpu.
+fn device() -> Device {
+    let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
+    avflow::device::parse_device(&name).unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+    let cpu = |t: &Tensor| {
+        t.to_device(&Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
+    (cpu(a) - cpu(b))
         .unwrap()
         .abs()
         .unwrap()
@@ -48,15 +66,15 @@ fn run_case(case: &str) {
         .expect("meta.json names the model folder");
     let model_dir = fixtures().join(model_name);
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let dev = Device::Cpu;
+    let dev = device();
     let thinker = OmniThinker::load(&resolved, DType::F32, &dev).unwrap();
     let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &dev).unwrap();
     let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("expected.safetensors"), &dev).unwrap();
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
 
     let e = thinker.embed(&inp).unwrap();
     // Position ids: exact.
-    let pos = avflow::model::omni::position_ids_tensor(&e.position_ids, &dev).unwrap();
+    let pos = avflow::model::omni::position_ids_tensor(&e.position_ids, &Device::Cpu).unwrap();
     let want = expected["position_ids"].to_dtype(DType::I64).unwrap();
     let want = if want.rank() == 3 {
         want.squeeze(1).unwrap()

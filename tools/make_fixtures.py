@@ -1337,6 +1337,16 @@ def knockout_attention_forward(module, query, key, value, attention_mask, scalin
     return attn_output, attn_weights
 
 
+def thinker_parts(model):
+    """(audio tower, vision tower, text decoder) of a Thinker, in transformers 5.23's layout (under
+    ``model.model``, the decoder as ``language_model``) or in older 5.x's (towers on the Thinker itself,
+    ``model.model`` the decoder), so the benchmarks also run where another 5.x is installed."""
+    inner = model.model
+    if hasattr(inner, "language_model"):
+        return inner.audio_tower, inner.visual, inner.language_model
+    return model.audio_tower, model.visual, inner
+
+
 def register_knockout_attention():
     AttentionInterface.register(KNOCKOUT_IMPL, knockout_attention_forward)
     # create_causal_mask returns *no mask* for an implementation it does not know: give "knockout" the same
@@ -1349,7 +1359,7 @@ def knockout_attention(model, spec: dict | None):
     """Switch only the text decoder (thinker.model.language_model, whose config *is* thinker_config.text_config)
     to the knockout attention. The thinker-level config is not touched: its ``_attn_implementation`` setter
     would propagate the value to the vision/audio sub-configs too."""
-    lm = model.model.language_model
+    lm = thinker_parts(model)[2]
     text_cfg = lm.config
     assert text_cfg is model.config.text_config and all(layer.self_attn.config is text_cfg for layer in lm.layers)
     text_cfg._attn_implementation = KNOCKOUT_IMPL

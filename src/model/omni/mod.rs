@@ -104,6 +104,8 @@ impl OmniThinker {
                 let a = self
                     .audio
                     .forward(&f.to_device(self.device())?, &inp.audio_lens)?;
+                // GPU kernels run asynchronously: wait for them so the timing is the tower's.
+                self.device().synchronize()?;
                 timings.audio = t0.elapsed();
                 Some(a)
             }
@@ -124,6 +126,7 @@ impl OmniThinker {
             ),
             None => None,
         };
+        self.device().synchronize()?;
         timings.vision = t0.elapsed();
 
         let rows = |t: &Option<Tensor>| t.as_ref().map_or(Ok(0), |t| t.dim(0));
