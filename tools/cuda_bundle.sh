@@ -33,6 +33,7 @@ if [ ! -x "$cuda/bin/nvcc" ]; then
   (cd "$cuda/lib" && for l in cudart nvrtc curand cublasLt cublas; do ln -sf "$(ls lib$l.so.* | head -1)" lib$l.so; done)
 fi
 if [ ! -f "$cuda/lib/stubs/libcuda.so" ]; then
+  cargo fetch --quiet
   cudarc=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | tail -1)
   mkdir -p "$cuda/lib/stubs"
   grep -o "fn cu[A-Za-z0-9_]*" "$cudarc/src/driver/sys/mod.rs" | sort -u |
