@@ -1,7 +1,5 @@
 //! The flow engine: incremental knockouts equal a full masked forward; groups, CLI and sweeps end to end.
 
-use std::path::{Path, PathBuf};
-
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
@@ -9,19 +7,8 @@ use avflow::flow::{Groups, Knockout, Trace};
 use avflow::model::loader::{resolve_dir, ModelSource};
 use avflow::model::{OmniInputs, OmniThinker};
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("AVFLOW_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
-    }
-}
-
-/// The device the model runs on: `AVFLOW_TEST_DEVICE` (cpu, cuda, cuda:N, metal), default cpu, so the
-/// engine's exactness tests also run on a GPU build (`tools/gpu_check.sh`).
-fn device() -> Device {
-    let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    avflow::device::parse_device(&name).unwrap()
-}
+mod common;
+use common::{device, fixtures};
 
 /// `avflow SUB --model <omni-tiny-a> --inputs <av_a's inputs>`, ready for more arguments.
 fn demo_cmd(sub: &str) -> std::process::Command {

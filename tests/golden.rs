@@ -6,7 +6,6 @@
 //! points at the fixtures when the test binary runs outside this checkout (`tools/gpu_check.sh`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -15,18 +14,8 @@ use avflow::model::{OmniInputs, OmniThinker};
 
 const TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    match std::env::var_os("AVFLOW_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
-    }
-}
-
-/// The device the model runs on: `AVFLOW_TEST_DEVICE` (cpu, cuda, cuda:N, metal), default cpu.
-fn device() -> Device {
-    let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    avflow::device::parse_device(&name).unwrap()
-}
+mod common;
+use common::{device, fixtures};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
