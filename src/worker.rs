@@ -2251,14 +2251,7 @@ mod tests {
             .iter()
             .filter(|t| t.group == Group::Text)
             .all(|t| t.time.is_none()));
-        let session = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
+        let session = demo.open_session();
         for metric in HeatMetric::ALL {
             w.send(Command::Heatmap { metric });
             let ev = until_idle(&w);

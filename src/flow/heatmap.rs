@@ -363,7 +363,6 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
 
     /// The bundled demo, traced; `None` (test skipped) when the fixtures are not generated.
     fn demo() -> Option<crate::cli::FlowSession> {
@@ -372,15 +371,7 @@ mod tests {
             eprintln!("SKIPPED: {msg}");
             return None;
         }
-        let s = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
-        Some(s)
+        Some(demo.open_session())
     }
 
     fn close(a: f32, b: f32) -> bool {

@@ -1332,14 +1332,7 @@ mod tests {
                 && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
         });
         assert!(loaded, "demo did not load: {:?}", harness.state().status());
-        let session = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
+        let session = demo.open_session();
         let library = |metric| {
             compute(
                 metric,
@@ -1476,14 +1469,7 @@ mod tests {
         let shown = harness.state().view().knockout.clone().expect("result");
 
         // The same knockout straight through the library.
-        let session = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
+        let session = demo.open_session();
         let ko = crate::flow::Knockout {
             sources: session.groups.select("audio").expect("audio"),
             targets: session.groups.select("last").expect("last"),

@@ -29,6 +29,20 @@ impl DemoPaths {
         Self::choose(Path::new(env!("CARGO_MANIFEST_DIR")), &cwd)
     }
 
+    /// Tests: the demo model on the demo prompt through the library (f32, CPU), the reference every
+    /// number the app or the worker shows is compared with.
+    #[cfg(test)]
+    pub fn open_session(&self) -> crate::cli::FlowSession {
+        crate::cli::open_flow(
+            &self.model.display().to_string(),
+            &self.inputs,
+            None,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .expect("open the demo")
+    }
+
     /// The first root whose demo model folder exists; the build root when neither has one (so the
     /// message names the place the generator writes to).
     pub fn choose(build_root: &Path, cwd: &Path) -> Self {

@@ -483,14 +483,7 @@ mod tests {
             panic!("{ev:?}");
         };
 
-        let session = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
+        let session = demo.open_session();
         let dropped = session.select("audio,video").expect("audio,video");
         let lib =
             drop_curve(&session.thinker.decoder, &session.trace, &dropped, None).expect("curve");

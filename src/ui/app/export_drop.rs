@@ -187,7 +187,6 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::time::Duration;
 
-    use candle_core::{DType, Device};
     use egui_kittest::kittest::Queryable;
 
     use super::super::test_support::{demo_app, step_until};
@@ -275,14 +274,7 @@ mod tests {
         assert_eq!(shown.request, want);
 
         let demo = DemoPaths::locate();
-        let session = crate::cli::open_flow(
-            &demo.model.display().to_string(),
-            &demo.inputs,
-            None,
-            DType::F32,
-            &Device::Cpu,
-        )
-        .expect("open the demo");
+        let session = demo.open_session();
         let dropped = session.select("audio,video").expect("audio,video");
         let lib = crate::flow::generate::drop_curve(
             &session.thinker.decoder,

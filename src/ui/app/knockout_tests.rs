@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use candle_core::{DType, Device};
 use egui_kittest::kittest::{NodeT, Queryable};
 
 use crate::flow::{Knockout, KnockoutSet};
@@ -64,14 +63,7 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     assert_eq!(layers, 3, "the demo decoder has 3 layers");
 
     // The library on the same demo: what every shown number must equal.
-    let session = crate::cli::open_flow(
-        &demo.model.display().to_string(),
-        &demo.inputs,
-        None,
-        DType::F32,
-        &Device::Cpu,
-    )
-    .expect("open the demo");
+    let session = demo.open_session();
     let library = |blocks: &[(&str, usize, usize)]| {
         let set = KnockoutSet {
             blocks: blocks
