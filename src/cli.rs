@@ -36,7 +36,7 @@ pub fn forward(
     let t0 = Instant::now();
     let resolved = resolve(&ModelSource::parse(model)?)?;
     let thinker = OmniThinker::load(&resolved, dtype, device)?;
-    let inp = OmniInputs::from_file(inputs, device)?;
+    let inp = OmniInputs::from_file(inputs)?;
     let e = thinker.embed(&inp)?;
     let logits = thinker.logits(&e, None)?;
     let seq = e.input_ids.len();
@@ -145,7 +145,7 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
             let thinker = OmniThinker::load(&resolved, dtype, device)?;
             device.synchronize()?;
             let load = t0.elapsed().as_secs_f64();
-            let inp = OmniInputs::from_file(inputs, device)?;
+            let inp = OmniInputs::from_file(inputs)?;
             let mut first_forward_s = None;
             let run = || -> anyhow::Result<_> {
                 let t1 = Instant::now();
@@ -418,7 +418,7 @@ pub fn open_flow(
 ) -> anyhow::Result<FlowSession> {
     let resolved = resolve(&ModelSource::parse(model)?)?;
     let thinker = OmniThinker::load(&resolved, dtype, device)?;
-    let inp = OmniInputs::from_file(inputs, device)?;
+    let inp = OmniInputs::from_file(inputs)?;
     let p = trace_prompt(&thinker, &inp, spans)?;
     Ok(FlowSession {
         thinker,
@@ -1034,7 +1034,7 @@ pub fn generate_cmd(
 ) -> anyhow::Result<serde_json::Value> {
     let resolved = resolve(&ModelSource::parse(&a.model)?)?;
     let thinker = OmniThinker::load(&resolved, dtype, device)?;
-    let inp = OmniInputs::from_file(&a.inputs, device)?;
+    let inp = OmniInputs::from_file(&a.inputs)?;
     let t0 = Instant::now();
     let e = thinker.embed(&inp)?;
     let mut cache =

@@ -959,7 +959,7 @@ impl Engine for ThinkerEngine {
             ));
         };
         ctx.status(format!("Reading {}…", path.display()));
-        let inputs = OmniInputs::from_file(path, m.thinker.device())?;
+        let inputs = OmniInputs::from_file(path)?;
         let flow_groups = Groups::from_ids(&inputs.input_ids, &m.thinker.cfg.tokens);
         let groups = token_groups(&inputs.input_ids, &m.thinker.cfg.tokens, m.im_start);
         let spg: Vec<f64> = inputs

@@ -451,7 +451,7 @@ fn example_figures() {
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
     let thinker = OmniThinker::load(&resolved, DType::F32, &Device::Cpu).unwrap();
     let e = thinker
-        .embed(&OmniInputs::from_file(&inputs, &Device::Cpu).unwrap())
+        .embed(&OmniInputs::from_file(&inputs).unwrap())
         .unwrap();
     let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
     let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);

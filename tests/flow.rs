@@ -35,7 +35,7 @@ fn open(case: &str) -> Case {
     let model_dir = fixtures().join(meta["model"].as_str().unwrap());
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
     let thinker = OmniThinker::load(&resolved, DType::F32, &device()).unwrap();
-    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &device()).unwrap();
+    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
     let e = thinker.embed(&inp).unwrap();
     let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
     let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);

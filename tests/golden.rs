@@ -57,7 +57,7 @@ fn run_case(case: &str) {
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
     let dev = device();
     let thinker = OmniThinker::load(&resolved, DType::F32, &dev).unwrap();
-    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors"), &dev).unwrap();
+    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
     let expected: HashMap<String, Tensor> =
         candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
 

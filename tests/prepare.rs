@@ -500,7 +500,7 @@ fn check_pipeline(case: &str) -> PipelineRun {
     assert!(run.status.success(), "{case}: {stderr}");
 
     let dev = Device::Cpu;
-    let ours = OmniInputs::from_file(&out, &dev).unwrap();
+    let ours = OmniInputs::from_file(&out).unwrap();
     let want_ids: Vec<u32> = golden.i64s("input_ids").iter().map(|&x| x as u32).collect();
     assert_eq!(ours.input_ids, want_ids, "{case}: input_ids");
     let grids = |name: &str| -> Vec<[usize; 3]> {

@@ -94,10 +94,10 @@ fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tensor> {
 }
 
 impl OmniInputs {
-    /// Reads the processor's tensors. They are parsed on the CPU whatever `_device` the model runs on:
-    /// most are small integer metadata read back as numbers (and CUDA has no kernels for some of their
-    /// dtypes), and the encoders move the features and pixels to the model's device themselves.
-    pub fn from_file(path: &Path, _device: &Device) -> Result<Self> {
+    /// Reads the processor's tensors. They stay on the CPU whatever device the model runs on: most are
+    /// small integer metadata read back as numbers (and CUDA has no kernels for some of their dtypes),
+    /// and the encoders move the features and pixels to the model's device themselves.
+    pub fn from_file(path: &Path) -> Result<Self> {
         let map = crate::tensor_io::load(path, &Device::Cpu)?;
         Self::from_map(path, &map)
     }
