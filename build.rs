@@ -1,6 +1,8 @@
-//! Builds the optional oneDNN shim (`csrc/onednn_matmul.c`) where the oneDNN headers are installed
-//! (Debian/Ubuntu: `libdnnl-dev`, which `scripts/setup.sh` installs). Without them avflow still builds and
-//! uses candle's own matrix products; `AVFLOW_NO_ONEDNN=1` forces that.
+//! Builds the optional oneDNN shim (`csrc/onednn_matmul.c`) where oneDNN's headers are found: `DNNL_ROOT`,
+//! then `.deps/onednn` (oneDNN 3, which `scripts/setup.sh` unpacks on x86-64 Linux), then the system
+//! (`libdnnl-dev`). Without them avflow still builds and uses candle's own matrix products;
+//! `AVFLOW_NO_ONEDNN=1` forces that. A oneDNN outside the system directories is found at run time
+//! through an rpath.
 
 use std::path::PathBuf;
 
@@ -15,6 +17,9 @@ fn main() {
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(r) = std::env::var_os("DNNL_ROOT") {
         roots.push(PathBuf::from(r));
+    }
+    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
+        roots.push(PathBuf::from(dir).join(".deps/onednn"));
     }
     roots.extend(["/usr", "/usr/local", "/opt/homebrew"].map(PathBuf::from));
     let Some(root) = roots
@@ -41,5 +46,11 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-lib=dylib=dnnl");
+    if !root.starts_with("/usr") {
+        println!(
+            "cargo:rustc-link-arg=-Wl,-rpath,{}",
+            root.join("lib").display()
+        );
+    }
     println!("cargo:rustc-cfg=avflow_onednn");
 }

@@ -5,6 +5,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <stdio.h>
 
 static dnnl_engine_t g_engine = NULL;
 static dnnl_stream_t g_stream = NULL;
@@ -78,4 +79,12 @@ out_md:
     MD_FREE(w_md);
     MD_FREE(c_md);
     return rc;
+}
+
+// "MAJOR.MINOR.PATCH" of the oneDNN loaded at run time (benchmark reports).
+const char *avflow_onednn_version(void) {
+    static char buf[32];
+    const dnnl_version_t *v = dnnl_version();
+    snprintf(buf, sizeof buf, "%d.%d.%d", v->major, v->minor, v->patch);
+    return buf;
 }

@@ -14,7 +14,8 @@ cd "$ROOT"
 
 # System packages (Debian/Ubuntu names). ffmpeg dev libs: ffmpeg-next; clang: its bindgen; Vulkan/mesa:
 # wgpu (lavapipe is the software fallback without a GPU); X11/Wayland/xkb: winit; fontconfig: rfd/egui;
-# xvfb: running the window headless; oneDNN: fast CPU matrix products (loaded at run time when present);
+# xvfb: running the window headless; libdnnl-dev: oneDNN 2.x, the fallback for fast CPU matrix products
+# where the oneDNN 3 wheel below does not apply (not x86-64); unzip: unpacking that wheel;
 # poppler-utils: the figure tests render and inspect exported PDFs (pdftoppm, pdffonts, pdfinfo).
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
@@ -23,7 +24,7 @@ APT_PACKAGES=(
   libvulkan1 mesa-vulkan-drivers
   libxkbcommon-dev libwayland-dev libx11-dev libxcursor-dev libxrandr-dev libxi-dev libgl1
   libfontconfig1-dev xvfb
-  libdnnl-dev
+  libdnnl-dev unzip
   poppler-utils
 )
 BREW_PACKAGES=(ffmpeg pkg-config llvm)
@@ -107,9 +108,52 @@ install_rust() {
   log "$(cargo --version)"
 }
 
+# oneDNN 3 for the CPU matrix products (x86-64 Linux): Intel's own build (GNU OpenMP runtime) from PyPI,
+# pinned by hash, unpacked into .deps/onednn (ignored by git; build.rs prefers it, the binary finds it by
+# rpath). Why not Debian's libdnnl-dev: its oneDNN 2.6 runs the same bf16/AMX products 1.3-1.6x slower
+# inside a forward (measured in one run each, README "Benchmark").
+ONEDNN_DIR="$ROOT/.deps/onednn"
+ONEDNN_WHEELS=(
+  "https://files.pythonhosted.org/packages/65/b4/792e6d3ef02a0e14fdc0392bd378dc78f3c8356e6a40fda8c0b9366628a1/onednn_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl 2f22a54d6a890ed14bfa185d42a4be65d8b5b1df85dc1f0f3a9abe31620416fb"
+  "https://files.pythonhosted.org/packages/d4/26/e1f06fc4810583d892831817e3217d32be475dd740c86c0b4058cec9d172/onednn_devel_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl 9763c69e8c907e119056bd52ad918ca84ac9ba939d130a99dfa95ccca3e5e284"
+)
+
+install_onednn() {
+  if [ "$(uname -s)" != Linux ] || [ "$(uname -m)" != x86_64 ] || [ -n "${AVFLOW_NO_ONEDNN:-}" ]; then
+    return
+  fi
+  if [ -f "$ONEDNN_DIR/lib/libdnnl.so.3" ] && [ -f "$ONEDNN_DIR/include/oneapi/dnnl/dnnl.h" ]; then
+    log "oneDNN 3: present in .deps/onednn"
+    return
+  fi
+  command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
+  local tmp entry url sum whl
+  tmp="$(mktemp -d)"
+  log "fetching oneDNN 3.2 (PyPI onednn-cpu-gomp 2023.2.0, 39 MB)"
+  for entry in "${ONEDNN_WHEELS[@]}"; do
+    url="${entry% *}" sum="${entry#* }" whl="$tmp/$(basename "$url")"
+    curl --proto '=https' --tlsv1.2 -fsSL --retry 3 -o "$whl" "$url" \
+      || { rm -rf "$tmp"; die "could not download $url (network?); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"; }
+    echo "$sum  $whl" | sha256sum -c --quiet - \
+      || { rm -rf "$tmp"; die "checksum mismatch for $(basename "$url")"; }
+    unzip -q -o "$whl" -d "$tmp/x"
+  done
+  # A zip stores the library three times (no symlinks): keep one file and link the names to it.
+  rm -rf "$ONEDNN_DIR.new" && mkdir -p "$ONEDNN_DIR.new/lib"
+  cp -r "$tmp"/x/onednn_devel_cpu_gomp-*.data/data/include "$ONEDNN_DIR.new/"
+  cp "$tmp"/x/onednn_cpu_gomp-*.data/data/lib/libdnnl.so.3.* "$ONEDNN_DIR.new/lib/"
+  cp "$tmp"/x/onednn_cpu_gomp-*.data/data/share/doc/onednn/LICENSE "$ONEDNN_DIR.new/"
+  (cd "$ONEDNN_DIR.new/lib" && ln -sf libdnnl.so.3.* libdnnl.so.3 && ln -sf libdnnl.so.3 libdnnl.so)
+  rm -rf "$ONEDNN_DIR" "$tmp" && mv "$ONEDNN_DIR.new" "$ONEDNN_DIR"
+  # build.rs watches the shim: touching it makes cargo look for oneDNN again.
+  touch "$ROOT/csrc/onednn_matmul.c"
+  log "oneDNN 3: installed in .deps/onednn"
+}
+
 setup() {
   install_system_packages
   install_rust
+  install_onednn
 }
 
 run_tests() {

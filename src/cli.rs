@@ -176,6 +176,7 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
                     "impl": "avflow",
                     "dtype": format!("{dtype:?}"),
                     "threads": candle_core::utils::get_num_threads(),
+                    "cpu_gemm": crate::model::gemm::backend_name(),
                     "seq_len": e.input_ids.len(),
                     "parameters": resolved.thinker_parameters(),
                     "load_s": load,
