@@ -193,3 +193,62 @@ fn forward_cli_writes_reference_logits() {
         got["logits"].dims()[0]
     );
 }
+
+/// The bf16 path (weights in bf16; on the CPU the products round their inputs to bf16 and the MLP gate
+/// is fused, see `model::nn`) stays close to transformers' f32 logits: within 4 % of their range, and
+/// the same top-1 token at the last position.
+#[test]
+fn bf16_weights_track_the_f32_reference() {
+    for case in ["av_a", "image_audio_a"] {
+        let dir = fixtures().join("goldens").join(case);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let model_dir = fixtures().join(meta["model"].as_str().unwrap());
+        let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
+        let thinker = OmniThinker::load(&resolved, DType::BF16, &device()).unwrap();
+        let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
+        let expected: HashMap<String, Tensor> =
+            candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+        let e = thinker.embed(&inp).unwrap();
+        let rot = thinker.decoder.rotary(&e.position_ids).unwrap();
+        let normed = thinker
+            .decoder
+            .forward(&e.embeds, &rot, &mut |_, _| Ok(()))
+            .unwrap();
+        let ours = thinker
+            .decoder
+            .logits(&normed)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_device(&Device::Cpu)
+            .unwrap();
+        let want = expected["logits"]
+            .flatten_to(expected["logits"].rank() - 2)
+            .unwrap();
+        let want = want.reshape(ours.dims()).unwrap();
+        let range = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d = max_abs_diff(&ours, &want);
+        eprintln!("{case}: bf16 logits max|Δ| = {d:.3e} (range {range:.3e})");
+        assert!(
+            d <= 0.04 * range,
+            "{case}: bf16 logits differ by {d} (range {range})"
+        );
+        let last = ours.dim(0).unwrap() - 1;
+        let top = |t: &Tensor| {
+            t.get(last)
+                .unwrap()
+                .argmax(0)
+                .unwrap()
+                .to_scalar::<u32>()
+                .unwrap()
+        };
+        assert_eq!(top(&ours), top(&want), "{case}: top-1 at the last position");
+    }
+}

@@ -14,7 +14,10 @@ use candle_nn::{Embedding, VarBuilder};
 use crate::error::{Error, Result};
 use crate::model::config::TextConfig;
 use crate::model::gemm;
-use crate::model::nn::{compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm};
+use crate::model::nn::{
+    bf16_input, compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm,
+};
+use crate::model::simd::softmax_row;
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
 pub type PositionIds = Vec<[i64; 3]>;
@@ -151,33 +154,33 @@ impl Attention {
 
     /// Projects and rotates the rows' keys/values (no attention): used to extend a cache.
     fn kv(&self, x: &Tensor, rot: &Rotary) -> Result<KvPair> {
-        let n = x.dim(0)?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((n, self.kv_heads, self.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((n, self.kv_heads, self.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        let k = rope(&k, rot)?;
-        Ok(KvPair { k, v })
+        self.kv_shared(x, bf16_input(x, &self.k_proj).as_deref(), rot)
     }
 
-    /// Rotated queries `[heads, rows, hd]` and the rows' own K/V.
+    /// [`Self::kv`] with the input already rounded for bf16 products (`xb`, see [`bf16_input`]).
+    fn kv_shared(&self, x: &Tensor, xb: Option<&[u16]>, rot: &Rotary) -> Result<KvPair> {
+        let n = x.dim(0)?;
+        let (kvh, hd) = (self.kv_heads, self.head_dim);
+        let k = split_heads(&self.k_proj.forward_shared(x, xb)?, n, kvh, hd)?;
+        let v = split_heads(&self.v_proj.forward_shared(x, xb)?, n, kvh, hd)?;
+        Ok(KvPair {
+            k: rope(&k, rot)?,
+            v,
+        })
+    }
+
+    /// Rotated queries `[heads, rows, hd]` and the rows' own K/V (the input rounded once for the three
+    /// products where they run in bf16).
     fn project(&self, x: &Tensor, rot: &Rotary) -> Result<(Tensor, KvPair)> {
         let n = x.dim(0)?;
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((n, self.heads, self.head_dim))?
-            .transpose(0, 1)?
-            .contiguous()?;
-        Ok((rope(&q, rot)?, self.kv(x, rot)?))
+        let xb = bf16_input(x, &self.q_proj);
+        let q = split_heads(
+            &self.q_proj.forward_shared(x, xb.as_deref())?,
+            n,
+            self.heads,
+            self.head_dim,
+        )?;
+        Ok((rope(&q, rot)?, self.kv_shared(x, xb.as_deref(), rot)?))
     }
 
     /// Attention of `q` (`[heads, n, hd]`) over `all` keys (past then the n rows) under `mask`; returns
@@ -198,8 +201,6 @@ impl Attention {
         // heads lets one matmul per kv head serve its g query heads without materialising repeated K/V.
         let qg = q.reshape((kvh, g * n, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (crate::model::gemm::bmm_nt(&qg, &all.k)? * scale)?;
-        let scores = scores.reshape((kvh, g, n, keys))?.to_dtype(DType::F32)?;
         let mask_t = match mask {
             AttnMask::Causal => causal_mask(n, past_len, q.device())?,
             AttnMask::Additive(m) => {
@@ -212,8 +213,19 @@ impl Attention {
                 m.to_dtype(DType::F32)?
             }
         };
-        let scores = scores.broadcast_add(&mask_t)?;
-        let probs = softmax_f32(&scores, q.dtype())?;
+        let probs = if q.device().is_cpu() && q.dtype() == DType::F32 {
+            // One in-place pass (scale, mask, softmax) over the product, as `attend_many` does.
+            let mut s = gemm::bmm_nt_cpu_f32(&qg, &all.k)?
+                .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?;
+            let mask_rows: Vec<f32> = mask_t.flatten_all()?.to_vec1()?;
+            softmax_past_own(&mut [], 0, &mut s, keys, &mask_rows, n, scale as f32);
+            Tensor::from_vec(s, (kvh, g, n, keys), q.device())?
+        } else {
+            let scores = (gemm::bmm_nt(&qg, &all.k)? * scale)?
+                .reshape((kvh, g, n, keys))?
+                .to_dtype(DType::F32)?;
+            softmax_f32(&scores.broadcast_add(&mask_t)?, q.dtype())?
+        };
         let vt = all.v.transpose(1, 2)?.contiguous()?;
         let out = crate::model::gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt)?
             .reshape((h, n, hd))?
@@ -451,50 +463,11 @@ fn softmax_past_own(
     });
 }
 
-/// Lanes of the reductions in [`softmax_row`] (independent accumulators let the loops vectorise).
-const LANES: usize = 8;
-
-/// One row of [`softmax_past_own`]: the row's scores in two pieces `a` and `b`, `mask` `[a.len() + b.len()]`.
-fn softmax_row(a: &mut [f32], b: &mut [f32], mask: &[f32], scale: f32) {
-    let (mask_a, mask_b) = mask.split_at(a.len());
-    let mut max = [f32::NEG_INFINITY; LANES];
-    for (x, m) in [(&mut *a, mask_a), (&mut *b, mask_b)] {
-        let mut xs = x.chunks_exact_mut(LANES);
-        let mut ms = m.chunks_exact(LANES);
-        for (x, m) in (&mut xs).zip(&mut ms) {
-            for k in 0..LANES {
-                x[k] = x[k] * scale + m[k];
-                max[k] = if x[k] > max[k] { x[k] } else { max[k] };
-            }
-        }
-        for (x, &m) in xs.into_remainder().iter_mut().zip(ms.remainder()) {
-            *x = *x * scale + m;
-            max[0] = max[0].max(*x);
-        }
-    }
-    let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = [0f32; LANES];
-    for x in [&mut *a, &mut *b] {
-        let mut xs = x.chunks_exact_mut(LANES);
-        for x in &mut xs {
-            for k in 0..LANES {
-                x[k] = (x[k] - max).exp();
-                sum[k] += x[k];
-            }
-        }
-        for x in xs.into_remainder() {
-            *x = (*x - max).exp();
-            sum[0] += *x;
-        }
-    }
-    let sum: f32 = sum.into_iter().sum();
-    // Two plain loops (not a chain) so the divisions vectorise.
-    for x in a.iter_mut() {
-        *x /= sum;
-    }
-    for x in b.iter_mut() {
-        *x /= sum;
-    }
+/// `[rows, heads·hd]` → contiguous `[heads, rows, hd]`.
+fn split_heads(t: &Tensor, rows: usize, heads: usize, hd: usize) -> Result<Tensor> {
+    Ok(t.reshape((rows, heads, hd))?
+        .transpose(0, 1)?
+        .contiguous()?)
 }
 
 /// Non-interleaved rotary on `[heads, rows, hd]` with `[rows, hd/2]` angles (candle's fused kernel).

@@ -23,26 +23,29 @@ extern "C" {
         w: *const std::ffi::c_void,
         c: *mut f32,
     ) -> i32;
+    fn avflow_onednn_version() -> *const std::ffi::c_char;
 }
 
-fn enabled() -> bool {
+/// Whether the CPU products go through oneDNN (built with it and not turned off by `AVFLOW_GEMM=candle`).
+pub fn enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         cfg!(avflow_onednn) && std::env::var("AVFLOW_GEMM").map_or(true, |v| v != "candle")
     })
 }
 
-/// Which backend the CPU linear layers use (for benchmark reports).
-pub fn backend_name() -> &'static str {
+/// Which backend the CPU linear layers use, with oneDNN's version (for benchmark reports).
+pub fn backend_name() -> String {
+    #[cfg(avflow_onednn)]
     if enabled() {
-        "onednn"
-    } else {
-        "candle-gemm"
+        // SAFETY: the shim returns a pointer to its own NUL-terminated static buffer.
+        let v = unsafe { std::ffi::CStr::from_ptr(avflow_onednn_version()) };
+        return format!("onednn {}", v.to_string_lossy());
     }
+    "candle-gemm".to_string()
 }
 
 /// Runs `f` on the tensor's contiguous CPU slice (no copy).
-#[cfg_attr(not(avflow_onednn), allow(dead_code))]
 fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Option<R> {
     let (storage, layout) = t.storage_and_layout();
     let candle_core::Storage::Cpu(cpu) = &*storage else {
@@ -141,11 +144,87 @@ pub fn bmm_nt_cpu_f32(a: &Tensor, w: &Tensor) -> Result<Option<Vec<f32>>> {
 
 /// Round-to-nearest-even f32 → bf16 bits, as `half::bf16::from_f32` but branch-free so it vectorises
 /// (NaN payloads are not preserved; activations are finite).
-#[inline]
+#[inline(always)]
 pub fn f32_to_bf16_bits(f: f32) -> u16 {
     let u = f.to_bits();
     let round = ((u >> 16) & 1) + 0x7FFF;
     (u.wrapping_add(round) >> 16) as u16
+}
+
+/// Below this many elements an element-wise pass stays on the calling thread (a thread costs more).
+const PAR_MIN: usize = 1 << 15;
+
+/// Runs `f(first_row, rows)` over `out` split into blocks of whole rows (`row` elements each), one block
+/// per CPU thread (candle's thread count). The element-wise passes around the matrix products
+/// (activation rounding, the fused MLP gate) are memory-bound: two cores halve them.
+pub fn par_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let row = row.max(1);
+    let rows = out.len() / row;
+    let threads = candle_core::utils::get_num_threads()
+        .min(out.len() / PAR_MIN)
+        .clamp(1, rows.max(1));
+    if threads <= 1 {
+        f(0, out);
+        return;
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let mut chunks = out.chunks_mut(per * row).enumerate();
+        let first = chunks.next();
+        for (i, chunk) in chunks {
+            scope.spawn(move || f(i * per, chunk));
+        }
+        if let Some((_, chunk)) = first {
+            f(0, chunk);
+        }
+    });
+}
+
+/// f32 → bf16 bits ([`f32_to_bf16_bits`]) over the CPU threads.
+pub fn to_bf16_par(src: &[f32]) -> Vec<u16> {
+    let mut out = vec![0u16; src.len()];
+    par_rows(&mut out, 1, |first, dst| {
+        crate::model::simd::round_bf16(dst, &src[first..])
+    });
+    out
+}
+
+/// `x · wᵀ` for an activation already rounded to bf16 (`xb`, `[m, k]` row-major bits) and a bf16 `w`
+/// `[n, k]`: the fused MLP hands its gated product over without an f32 round trip. `None` where this
+/// path does not apply (no oneDNN, other weight dtype or device).
+pub fn linear_cpu_bf16_input(xb: &[u16], m: usize, w: &Tensor) -> Result<Option<Tensor>> {
+    if !enabled() || !w.device().is_cpu() || w.dtype() != DType::BF16 || w.rank() != 2 || m == 0 {
+        return Ok(None);
+    }
+    let (n, k) = w.dims2()?;
+    if xb.len() != m * k {
+        return Ok(None);
+    }
+    let mb = bucket_rows(m);
+    let padded;
+    let xb = if mb == m {
+        xb
+    } else {
+        padded = [xb, &vec![0u16; (mb - m) * k][..]].concat();
+        &padded[..]
+    };
+    let w = w.contiguous()?;
+    Ok(match run_bf16_vec(xb, &w, 1, mb, n, k)? {
+        Some(mut v) => {
+            v.truncate(m * n);
+            Some(Tensor::from_vec(v, (m, n), w.device())?)
+        }
+        None => None,
+    })
+}
+
+/// Runs `f` on a contiguous f32 CPU tensor's values (no copy); `None` for other tensors.
+pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    with_slice::<f32, R>(t, f)
 }
 
 /// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 or bf16 (both contiguous) → `[b, m, n]` f32.
@@ -165,32 +244,74 @@ fn run_vec(
     n: usize,
     k: usize,
 ) -> Result<Option<Vec<f32>>> {
-    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
-    let call =
-        |bf16: i32, ap: *const std::ffi::c_void, wp: *const std::ffi::c_void, cp: *mut f32| {
-            // SAFETY: ap holds b·m·k, wp b·n·k elements of the given dtype, cp room for b·m·n f32; the shim
-            // only reads A/W and writes C.
-            unsafe { avflow_onednn_bmm(b as i64, m as i64, n as i64, k as i64, bf16, ap, wp, cp) }
+    if w.dtype() == DType::BF16 {
+        let Some(ab) = with_slice::<f32, _>(a, to_bf16_par) else {
+            return Ok(None);
         };
-    let status = if w.dtype() == DType::BF16 {
-        let ab: Option<Vec<u16>> =
-            with_slice::<f32, _>(a, |v| v.iter().map(|&f| f32_to_bf16_bits(f)).collect());
-        let Some(ab) = ab else { return Ok(None) };
-        with_slice::<half::bf16, _>(w, |ws| {
-            call(1, ab.as_ptr().cast(), ws.as_ptr().cast(), out.as_mut_ptr())
+        return run_bf16_vec(&ab, w, b, m, n, k);
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
+    let status = with_slice::<f32, _>(a, |xs| {
+        with_slice::<f32, _>(w, |ws| {
+            // SAFETY: xs holds b·m·k, ws b·n·k f32, out has room for b·m·n f32; the shim only reads A/W
+            // and writes C.
+            unsafe {
+                avflow_onednn_bmm(
+                    b as i64,
+                    m as i64,
+                    n as i64,
+                    k as i64,
+                    0,
+                    xs.as_ptr().cast(),
+                    ws.as_ptr().cast(),
+                    out.as_mut_ptr(),
+                )
+            }
         })
-    } else {
-        with_slice::<f32, _>(a, |xs| {
-            with_slice::<f32, _>(w, |ws| {
-                call(0, xs.as_ptr().cast(), ws.as_ptr().cast(), out.as_mut_ptr())
-            })
-        })
-        .flatten()
-    };
+    })
+    .flatten();
+    finish(out, status, b * m * n)
+}
+
+/// `ab` (bf16 bits, `[b·m·k]`) times bf16 `w` `[b·n·k]` → `[b·m·n]` f32.
+#[cfg(avflow_onednn)]
+fn run_bf16_vec(
+    ab: &[u16],
+    w: &Tensor,
+    b: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Option<Vec<f32>>> {
+    if ab.len() != b * m * k || w.dtype() != DType::BF16 {
+        return Ok(None);
+    }
+    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
+    let status = with_slice::<half::bf16, _>(w, |ws| {
+        // SAFETY: ab holds b·m·k, ws b·n·k bf16 values, out has room for b·m·n f32; the shim only reads
+        // A/W and writes C.
+        unsafe {
+            avflow_onednn_bmm(
+                b as i64,
+                m as i64,
+                n as i64,
+                k as i64,
+                1,
+                ab.as_ptr().cast(),
+                ws.as_ptr().cast(),
+                out.as_mut_ptr(),
+            )
+        }
+    });
+    finish(out, status, b * m * n)
+}
+
+#[cfg(avflow_onednn)]
+fn finish(mut out: Vec<f32>, status: Option<i32>, len: usize) -> Result<Option<Vec<f32>>> {
     match status {
         Some(0) => {
-            // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
-            unsafe { out.set_len(b * m * n) };
+            // SAFETY: oneDNN wrote all `len` outputs (status 0) into the reserved capacity.
+            unsafe { out.set_len(len) };
             Ok(Some(out))
         }
         Some(code) => {
@@ -199,6 +320,18 @@ fn run_vec(
         }
         None => Ok(None),
     }
+}
+
+#[cfg(not(avflow_onednn))]
+fn run_bf16_vec(
+    _ab: &[u16],
+    _w: &Tensor,
+    _b: usize,
+    _m: usize,
+    _n: usize,
+    _k: usize,
+) -> Result<Option<Vec<f32>>> {
+    Ok(None)
 }
 
 #[cfg(not(avflow_onednn))]

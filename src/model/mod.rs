@@ -6,6 +6,7 @@ pub mod gemm;
 pub mod loader;
 pub mod nn;
 pub mod omni;
+pub mod simd;
 
 pub use config::{Family, ThinkerConfig};
 pub use decoder::{Decoder, PositionIds};

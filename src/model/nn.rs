@@ -121,6 +121,44 @@ impl Lin {
     pub fn weight(&self) -> &Tensor {
         &self.w
     }
+
+    /// `x · wᵀ + b` for an activation already rounded to bf16 (`xb`, `[m, in]`, see [`bf16_input`]):
+    /// layers that share an input (q/k/v, gate/up) round it once. `None` where that path does not apply
+    /// (no oneDNN, weights not bf16, not on the CPU).
+    pub fn forward_bf16(&self, xb: &[u16], m: usize) -> Result<Option<Tensor>> {
+        let Some(y) = crate::model::gemm::linear_cpu_bf16_input(xb, m, &self.w)? else {
+            return Ok(None);
+        };
+        Ok(Some(match &self.b {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        }))
+    }
+
+    /// [`Self::forward_bf16`] when `xb` (the same rows as `x`, rounded) is given and that path applies,
+    /// else [`Self::forward`].
+    pub fn forward_shared(&self, x: &Tensor, xb: Option<&[u16]>) -> Result<Tensor> {
+        if let Some(xb) = xb {
+            if let Some(y) = self.forward_bf16(xb, x.dim(0)?)? {
+                return Ok(y);
+            }
+        }
+        self.forward(x)
+    }
+}
+
+/// `x` (`[m, in]`, f32 on the CPU) rounded to bf16 once for several bf16 layers that read it; `None`
+/// where the bf16 CPU path does not apply to `lin`'s weights.
+pub fn bf16_input(x: &Tensor, lin: &Lin) -> Option<Vec<u16>> {
+    if !crate::model::gemm::enabled()
+        || lin.w.dtype() != DType::BF16
+        || x.rank() != 2
+        || !x.device().is_cpu()
+    {
+        return None;
+    }
+    let x = x.contiguous().ok()?;
+    crate::model::gemm::with_f32(&x, crate::model::gemm::to_bf16_par)
 }
 
 /// `nn.Linear(in_dim, out_dim, bias)` read from `vb` (`weight` `[out, in]`, `bias` `[out]`).
@@ -179,7 +217,9 @@ impl Act {
     }
 }
 
-/// Gated MLP `down(act(gate(x)) * up(x))` (Qwen2MLP; the vision tower's has biases).
+/// Gated MLP `down(act(gate(x)) * up(x))` (Qwen2MLP; the vision tower's has biases). On the CPU with
+/// bf16 weights (oneDNN) the input is rounded once for gate and up, and `silu(g)·u` is one threaded pass
+/// that writes the down projection's bf16 input directly.
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
     gate: Lin,
@@ -199,9 +239,73 @@ impl GatedMlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_fused_cpu(x)? {
+            return Ok(y);
+        }
         let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
         self.down.forward(&(self.act.apply(&g)? * u)?)
+    }
+
+    /// The bf16 CPU path for SiLU MLPs; `None` where it does not apply.
+    fn forward_fused_cpu(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if self.act != Act::Silu || self.down.w.dtype() != DType::BF16 {
+            return Ok(None);
+        }
+        let Some(xb) = bf16_input(x, &self.gate) else {
+            return Ok(None);
+        };
+        let m = x.dim(0)?;
+        let (Some(g), Some(u)) = (
+            self.gate.forward_bf16(&xb, m)?,
+            self.up.forward_bf16(&xb, m)?,
+        ) else {
+            return Ok(None);
+        };
+        let i = g.dim(1)?;
+        let h = crate::model::gemm::with_f32(&g, |g| {
+            crate::model::gemm::with_f32(&u, |u| {
+                let mut h = vec![0u16; m * i];
+                crate::model::gemm::par_rows(&mut h, 1, |first, out| {
+                    crate::model::simd::silu_mul_bf16(out, &g[first..], &u[first..])
+                });
+                h
+            })
+        })
+        .flatten();
+        let Some(h) = h else {
+            return Ok(None);
+        };
+        self.down.forward_bf16(&h, m)
+    }
+}
+
+/// `exp(x)` in f32 without a libm call, so that loops over it vectorise: Cody–Waite reduction
+/// `x = n·ln2 + r` and Cephes' degree-6 polynomial for `exp(r)` (within 2 ulp of `f32::exp` on the
+/// range that matters, see the test); 0 below −87.3 (where f32's normal range ends: masked scores), and
+/// the argument is capped at 88 (the largest result stays finite).
+#[inline(always)]
+pub fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    // 1.5·2²³: adding it rounds to an integer, whose value sits in the low mantissa bits.
+    const MAGIC: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.3, 88.0);
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
+    let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
+    let r = xc - n * C1 - n * C2;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    let scale = f32::from_bits((ni.wrapping_add(127) as u32) << 23);
+    if x < -87.3 {
+        0.0
+    } else {
+        e * scale
     }
 }
 
@@ -270,4 +374,27 @@ pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor
     let s = sin.unsqueeze(1)?;
     let out = (xf.broadcast_mul(&c)? + rot.broadcast_mul(&s)?)?;
     Ok(out.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_is_within_two_ulp_of_libm() {
+        let mut worst = 0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (fast_exp(x), x.exp());
+            let ulp = (want.to_bits() as i64 - got.to_bits() as i64).abs() as f32;
+            worst = worst.max(ulp);
+            x += 0.0137;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        // Masked scores underflow to exactly zero; the top stays finite; NaN-free on the way.
+        assert_eq!(fast_exp(f32::MIN), 0.0);
+        assert_eq!(fast_exp(-100.0), 0.0);
+        assert!(fast_exp(1e30).is_finite());
+        assert_eq!(fast_exp(0.0), 1.0);
+    }
 }

@@ -1,0 +1,173 @@
+//! The element-wise loops around the matrix products (activation rounding, the fused MLP gate, the
+//! attention softmax), compiled twice: for the portable x86-64 baseline (SSE2) the crate is built for,
+//! and for AVX-512, picked at run time. Why: these passes are a large share of a CPU forward once the
+//! products run on AMX, and the wide build does them 16 lanes at a time. Both builds compute the same
+//! bits: Rust never fuses `a * b + c`, and the operations are the same, only vectorised wider.
+
+use crate::model::gemm::f32_to_bf16_bits;
+use crate::model::nn::fast_exp;
+
+/// Whether this CPU runs the AVX-512 builds (checked once).
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *ON.get_or_init(|| {
+            std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Defines `fn name(args)` whose body is compiled for the baseline and for AVX-512 and dispatched on
+/// [`avx512`].
+macro_rules! wide {
+    ($(#[$m:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        pub fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn body($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            unsafe fn wide($($arg: $ty),*) {
+                body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx512() {
+                // SAFETY: `avx512()` checked that this CPU has every feature `wide` is compiled for.
+                return unsafe { wide($($arg),*) };
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+wide! {
+    /// `dst[i] = bf16(src[i])` (round to nearest even, as [`f32_to_bf16_bits`]).
+    pub fn round_bf16(dst: &mut [u16], src: &[f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = f32_to_bf16_bits(s);
+        }
+    }
+}
+
+wide! {
+    /// The gated MLP's `dst[i] = bf16(silu(g[i]) · u[i])`, with `silu(g) = g / (1 + exp(−g))`.
+    pub fn silu_mul_bf16(dst: &mut [u16], g: &[f32], u: &[f32]) {
+        for ((d, &g), &u) in dst.iter_mut().zip(g).zip(u) {
+            *d = f32_to_bf16_bits(g / (1.0 + fast_exp(-g)) * u);
+        }
+    }
+}
+
+/// Lanes of the reductions in [`softmax_row`] (independent accumulators let the loops vectorise).
+const LANES: usize = 16;
+
+wide! {
+    /// One attention row whose scores come in two pieces `a` and `b` (past keys, own keys), in place:
+    /// `score · scale + mask`, then an f32 softmax over both pieces (`mask` is `[a.len() + b.len()]`), as
+    /// transformers' eager attention computes it.
+    pub fn softmax_row(a: &mut [f32], b: &mut [f32], mask: &[f32], scale: f32) {
+        let (mask_a, mask_b) = mask.split_at(a.len());
+        let mut max = [f32::NEG_INFINITY; LANES];
+        for (x, m) in [(&mut *a, mask_a), (&mut *b, mask_b)] {
+            let mut xs = x.chunks_exact_mut(LANES);
+            let mut ms = m.chunks_exact(LANES);
+            for (x, m) in (&mut xs).zip(&mut ms) {
+                for k in 0..LANES {
+                    x[k] = x[k] * scale + m[k];
+                    max[k] = if x[k] > max[k] { x[k] } else { max[k] };
+                }
+            }
+            for (x, &m) in xs.into_remainder().iter_mut().zip(ms.remainder()) {
+                *x = *x * scale + m;
+                max[0] = max[0].max(*x);
+            }
+        }
+        let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = [0f32; LANES];
+        for x in [&mut *a, &mut *b] {
+            let mut xs = x.chunks_exact_mut(LANES);
+            for x in &mut xs {
+                for k in 0..LANES {
+                    x[k] = fast_exp(x[k] - max);
+                    sum[k] += x[k];
+                }
+            }
+            for x in xs.into_remainder() {
+                *x = fast_exp(*x - max);
+                sum[0] += *x;
+            }
+        }
+        let sum: f32 = sum.into_iter().sum();
+        // Two plain loops (not a chain) so the divisions vectorise.
+        for x in a.iter_mut() {
+            *x /= sum;
+        }
+        for x in b.iter_mut() {
+            *x /= sum;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_row_sums_to_one_and_masks_exactly() {
+        let mut a: Vec<f32> = (0..37).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+        let mut b: Vec<f32> = (0..5).map(|i| i as f32 * 0.5).collect();
+        let mut mask = vec![0f32; 42];
+        mask[3] = f32::MIN;
+        mask[40] = f32::MIN;
+        let (a0, b0) = (a.clone(), b.clone());
+        softmax_row(&mut a, &mut b, &mask, 0.5);
+        let all: Vec<f32> = a.iter().chain(&b).copied().collect();
+        assert_eq!(all[3], 0.0);
+        assert_eq!(all[40], 0.0);
+        let sum: f32 = all.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6, "{sum}");
+        // Against a plain f64 softmax.
+        let raw: Vec<f64> = a0
+            .iter()
+            .chain(&b0)
+            .zip(&mask)
+            .map(|(&x, &m)| {
+                if m < 0.0 {
+                    f64::NEG_INFINITY
+                } else {
+                    x as f64 * 0.5
+                }
+            })
+            .collect();
+        let mx = raw.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let z: f64 = raw.iter().map(|x| (x - mx).exp()).sum();
+        for (got, x) in all.iter().zip(&raw) {
+            assert!((*got as f64 - (x - mx).exp() / z).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn silu_mul_and_rounding_match_scalar_formulas() {
+        let g: Vec<f32> = (0..100).map(|i| (i as f32 - 50.0) * 0.37).collect();
+        let u: Vec<f32> = (0..100).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut got = vec![0u16; 100];
+        silu_mul_bf16(&mut got, &g, &u);
+        let mut r = vec![0u16; 100];
+        round_bf16(&mut r, &u);
+        for i in 0..100 {
+            let want = g[i] / (1.0 + (-g[i]).exp()) * u[i];
+            let got_f = half::bf16::from_bits(got[i]).to_f32();
+            assert!(
+                (got_f - want).abs() <= want.abs() * 8e-3 + 1e-30,
+                "{i}: {got_f} vs {want}"
+            );
+            assert_eq!(r[i], half::bf16::from_f32(u[i]).to_bits());
+        }
+    }
+}
