@@ -227,13 +227,7 @@ fn bf16_weights_track_the_f32_reference() {
             .flatten_to(expected["logits"].rank() - 2)
             .unwrap();
         let want = want.reshape(ours.dims()).unwrap();
-        let range = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let range = max_abs_diff(&want, &want.zeros_like().unwrap());
         let d = max_abs_diff(&ours, &want);
         eprintln!("{case}: bf16 logits max|Δ| = {d:.3e} (range {range:.3e})");
         assert!(

@@ -235,7 +235,6 @@ fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result
 }
 
 /// [`run`]'s product as a row-major buffer.
-#[cfg(avflow_onednn)]
 fn run_vec(
     a: &Tensor,
     w: &Tensor,
@@ -250,31 +249,16 @@ fn run_vec(
         };
         return run_bf16_vec(&ab, w, b, m, n, k);
     }
-    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
-    let status = with_slice::<f32, _>(a, |xs| {
+    let out = with_slice::<f32, _>(a, |xs| {
         with_slice::<f32, _>(w, |ws| {
-            // SAFETY: xs holds b·m·k, ws b·n·k f32, out has room for b·m·n f32; the shim only reads A/W
-            // and writes C.
-            unsafe {
-                avflow_onednn_bmm(
-                    b as i64,
-                    m as i64,
-                    n as i64,
-                    k as i64,
-                    0,
-                    xs.as_ptr().cast(),
-                    ws.as_ptr().cast(),
-                    out.as_mut_ptr(),
-                )
-            }
+            // SAFETY: xs holds b·m·k and ws b·n·k f32 values (contiguous slices of those shapes).
+            unsafe { call_shim(false, xs.as_ptr().cast(), ws.as_ptr().cast(), b, m, n, k) }
         })
-    })
-    .flatten();
-    finish(out, status, b * m * n)
+    });
+    Ok(out.flatten().transpose()?.flatten())
 }
 
 /// `ab` (bf16 bits, `[b·m·k]`) times bf16 `w` `[b·n·k]` → `[b·m·n]` f32.
-#[cfg(avflow_onednn)]
 fn run_bf16_vec(
     ab: &[u16],
     w: &Tensor,
@@ -286,58 +270,61 @@ fn run_bf16_vec(
     if ab.len() != b * m * k || w.dtype() != DType::BF16 {
         return Ok(None);
     }
-    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
-    let status = with_slice::<half::bf16, _>(w, |ws| {
-        // SAFETY: ab holds b·m·k, ws b·n·k bf16 values, out has room for b·m·n f32; the shim only reads
-        // A/W and writes C.
-        unsafe {
-            avflow_onednn_bmm(
-                b as i64,
-                m as i64,
-                n as i64,
-                k as i64,
-                1,
-                ab.as_ptr().cast(),
-                ws.as_ptr().cast(),
-                out.as_mut_ptr(),
-            )
-        }
+    let out = with_slice::<half::bf16, _>(w, |ws| {
+        // SAFETY: ab holds b·m·k and ws b·n·k bf16 values (checked above / contiguous of that shape).
+        unsafe { call_shim(true, ab.as_ptr().cast(), ws.as_ptr().cast(), b, m, n, k) }
     });
-    finish(out, status, b * m * n)
+    Ok(out.transpose()?.flatten())
 }
 
+/// Runs the shim's batched product into a new buffer; `None` (with a warning) when oneDNN reports an
+/// error, so the caller falls back to candle.
+///
+/// # Safety
+/// `a` must point at b·m·k and `w` at b·n·k readable values of the dtype `bf16` names.
 #[cfg(avflow_onednn)]
-fn finish(mut out: Vec<f32>, status: Option<i32>, len: usize) -> Result<Option<Vec<f32>>> {
-    match status {
-        Some(0) => {
-            // SAFETY: oneDNN wrote all `len` outputs (status 0) into the reserved capacity.
-            unsafe { out.set_len(len) };
-            Ok(Some(out))
-        }
-        Some(code) => {
-            tracing::warn!("oneDNN matmul failed with status {code}; using candle's gemm");
-            Ok(None)
-        }
-        None => Ok(None),
-    }
-}
-
-#[cfg(not(avflow_onednn))]
-fn run_bf16_vec(
-    _ab: &[u16],
-    _w: &Tensor,
-    _b: usize,
-    _m: usize,
-    _n: usize,
-    _k: usize,
+unsafe fn call_shim(
+    bf16: bool,
+    a: *const std::ffi::c_void,
+    w: *const std::ffi::c_void,
+    b: usize,
+    m: usize,
+    n: usize,
+    k: usize,
 ) -> Result<Option<Vec<f32>>> {
-    Ok(None)
+    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
+    // SAFETY: the caller vouches for A and W; out has room for b·m·n f32; the shim only reads A/W and
+    // writes C.
+    let status = unsafe {
+        avflow_onednn_bmm(
+            b as i64,
+            m as i64,
+            n as i64,
+            k as i64,
+            i32::from(bf16),
+            a,
+            w,
+            out.as_mut_ptr(),
+        )
+    };
+    if status != 0 {
+        tracing::warn!("oneDNN matmul failed with status {status}; using candle's gemm");
+        return Ok(None);
+    }
+    // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
+    unsafe { out.set_len(b * m * n) };
+    Ok(Some(out))
 }
 
+/// Without oneDNN there is no shim: callers use candle.
+///
+/// # Safety
+/// Nothing is read; `unsafe` only to match the oneDNN build's signature.
 #[cfg(not(avflow_onednn))]
-fn run_vec(
-    _a: &Tensor,
-    _w: &Tensor,
+unsafe fn call_shim(
+    _bf16: bool,
+    _a: *const std::ffi::c_void,
+    _w: *const std::ffi::c_void,
     _b: usize,
     _m: usize,
     _n: usize,
