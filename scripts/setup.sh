@@ -85,13 +85,18 @@ install_system_packages() {
   esac
 }
 
+# curl for the downloads below (rustup, the oneDNN wheels); a minimal Debian image may lack it.
+need_curl() {
+  command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
+}
+
 install_rust() {
   if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
   if ! command -v cargo >/dev/null 2>&1; then
     log "installing Rust (rustup, stable, minimal profile)"
-    command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
+    need_curl
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
@@ -126,7 +131,7 @@ install_onednn() {
     log "oneDNN 3: present in .deps/onednn"
     return
   fi
-  command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
+  need_curl
   local tmp entry url sum whl
   tmp="$(mktemp -d)"
   log "fetching oneDNN 3.2 (PyPI onednn-cpu-gomp 2023.2.0, 39 MB)"

@@ -75,6 +75,12 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
     if k != k2 || m == 0 || n == 0 {
         return Ok(None);
     }
+    if w.dtype() == DType::BF16 {
+        let Some(xb) = with_slice::<f32, _>(&x.contiguous()?, to_bf16_par) else {
+            return Ok(None);
+        };
+        return linear_cpu_bf16_input(&xb, m, w);
+    }
     // oneDNN compiles (JITs) a kernel per shape. Small row counts vary constantly in batched knockouts
     // and decoding (1, 2, … 36 active runs), so they are padded to a few bucket sizes: the zero rows
     // cost nothing in these bandwidth-bound products and each shape is compiled once.
@@ -154,23 +160,21 @@ pub fn f32_to_bf16_bits(f: f32) -> u16 {
 /// Below this many elements an element-wise pass stays on the calling thread (a thread costs more).
 const PAR_MIN: usize = 1 << 15;
 
-/// Runs `f(first_row, rows)` over `out` split into blocks of whole rows (`row` elements each), one block
-/// per CPU thread (candle's thread count). The element-wise passes around the matrix products
+/// Runs `f(first, chunk)` over `out` split into one contiguous chunk per CPU thread (candle's thread
+/// count); `first` is the chunk's offset in `out`. The element-wise passes around the matrix products
 /// (activation rounding, the fused MLP gate) are memory-bound: two cores halve them.
-pub fn par_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    let row = row.max(1);
-    let rows = out.len() / row;
+pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     let threads = candle_core::utils::get_num_threads()
         .min(out.len() / PAR_MIN)
-        .clamp(1, rows.max(1));
+        .max(1);
     if threads <= 1 {
         f(0, out);
         return;
     }
-    let per = rows.div_ceil(threads);
+    let per = out.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let f = &f;
-        let mut chunks = out.chunks_mut(per * row).enumerate();
+        let mut chunks = out.chunks_mut(per).enumerate();
         let first = chunks.next();
         for (i, chunk) in chunks {
             scope.spawn(move || f(i * per, chunk));
@@ -184,7 +188,7 @@ pub fn par_rows<T: Send>(out: &mut [T], row: usize, f: impl Fn(usize, &mut [T]) 
 /// f32 → bf16 bits ([`f32_to_bf16_bits`]) over the CPU threads.
 pub fn to_bf16_par(src: &[f32]) -> Vec<u16> {
     let mut out = vec![0u16; src.len()];
-    par_rows(&mut out, 1, |first, dst| {
+    par_chunks(&mut out, |first, dst| {
         crate::model::simd::round_bf16(dst, &src[first..])
     });
     out
@@ -201,6 +205,7 @@ pub fn linear_cpu_bf16_input(xb: &[u16], m: usize, w: &Tensor) -> Result<Option<
     if xb.len() != m * k {
         return Ok(None);
     }
+    // Padded to a bucket row count as in `linear_cpu`.
     let mb = bucket_rows(m);
     let padded;
     let xb = if mb == m {
@@ -227,7 +232,7 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     with_slice::<f32, R>(t, f)
 }
 
-/// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 or bf16 (both contiguous) → `[b, m, n]` f32.
+/// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 (both contiguous) → `[b, m, n]` f32.
 fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
     run_vec(a, w, b, m, n, k)?
         .map(|v| Ok(Tensor::from_vec(v, (b, m, n), a.device())?))
@@ -243,12 +248,6 @@ fn run_vec(
     n: usize,
     k: usize,
 ) -> Result<Option<Vec<f32>>> {
-    if w.dtype() == DType::BF16 {
-        let Some(ab) = with_slice::<f32, _>(a, to_bf16_par) else {
-            return Ok(None);
-        };
-        return run_bf16_vec(&ab, w, b, m, n, k);
-    }
     let out = with_slice::<f32, _>(a, |xs| {
         with_slice::<f32, _>(w, |ws| {
             // SAFETY: xs holds b·m·k and ws b·n·k f32 values (contiguous slices of those shapes).
@@ -277,12 +276,11 @@ fn run_bf16_vec(
     Ok(out.transpose()?.flatten())
 }
 
-/// Runs the shim's batched product into a new buffer; `None` (with a warning) when oneDNN reports an
-/// error, so the caller falls back to candle.
+/// Runs the shim's batched product into a new buffer; `None` when there is no oneDNN, or (with a
+/// warning) when it reports an error, so the caller falls back to candle.
 ///
 /// # Safety
 /// `a` must point at b·m·k and `w` at b·n·k readable values of the dtype `bf16` names.
-#[cfg(avflow_onednn)]
 unsafe fn call_shim(
     bf16: bool,
     a: *const std::ffi::c_void,
@@ -292,45 +290,36 @@ unsafe fn call_shim(
     n: usize,
     k: usize,
 ) -> Result<Option<Vec<f32>>> {
-    let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
-    // SAFETY: the caller vouches for A and W; out has room for b·m·n f32; the shim only reads A/W and
-    // writes C.
-    let status = unsafe {
-        avflow_onednn_bmm(
-            b as i64,
-            m as i64,
-            n as i64,
-            k as i64,
-            i32::from(bf16),
-            a,
-            w,
-            out.as_mut_ptr(),
-        )
-    };
-    if status != 0 {
-        tracing::warn!("oneDNN matmul failed with status {status}; using candle's gemm");
-        return Ok(None);
+    #[cfg(not(avflow_onednn))]
+    {
+        let _ = (bf16, a, w, b, m, n, k);
+        Ok(None)
     }
-    // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
-    unsafe { out.set_len(b * m * n) };
-    Ok(Some(out))
-}
-
-/// Without oneDNN there is no shim: callers use candle.
-///
-/// # Safety
-/// Nothing is read; `unsafe` only to match the oneDNN build's signature.
-#[cfg(not(avflow_onednn))]
-unsafe fn call_shim(
-    _bf16: bool,
-    _a: *const std::ffi::c_void,
-    _w: *const std::ffi::c_void,
-    _b: usize,
-    _m: usize,
-    _n: usize,
-    _k: usize,
-) -> Result<Option<Vec<f32>>> {
-    Ok(None)
+    #[cfg(avflow_onednn)]
+    {
+        let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
+        // SAFETY: the caller vouches for A and W; out has room for b·m·n f32; the shim only reads A/W
+        // and writes C.
+        let status = unsafe {
+            avflow_onednn_bmm(
+                b as i64,
+                m as i64,
+                n as i64,
+                k as i64,
+                i32::from(bf16),
+                a,
+                w,
+                out.as_mut_ptr(),
+            )
+        };
+        if status != 0 {
+            tracing::warn!("oneDNN matmul failed with status {status}; using candle's gemm");
+            return Ok(None);
+        }
+        // SAFETY: oneDNN wrote all b·m·n outputs (status 0) into the reserved capacity.
+        unsafe { out.set_len(b * m * n) };
+        Ok(Some(out))
+    }
 }
 
 #[cfg(test)]
