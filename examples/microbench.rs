@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let candle_bf16 = time(|| Ok(x.matmul(&wb.to_dtype(DType::F32)?.t()?)?))?;
     println!("backend: {}", avflow::model::gemm::backend_name());
     let ours = |w: &Tensor| -> anyhow::Result<Tensor> {
-        match avflow::model::gemm::linear_cpu(&x, w)? {
+        match avflow::model::gemm::linear_cpu(&x, w, None)? {
             Some(y) => Ok(y),
             None => Ok(x.matmul(&w.to_dtype(DType::F32)?.t()?)?),
         }

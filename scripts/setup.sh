@@ -15,7 +15,7 @@ cd "$ROOT"
 # System packages (Debian/Ubuntu names). ffmpeg dev libs: ffmpeg-next; clang: its bindgen; Vulkan/mesa:
 # wgpu (lavapipe is the software fallback without a GPU); X11/Wayland/xkb: winit; fontconfig: rfd/egui;
 # xvfb: running the window headless; libdnnl-dev: oneDNN 2.x, the fallback for fast CPU matrix products
-# where the oneDNN 3 wheel below does not apply (not x86-64); unzip: unpacking that wheel;
+# where the oneDNN 3 build below does not apply (not x86-64); cmake: that build;
 # poppler-utils: the figure tests render and inspect exported PDFs (pdftoppm, pdffonts, pdfinfo).
 APT_PACKAGES=(
   build-essential pkg-config clang libclang-dev
@@ -24,7 +24,7 @@ APT_PACKAGES=(
   libvulkan1 mesa-vulkan-drivers
   libxkbcommon-dev libwayland-dev libx11-dev libxcursor-dev libxrandr-dev libxi-dev libgl1
   libfontconfig1-dev xvfb
-  libdnnl-dev unzip
+  libdnnl-dev cmake
   poppler-utils
 )
 BREW_PACKAGES=(ffmpeg pkg-config llvm)
@@ -85,7 +85,7 @@ install_system_packages() {
   esac
 }
 
-# curl for the downloads below (rustup, the oneDNN wheels); a minimal Debian image may lack it.
+# curl for the downloads below (rustup, the oneDNN source); a minimal Debian image may lack it.
 need_curl() {
   command -v curl >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y curl ca-certificates </dev/null
 }
@@ -113,46 +113,65 @@ install_rust() {
   log "$(cargo --version)"
 }
 
-# oneDNN 3 for the CPU matrix products (x86-64 Linux): Intel's own build (GNU OpenMP runtime) from PyPI,
-# pinned by hash, unpacked into .deps/onednn (ignored by git; build.rs prefers it, the binary finds it by
-# rpath). Why not Debian's libdnnl-dev: its oneDNN 2.6 runs the same bf16/AMX products 1.3-1.6x slower
-# inside a forward (measured in one run each, README "Benchmark").
+# oneDNN 3.14 for the CPU matrix products (x86-64 Linux), built once from source into .deps/onednn
+# (ignored by git; build.rs prefers it, the binary finds it by rpath). The source is the oneDNN tree that
+# the crates.io package onednn-src 0.1.22 vendors (crates.io is reachable where GitHub may not be), pinned
+# by hash. Only the matmul and reorder primitives, inference only (the build still compiles most of the
+# tree: ~20 min on 2 cores, -O1 saves nothing).
+# Why not a binary: Debian's libdnnl-dev (2.6) and Intel's GNU-OpenMP wheels (3.2, the newest) run the
+# same bf16 products 1.3-1.6x slower than 3.13+ (README "Benchmark"); newer Intel wheels need the SYCL,
+# TBB and compiler runtimes (~350 MB).
 ONEDNN_DIR="$ROOT/.deps/onednn"
-ONEDNN_WHEELS=(
-  "https://files.pythonhosted.org/packages/65/b4/792e6d3ef02a0e14fdc0392bd378dc78f3c8356e6a40fda8c0b9366628a1/onednn_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl 2f22a54d6a890ed14bfa185d42a4be65d8b5b1df85dc1f0f3a9abe31620416fb"
-  "https://files.pythonhosted.org/packages/d4/26/e1f06fc4810583d892831817e3217d32be475dd740c86c0b4058cec9d172/onednn_devel_cpu_gomp-2023.2.0-py2.py3-none-manylinux1_x86_64.whl 9763c69e8c907e119056bd52ad918ca84ac9ba939d130a99dfa95ccca3e5e284"
-)
+ONEDNN_VERSION=3.14.1
+ONEDNN_SRC_URL="https://static.crates.io/crates/onednn-src/onednn-src-0.1.22.crate"
+ONEDNN_SRC_SHA256=e44a92c32c52aa160b62ffeae2e4c17206d2c6332120efffed9542132fd19401
+# What .deps/onednn/STAMP must say for the build there to be reused (change it to force a rebuild).
+ONEDNN_STAMP="oneDNN $ONEDNN_VERSION matmul+reorder inference shared"
 
 install_onednn() {
   if [ "$(uname -s)" != Linux ] || [ "$(uname -m)" != x86_64 ] || [ -n "${AVFLOW_NO_ONEDNN:-}" ]; then
     return
   fi
-  if [ -f "$ONEDNN_DIR/lib/libdnnl.so.3" ] && [ -f "$ONEDNN_DIR/include/oneapi/dnnl/dnnl.h" ]; then
-    log "oneDNN 3: present in .deps/onednn"
+  if [ "$(cat "$ONEDNN_DIR/STAMP" 2>/dev/null)" = "$ONEDNN_STAMP" ] \
+    && [ -f "$ONEDNN_DIR/include/oneapi/dnnl/dnnl.h" ] && [ -e "$ONEDNN_DIR/lib/libdnnl.so" ]; then
+    log "oneDNN $ONEDNN_VERSION: present in .deps/onednn"
     return
   fi
+  command -v cmake >/dev/null 2>&1 || die "cmake is needed to build oneDNN (apt-get install cmake); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"
   need_curl
-  local tmp entry url sum whl
+  local tmp src jobs started
   tmp="$(mktemp -d)"
-  log "fetching oneDNN 3.2 (PyPI onednn-cpu-gomp 2023.2.0, 39 MB)"
-  for entry in "${ONEDNN_WHEELS[@]}"; do
-    url="${entry% *}" sum="${entry#* }" whl="$tmp/$(basename "$url")"
-    curl --proto '=https' --tlsv1.2 -fsSL --retry 3 -o "$whl" "$url" \
-      || { rm -rf "$tmp"; die "could not download $url (network?); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"; }
-    echo "$sum  $whl" | sha256sum -c --quiet - \
-      || { rm -rf "$tmp"; die "checksum mismatch for $(basename "$url")"; }
-    unzip -q -o "$whl" -d "$tmp/x"
-  done
-  # A zip stores the library three times (no symlinks): keep one file and link the names to it.
-  rm -rf "$ONEDNN_DIR.new" && mkdir -p "$ONEDNN_DIR.new/lib"
-  cp -r "$tmp"/x/onednn_devel_cpu_gomp-*.data/data/include "$ONEDNN_DIR.new/"
-  cp "$tmp"/x/onednn_cpu_gomp-*.data/data/lib/libdnnl.so.3.* "$ONEDNN_DIR.new/lib/"
-  cp "$tmp"/x/onednn_cpu_gomp-*.data/data/share/doc/onednn/LICENSE "$ONEDNN_DIR.new/"
-  (cd "$ONEDNN_DIR.new/lib" && ln -sf libdnnl.so.3.* libdnnl.so.3 && ln -sf libdnnl.so.3 libdnnl.so)
+  src="$tmp/onednn-src.crate"
+  log "fetching the oneDNN $ONEDNN_VERSION source (crates.io onednn-src 0.1.22, 10 MB)"
+  curl --proto '=https' --tlsv1.2 -fsSL --retry 3 -o "$src" "$ONEDNN_SRC_URL" \
+    || { rm -rf "$tmp"; die "could not download $ONEDNN_SRC_URL (network?); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"; }
+  echo "$ONEDNN_SRC_SHA256  $src" | sha256sum -c --quiet - \
+    || { rm -rf "$tmp"; die "checksum mismatch for $ONEDNN_SRC_URL"; }
+  tar xzf "$src" -C "$tmp"
+  jobs="$(nproc 2>/dev/null || echo 2)"
+  started=$SECONDS
+  log "building oneDNN $ONEDNN_VERSION once (matmul only; ~20 min on 2 cores; log: .deps/onednn-build.log)"
+  mkdir -p "$ROOT/.deps"
+  rm -rf "$ONEDNN_DIR.new"
+  if ! {
+    cmake -S "$tmp/onednn-src-0.1.22/oneDNN" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$ONEDNN_DIR.new" -DCMAKE_INSTALL_LIBDIR=lib \
+      -DONEDNN_LIBRARY_TYPE=SHARED -DONEDNN_CPU_RUNTIME=OMP -DONEDNN_BUILD_GRAPH=OFF \
+      -DONEDNN_ENABLE_WORKLOAD=INFERENCE "-DONEDNN_ENABLE_PRIMITIVE=MATMUL;REORDER" \
+      -DONEDNN_BUILD_EXAMPLES=OFF -DONEDNN_BUILD_TESTS=OFF -DONEDNN_BUILD_DOC=OFF \
+      -DONEDNN_ENABLE_JIT_PROFILING=OFF -DONEDNN_ENABLE_ITT_TASKS=OFF \
+      && cmake --build "$tmp/build" -j "$jobs" && cmake --install "$tmp/build"
+  } > "$ROOT/.deps/onednn-build.log" 2>&1; then
+    tail -20 "$ROOT/.deps/onednn-build.log" >&2
+    rm -rf "$tmp" "$ONEDNN_DIR.new"
+    die "building oneDNN failed (log: .deps/onednn-build.log); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"
+  fi
+  cp "$tmp/onednn-src-0.1.22/oneDNN/LICENSE" "$tmp/onednn-src-0.1.22/oneDNN/THIRD-PARTY-PROGRAMS" "$ONEDNN_DIR.new/"
+  echo "$ONEDNN_STAMP" > "$ONEDNN_DIR.new/STAMP"
   rm -rf "$ONEDNN_DIR" "$tmp" && mv "$ONEDNN_DIR.new" "$ONEDNN_DIR"
   # build.rs watches the shim: touching it makes cargo look for oneDNN again.
   touch "$ROOT/csrc/onednn_matmul.c"
-  log "oneDNN 3: installed in .deps/onednn"
+  log "oneDNN $ONEDNN_VERSION: built into .deps/onednn in $(( (SECONDS - started) / 60 )) min"
 }
 
 setup() {

@@ -17,7 +17,7 @@ use crate::model::gemm;
 use crate::model::nn::{
     bf16_input, compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm,
 };
-use crate::model::simd::softmax_row;
+use crate::model::simd;
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
 pub type PositionIds = Vec<[i64; 3]>;
@@ -122,6 +122,9 @@ pub struct Attention {
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
+    /// bf16 weights: the attention products take bf16 operands too (the f32 q/k/v/probabilities rounded
+    /// for the product, f32 accumulation), as the bf16 model computes them.
+    bf16: bool,
 }
 
 /// What one layer call produced.
@@ -141,8 +144,10 @@ impl Attention {
             cfg.num_key_value_heads,
             cfg.head_dim,
         );
+        let q_proj = linear(cfg.hidden_size, h * hd, true, vb.pp("q_proj"))?;
         Ok(Self {
-            q_proj: linear(cfg.hidden_size, h * hd, true, vb.pp("q_proj"))?,
+            bf16: q_proj.weight().dtype() == DType::BF16,
+            q_proj,
             k_proj: linear(cfg.hidden_size, kvh * hd, true, vb.pp("k_proj"))?,
             v_proj: linear(cfg.hidden_size, kvh * hd, true, vb.pp("v_proj"))?,
             o_proj: linear(h * hd, cfg.hidden_size, false, vb.pp("o_proj"))?,
@@ -215,19 +220,19 @@ impl Attention {
         };
         let probs = if q.device().is_cpu() && q.dtype() == DType::F32 {
             // One in-place pass (scale, mask, softmax) over the product, as `attend_many` does.
-            let mut s = gemm::bmm_nt_cpu_f32(&qg, &all.k)?
+            let mut s = gemm::bmm_nt_cpu_f32(&qg, &all.k, self.bf16)?
                 .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?;
             let mask_rows: Vec<f32> = mask_t.flatten_all()?.to_vec1()?;
-            softmax_past_own(&mut [], 0, &mut s, keys, &mask_rows, n, scale as f32);
+            simd::softmax_past_own(&mut [], 0, &mut s, keys, &mask_rows, n, scale as f32);
             Tensor::from_vec(s, (kvh, g, n, keys), q.device())?
         } else {
-            let scores = (gemm::bmm_nt(&qg, &all.k)? * scale)?
+            let scores = (gemm::bmm_nt(&qg, &all.k, self.bf16)? * scale)?
                 .reshape((kvh, g, n, keys))?
                 .to_dtype(DType::F32)?;
             softmax_f32(&scores.broadcast_add(&mask_t)?, q.dtype())?
         };
         let vt = all.v.transpose(1, 2)?.contiguous()?;
-        let out = crate::model::gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt)?
+        let out = gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt, self.bf16)?
             .reshape((h, n, hd))?
             .transpose(0, 1)?
             .reshape((n, h * hd))?;
@@ -370,27 +375,27 @@ impl Attention {
             let mask_c = mask.narrow(0, i0 * r, m)?;
             let (pp, po) = if fused {
                 let mut sp = match &past_kv {
-                    Some((pk, _)) => gemm::bmm_nt_cpu_f32(&qg, pk)?
+                    Some((pk, _)) => gemm::bmm_nt_cpu_f32(&qg, pk, self.bf16)?
                         .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?,
                     None => Vec::new(),
                 };
-                let mut so = gemm::bmm_nt_cpu_f32(&qo, &ko)?
+                let mut so = gemm::bmm_nt_cpu_f32(&qo, &ko, self.bf16)?
                     .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?;
                 let mask_rows = &mask_cpu[i0 * r * keys..(i0 + cc) * r * keys];
-                softmax_past_own(&mut sp, p, &mut so, r, mask_rows, m, scale as f32);
+                simd::softmax_past_own(&mut sp, p, &mut so, r, mask_rows, m, scale as f32);
                 let pp = match past_kv {
                     Some(_) => Some(Tensor::from_vec(sp, (kvh, g * m, p), dev)?),
                     None => None,
                 };
                 (pp, Tensor::from_vec(so, (h * cc, r, r), dev)?)
             } else {
-                let so = (gemm::bmm_nt(&qo, &ko)? * scale)?
+                let so = (gemm::bmm_nt(&qo, &ko, self.bf16)? * scale)?
                     .to_dtype(DType::F32)?
                     .reshape((h, m, r))?
                     .broadcast_add(&mask_c.narrow(1, p, r)?)?;
                 match &past_kv {
                     Some((pk, _)) => {
-                        let sp = (gemm::bmm_nt(&qg, pk)? * scale)?
+                        let sp = (gemm::bmm_nt(&qg, pk, self.bf16)? * scale)?
                             .to_dtype(DType::F32)?
                             .reshape((h, m, p))?
                             .broadcast_add(&mask_c.narrow(1, 0, p)?)?;
@@ -403,9 +408,9 @@ impl Attention {
                     None => (None, softmax_f32(&so, q.dtype())?.reshape((h * cc, r, r))?),
                 }
             };
-            let mut out = gemm::bmm_nt(&po, &vo)?.reshape((h, m, hd))?;
+            let mut out = gemm::bmm_nt(&po, &vo, self.bf16)?.reshape((h, m, hd))?;
             if let (Some(pp), Some((_, vt))) = (pp, &past_kv) {
-                out = (gemm::bmm_nt(&pp, vt)?.reshape((h, m, hd))? + out)?;
+                out = (gemm::bmm_nt(&pp, vt, self.bf16)?.reshape((h, m, hd))? + out)?;
             }
             outs.push(out.transpose(0, 1)?.reshape((m, h * hd))?);
         }
@@ -416,52 +421,6 @@ impl Attention {
 /// Most attention scores (`heads × rows × keys` floats) one chunk of runs in
 /// [`Attention::attend_many`] holds at once (128 MiB in f32).
 const MAX_SCORES: usize = 1 << 25;
-
-/// Softmax of each query row over its keys split in two buffers, in place: `sp` (`rows × p`, scores
-/// against the shared past) and `so` (`rows × r`, against the run's own rows), as transformers' eager
-/// attention computes it: `score · scale`, then the additive mask (row `ρ` uses `mask` row `ρ mod n`,
-/// `[n, p + r]`), then an f32 softmax over the `p + r` values. Rows are split over the CPU threads.
-fn softmax_past_own(
-    sp: &mut [f32],
-    p: usize,
-    so: &mut [f32],
-    r: usize,
-    mask: &[f32],
-    n: usize,
-    scale: f32,
-) {
-    let rows = so.len() / r.max(1);
-    // Below ~64 rows a thread costs more than it saves.
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.div_ceil(64).max(1));
-    let per = rows.div_ceil(threads).max(1);
-    let run = |sp: &mut [f32], so: &mut [f32], first: usize| {
-        for (i, (sp, so)) in sp
-            .chunks_mut(p.max(1))
-            .chain(std::iter::repeat_with(|| &mut [][..]))
-            .zip(so.chunks_mut(r.max(1)))
-            .enumerate()
-        {
-            let row = &mask[((first + i) % n) * (p + r)..][..p + r];
-            softmax_row(sp, so, row, scale);
-        }
-    };
-    std::thread::scope(|scope| {
-        let (mut sp, mut so, mut first) = (sp, so, 0);
-        while first < rows {
-            let take = per.min(rows - first);
-            let (sp_a, sp_b) = std::mem::take(&mut sp).split_at_mut(take * p);
-            let (so_a, so_b) = std::mem::take(&mut so).split_at_mut(take * r);
-            (sp, so) = (sp_b, so_b);
-            if first + take == rows {
-                run(sp_a, so_a, first);
-            } else {
-                let run = &run;
-                scope.spawn(move || run(sp_a, so_a, first));
-            }
-            first += take;
-        }
-    });
-}
 
 /// `[rows, heads·hd]` → contiguous `[heads, rows, hd]`.
 fn split_heads(t: &Tensor, rows: usize, heads: usize, hd: usize) -> Result<Tensor> {

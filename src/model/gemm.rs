@@ -21,6 +21,7 @@ extern "C" {
         bf16: i32,
         a: *const std::ffi::c_void,
         w: *const std::ffi::c_void,
+        bias: *const f32,
         c: *mut f32,
     ) -> i32;
     fn avflow_onednn_version() -> *const std::ffi::c_char;
@@ -56,9 +57,10 @@ fn with_slice<T: candle_core::WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> 
     Some(f(&all[a..b]))
 }
 
-/// `x · wᵀ` for `x` `[m, k]` (f32) and `w` `[n, k]` (f32 or bf16) on the CPU; `None` when this path does
-/// not apply (other device or dtype, no oneDNN), so the caller uses candle.
-pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+/// `x · wᵀ (+ bias)` for `x` `[m, k]` (f32), `w` `[n, k]` (f32 or bf16) and an optional bias `[n]` on the
+/// CPU; `None` when this path does not apply (other device or dtype, no oneDNN), so the caller uses
+/// candle. The bias is added inside the product (no separate pass over the output).
+pub fn linear_cpu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     if !enabled()
         || !x.device().is_cpu()
         || x.dtype() != DType::F32
@@ -79,7 +81,7 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
         let Some(xb) = with_slice::<f32, _>(&x.contiguous()?, to_bf16_par) else {
             return Ok(None);
         };
-        return linear_cpu_bf16_input(&xb, m, w);
+        return linear_cpu_bf16_input(&xb, m, w, bias);
     }
     // oneDNN compiles (JITs) a kernel per shape. Small row counts vary constantly in batched knockouts
     // and decoding (1, 2, … 36 active runs), so they are padded to a few bucket sizes: the zero rows
@@ -93,8 +95,10 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
             0,
         )?
     };
-    Ok(run(&x, &w.contiguous()?, 1, mb, n, k)?
-        .map(|t| t.reshape((mb, n))?.narrow(0, 0, m))
+    let bias = bias_values(bias, n)?;
+    let d = Dims::linear(mb, n, k, bias.as_deref());
+    Ok(run_vec(&x, &w.contiguous()?, d, false)?
+        .map(|v| Tensor::from_vec(v, (mb, n), x.device())?.narrow(0, 0, m))
         .transpose()?)
 }
 
@@ -110,7 +114,9 @@ pub fn bucket_rows(m: usize) -> usize {
 
 /// Batched `a[b] · w[b]ᵀ` for f32 `a` `[B, m, k]` and `w` `[B, n, k]` → `[B, m, n]`: oneDNN when
 /// available, candle otherwise. Used for attention scores (`q · kᵀ`) and, with `w = vᵀ`, for `p · v`.
-pub fn bmm_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
+/// `bf16`: the operands are rounded to bf16 for the product (f32 accumulation and output), as a bf16
+/// model's attention computes it; only where oneDNN runs the product (elsewhere the flag is ignored).
+pub fn bmm_nt(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
     let (b, m, k) = a.dims3()?;
     let (b2, n, k2) = w.dims3()?;
     if enabled()
@@ -121,8 +127,13 @@ pub fn bmm_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
         && k == k2
         && m * n * b > 0
     {
-        if let Some(t) = run(&a.contiguous()?, &w.contiguous()?, b, m, n, k)? {
-            return Ok(t);
+        if let Some(v) = run_vec(
+            &a.contiguous()?,
+            &w.contiguous()?,
+            Dims::batched(b, m, n, k),
+            bf16,
+        )? {
+            return Ok(Tensor::from_vec(v, (b, m, n), a.device())?);
         }
     }
     Ok(a.matmul(&w.transpose(1, 2)?)?)
@@ -130,14 +141,19 @@ pub fn bmm_nt(a: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 /// [`bmm_nt`] for f32 CPU operands, as a plain row-major `[B·m·n]` buffer the caller may modify in
 /// place (the fused attention softmax); `None` on other devices or dtypes.
-pub fn bmm_nt_cpu_f32(a: &Tensor, w: &Tensor) -> Result<Option<Vec<f32>>> {
+pub fn bmm_nt_cpu_f32(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Option<Vec<f32>>> {
     let (b, m, k) = a.dims3()?;
     let (b2, n, k2) = w.dims3()?;
     if !a.device().is_cpu() || a.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return Ok(None);
     }
     if enabled() && b == b2 && k == k2 && m * n * b > 0 {
-        if let Some(v) = run_vec(&a.contiguous()?, &w.contiguous()?, b, m, n, k)? {
+        if let Some(v) = run_vec(
+            &a.contiguous()?,
+            &w.contiguous()?,
+            Dims::batched(b, m, n, k),
+            bf16,
+        )? {
             return Ok(Some(v));
         }
     }
@@ -197,7 +213,12 @@ pub fn to_bf16_par(src: &[f32]) -> Vec<u16> {
 /// `x · wᵀ` for an activation already rounded to bf16 (`xb`, `[m, k]` row-major bits) and a bf16 `w`
 /// `[n, k]`: the fused MLP hands its gated product over without an f32 round trip. `None` where this
 /// path does not apply (no oneDNN, other weight dtype or device).
-pub fn linear_cpu_bf16_input(xb: &[u16], m: usize, w: &Tensor) -> Result<Option<Tensor>> {
+pub fn linear_cpu_bf16_input(
+    xb: &[u16],
+    m: usize,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Option<Tensor>> {
     if !enabled() || !w.device().is_cpu() || w.dtype() != DType::BF16 || w.rank() != 2 || m == 0 {
         return Ok(None);
     }
@@ -215,13 +236,16 @@ pub fn linear_cpu_bf16_input(xb: &[u16], m: usize, w: &Tensor) -> Result<Option<
         &padded[..]
     };
     let w = w.contiguous()?;
-    Ok(match run_bf16_vec(xb, &w, 1, mb, n, k)? {
-        Some(mut v) => {
-            v.truncate(m * n);
-            Some(Tensor::from_vec(v, (m, n), w.device())?)
-        }
-        None => None,
-    })
+    let bias = bias_values(bias, n)?;
+    Ok(
+        match run_bf16_vec(xb, &w, Dims::linear(mb, n, k, bias.as_deref()))? {
+            Some(mut v) => {
+                v.truncate(m * n);
+                Some(Tensor::from_vec(v, (m, n), w.device())?)
+            }
+            None => None,
+        },
+    )
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's values (no copy); `None` for other tensors.
@@ -232,46 +256,79 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
     with_slice::<f32, R>(t, f)
 }
 
-/// `a` `[b·m·k]` f32, `w` `[b·n·k]` f32 (both contiguous) → `[b, m, n]` f32.
-fn run(a: &Tensor, w: &Tensor, b: usize, m: usize, n: usize, k: usize) -> Result<Option<Tensor>> {
-    run_vec(a, w, b, m, n, k)?
-        .map(|v| Ok(Tensor::from_vec(v, (b, m, n), a.device())?))
-        .transpose()
-}
-
-/// [`run`]'s product as a row-major buffer.
-fn run_vec(
-    a: &Tensor,
-    w: &Tensor,
+/// A product's shape, `[b, m, k] · [b, n, k]ᵀ → [b, m, n]`, and its bias (`[n]`, f32; single products).
+#[derive(Clone, Copy)]
+struct Dims<'a> {
     b: usize,
     m: usize,
     n: usize,
     k: usize,
-) -> Result<Option<Vec<f32>>> {
+    bias: Option<&'a [f32]>,
+}
+
+impl<'a> Dims<'a> {
+    fn linear(m: usize, n: usize, k: usize, bias: Option<&'a [f32]>) -> Self {
+        Self {
+            b: 1,
+            m,
+            n,
+            k,
+            bias,
+        }
+    }
+
+    fn batched(b: usize, m: usize, n: usize, k: usize) -> Self {
+        Self {
+            b,
+            m,
+            n,
+            k,
+            bias: None,
+        }
+    }
+}
+
+/// A linear layer's bias as f32 values (`n` of them), for the product to add.
+fn bias_values(bias: Option<&Tensor>, n: usize) -> Result<Option<Vec<f32>>> {
+    let Some(b) = bias else {
+        return Ok(None);
+    };
+    let v: Vec<f32> = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    if v.len() != n {
+        return Err(crate::error::Error::Other(format!(
+            "bias has {} values for {n} outputs",
+            v.len()
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// `a` `[b·m·k]` f32 times `w` `[b·n·k]` f32 (both contiguous) → `[b·m·n]` f32; with `bf16` both
+/// operands are rounded to bf16 first (over the CPU threads) and the product runs on bf16 units.
+fn run_vec(a: &Tensor, w: &Tensor, d: Dims, bf16: bool) -> Result<Option<Vec<f32>>> {
     let out = with_slice::<f32, _>(a, |xs| {
         with_slice::<f32, _>(w, |ws| {
-            // SAFETY: xs holds b·m·k and ws b·n·k f32 values (contiguous slices of those shapes).
-            unsafe { call_shim(false, xs.as_ptr().cast(), ws.as_ptr().cast(), b, m, n, k) }
+            if bf16 {
+                let (xb, wb) = (to_bf16_par(xs), to_bf16_par(ws));
+                // SAFETY: xb holds b·m·k and wb b·n·k bf16 values (roundings of slices of those shapes).
+                unsafe { call_shim(true, xb.as_ptr().cast(), wb.as_ptr().cast(), d) }
+            } else {
+                // SAFETY: xs holds b·m·k and ws b·n·k f32 values (contiguous slices of those shapes).
+                unsafe { call_shim(false, xs.as_ptr().cast(), ws.as_ptr().cast(), d) }
+            }
         })
     });
     Ok(out.flatten().transpose()?.flatten())
 }
 
 /// `ab` (bf16 bits, `[b·m·k]`) times bf16 `w` `[b·n·k]` → `[b·m·n]` f32.
-fn run_bf16_vec(
-    ab: &[u16],
-    w: &Tensor,
-    b: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-) -> Result<Option<Vec<f32>>> {
-    if ab.len() != b * m * k || w.dtype() != DType::BF16 {
+fn run_bf16_vec(ab: &[u16], w: &Tensor, d: Dims) -> Result<Option<Vec<f32>>> {
+    if ab.len() != d.b * d.m * d.k || w.dtype() != DType::BF16 {
         return Ok(None);
     }
     let out = with_slice::<half::bf16, _>(w, |ws| {
         // SAFETY: ab holds b·m·k and ws b·n·k bf16 values (checked above / contiguous of that shape).
-        unsafe { call_shim(true, ab.as_ptr().cast(), ws.as_ptr().cast(), b, m, n, k) }
+        unsafe { call_shim(true, ab.as_ptr().cast(), ws.as_ptr().cast(), d) }
     });
     Ok(out.transpose()?.flatten())
 }
@@ -285,21 +342,22 @@ unsafe fn call_shim(
     bf16: bool,
     a: *const std::ffi::c_void,
     w: *const std::ffi::c_void,
-    b: usize,
-    m: usize,
-    n: usize,
-    k: usize,
+    d: Dims,
 ) -> Result<Option<Vec<f32>>> {
     #[cfg(not(avflow_onednn))]
     {
-        let _ = (bf16, a, w, b, m, n, k);
+        let _ = (bf16, a, w, d);
         Ok(None)
     }
     #[cfg(avflow_onednn)]
     {
+        let Dims { b, m, n, k, bias } = d;
+        if bias.is_some_and(|v| v.len() != n || b != 1) {
+            return Ok(None);
+        }
         let mut out: Vec<f32> = Vec::with_capacity(b * m * n);
-        // SAFETY: the caller vouches for A and W; out has room for b·m·n f32; the shim only reads A/W
-        // and writes C.
+        // SAFETY: the caller vouches for A and W; the bias holds n values (checked); out has room for
+        // b·m·n f32; the shim only reads A/W/bias and writes C.
         let status = unsafe {
             avflow_onednn_bmm(
                 b as i64,
@@ -309,6 +367,7 @@ unsafe fn call_shim(
                 i32::from(bf16),
                 a,
                 w,
+                bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
                 out.as_mut_ptr(),
             )
         };

@@ -5,6 +5,7 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
+use crate::model::{gemm, simd};
 
 /// Qwen2 RMSNorm: normalise in f32, cast back, then scale (as `Qwen2_5OmniRMSNorm.forward`).
 /// <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
@@ -97,11 +98,8 @@ pub struct Lin {
 
 impl Lin {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = crate::model::gemm::linear_cpu(x, &self.w)? {
-            return Ok(match &self.b {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            });
+        if let Some(y) = crate::model::gemm::linear_cpu(x, &self.w, self.b.as_ref())? {
+            return Ok(y);
         }
         let w = if self.w.dtype() == x.dtype() {
             self.w.clone()
@@ -126,13 +124,7 @@ impl Lin {
     /// layers that share an input (q/k/v, gate/up) round it once. `None` where that path does not apply
     /// (no oneDNN, weights not bf16, not on the CPU).
     pub fn forward_bf16(&self, xb: &[u16], m: usize) -> Result<Option<Tensor>> {
-        let Some(y) = crate::model::gemm::linear_cpu_bf16_input(xb, m, &self.w)? else {
-            return Ok(None);
-        };
-        Ok(Some(match &self.b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        }))
+        crate::model::gemm::linear_cpu_bf16_input(xb, m, &self.w, self.b.as_ref())
     }
 
     /// [`Self::forward_bf16`] when `xb` (the same rows as `x`, rounded) is given and that path applies,
@@ -289,13 +281,16 @@ pub fn softmax_f32(scores: &Tensor, dtype: DType) -> Result<Tensor> {
 /// Bidirectional attention inside segments (the encoders' `cu_seqlens` packing).
 ///
 /// `q`, `k`, `v`: `[N, heads, head_dim]`; `bounds`: cumulative boundaries `[0, …, N]`. Runs of segments of
-/// equal length are batched into one matmul. Returns `[N, heads * head_dim]`.
+/// equal length are batched into one matmul. `bf16`: the products take bf16 operands (a bf16 encoder,
+/// see [`crate::model::gemm::bmm_nt`]). On the CPU in f32 the scaling and softmax are one in-place pass
+/// over the scores. Returns `[N, heads * head_dim]`.
 pub fn segment_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     bounds: &[usize],
     scale: f64,
+    bf16: bool,
 ) -> Result<Tensor> {
     let (n, heads, hd) = q.dims3()?;
     let dtype = q.dtype();
@@ -318,13 +313,17 @@ pub fn segment_attention(
             };
             let (qs, ks, vs) = (take(q)?, take(k)?, take(v)?);
             let bh = m * heads;
-            let scores = crate::model::gemm::bmm_nt(
-                &qs.reshape((bh, len, hd))?,
-                &ks.reshape((bh, len, hd))?,
-            )?;
-            let probs = softmax_f32(&(scores * scale)?, dtype)?;
+            let (qs, ks) = (qs.reshape((bh, len, hd))?, ks.reshape((bh, len, hd))?);
+            let probs = match gemm::bmm_nt_cpu_f32(&qs, &ks, bf16)? {
+                Some(mut s) => {
+                    let zeros = vec![0f32; len];
+                    simd::softmax_past_own(&mut [], 0, &mut s, len, &zeros, 1, scale as f32);
+                    Tensor::from_vec(s, (bh, len, len), q.device())?
+                }
+                None => softmax_f32(&(gemm::bmm_nt(&qs, &ks, bf16)? * scale)?, dtype)?,
+            };
             let vt = vs.reshape((bh, len, hd))?.transpose(1, 2)?.contiguous()?;
-            let o = crate::model::gemm::bmm_nt(&probs, &vt)?.reshape((m, heads, len, hd))?;
+            let o = gemm::bmm_nt(&probs, &vt, bf16)?.reshape((m, heads, len, hd))?;
             outs.push(o.transpose(1, 2)?.reshape((m * len, heads * hd))?);
         }
         i = j;

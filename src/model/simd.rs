@@ -142,6 +142,52 @@ wide! {
     }
 }
 
+/// Softmax of each query row over its keys split in two buffers, in place: `sp` (`rows × p`, scores
+/// against the shared past) and `so` (`rows × r`, against the run's own rows), as transformers' eager
+/// attention computes it: `score · scale`, then the additive mask (row `ρ` uses `mask` row `ρ mod n`,
+/// `[n, p + r]`), then an f32 softmax over the `p + r` values. Rows are split over the CPU threads.
+pub fn softmax_past_own(
+    sp: &mut [f32],
+    p: usize,
+    so: &mut [f32],
+    r: usize,
+    mask: &[f32],
+    n: usize,
+    scale: f32,
+) {
+    let rows = so.len() / r.max(1);
+    // Below ~64 rows a thread costs more than it saves.
+    let threads = candle_core::utils::get_num_threads().clamp(1, rows.div_ceil(64).max(1));
+    let per = rows.div_ceil(threads).max(1);
+    let run = |sp: &mut [f32], so: &mut [f32], first: usize| {
+        for (i, (sp, so)) in sp
+            .chunks_mut(p.max(1))
+            .chain(std::iter::repeat_with(|| &mut [][..]))
+            .zip(so.chunks_mut(r.max(1)))
+            .enumerate()
+        {
+            let row = &mask[((first + i) % n) * (p + r)..][..p + r];
+            softmax_row(sp, so, row, scale);
+        }
+    };
+    std::thread::scope(|scope| {
+        let (mut sp, mut so, mut first) = (sp, so, 0);
+        while first < rows {
+            let take = per.min(rows - first);
+            let (sp_a, sp_b) = std::mem::take(&mut sp).split_at_mut(take * p);
+            let (so_a, so_b) = std::mem::take(&mut so).split_at_mut(take * r);
+            (sp, so) = (sp_b, so_b);
+            if first + take == rows {
+                run(sp_a, so_a, first);
+            } else {
+                let run = &run;
+                scope.spawn(move || run(sp_a, so_a, first));
+            }
+            first += take;
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

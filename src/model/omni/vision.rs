@@ -6,14 +6,15 @@
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/vision_utils.py>
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
 use crate::model::nn::{
-    apply_rotary_f32, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin, RmsNorm,
+    apply_rotary_f32, bf16_input, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin,
+    RmsNorm,
 };
 
 /// Window permutation over merged units and the cumulative window boundaries in patches.
@@ -115,12 +116,25 @@ impl Block {
         let (n, d) = x.dims2()?;
         let hd = d / self.heads;
         let h = self.norm1.forward(x)?;
-        let q = self.q.forward(&h)?.reshape((n, self.heads, hd))?;
-        let k = self.k.forward(&h)?.reshape((n, self.heads, hd))?;
-        let v = self.v.forward(&h)?.reshape((n, self.heads, hd))?;
+        // One bf16 rounding of the input serves the three projections (where they run in bf16).
+        let hb = bf16_input(&h, &self.q);
+        let hb = hb.as_deref();
+        let q = self
+            .q
+            .forward_shared(&h, hb)?
+            .reshape((n, self.heads, hd))?;
+        let k = self
+            .k
+            .forward_shared(&h, hb)?
+            .reshape((n, self.heads, hd))?;
+        let v = self
+            .v
+            .forward_shared(&h, hb)?
+            .reshape((n, self.heads, hd))?;
         let q = apply_rotary_f32(&q, cos, sin)?;
         let k = apply_rotary_f32(&k, cos, sin)?;
-        let attn = segment_attention(&q, &k, &v, bounds, 1.0 / (hd as f64).sqrt())?;
+        let bf16 = self.q.weight().dtype() == DType::BF16;
+        let attn = segment_attention(&q, &k, &v, bounds, 1.0 / (hd as f64).sqrt(), bf16)?;
         let x = (x + self.proj.forward(&attn)?)?;
         let h = self.mlp.forward(&self.norm2.forward(&x)?)?;
         Ok((x + h)?)
