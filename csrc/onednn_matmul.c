@@ -30,7 +30,7 @@ typedef struct {
     size_t scratch;
 } entry_t;
 
-#define CACHE_N 96
+#define CACHE_N 256
 static entry_t g_cache[CACHE_N];
 static int g_cache_len = 0, g_cache_next = 0;
 

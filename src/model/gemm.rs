@@ -180,6 +180,12 @@ const PAR_MIN: usize = 1 << 15;
 /// count); `first` is the chunk's offset in `out`. The element-wise passes around the matrix products
 /// (activation rounding, the fused MLP gate) are memory-bound: two cores halve them.
 pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    par_chunks_of(out, 1, f)
+}
+
+/// [`par_chunks`] with every chunk a whole number of `unit`-long rows (`first` a multiple of `unit`).
+pub fn par_chunks_of<T: Send>(out: &mut [T], unit: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    let unit = unit.max(1);
     let threads = candle_core::utils::get_num_threads()
         .min(out.len() / PAR_MIN)
         .max(1);
@@ -187,7 +193,7 @@ pub fn par_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
         f(0, out);
         return;
     }
-    let per = out.len().div_ceil(threads);
+    let per = (out.len() / unit).div_ceil(threads).max(1) * unit;
     std::thread::scope(|scope| {
         let f = &f;
         let mut chunks = out.chunks_mut(per).enumerate();

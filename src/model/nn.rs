@@ -207,6 +207,32 @@ impl Act {
             Act::GeluTanh => x.gelu()?,
         })
     }
+
+    /// `next(act(x))` for an MLP's second layer. On the CPU with bf16 weights (oneDNN) and the exact GELU
+    /// (the encoders), the activation is one threaded pass that writes `next`'s bf16 input directly: no
+    /// f32 activation tensor and no libm `erf` per element.
+    pub fn then(&self, x: &Tensor, next: &Lin) -> Result<Tensor> {
+        if *self == Act::Gelu
+            && gemm::enabled()
+            && next.w.dtype() == DType::BF16
+            && x.device().is_cpu()
+            && x.rank() == 2
+        {
+            let x = x.contiguous()?;
+            let m = x.dim(0)?;
+            let xb = gemm::with_f32(&x, |v| {
+                let mut out = vec![0u16; v.len()];
+                gemm::par_chunks(&mut out, |first, dst| simd::gelu_erf_bf16(dst, &v[first..]));
+                out
+            });
+            if let Some(xb) = xb {
+                if let Some(y) = next.forward_bf16(&xb, m)? {
+                    return Ok(y);
+                }
+            }
+        }
+        next.forward(&self.apply(x)?)
+    }
 }
 
 /// Gated MLP `down(act(gate(x)) * up(x))` (Qwen2MLP; the vision tower's has biases). On the CPU with
@@ -334,6 +360,9 @@ pub fn segment_attention(
 
 /// `rotate_half`-style rotary on `[N, heads, hd]` with `cos`/`sin` `[N, hd]`, computed in f32.
 pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if let Some(y) = rotary_cpu(x, cos, sin)? {
+        return Ok(y);
+    }
     let dtype = x.dtype();
     let xf = x.to_dtype(DType::F32)?;
     let hd = xf.dim(D::Minus1)?;
@@ -344,4 +373,73 @@ pub fn apply_rotary_f32(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor
     let s = sin.unsqueeze(1)?;
     let out = (xf.broadcast_mul(&c)? + rot.broadcast_mul(&s)?)?;
     Ok(out.to_dtype(dtype)?)
+}
+
+/// [`apply_rotary_f32`] as one threaded pass over f32 CPU tensors (the vision tower calls it twice per
+/// block on `[patches, heads, hd]`; the tensor-op version makes seven passes); `None` elsewhere.
+fn rotary_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 3 {
+        return Ok(None);
+    }
+    let (n, heads, hd) = x.dims3()?;
+    if cos.dims() != [n, hd] || sin.dims() != [n, hd] || hd % 2 != 0 {
+        return Ok(None);
+    }
+    let (x, cos, sin) = (
+        x.contiguous()?,
+        cos.to_dtype(DType::F32)?.contiguous()?,
+        sin.to_dtype(DType::F32)?.contiguous()?,
+    );
+    let half = hd / 2;
+    let out = gemm::with_f32(&x, |xs| {
+        gemm::with_f32(&cos, |cs| {
+            gemm::with_f32(&sin, |ss| {
+                let mut out = vec![0f32; xs.len()];
+                // Chunks of whole rows (one row = heads·hd values of one patch).
+                gemm::par_chunks_of(&mut out, hd, |first, dst| {
+                    for (r, (o, xr)) in dst.chunks_mut(hd).zip(xs[first..].chunks(hd)).enumerate() {
+                        let i = (first / hd + r) / heads;
+                        let (c, s) = (&cs[i * hd..][..hd], &ss[i * hd..][..hd]);
+                        for j in 0..half {
+                            o[j] = xr[j] * c[j] - xr[j + half] * s[j];
+                            o[j + half] = xr[j + half] * c[j + half] + xr[j] * s[j + half];
+                        }
+                    }
+                });
+                out
+            })
+        })
+    });
+    match out.flatten().flatten() {
+        Some(v) => Ok(Some(Tensor::from_vec(v, (n, heads, hd), x.device())?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// The one-pass rotary equals the tensor-op formula bit for bit, across the threaded row split.
+    #[test]
+    fn rotary_pass_matches_tensor_ops() {
+        let (n, heads, hd) = (301, 4, 32); // n·heads·hd > PAR_MIN: two threads where there are two
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (n, heads, hd), &dev).unwrap();
+        let ang = Tensor::randn(0f32, 3.0, (n, hd), &dev).unwrap();
+        let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+        let fast = rotary_cpu(&x, &cos, &sin).unwrap().unwrap();
+        let x1 = x.narrow(D::Minus1, 0, hd / 2).unwrap();
+        let x2 = x.narrow(D::Minus1, hd / 2, hd / 2).unwrap();
+        let rot = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+        let slow = (x.broadcast_mul(&cos.unsqueeze(1).unwrap()).unwrap()
+            + rot.broadcast_mul(&sin.unsqueeze(1).unwrap()).unwrap())
+        .unwrap();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            fast.flatten_all().unwrap().to_vec1().unwrap(),
+            slow.flatten_all().unwrap().to_vec1().unwrap(),
+        );
+        assert_eq!(a, b);
+    }
 }

@@ -92,7 +92,7 @@ impl EncoderLayer {
         let attn = segment_attention(&q, &k, &v, bounds, 1.0 / (hd as f64).sqrt(), bf16)?;
         let x = (x + self.out_proj.forward(&attn)?)?;
         let h = self.final_layer_norm.forward(&x)?;
-        let h = self.fc2.forward(&self.act.apply(&self.fc1.forward(&h)?)?)?;
+        let h = self.act.then(&self.fc1.forward(&h)?, &self.fc2)?;
         let mut out = (x + h)?;
         if out.dtype() == DType::F16 {
             let c = 65504.0 - 1000.0;

@@ -262,9 +262,7 @@ impl VisionEncoder {
         }
         let d = self.cfg.hidden_size;
         let merged = self.ln_q.forward(&x)?.reshape((n / unit, d * unit))?;
-        let merged = self
-            .mlp2
-            .forward(&self.mlp0.forward(&merged)?.gelu_erf()?)?;
+        let merged = Act::Gelu.then(&self.mlp0.forward(&merged)?, &self.mlp2)?;
         // Undo the window permutation.
         let mut reverse = vec![0usize; win.len()];
         for (i, &u) in win.iter().enumerate() {
