@@ -117,24 +117,9 @@ pub fn bucket_rows(m: usize) -> usize {
 /// `bf16`: the operands are rounded to bf16 for the product (f32 accumulation and output), as a bf16
 /// model's attention computes it; only where oneDNN runs the product (elsewhere the flag is ignored).
 pub fn bmm_nt(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
-    let (b, m, k) = a.dims3()?;
-    let (b2, n, k2) = w.dims3()?;
-    if enabled()
-        && a.device().is_cpu()
-        && a.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && b == b2
-        && k == k2
-        && m * n * b > 0
-    {
-        if let Some(v) = run_vec(
-            &a.contiguous()?,
-            &w.contiguous()?,
-            Dims::batched(b, m, n, k),
-            bf16,
-        )? {
-            return Ok(Tensor::from_vec(v, (b, m, n), a.device())?);
-        }
+    if let Some(v) = onednn_bmm(a, w, bf16)? {
+        let (b, m, _) = a.dims3()?;
+        return Ok(Tensor::from_vec(v, (b, m, w.dim(1)?), a.device())?);
     }
     Ok(a.matmul(&w.transpose(1, 2)?)?)
 }
@@ -142,26 +127,36 @@ pub fn bmm_nt(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Tensor> {
 /// [`bmm_nt`] for f32 CPU operands, as a plain row-major `[B·m·n]` buffer the caller may modify in
 /// place (the fused attention softmax); `None` on other devices or dtypes.
 pub fn bmm_nt_cpu_f32(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Option<Vec<f32>>> {
-    let (b, m, k) = a.dims3()?;
-    let (b2, n, k2) = w.dims3()?;
     if !a.device().is_cpu() || a.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return Ok(None);
     }
-    if enabled() && b == b2 && k == k2 && m * n * b > 0 {
-        if let Some(v) = run_vec(
-            &a.contiguous()?,
-            &w.contiguous()?,
-            Dims::batched(b, m, n, k),
-            bf16,
-        )? {
-            return Ok(Some(v));
-        }
+    if let Some(v) = onednn_bmm(a, w, bf16)? {
+        return Ok(Some(v));
     }
     Ok(Some(
         a.matmul(&w.transpose(1, 2)?)?
             .flatten_all()?
             .to_vec1::<f32>()?,
     ))
+}
+
+/// The oneDNN product behind [`bmm_nt`] for f32 CPU operands of matching shapes; `None` where it does
+/// not apply (no oneDNN, other device or dtype, empty) or oneDNN declined, so the caller uses candle.
+fn onednn_bmm(a: &Tensor, w: &Tensor, bf16: bool) -> Result<Option<Vec<f32>>> {
+    let (b, m, k) = a.dims3()?;
+    let (b2, n, k2) = w.dims3()?;
+    if !enabled()
+        || !a.device().is_cpu()
+        || a.dtype() != DType::F32
+        || w.dtype() != DType::F32
+        || b != b2
+        || k != k2
+        || m * n * b == 0
+    {
+        return Ok(None);
+    }
+    let d = Dims::batched(b, m, n, k);
+    run_vec(&a.contiguous()?, &w.contiguous()?, d, bf16)
 }
 
 /// Round-to-nearest-even f32 → bf16 bits, as `half::bf16::from_f32` but branch-free so it vectorises
