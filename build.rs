@@ -1,5 +1,5 @@
 //! Builds the optional oneDNN shim (`csrc/onednn_matmul.c`) where oneDNN's headers are found: `DNNL_ROOT`,
-//! then `.deps/onednn` (oneDNN 3, which `scripts/setup.sh` unpacks on x86-64 Linux), then the system
+//! then `.deps/onednn` (oneDNN 3.14, which `scripts/setup.sh` builds on x86-64 Linux), then the system
 //! (`libdnnl-dev`). Without them avflow still builds and uses candle's own matrix products;
 //! `AVFLOW_NO_ONEDNN=1` forces that. A oneDNN outside the system directories is found at run time
 //! through an rpath.

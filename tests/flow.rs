@@ -4,11 +4,10 @@ use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
 use avflow::flow::{Groups, Knockout, Trace};
-use avflow::model::loader::{resolve_dir, ModelSource};
-use avflow::model::{OmniInputs, OmniThinker};
+use avflow::model::OmniThinker;
 
 mod common;
-use common::{device, fixtures};
+use common::fixtures;
 
 /// `avflow SUB --model <omni-tiny-a> --inputs <av_a's inputs>`, ready for more arguments.
 fn demo_cmd(sub: &str) -> std::process::Command {
@@ -29,14 +28,10 @@ struct Case {
 }
 
 fn open(case: &str) -> Case {
-    let dir = fixtures().join("goldens").join(case);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let model_dir = fixtures().join(meta["model"].as_str().unwrap());
-    let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let thinker = OmniThinker::load(&resolved, DType::F32, &device()).unwrap();
-    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
-    let e = thinker.embed(&inp).unwrap();
+    let common::Golden {
+        thinker, inputs, ..
+    } = common::golden(case, DType::F32);
+    let e = thinker.embed(&inputs).unwrap();
     let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
     let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
     Case {

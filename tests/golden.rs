@@ -5,17 +5,12 @@
 //! `AVFLOW_TEST_DEVICE=cuda` (with `--features cuda`) runs the same cases on a GPU, and `AVFLOW_FIXTURES`
 //! points at the fixtures when the test binary runs outside this checkout (`tools/gpu_check.sh`).
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor};
-
-use avflow::model::loader::{resolve_dir, ModelSource};
-use avflow::model::{OmniInputs, OmniThinker};
 
 const TOL: f32 = 1e-4;
 
 mod common;
-use common::{device, fixtures};
+use common::{fixtures, golden, Golden};
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
@@ -47,19 +42,13 @@ fn check(name: &str, case: &str, ours: &Tensor, theirs: &Tensor) {
 }
 
 fn run_case(case: &str) {
-    let dir = fixtures().join("goldens").join(case);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let model_name = meta["model"]
-        .as_str()
-        .expect("meta.json names the model folder");
-    let model_dir = fixtures().join(model_name);
-    let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let dev = device();
-    let thinker = OmniThinker::load(&resolved, DType::F32, &dev).unwrap();
-    let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
-    let expected: HashMap<String, Tensor> =
-        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    let Golden {
+        meta,
+        thinker,
+        inputs: inp,
+        expected,
+        ..
+    } = golden(case, DType::F32);
 
     let e = thinker.embed(&inp).unwrap();
     // Position ids: exact.
@@ -200,15 +189,12 @@ fn forward_cli_writes_reference_logits() {
 #[test]
 fn bf16_weights_track_the_f32_reference() {
     for case in ["av_a", "image_audio_a"] {
-        let dir = fixtures().join("goldens").join(case);
-        let meta: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-        let model_dir = fixtures().join(meta["model"].as_str().unwrap());
-        let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-        let thinker = OmniThinker::load(&resolved, DType::BF16, &device()).unwrap();
-        let inp = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
-        let expected: HashMap<String, Tensor> =
-            candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+        let Golden {
+            thinker,
+            inputs: inp,
+            expected,
+            ..
+        } = golden(case, DType::BF16);
         let e = thinker.embed(&inp).unwrap();
         let rot = thinker.decoder.rotary(&e.position_ids).unwrap();
         let normed = thinker

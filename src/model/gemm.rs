@@ -95,11 +95,12 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Optio
             0,
         )?
     };
-    let bias = bias_values(bias, n)?;
-    let d = Dims::linear(mb, n, k, bias.as_deref());
-    Ok(run_vec(&x, &w.contiguous()?, d, false)?
-        .map(|v| Tensor::from_vec(v, (mb, n), x.device())?.narrow(0, 0, m))
-        .transpose()?)
+    let w = w.contiguous()?;
+    with_bias(bias, n, |bias| {
+        Ok(run_vec(&x, &w, Dims::linear(mb, n, k, bias), false)?
+            .map(|v| Tensor::from_vec(v, (mb, n), x.device())?.narrow(0, 0, m))
+            .transpose()?)
+    })
 }
 
 /// Row counts up to 256 round up to 8, 16, 32, 64, 128 or 256; larger ones stay exact (their compute
@@ -237,16 +238,15 @@ pub fn linear_cpu_bf16_input(
         &padded[..]
     };
     let w = w.contiguous()?;
-    let bias = bias_values(bias, n)?;
-    Ok(
-        match run_bf16_vec(xb, &w, Dims::linear(mb, n, k, bias.as_deref()))? {
+    with_bias(bias, n, |bias| {
+        Ok(match run_bf16_vec(xb, &w, Dims::linear(mb, n, k, bias))? {
             Some(mut v) => {
                 v.truncate(m * n);
                 Some(Tensor::from_vec(v, (m, n), w.device())?)
             }
             None => None,
-        },
-    )
+        })
+    })
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's values (no copy); `None` for other tensors.
@@ -289,19 +289,29 @@ impl<'a> Dims<'a> {
     }
 }
 
-/// A linear layer's bias as f32 values (`n` of them), for the product to add.
-fn bias_values(bias: Option<&Tensor>, n: usize) -> Result<Option<Vec<f32>>> {
+/// Runs `f` with a linear layer's bias as its `n` f32 values, for the product to add: borrowed from the
+/// tensor (every call of a layer; no copy where the bias is already f32, as loaded on the CPU).
+fn with_bias<R>(
+    bias: Option<&Tensor>,
+    n: usize,
+    f: impl FnOnce(Option<&[f32]>) -> Result<R>,
+) -> Result<R> {
     let Some(b) = bias else {
-        return Ok(None);
+        return f(None);
     };
-    let v: Vec<f32> = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    if v.len() != n {
+    let b = b.to_dtype(DType::F32)?.contiguous()?;
+    if b.elem_count() != n {
         return Err(crate::error::Error::Other(format!(
             "bias has {} values for {n} outputs",
-            v.len()
+            b.elem_count()
         )));
     }
-    Ok(Some(v))
+    // The products run on the CPU, so the layer's bias lives there too.
+    with_f32(&b, |v| f(Some(v))).unwrap_or_else(|| {
+        Err(crate::error::Error::Other(
+            "a CPU linear layer's bias is not on the CPU".into(),
+        ))
+    })
 }
 
 /// `a` `[b·m·k]` f32 times `w` `[b·n·k]` f32 (both contiguous) → `[b·m·n]` f32; with `bf16` both

@@ -98,7 +98,7 @@ pub struct Lin {
 
 impl Lin {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = crate::model::gemm::linear_cpu(x, &self.w, self.b.as_ref())? {
+        if let Some(y) = gemm::linear_cpu(x, &self.w, self.b.as_ref())? {
             return Ok(y);
         }
         let w = if self.w.dtype() == x.dtype() {
@@ -124,7 +124,7 @@ impl Lin {
     /// layers that share an input (q/k/v, gate/up) round it once. `None` where that path does not apply
     /// (no oneDNN, weights not bf16, not on the CPU).
     pub fn forward_bf16(&self, xb: &[u16], m: usize) -> Result<Option<Tensor>> {
-        crate::model::gemm::linear_cpu_bf16_input(xb, m, &self.w, self.b.as_ref())
+        gemm::linear_cpu_bf16_input(xb, m, &self.w, self.b.as_ref())
     }
 
     /// [`Self::forward_bf16`] when `xb` (the same rows as `x`, rounded) is given and that path applies,
@@ -142,15 +142,38 @@ impl Lin {
 /// `x` (`[m, in]`, f32 on the CPU) rounded to bf16 once for several bf16 layers that read it; `None`
 /// where the bf16 CPU path does not apply to `lin`'s weights.
 pub fn bf16_input(x: &Tensor, lin: &Lin) -> Option<Vec<u16>> {
-    if !crate::model::gemm::enabled()
-        || lin.w.dtype() != DType::BF16
-        || x.rank() != 2
-        || !x.device().is_cpu()
-    {
+    bf16_input_with(x, lin, simd::round_bf16)
+}
+
+/// [`bf16_input`] with an element-wise pass applied on the way (`pass(dst, src)` writes `bf16(f(src))`
+/// for one threaded chunk), e.g. an activation fused into the next layer's input.
+fn bf16_input_with(
+    x: &Tensor,
+    lin: &Lin,
+    pass: impl Fn(&mut [u16], &[f32]) + Sync,
+) -> Option<Vec<u16>> {
+    if !gemm::enabled() || lin.w.dtype() != DType::BF16 || x.rank() != 2 || !x.device().is_cpu() {
         return None;
     }
     let x = x.contiguous().ok()?;
-    crate::model::gemm::with_f32(&x, crate::model::gemm::to_bf16_par)
+    gemm::with_f32(&x, |v| {
+        let mut out = vec![0u16; v.len()];
+        gemm::par_chunks(&mut out, |first, dst| pass(dst, &v[first..]));
+        out
+    })
+}
+
+/// The query, key and value heads (`[n, heads, hd]` each) of an encoder block's normed input `h`
+/// (`[n, d]`); one bf16 rounding of `h` serves the three projections where they run in bf16.
+pub fn qkv_heads(h: &Tensor, q: &Lin, k: &Lin, v: &Lin, heads: usize) -> Result<[Tensor; 3]> {
+    let (n, d) = h.dims2()?;
+    let hb = bf16_input(h, q);
+    let head = |lin: &Lin| -> Result<Tensor> {
+        Ok(lin
+            .forward_shared(h, hb.as_deref())?
+            .reshape((n, heads, d / heads))?)
+    };
+    Ok([head(q)?, head(k)?, head(v)?])
 }
 
 /// `nn.Linear(in_dim, out_dim, bias)` read from `vb` (`weight` `[out, in]`, `bias` `[out]`).
@@ -212,21 +235,9 @@ impl Act {
     /// (the encoders), the activation is one threaded pass that writes `next`'s bf16 input directly: no
     /// f32 activation tensor and no libm `erf` per element.
     pub fn then(&self, x: &Tensor, next: &Lin) -> Result<Tensor> {
-        if *self == Act::Gelu
-            && gemm::enabled()
-            && next.w.dtype() == DType::BF16
-            && x.device().is_cpu()
-            && x.rank() == 2
-        {
-            let x = x.contiguous()?;
-            let m = x.dim(0)?;
-            let xb = gemm::with_f32(&x, |v| {
-                let mut out = vec![0u16; v.len()];
-                gemm::par_chunks(&mut out, |first, dst| simd::gelu_erf_bf16(dst, &v[first..]));
-                out
-            });
-            if let Some(xb) = xb {
-                if let Some(y) = next.forward_bf16(&xb, m)? {
+        if *self == Act::Gelu {
+            if let Some(xb) = bf16_input_with(x, next, simd::gelu_erf_bf16) {
+                if let Some(y) = next.forward_bf16(&xb, x.dim(0)?)? {
                     return Ok(y);
                 }
             }
@@ -281,11 +292,11 @@ impl GatedMlp {
             return Ok(None);
         };
         let i = g.dim(1)?;
-        let h = crate::model::gemm::with_f32(&g, |g| {
-            crate::model::gemm::with_f32(&u, |u| {
+        let h = gemm::with_f32(&g, |g| {
+            gemm::with_f32(&u, |u| {
                 let mut h = vec![0u16; m * i];
-                crate::model::gemm::par_chunks(&mut h, |first, out| {
-                    crate::model::simd::silu_mul_bf16(out, &g[first..], &u[first..])
+                gemm::par_chunks(&mut h, |first, out| {
+                    simd::silu_mul_bf16(out, &g[first..], &u[first..])
                 });
                 h
             })

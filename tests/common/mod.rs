@@ -1,9 +1,13 @@
 //! What the model tests share: where the fixtures are and which device the model runs on, so the same
 //! test binaries also check a GPU build (`tools/gpu_check.sh`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
+
+use avflow::model::loader::{resolve_dir, ModelSource};
+use avflow::model::{OmniInputs, OmniThinker};
 
 /// `tests/fixtures`, or `AVFLOW_FIXTURES` when the test binary runs outside this checkout.
 pub fn fixtures() -> PathBuf {
@@ -17,4 +21,36 @@ pub fn fixtures() -> PathBuf {
 pub fn device() -> Device {
     let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
     avflow::device::parse_device(&name).unwrap()
+}
+
+/// A golden case (`tests/fixtures/goldens/CASE`): its `meta.json`, the tiny model it names
+/// loaded in `dtype` on [`device`], its processor inputs and transformers' outputs (on the CPU).
+// Each test binary compiles its own copy of this module and reads only the fields it needs.
+#[allow(dead_code)]
+pub struct Golden {
+    pub meta: serde_json::Value,
+    pub thinker: OmniThinker,
+    pub inputs: OmniInputs,
+    pub expected: HashMap<String, Tensor>,
+}
+
+pub fn golden(case: &str, dtype: DType) -> Golden {
+    let dir = fixtures().join("goldens").join(case);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let model_name = meta["model"]
+        .as_str()
+        .expect("meta.json names the model folder");
+    let model_dir = fixtures().join(model_name);
+    let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
+    let thinker = OmniThinker::load(&resolved, dtype, &device()).unwrap();
+    let inputs = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
+    let expected =
+        candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+    Golden {
+        meta,
+        thinker,
+        inputs,
+        expected,
+    }
 }

@@ -13,7 +13,7 @@ use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
 
 use crate::error::{Error, Result};
 use crate::model::config::AudioConfig;
-use crate::model::nn::{bf16_input, compute_dtype, linear, segment_attention, Act, LayerNorm, Lin};
+use crate::model::nn::{compute_dtype, linear, qkv_heads, segment_attention, Act, LayerNorm, Lin};
 
 /// Number of frames after the stride-2 conv and after the stride-2 pooling, for a clip of `mel_len` frames.
 pub fn output_lengths(mel_len: usize) -> (usize, usize) {
@@ -70,24 +70,9 @@ impl EncoderLayer {
     }
 
     fn forward(&self, x: &Tensor, bounds: &[usize]) -> Result<Tensor> {
-        let (n, d) = x.dims2()?;
-        let hd = d / self.heads;
+        let hd = x.dim(1)? / self.heads;
         let h = self.self_attn_layer_norm.forward(x)?;
-        // One bf16 rounding of the input serves the three projections (where they run in bf16).
-        let hb = bf16_input(&h, &self.q_proj);
-        let hb = hb.as_deref();
-        let q = self
-            .q_proj
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
-        let k = self
-            .k_proj
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
-        let v = self
-            .v_proj
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
+        let [q, k, v] = qkv_heads(&h, &self.q_proj, &self.k_proj, &self.v_proj, self.heads)?;
         let bf16 = self.q_proj.weight().dtype() == DType::BF16;
         let attn = segment_attention(&q, &k, &v, bounds, 1.0 / (hd as f64).sqrt(), bf16)?;
         let x = (x + self.out_proj.forward(&attn)?)?;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
 use crate::model::nn::{
-    apply_rotary_f32, bf16_input, compute_dtype, linear, segment_attention, Act, GatedMlp, Lin,
+    apply_rotary_f32, compute_dtype, linear, qkv_heads, segment_attention, Act, GatedMlp, Lin,
     RmsNorm,
 };
 
@@ -113,24 +113,9 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, bounds: &[usize]) -> Result<Tensor> {
-        let (n, d) = x.dims2()?;
-        let hd = d / self.heads;
+        let hd = x.dim(1)? / self.heads;
         let h = self.norm1.forward(x)?;
-        // One bf16 rounding of the input serves the three projections (where they run in bf16).
-        let hb = bf16_input(&h, &self.q);
-        let hb = hb.as_deref();
-        let q = self
-            .q
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
-        let k = self
-            .k
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
-        let v = self
-            .v
-            .forward_shared(&h, hb)?
-            .reshape((n, self.heads, hd))?;
+        let [q, k, v] = qkv_heads(&h, &self.q, &self.k, &self.v, self.heads)?;
         let q = apply_rotary_f32(&q, cos, sin)?;
         let k = apply_rotary_f32(&k, cos, sin)?;
         let bf16 = self.q.weight().dtype() == DType::BF16;
