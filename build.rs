@@ -46,6 +46,9 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-lib=dylib=dnnl");
+    // avflow's own parallel passes run on the OpenMP team oneDNN uses (see `gemm::parallel`): libgomp,
+    // as setup.sh builds oneDNN and as Debian packages it.
+    println!("cargo:rustc-link-lib=dylib=gomp");
     if !root.starts_with("/usr") {
         println!(
             "cargo:rustc-link-arg=-Wl,-rpath,{}",

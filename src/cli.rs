@@ -175,7 +175,7 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
                 serde_json::json!({
                     "impl": "avflow",
                     "dtype": format!("{dtype:?}"),
-                    "threads": candle_core::utils::get_num_threads(),
+                    "threads": crate::model::gemm::threads(),
                     "cpu_gemm": crate::model::gemm::backend_name(),
                     "seq_len": e.input_ids.len(),
                     "parameters": resolved.thinker_parameters(),

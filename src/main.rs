@@ -75,9 +75,13 @@ enum Command {
 
 /// Run-time settings that libraries read when they load, before `main`, so they are set by re-executing
 /// once (only those the user has not set):
-/// - `OMP_WAIT_POLICY=passive`: oneDNN runs on OpenMP, candle on its own threads; with OpenMP's default
-///   spin-waiting its idle threads compete with candle's for the cores between matrix products
-///   (measured: up to ~25% slower forwards on 2 cores).
+/// - `RAYON_NUM_THREADS=1` where oneDNN does the products: oneDNN runs on OpenMP, and avflow's own
+///   passes run on the same OpenMP team (`gemm::parallel`), whose threads spin between products. On the
+///   2-vCPU machines this project targets, products with sleeping (passive) OpenMP threads ran at about
+///   one core's speed (586×2048×11008 bf16: 52–55 ms vs 27 ms spinning), and candle's own thread pool
+///   would compete with the spinning threads, so candle's few remaining element-wise ops stay on the
+///   calling thread. Measured: 5 interleaved runs each of a 586-token 3B bf16 forward, 12.55 s mean with
+///   this vs 13.04 s with passive OpenMP threads and candle on 2 threads (transformers: 14.8 s).
 /// - `MIMALLOC_PURGE_DELAY=-1`: by default mimalloc hands freed memory back to the OS after 10 ms, so
 ///   each layer's multi-MB activation buffers are faulted in and zeroed again (2 MB huge pages on
 ///   Linux). Keeping them cut a 586-token 3B forward's page faults from 145 k to 59 k and its time by
@@ -85,13 +89,16 @@ enum Command {
 fn tune_runtime_env() {
     #[cfg(unix)]
     {
-        let missing: Vec<(&str, &str)> = [
-            ("OMP_WAIT_POLICY", "passive"),
-            ("MIMALLOC_PURGE_DELAY", "-1"),
-        ]
-        .into_iter()
-        .filter(|(k, _)| std::env::var_os(k).is_none())
-        .collect();
+        let rayon = if avflow::model::gemm::enabled() {
+            Some(("RAYON_NUM_THREADS", "1"))
+        } else {
+            None
+        };
+        let missing: Vec<(&str, &str)> = rayon
+            .into_iter()
+            .chain([("MIMALLOC_PURGE_DELAY", "-1")])
+            .filter(|(k, _)| std::env::var_os(k).is_none())
+            .collect();
         if missing.is_empty() {
             return;
         }

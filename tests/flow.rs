@@ -398,6 +398,113 @@ fn knockouts_match_transformers() {
     }
 }
 
+/// A sweep batches pairs that share their first recomputed row (audio→question with video→question,
+/// audio→last with video→last); every record still equals that window's knockout run alone, records come
+/// in the order the pairs were asked for, progress reaches the total, and a cancel during the second batch
+/// keeps exactly the pairs of the first.
+#[test]
+fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
+    use avflow::flow::sweep::{sweep, window, Align};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let c = open("av_a");
+    let dec = &c.thinker.decoder;
+    let pairs: Vec<(String, String)> = [
+        "audio:question",
+        "video:last",
+        "video:question",
+        "audio:last",
+    ]
+    .iter()
+    .map(|p| {
+        let (s, t) = p.split_once(':').unwrap();
+        (s.to_string(), t.to_string())
+    })
+    .collect();
+    let layers = dec.num_layers();
+    let k = 3;
+    let never = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let recs = sweep(
+        dec,
+        &c.trace,
+        &c.groups,
+        &pairs,
+        k,
+        Align::Center,
+        None,
+        &never,
+        &mut |d, t| seen.push((d, t)),
+    )
+    .unwrap();
+    assert_eq!(recs.len(), pairs.len() * layers);
+    assert_eq!(
+        seen.last(),
+        Some(&(pairs.len() * layers, pairs.len() * layers))
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress went back: {seen:?}"
+    );
+    for (i, (s, t)) in pairs.iter().enumerate() {
+        for l in 0..layers {
+            let r = &recs[i * layers + l];
+            assert_eq!((&r.source, &r.target, r.layer), (s, t, l));
+            let (start, end) = window(l, k, layers, Align::Center);
+            let ko = Knockout {
+                sources: c.groups.select(s).unwrap(),
+                targets: c.groups.select(t).unwrap(),
+                start,
+                end,
+            };
+            let alone = ko.score(dec, &c.trace, None).unwrap();
+            assert!(
+                (alone.prob - r.prob).abs() <= 1e-6,
+                "{s}->{t} layer {l}: {} alone vs {} in the sweep",
+                alone.prob,
+                r.prob
+            );
+        }
+    }
+    // Cancel once the first batch (the two ->question pairs, asked for first) is done.
+    let stop = AtomicBool::new(false);
+    let half = 2 * layers;
+    let cut = sweep(
+        dec,
+        &c.trace,
+        &c.groups,
+        &pairs,
+        k,
+        Align::Center,
+        None,
+        &stop,
+        &mut |d, _| {
+            if d > half {
+                stop.store(true, Ordering::Relaxed);
+            }
+            if d == half {
+                // The first batch just finished: stop during the next one.
+                stop.store(false, Ordering::Relaxed);
+            }
+        },
+    )
+    .unwrap();
+    let kept: Vec<(&str, &str)> = cut
+        .iter()
+        .map(|r| (r.source.as_str(), r.target.as_str()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(kept, vec![("audio", "question"), ("video", "question")]);
+    assert_eq!(cut.len(), half);
+    for r in &cut {
+        let i = pairs
+            .iter()
+            .position(|(s, t)| *s == r.source && *t == r.target)
+            .unwrap();
+        assert_eq!(r.prob, recs[i * layers + r.layer].prob);
+    }
+}
+
 /// Dropping positions from layer l equals masking their keys for every query from layer l on (the
 /// dropped rows' own outputs feed nothing that is kept).
 #[test]

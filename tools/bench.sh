@@ -18,8 +18,9 @@ bin=target/debug/avflow
 [ -f "$work/inputs.safetensors" ] || "$bin" bench make-inputs --model "$work/omni3b" --out "$work/inputs.safetensors"
 out="$work/results.jsonl"
 : > "$out"
-export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
-RAYON_NUM_THREADS=$threads "$bin" bench run --model "$work/omni3b" --inputs "$work/inputs.safetensors" --dtype bf16 | tee -a "$out"
+# Thread counts through OpenMP (oneDNN, torch); avflow keeps candle on one thread itself (main.rs).
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+"$bin" bench run --model "$work/omni3b" --inputs "$work/inputs.safetensors" --dtype bf16 | tee -a "$out"
 for dt in bf16 f32; do
   "$py" tools/bench_hf.py --model "$work/omni3b" --inputs "$work/inputs.safetensors" --dtype $dt --threads "$threads" | tee -a "$out" || echo "{\"impl\":\"transformers\",\"dtype\":\"$dt\",\"failed\":true}" | tee -a "$out"
 done

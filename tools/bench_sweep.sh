@@ -12,7 +12,8 @@ cargo build --quiet --bin avflow
 bin=target/debug/avflow
 [ -f "$work/omni3b/config.json" ] || "$bin" bench make-model --out "$work/omni3b"
 [ -f "$work/inputs.safetensors" ] || "$bin" bench make-inputs --model "$work/omni3b" --out "$work/inputs.safetensors"
-export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+# Thread counts through OpenMP (oneDNN, torch); avflow keeps candle on one thread itself (main.rs).
+export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 out="$work/sweep_results.jsonl"
 : > "$out"
 t0=$(date +%s.%N)

@@ -136,7 +136,21 @@ const MAX_BATCH_ROWS: usize = 2048;
 /// Returns each knockout's last-position logits, in order.
 pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<Vec<Tensor>> {
     let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
-    run_sets(decoder, trace, &sets)
+    run_sets(decoder, trace, &sets, &mut |_, _| true)?
+        .ok_or_else(|| Error::Other("a knockout batch stopped without being asked to".into()))
+}
+
+/// [`run_batch`] calling `step(done, total)` after each batched layer call (a sweep of 144 knockouts is
+/// ~70 such calls, each a fraction of a second): progress for long batches, and `step` returning `false`
+/// stops the batch between two calls, giving `None`.
+pub fn run_batch_with(
+    decoder: &Decoder,
+    trace: &Trace,
+    specs: &[Knockout],
+    step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Vec<Tensor>>> {
+    let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
+    run_sets(decoder, trace, &sets, step)
 }
 
 /// Several knockout blocks applied together, each with its own sources, targets and layers: in layer `l`
@@ -188,8 +202,8 @@ impl KnockoutSet {
     /// The set's effect computed incrementally from a trace (see [`run_sets`]). Returns the last
     /// position's logits.
     pub fn run(&self, decoder: &Decoder, trace: &Trace) -> Result<Tensor> {
-        run_sets(decoder, trace, &[&self.blocks])?
-            .pop()
+        run_sets(decoder, trace, &[&self.blocks], &mut |_, _| true)?
+            .and_then(|mut v| v.pop())
             .ok_or_else(|| Error::Other("a knockout produced no result".into()))
     }
 
@@ -270,8 +284,14 @@ fn union_mask(
 
 /// The core of [`run_batch`] and [`KnockoutSet::run`]: each entry of `sets` is one run whose blocks apply
 /// together. Runs whose first target is the same position recompute the same rows and share each layer
-/// call; a run starts at its earliest block's first layer, from the traced residual there.
-fn run_sets(decoder: &Decoder, trace: &Trace, sets: &[&[Knockout]]) -> Result<Vec<Tensor>> {
+/// call; a run starts at its earliest block's first layer, from the traced residual there. `step(done,
+/// total)` follows each layer call; when it returns `false` the rest is skipped and the result is `None`.
+fn run_sets(
+    decoder: &Decoder,
+    trace: &Trace,
+    sets: &[&[Knockout]],
+    step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Vec<Tensor>>> {
     let seq = trace.seq_len;
     let layers = decoder.num_layers();
     for set in sets {
@@ -298,11 +318,25 @@ fn run_sets(decoder: &Decoder, trace: &Trace, sets: &[&[Knockout]]) -> Result<Ve
         by_first.entry(first_target(set)).or_default().push(i);
     }
     let dev = decoder.device();
-    for (first, idx) in by_first {
+    // The batches (runs sharing their first recomputed row, at most MAX_BATCH_ROWS rows a call) and how
+    // many layer calls they take in all, for `step`.
+    let batches: Vec<(usize, &[usize])> = by_first
+        .iter()
+        .flat_map(|(&first, idx)| {
+            let per_batch = (MAX_BATCH_ROWS / (seq - first)).max(1);
+            idx.chunks(per_batch).map(move |chunk| (first, chunk))
+        })
+        .collect();
+    let total: usize = batches
+        .iter()
+        .map(|(_, chunk)| layers - chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0))
+        .sum();
+    let mut done = 0;
+    for (first, chunk) in batches {
+        let t0 = std::time::Instant::now();
         let rows = seq - first;
-        let per_batch = (MAX_BATCH_ROWS / rows).max(1);
         let rot = trace.rot.narrow(first, rows)?;
-        for chunk in idx.chunks(per_batch) {
+        {
             // Per run: one mask per distinct pattern of active blocks (a single knockout has two: inside
             // and after its layers), and which of them each layer uses.
             let masks: Vec<(Vec<AttnMask>, Vec<usize>)> = chunk
@@ -366,6 +400,10 @@ fn run_sets(decoder: &Decoder, trace: &Trace, sets: &[&[Knockout]]) -> Result<Ve
                 for (n, &j) in active.iter().enumerate() {
                     xs[j] = Some(y.narrow(0, n * rows, rows)?);
                 }
+                done += 1;
+                if !step(done, total) {
+                    return Ok(None);
+                }
             }
             let lasts: Vec<Tensor> = xs
                 .iter()
@@ -378,11 +416,19 @@ fn run_sets(decoder: &Decoder, trace: &Trace, sets: &[&[Knockout]]) -> Result<Ve
             for (j, &i) in chunk.iter().enumerate() {
                 out[i] = Some(logits.get(j)?);
             }
+            tracing::debug!(
+                runs = chunk.len(),
+                rows,
+                from_layer = lo,
+                seconds = t0.elapsed().as_secs_f64(),
+                "knockout batch"
+            );
         }
     }
     out.into_iter()
         .map(|o| o.ok_or_else(|| Error::Other("a knockout produced no result".into())))
-        .collect()
+        .collect::<Result<_>>()
+        .map(Some)
 }
 
 /// The metric for a last-position logits row.

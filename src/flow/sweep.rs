@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use candle_core::Tensor;
+
 use crate::error::{Error, Result};
 use crate::flow::groups::Groups;
 use crate::flow::knockout::Knockout;
@@ -72,8 +74,9 @@ pub fn default_pairs(groups: &Groups) -> Vec<(String, String)> {
     v
 }
 
-/// Runs every window for every pair. `progress(done, total)` after each; `cancel` stops between
-/// configurations (the records so far are returned).
+/// Runs every window for every pair. `progress(done, total)` in configurations, several times a second;
+/// `cancel` stops between two batched layer calls, and the records of the pairs finished so far are
+/// returned.
 #[allow(clippy::too_many_arguments)]
 pub fn sweep(
     decoder: &Decoder,
@@ -129,32 +132,63 @@ pub fn sweep_tokens(
         .collect::<Result<_>>()?;
     let total = resolved.len() * layers;
     let mut out: Vec<Vec<SweepRecord>> = tokens.iter().map(|_| Vec::with_capacity(total)).collect();
-    // One pair at a time: its windows share the first recomputed row and run batched.
-    for (s, t, src, tgt) in &resolved {
-        if cancel.load(Ordering::Relaxed) {
-            return Ok(out);
+    // Pairs whose targets start at the same position recompute the same rows: their windows run as one
+    // batch (audio→question and video→question share every layer call, and so do the →last pairs).
+    // Groups run in the order of their first pair; progress within a group is per layer call.
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, (_, _, _, tgt)) in resolved.iter().enumerate() {
+        let first = tgt.iter().min().copied().unwrap_or(0);
+        match groups.iter_mut().find(|(f, _)| *f == first) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((first, vec![i])),
         }
-        let specs: Vec<Knockout> = (0..layers)
-            .map(|l| {
-                let (start, end) = window(l, k, layers, align);
-                Knockout {
-                    sources: src.clone(),
-                    targets: tgt.clone(),
-                    start,
-                    end,
-                }
+    }
+    let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];
+    let mut finished = 0;
+    for (_, members) in &groups {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let specs: Vec<Knockout> = members
+            .iter()
+            .flat_map(|&i| {
+                let (_, _, src, tgt) = &resolved[i];
+                (0..layers).map(move |l| {
+                    let (start, end) = window(l, k, layers, align);
+                    Knockout {
+                        sources: src.clone(),
+                        targets: tgt.clone(),
+                        start,
+                        end,
+                    }
+                })
             })
             .collect();
-        let logits = crate::flow::knockout::run_batch(decoder, trace, &specs)?;
-        for (l, (ko, lg)) in specs.iter().zip(&logits).enumerate() {
+        let configs = specs.len();
+        let logits = crate::flow::knockout::run_batch_with(decoder, trace, &specs, &mut |d, t| {
+            progress(finished + configs * d / t.max(1), total);
+            !cancel.load(Ordering::Relaxed)
+        })?;
+        let Some(logits) = logits else { break };
+        let mut logits = logits.into_iter();
+        for &i in members {
+            results[i] = Some(logits.by_ref().take(layers).collect());
+        }
+        finished += configs;
+    }
+    // Records in the order the pairs were asked for; a cancelled sweep keeps the pairs it finished.
+    for ((s, t, _, _), lgs) in resolved.iter().zip(results) {
+        let Some(lgs) = lgs else { continue };
+        for (l, lg) in lgs.iter().enumerate() {
+            let (start, end) = window(l, k, layers, align);
             for (recs, token) in out.iter_mut().zip(tokens) {
                 let r = crate::flow::knockout::score_logits(lg, trace, *token)?;
                 recs.push(SweepRecord {
                     source: s.clone(),
                     target: t.clone(),
                     layer: l,
-                    start: ko.start,
-                    end: ko.end,
+                    start,
+                    end,
                     prob: r.prob,
                     base_prob: r.base_prob,
                     rel_change: r.rel_change,
@@ -163,7 +197,6 @@ pub fn sweep_tokens(
                 });
             }
         }
-        progress(out[0].len(), total);
     }
     Ok(out)
 }

@@ -97,6 +97,12 @@ pub struct Lin {
 }
 
 impl Lin {
+    /// A layer from tensors already in hand (`w` `[out, in]` in its storage dtype), e.g. a convolution
+    /// whose kernel covers its whole input patch.
+    pub fn from_weight(w: Tensor, b: Option<Tensor>) -> Self {
+        Self { w, b }
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(y) = gemm::linear_cpu(x, &self.w, self.b.as_ref())? {
             return Ok(y);
@@ -186,20 +192,6 @@ pub fn linear(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Resu
         None
     };
     Ok(Lin { w, b })
-}
-
-/// `nn.Conv1d` with its parameters in the compute dtype.
-pub fn conv1d(
-    in_c: usize,
-    out_c: usize,
-    k: usize,
-    cfg: candle_nn::Conv1dConfig,
-    vb: VarBuilder,
-) -> Result<candle_nn::Conv1d> {
-    let c = compute_dtype(&vb);
-    let w = vb.get((out_c, in_c, k), "weight")?.to_dtype(c)?;
-    let b = vb.get(out_c, "bias")?.to_dtype(c)?;
-    Ok(candle_nn::Conv1d::new(w, Some(b), cfg))
 }
 
 /// Activation by its transformers name (`ACT2FN`).

@@ -185,7 +185,7 @@ pub fn softmax_past_own(
 ) {
     let rows = so.len() / r.max(1);
     // Below ~64 rows a thread costs more than it saves.
-    let threads = candle_core::utils::get_num_threads().clamp(1, rows.div_ceil(64).max(1));
+    let threads = crate::model::gemm::threads().clamp(1, rows.div_ceil(64).max(1));
     let per = rows.div_ceil(threads).max(1);
     let run = |sp: &mut [f32], so: &mut [f32], first: usize| {
         for (i, (sp, so)) in sp
@@ -198,20 +198,27 @@ pub fn softmax_past_own(
             softmax_row(sp, so, row, scale);
         }
     };
-    std::thread::scope(|scope| {
-        let (mut sp, mut so, mut first) = (sp, so, 0);
-        while first < rows {
-            let take = per.min(rows - first);
-            let (sp_a, sp_b) = std::mem::take(&mut sp).split_at_mut(take * p);
-            let (so_a, so_b) = std::mem::take(&mut so).split_at_mut(take * r);
-            (sp, so) = (sp_b, so_b);
-            if first + take == rows {
-                run(sp_a, so_a, first);
-            } else {
-                let run = &run;
-                scope.spawn(move || run(sp_a, so_a, first));
-            }
-            first += take;
+    if threads <= 1 {
+        run(sp, so, 0);
+        return;
+    }
+    // Each task's rows of both buffers.
+    /// One task's rows: its part of `sp`, of `so`, and the index of its first row.
+    type Part<'a> = std::sync::Mutex<(&'a mut [f32], &'a mut [f32], usize)>;
+    let mut parts: Vec<Part> = Vec::new();
+    let (mut sp, mut so, mut first) = (sp, so, 0);
+    while first < rows {
+        let take = per.min(rows - first);
+        let (sp_a, sp_b) = std::mem::take(&mut sp).split_at_mut(take * p);
+        let (so_a, so_b) = std::mem::take(&mut so).split_at_mut(take * r);
+        (sp, so) = (sp_b, so_b);
+        parts.push(std::sync::Mutex::new((sp_a, so_a, first)));
+        first += take;
+    }
+    crate::model::gemm::parallel(parts.len(), &|i| {
+        if let Ok(mut part) = parts[i].lock() {
+            let (sp, so, first) = &mut *part;
+            run(sp, so, *first);
         }
     });
 }

@@ -8,8 +8,8 @@
 //! each chunk is processed at its own length here, runs of equal-length chunks batched together). Then
 //! pairs of frames are averaged per clip, `ln_post`, `proj`: 25 tokens per second of audio.
 
-use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv1d, Conv1dConfig, VarBuilder};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model::config::AudioConfig;
@@ -87,11 +87,60 @@ impl EncoderLayer {
     }
 }
 
+/// A kernel-3, padding-1 `nn.Conv1d` (the Whisper stem) as one linear product over time-major frames:
+/// each output frame's three input frames side by side (`[m·out, 3·in]`, im2col) times the kernel laid
+/// out tap-major (`[out_c, 3·in]`). Why: it then runs as every linear layer does (oneDNN, bf16 operands
+/// for a bf16 model, as transformers' bf16 convolution) instead of candle's f32 convolution.
+#[derive(Debug, Clone)]
+struct ConvK3 {
+    lin: Lin,
+    stride: usize,
+}
+
+impl ConvK3 {
+    fn new(in_c: usize, out_c: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let w = vb.get((out_c, in_c, 3), "weight")?; // [out, in, tap]
+        let w = w
+            .permute((0, 2, 1))?
+            .contiguous()?
+            .reshape((out_c, 3 * in_c))?;
+        let b = vb.get(out_c, "bias")?.to_dtype(compute_dtype(&vb))?;
+        Ok(Self {
+            lin: Lin::from_weight(w, Some(b)),
+            stride,
+        })
+    }
+
+    /// `x`: `[m, len, in]` (m sequences, time-major). Returns `[m·out, out_c]` with
+    /// `out = (len − 1) / stride + 1`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (m, len, c) = x.dims3()?;
+        let s = self.stride;
+        let out = (len.saturating_sub(1)) / s + 1;
+        // Zero frames: one before (the padding), and after enough that every tap's strided run fits.
+        let right = (2 + s * out).saturating_sub(len + 1);
+        let z = |n: usize| Tensor::zeros((m, n, c), x.dtype(), x.device());
+        let xp = Tensor::cat(&[&z(1)?, x, &z(right)?], 1)?;
+        let taps = (0..3)
+            .map(|j| {
+                let t = xp.narrow(1, j, s * out)?;
+                Ok(if s == 1 {
+                    t
+                } else {
+                    t.reshape((m, out, s, c))?.narrow(2, 0, 1)?.squeeze(2)?
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cols = Tensor::cat(&taps, 2)?.reshape((m * out, 3 * c))?;
+        self.lin.forward(&cols)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AudioEncoder {
     cfg: AudioConfig,
-    conv1: Conv1d,
-    conv2: Conv1d,
+    conv1: ConvK3,
+    conv2: ConvK3,
     layers: Vec<EncoderLayer>,
     ln_post: LayerNorm,
     proj: Lin,
@@ -118,27 +167,8 @@ impl AudioEncoder {
     /// `vb` at `audio_tower`.
     pub fn new(cfg: &AudioConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.d_model;
-        let conv1 = crate::model::nn::conv1d(
-            cfg.num_mel_bins,
-            d,
-            3,
-            Conv1dConfig {
-                padding: 1,
-                ..Default::default()
-            },
-            vb.pp("conv1"),
-        )?;
-        let conv2 = crate::model::nn::conv1d(
-            d,
-            d,
-            3,
-            Conv1dConfig {
-                padding: 1,
-                stride: 2,
-                ..Default::default()
-            },
-            vb.pp("conv2"),
-        )?;
+        let conv1 = ConvK3::new(cfg.num_mel_bins, d, 1, vb.pp("conv1"))?;
+        let conv2 = ConvK3::new(d, d, 2, vb.pp("conv2"))?;
         let layers = (0..cfg.encoder_layers)
             .map(|i| EncoderLayer::new(cfg, vb.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -175,7 +205,8 @@ impl AudioEncoder {
             )));
         }
         let dtype = self.positional.dtype();
-        let features = features.to_dtype(dtype)?;
+        // Time-major frames `[total, bins]`: the convolutions run as products over frames.
+        let features_t = features.to_dtype(dtype)?.t()?.contiguous()?;
         // 1. Conv stem per chunk, runs of equal-length chunks batched.
         let mut chunks = Vec::new(); // (start frame, length)
         let mut off = 0;
@@ -195,14 +226,13 @@ impl AudioEncoder {
                 j += 1;
             }
             let m = j - i;
-            let x = features
-                .narrow(1, chunks[i].0, m * len)?
-                .reshape((bins, m, len))?
-                .transpose(0, 1)?
-                .contiguous()?; // [m, bins, len]
-            let h = self.conv1.forward(&x)?.gelu_erf()?;
-            let h = self.conv2.forward(&h)?.gelu_erf()?; // [m, d, len']
-            let lp = h.dim(2)?;
+            let x = features_t
+                .narrow(0, chunks[i].0, m * len)?
+                .reshape((m, len, bins))?;
+            let d = self.cfg.d_model;
+            let h = self.conv1.forward(&x)?.gelu_erf()?.reshape((m, len, d))?;
+            let h = self.conv2.forward(&h)?.gelu_erf()?; // [m·len', d]
+            let lp = h.dim(0)? / m;
             if lp > self.cfg.max_source_positions {
                 return Err(Error::Prompt(format!(
                     "audio chunk of {lp} frames exceeds max_source_positions {}",
@@ -210,7 +240,7 @@ impl AudioEncoder {
                 )));
             }
             let h = h
-                .transpose(1, 2)?
+                .reshape((m, lp, d))?
                 .broadcast_add(&self.positional.narrow(0, 0, lp)?.unsqueeze(0)?)?;
             embeds.push(h.reshape((m * lp, self.cfg.d_model))?);
             for _ in 0..m {

@@ -129,7 +129,10 @@ impl Block {
 #[derive(Debug, Clone)]
 pub struct VisionEncoder {
     cfg: VisionConfig,
-    patch_embed: Tensor, // [hidden, C·Tp·P·P]
+    /// The Conv3d patch embedding as a linear layer `[hidden, C·Tp·P·P]` (no bias).
+    patch_embed: Lin,
+    /// Activations' dtype (f32 on the CPU, the weights' elsewhere).
+    dtype: DType,
     blocks: Vec<Block>,
     ln_q: RmsNorm,
     mlp0: Lin,
@@ -144,9 +147,7 @@ impl VisionEncoder {
         let (c, tp, p) = (cfg.in_channels, cfg.temporal_patch_size, cfg.patch_size);
         // Conv3d with kernel == stride over a pre-cut patch is a matmul with the flattened kernel.
         let w = vb.pp("patch_embed.proj").get((d, c, tp, p, p), "weight")?;
-        let patch_embed = w
-            .reshape((d, c * tp * p * p))?
-            .to_dtype(compute_dtype(&vb))?;
+        let patch_embed = Lin::from_weight(w.reshape((d, c * tp * p * p))?, None);
         let blocks = (0..cfg.depth)
             .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
@@ -160,6 +161,7 @@ impl VisionEncoder {
         Ok(Self {
             cfg: cfg.clone(),
             patch_embed,
+            dtype: compute_dtype(&vb),
             blocks,
             ln_q: RmsNorm::new(d, 1e-6, m.pp("ln_q"))?,
             mlp0: linear(merged, merged, true, m.pp("mlp.0"))?,
@@ -180,10 +182,10 @@ impl VisionEncoder {
         let unit = merge * merge;
         let (n, pd) = pixels.dims2()?;
         let expect: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
-        if n != expect || pd != self.patch_embed.dim(1)? {
+        let want = self.patch_embed.weight().dim(1)?;
+        if n != expect || pd != want {
             return Err(Error::Prompt(format!(
-                "pixel values have shape [{n}, {pd}] but the grids {grids:?} need [{expect}, {}]",
-                self.patch_embed.dim(1)?
+                "pixel values have shape [{n}, {pd}] but the grids {grids:?} need [{expect}, {want}]"
             )));
         }
         if grids.iter().any(|g| g[1] % merge != 0 || g[2] % merge != 0) {
@@ -192,9 +194,7 @@ impl VisionEncoder {
             )));
         }
         let dev = pixels.device();
-        let x = pixels
-            .to_dtype(self.patch_embed.dtype())?
-            .matmul(&self.patch_embed.t()?)?;
+        let x = self.patch_embed.forward(&pixels.to_dtype(self.dtype)?)?;
         let (win, cu_win) = window_index(grids, merge, self.cfg.window_size, self.cfg.patch_size);
         // Patch order after the window permutation (units of `unit` consecutive patches move together).
         let perm: Vec<usize> = win
