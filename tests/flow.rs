@@ -422,20 +422,22 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
     .collect();
     let layers = dec.num_layers();
     let k = 3;
-    let never = AtomicBool::new(false);
+    let run = |cancel: &AtomicBool, progress: &mut dyn FnMut(usize, usize)| {
+        sweep(
+            dec,
+            &c.trace,
+            &c.groups,
+            &pairs,
+            k,
+            Align::Center,
+            None,
+            cancel,
+            progress,
+        )
+        .unwrap()
+    };
     let mut seen = Vec::new();
-    let recs = sweep(
-        dec,
-        &c.trace,
-        &c.groups,
-        &pairs,
-        k,
-        Align::Center,
-        None,
-        &never,
-        &mut |d, t| seen.push((d, t)),
-    )
-    .unwrap();
+    let recs = run(&AtomicBool::new(false), &mut |d, t| seen.push((d, t)));
     assert_eq!(recs.len(), pairs.len() * layers);
     assert_eq!(
         seen.last(),
@@ -468,26 +470,12 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
     // Cancel once the first batch (the two ->question pairs, asked for first) is done.
     let stop = AtomicBool::new(false);
     let half = 2 * layers;
-    let cut = sweep(
-        dec,
-        &c.trace,
-        &c.groups,
-        &pairs,
-        k,
-        Align::Center,
-        None,
-        &stop,
-        &mut |d, _| {
-            if d > half {
-                stop.store(true, Ordering::Relaxed);
-            }
-            if d == half {
-                // The first batch just finished: stop during the next one.
-                stop.store(false, Ordering::Relaxed);
-            }
-        },
-    )
-    .unwrap();
+    let cut = run(&stop, &mut |d, _| {
+        // Past the first batch's share of the progress: stop during the second batch.
+        if d > half {
+            stop.store(true, Ordering::Relaxed);
+        }
+    });
     let kept: Vec<(&str, &str)> = cut
         .iter()
         .map(|r| (r.source.as_str(), r.target.as_str()))
