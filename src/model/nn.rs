@@ -334,11 +334,9 @@ pub fn segment_attention(
         }
         let m = j - i;
         if len > 0 {
+            // [m, len, heads, hd] → [m, heads, len, hd].
             let take = |t: &Tensor| -> Result<Tensor> {
-                Ok(t.narrow(0, start, m * len)?
-                    .reshape((m, len, heads, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
+                swap_middle(&t.narrow(0, start, m * len)?, [m, len, heads, hd])
             };
             let (qs, ks, vs) = (take(q)?, take(k)?, take(v)?);
             let bh = m * heads;
@@ -351,14 +349,43 @@ pub fn segment_attention(
                 }
                 None => softmax_f32(&(gemm::bmm_nt(&qs, &ks, bf16)? * scale)?, dtype)?,
             };
-            let vt = vs.reshape((bh, len, hd))?.transpose(1, 2)?.contiguous()?;
-            let o = gemm::bmm_nt(&probs, &vt, bf16)?.reshape((m, heads, len, hd))?;
-            outs.push(o.transpose(1, 2)?.reshape((m * len, heads * hd))?);
+            let vt = swap_middle(&vs, [bh, len, hd, 1])?.reshape((bh, hd, len))?;
+            let o = gemm::bmm_nt(&probs, &vt, bf16)?;
+            outs.push(swap_middle(&o, [m, heads, len, hd])?.reshape((m * len, heads * hd))?);
         }
         i = j;
     }
     debug_assert_eq!(bounds.last().copied().unwrap_or(0), n);
     Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// `x` read as `[a, b, c, d]` (any shape with that many elements), returned contiguous as `[a, c, b, d]`.
+/// On the CPU in f32 one threaded pass of `d`-long copies (the encoders' per-window attention reorders
+/// q, k, v and its output this way every block; candle's strided copy goes element by element on one
+/// thread); elsewhere candle's transpose.
+fn swap_middle(x: &Tensor, [a, b, c, d]: [usize; 4]) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let fast = x.device().is_cpu() && x.dtype() == DType::F32 && x.elem_count() == a * b * c * d;
+    if fast {
+        let out = gemm::with_f32(&x, |src| {
+            let mut out = vec![0f32; src.len()];
+            // Output row r (d values) = (ia, ic, ib), read from input row (ia, ib, ic).
+            gemm::par_chunks_of(&mut out, d, |first, dst| {
+                for (i, row) in dst.chunks_mut(d).enumerate() {
+                    let r = first / d + i;
+                    let (ia, rest) = (r / (c * b), r % (c * b));
+                    let (ic, ib) = (rest / b, rest % b);
+                    let from = ((ia * b + ib) * c + ic) * d;
+                    row.copy_from_slice(&src[from..from + d]);
+                }
+            });
+            out
+        });
+        if let Some(out) = out {
+            return Ok(Tensor::from_vec(out, (a, c, b, d), x.device())?);
+        }
+    }
+    Ok(x.reshape((a, b, c, d))?.transpose(1, 2)?.contiguous()?)
 }
 
 /// `rotate_half`-style rotary on `[N, heads, hd]` with `cos`/`sin` `[N, hd]`, computed in f32.
