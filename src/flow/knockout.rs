@@ -391,14 +391,21 @@ fn run_sets(
                     k: kv.k.narrow(1, 0, first)?,
                     v: kv.v.narrow(1, 0, first)?,
                 };
-                let y = decoder.layer(l).forward_many(
-                    &stacked,
-                    &rot,
-                    (first > 0).then_some(&past),
-                    &ms,
-                )?;
+                let past = (first > 0).then_some(&past);
+                // After the last layer only each run's last row is read (its logits).
+                let (y, keep) = if l + 1 == layers {
+                    let y = decoder
+                        .layer(l)
+                        .forward_many_last(&stacked, &rot, past, &ms)?;
+                    (y, 1)
+                } else {
+                    (
+                        decoder.layer(l).forward_many(&stacked, &rot, past, &ms)?,
+                        rows,
+                    )
+                };
                 for (n, &j) in active.iter().enumerate() {
-                    xs[j] = Some(y.narrow(0, n * rows, rows)?);
+                    xs[j] = Some(y.narrow(0, n * keep, keep)?);
                 }
                 done += 1;
                 if !step(done, total) {
@@ -408,7 +415,7 @@ fn run_sets(
             let lasts: Vec<Tensor> = xs
                 .iter()
                 .map(|x| match x {
-                    Some(x) => Ok(x.narrow(0, rows - 1, 1)?),
+                    Some(x) => Ok(x.narrow(0, x.dim(0)? - 1, 1)?),
                     None => Err(Error::Other("knockout never started".into())),
                 })
                 .collect::<Result<_>>()?;
