@@ -393,17 +393,11 @@ fn run_sets(
                 };
                 let past = (first > 0).then_some(&past);
                 // After the last layer only each run's last row is read (its logits).
-                let (y, keep) = if l + 1 == layers {
-                    let y = decoder
-                        .layer(l)
-                        .forward_many_last(&stacked, &rot, past, &ms)?;
-                    (y, 1)
-                } else {
-                    (
-                        decoder.layer(l).forward_many(&stacked, &rot, past, &ms)?,
-                        rows,
-                    )
-                };
+                let last_only = l + 1 == layers;
+                let y = decoder
+                    .layer(l)
+                    .forward_many_rows(&stacked, &rot, past, &ms, last_only)?;
+                let keep = if last_only { 1 } else { rows };
                 for (n, &j) in active.iter().enumerate() {
                     xs[j] = Some(y.narrow(0, n * keep, keep)?);
                 }

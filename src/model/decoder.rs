@@ -502,32 +502,36 @@ impl DecoderLayer {
         past: Option<&KvPair>,
         masks: &[&AttnMask],
     ) -> Result<Tensor> {
-        let h = self.input_layernorm.forward(x)?;
-        let attn = self.self_attn.forward_many(&h, rot, past, masks, None)?;
-        let x = (x + attn)?;
-        let h = self.post_attention_layernorm.forward(&x)?;
-        Ok((&x + self.mlp.forward(&h)?)?)
+        self.forward_many_rows(x, rot, past, masks, false)
     }
 
-    /// [`Self::forward_many`] keeping only each run's last row (`[c, hidden]`): for the model's last
-    /// layer, where nothing reads the other rows' outputs. Every row's keys and values still enter the
-    /// attention, but `o_proj` and the MLP (≈ 93 % of a row's cost) run for `c` rows instead of `c·r`.
-    pub fn forward_many_last(
+    /// [`Self::forward_many`], keeping only each run's last row (`[c, hidden]`) when `last_only`: for the
+    /// model's last layer, where nothing reads the other rows' outputs. Every row's keys and values still
+    /// enter the attention, but `o_proj` and the MLP (≈ 93 % of a row's cost) run for `c` rows, not `c·r`.
+    pub fn forward_many_rows(
         &self,
         x: &Tensor,
         rot: &Rotary,
         past: Option<&KvPair>,
         masks: &[&AttnMask],
+        last_only: bool,
     ) -> Result<Tensor> {
-        let (c, n) = (masks.len(), x.dim(0)?);
-        let r = n / c.max(1);
-        let last: Vec<usize> = (1..=c).map(|i| i * r - 1).collect();
-        let keep = index_tensor(&last, x.device())?;
+        let keep = if last_only {
+            let (c, n) = (masks.len(), x.dim(0)?);
+            let r = n / c.max(1);
+            let last: Vec<usize> = (1..=c).map(|i| i * r - 1).collect();
+            Some(index_tensor(&last, x.device())?)
+        } else {
+            None
+        };
         let h = self.input_layernorm.forward(x)?;
         let attn = self
             .self_attn
-            .forward_many(&h, rot, past, masks, Some(&keep))?;
-        let x = (x.index_select(&keep, 0)? + attn)?;
+            .forward_many(&h, rot, past, masks, keep.as_ref())?;
+        let x = match &keep {
+            Some(k) => (x.index_select(k, 0)? + attn)?,
+            None => (x + attn)?,
+        };
         let h = self.post_attention_layernorm.forward(&x)?;
         Ok((&x + self.mlp.forward(&h)?)?)
     }
