@@ -135,8 +135,7 @@ const MAX_BATCH_ROWS: usize = 2048;
 /// them (a knockout into `last` adds one row to a shared matmul instead of a pass over the weights).
 /// Returns each knockout's last-position logits, in order.
 pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<Vec<Tensor>> {
-    let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
-    run_sets(decoder, trace, &sets, &mut |_, _| true)?
+    run_batch_with(decoder, trace, specs, &mut |_, _| true)?
         .ok_or_else(|| Error::Other("a knockout batch stopped without being asked to".into()))
 }
 
@@ -318,113 +317,110 @@ fn run_sets(
         by_first.entry(first_target(set)).or_default().push(i);
     }
     let dev = decoder.device();
-    // The batches (runs sharing their first recomputed row, at most MAX_BATCH_ROWS rows a call) and how
-    // many layer calls they take in all, for `step`.
-    let batches: Vec<(usize, &[usize])> = by_first
+    // The batches (runs sharing their first recomputed row, at most MAX_BATCH_ROWS rows a call), each
+    // with its first layer (its earliest run's start), and how many layer calls they take in all, for
+    // `step`.
+    let batches: Vec<(usize, &[usize], usize)> = by_first
         .iter()
         .flat_map(|(&first, idx)| {
             let per_batch = (MAX_BATCH_ROWS / (seq - first)).max(1);
-            idx.chunks(per_batch).map(move |chunk| (first, chunk))
+            idx.chunks(per_batch).map(move |chunk| {
+                let lo = chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0);
+                (first, chunk, lo)
+            })
         })
         .collect();
-    let total: usize = batches
-        .iter()
-        .map(|(_, chunk)| layers - chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0))
-        .sum();
+    let total: usize = batches.iter().map(|&(_, _, lo)| layers - lo).sum();
     let mut done = 0;
-    for (first, chunk) in batches {
+    for (first, chunk, lo) in batches {
         let t0 = std::time::Instant::now();
         let rows = seq - first;
         let rot = trace.rot.narrow(first, rows)?;
-        {
-            // Per run: one mask per distinct pattern of active blocks (a single knockout has two: inside
-            // and after its layers), and which of them each layer uses.
-            let masks: Vec<(Vec<AttnMask>, Vec<usize>)> = chunk
-                .iter()
-                .map(|&i| {
-                    let set = sets[i];
-                    let mut patterns: Vec<Vec<bool>> = Vec::new();
-                    let mut masks = Vec::new();
-                    let mut per_layer = vec![0; layers];
-                    for (l, slot) in per_layer.iter_mut().enumerate().skip(start_of(set)) {
-                        let active = active_at(set, l);
-                        *slot = match patterns.iter().position(|p| *p == active) {
-                            Some(n) => n,
-                            None => {
-                                masks.push(AttnMask::Additive(union_mask(
-                                    set, &active, first, rows, seq, dev,
-                                )?));
-                                patterns.push(active);
-                                masks.len() - 1
-                            }
-                        };
-                    }
-                    Ok((masks, per_layer))
-                })
-                .collect::<Result<_>>()?;
-            let mut xs: Vec<Option<Tensor>> = vec![None; chunk.len()];
-            let lo = chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0);
-            for l in lo..layers {
-                let mut active = Vec::new();
-                for (j, &i) in chunk.iter().enumerate() {
-                    if start_of(sets[i]) == l {
-                        xs[j] = Some(trace.residuals[l].narrow(0, first, rows)?);
-                    }
-                    if xs[j].is_some() {
-                        active.push(j);
-                    }
+        // Per run: one mask per distinct pattern of active blocks (a single knockout has two: inside
+        // and after its layers), and which of them each layer uses.
+        let masks: Vec<(Vec<AttnMask>, Vec<usize>)> = chunk
+            .iter()
+            .map(|&i| {
+                let set = sets[i];
+                let mut patterns: Vec<Vec<bool>> = Vec::new();
+                let mut masks = Vec::new();
+                let mut per_layer = vec![0; layers];
+                for (l, slot) in per_layer.iter_mut().enumerate().skip(start_of(set)) {
+                    let active = active_at(set, l);
+                    *slot = match patterns.iter().position(|p| *p == active) {
+                        Some(n) => n,
+                        None => {
+                            masks.push(AttnMask::Additive(union_mask(
+                                set, &active, first, rows, seq, dev,
+                            )?));
+                            patterns.push(active);
+                            masks.len() - 1
+                        }
+                    };
                 }
-                if active.is_empty() {
-                    continue;
-                }
-                let stacked = Tensor::cat(
-                    &active
-                        .iter()
-                        .filter_map(|&j| xs[j].as_ref())
-                        .collect::<Vec<_>>(),
-                    0,
-                )?;
-                let ms: Vec<&AttnMask> =
-                    active.iter().map(|&j| &masks[j].0[masks[j].1[l]]).collect();
-                let kv = &trace.kv[l];
-                let past = KvPair {
-                    k: kv.k.narrow(1, 0, first)?,
-                    v: kv.v.narrow(1, 0, first)?,
-                };
-                let past = (first > 0).then_some(&past);
-                // After the last layer only each run's last row is read (its logits).
-                let last_only = l + 1 == layers;
-                let y = decoder
-                    .layer(l)
-                    .forward_many_rows(&stacked, &rot, past, &ms, last_only)?;
-                let keep = if last_only { 1 } else { rows };
-                for (n, &j) in active.iter().enumerate() {
-                    xs[j] = Some(y.narrow(0, n * keep, keep)?);
-                }
-                done += 1;
-                if !step(done, total) {
-                    return Ok(None);
-                }
-            }
-            let lasts: Vec<Tensor> = xs
-                .iter()
-                .map(|x| match x {
-                    Some(x) => Ok(x.narrow(0, x.dim(0)? - 1, 1)?),
-                    None => Err(Error::Other("knockout never started".into())),
-                })
-                .collect::<Result<_>>()?;
-            let logits = decoder.logits(&decoder.final_norm(&Tensor::cat(&lasts, 0)?)?)?;
+                Ok((masks, per_layer))
+            })
+            .collect::<Result<_>>()?;
+        let mut xs: Vec<Option<Tensor>> = vec![None; chunk.len()];
+        for l in lo..layers {
+            let mut active = Vec::new();
             for (j, &i) in chunk.iter().enumerate() {
-                out[i] = Some(logits.get(j)?);
+                if start_of(sets[i]) == l {
+                    xs[j] = Some(trace.residuals[l].narrow(0, first, rows)?);
+                }
+                if xs[j].is_some() {
+                    active.push(j);
+                }
             }
-            tracing::debug!(
-                runs = chunk.len(),
-                rows,
-                from_layer = lo,
-                seconds = t0.elapsed().as_secs_f64(),
-                "knockout batch"
-            );
+            if active.is_empty() {
+                continue;
+            }
+            let stacked = Tensor::cat(
+                &active
+                    .iter()
+                    .filter_map(|&j| xs[j].as_ref())
+                    .collect::<Vec<_>>(),
+                0,
+            )?;
+            let ms: Vec<&AttnMask> = active.iter().map(|&j| &masks[j].0[masks[j].1[l]]).collect();
+            let kv = &trace.kv[l];
+            let past = KvPair {
+                k: kv.k.narrow(1, 0, first)?,
+                v: kv.v.narrow(1, 0, first)?,
+            };
+            let past = (first > 0).then_some(&past);
+            // After the last layer only each run's last row is read (its logits).
+            let last_only = l + 1 == layers;
+            let y = decoder
+                .layer(l)
+                .forward_many_rows(&stacked, &rot, past, &ms, last_only)?;
+            let keep = if last_only { 1 } else { rows };
+            for (n, &j) in active.iter().enumerate() {
+                xs[j] = Some(y.narrow(0, n * keep, keep)?);
+            }
+            done += 1;
+            if !step(done, total) {
+                return Ok(None);
+            }
         }
+        let lasts: Vec<Tensor> = xs
+            .iter()
+            .map(|x| match x {
+                Some(x) => Ok(x.narrow(0, x.dim(0)? - 1, 1)?),
+                None => Err(Error::Other("knockout never started".into())),
+            })
+            .collect::<Result<_>>()?;
+        let logits = decoder.logits(&decoder.final_norm(&Tensor::cat(&lasts, 0)?)?)?;
+        for (j, &i) in chunk.iter().enumerate() {
+            out[i] = Some(logits.get(j)?);
+        }
+        tracing::debug!(
+            runs = chunk.len(),
+            rows,
+            from_layer = lo,
+            seconds = t0.elapsed().as_secs_f64(),
+            "knockout batch"
+        );
     }
     out.into_iter()
         .map(|o| o.ok_or_else(|| Error::Other("a knockout produced no result".into())))

@@ -291,10 +291,14 @@ pub fn par_chunks_of<T: Send>(out: &mut [T], unit: usize, f: impl Fn(usize, &mut
 
 /// f32 → bf16 bits ([`f32_to_bf16_bits`]) over the CPU threads.
 pub fn to_bf16_par(src: &[f32]) -> Vec<u16> {
+    to_bf16_par_with(src, crate::model::simd::round_bf16)
+}
+
+/// [`to_bf16_par`] with an element-wise pass on the way: `pass(dst, src)` writes `bf16(f(src))` for one
+/// threaded chunk (e.g. an activation fused into the next product's input).
+pub fn to_bf16_par_with(src: &[f32], pass: impl Fn(&mut [u16], &[f32]) + Sync) -> Vec<u16> {
     let mut out = vec![0u16; src.len()];
-    par_chunks(&mut out, |first, dst| {
-        crate::model::simd::round_bf16(dst, &src[first..])
-    });
+    par_chunks(&mut out, |first, dst| pass(dst, &src[first..]));
     out
 }
 
@@ -480,6 +484,8 @@ unsafe fn call_shim(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// Every task runs exactly once (on the OpenMP team where oneDNN is in use), chunks tile the
     /// output, and a panic in a task reaches the caller instead of unwinding into C.
     #[test]
@@ -501,8 +507,6 @@ mod tests {
         let r = std::panic::catch_unwind(|| parallel(4, &|i| assert_ne!(i, 2, "task two fails")));
         assert!(r.is_err());
     }
-
-    use super::*;
 
     #[test]
     fn bf16_rounding_matches_half() {

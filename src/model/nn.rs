@@ -162,11 +162,7 @@ fn bf16_input_with(
         return None;
     }
     let x = x.contiguous().ok()?;
-    gemm::with_f32(&x, |v| {
-        let mut out = vec![0u16; v.len()];
-        gemm::par_chunks(&mut out, |first, dst| pass(dst, &v[first..]));
-        out
-    })
+    gemm::with_f32(&x, |v| gemm::to_bf16_par_with(v, pass))
 }
 
 /// The query, key and value heads (`[n, heads, hd]` each) of an encoder block's normed input `h`

@@ -202,7 +202,6 @@ pub fn softmax_past_own(
         run(sp, so, 0);
         return;
     }
-    // Each task's rows of both buffers.
     /// One task's rows: its part of `sp`, of `so`, and the index of its first row.
     type Part<'a> = std::sync::Mutex<(&'a mut [f32], &'a mut [f32], usize)>;
     let mut parts: Vec<Part> = Vec::new();

@@ -242,7 +242,7 @@ impl AudioEncoder {
             let h = h
                 .reshape((m, lp, d))?
                 .broadcast_add(&self.positional.narrow(0, 0, lp)?.unsqueeze(0)?)?;
-            embeds.push(h.reshape((m * lp, self.cfg.d_model))?);
+            embeds.push(h.reshape((m * lp, d))?);
             for _ in 0..m {
                 let last = *bounds.last().unwrap_or(&0);
                 bounds.push(last + lp);
