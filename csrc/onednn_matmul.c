@@ -124,16 +124,16 @@ static int entry_make(entry_t *e, int64_t B, int64_t M, int64_t N, int64_t K, in
     return rc;
 }
 
-static entry_t *lookup(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias, int *rc) {
+static entry_t *find(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias) {
     for (int i = 0; i < g_cache_len; i++) {
         entry_t *e = &g_cache[i];
         if (e->b == B && e->m == M && e->n == N && e->k == K && e->bf16 == bf16 && e->bias == bias) return e;
     }
-    entry_t fresh;
-    if ((*rc = entry_make(&fresh, B, M, N, K, bf16, bias))) {
-        if (fresh.prim) dnnl_primitive_destroy(fresh.prim);
-        return NULL;
-    }
+    return NULL;
+}
+
+// Takes `fresh` into the cache (replacing the oldest entry when full); called with the lock held.
+static entry_t *insert(const entry_t *fresh) {
     int slot;
     if (g_cache_len < CACHE_N) {
         slot = g_cache_len++;
@@ -142,8 +142,19 @@ static entry_t *lookup(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int
         g_cache_next = (g_cache_next + 1) % CACHE_N;
         entry_free(&g_cache[slot]);
     }
-    g_cache[slot] = fresh;
+    g_cache[slot] = *fresh;
     return &g_cache[slot];
+}
+
+static entry_t *lookup(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias, int *rc) {
+    entry_t *e = find(B, M, N, K, bf16, bias);
+    if (e) return e;
+    entry_t fresh;
+    if ((*rc = entry_make(&fresh, B, M, N, K, bf16, bias))) {
+        if (fresh.prim) dnnl_primitive_destroy(fresh.prim);
+        return NULL;
+    }
+    return insert(&fresh);
 }
 
 static int ensure_scratch(size_t size) {
@@ -193,6 +204,39 @@ int avflow_onednn_bmm(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, cons
     int rc = run_locked(B, M, N, K, bf16, A, W, bias, C);
     pthread_mutex_unlock(&g_lock);
     return rc;
+}
+
+// Makes (JIT-compiles) the primitive for one shape ahead of its product, outside the lock, so that several
+// threads can compile the shapes of the next layer call at once: compiling is single-threaded and costs
+// 2-18 ms a shape, and a batched knockout stacks a different number of rows at every layer. Same
+// arguments as avflow_onednn_bmm; 0 when the shape is cached afterwards.
+int avflow_onednn_prepare(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias) {
+    pthread_mutex_lock(&g_lock);
+    int rc = ensure_engine();
+    int cached = !rc && find(B, M, N, K, bf16, bias) != NULL;
+    pthread_mutex_unlock(&g_lock);
+    if (rc || cached) return rc;
+    entry_t fresh;
+    if ((rc = entry_make(&fresh, B, M, N, K, bf16, bias))) {
+        if (fresh.prim) dnnl_primitive_destroy(fresh.prim);
+        return rc;
+    }
+    pthread_mutex_lock(&g_lock);
+    if (find(B, M, N, K, bf16, bias)) {
+        entry_free(&fresh);
+    } else {
+        insert(&fresh);
+    }
+    pthread_mutex_unlock(&g_lock);
+    return 0;
+}
+
+// 1 when the primitive for this shape is cached (tests of avflow_onednn_prepare).
+int avflow_onednn_cached(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias) {
+    pthread_mutex_lock(&g_lock);
+    int hit = find(B, M, N, K, bf16, bias) != NULL;
+    pthread_mutex_unlock(&g_lock);
+    return hit;
 }
 
 // "MAJOR.MINOR.PATCH" of the oneDNN loaded at run time (benchmark reports).

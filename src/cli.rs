@@ -863,8 +863,12 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
     let t0 = Instant::now();
     let mut progress = |done: usize, total: usize| {
         let el = t0.elapsed().as_secs_f64();
-        let eta = el / done as f64 * (total - done) as f64;
-        eprint!("\rsweep {done}/{total}  {el:.1}s elapsed, ETA {eta:.1}s   ");
+        if done == 0 {
+            eprint!("\rsweep 0/{total}  {el:.1}s elapsed   ");
+        } else {
+            let eta = el / done as f64 * (total - done) as f64;
+            eprint!("\rsweep {done}/{total}  {el:.1}s elapsed, ETA {eta:.1}s   ");
+        }
     };
     let exprs: Vec<&str> = pairs
         .iter()

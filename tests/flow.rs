@@ -467,12 +467,41 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
             );
         }
     }
-    // Cancel once the first batch (the two ->question pairs, asked for first) is done.
-    let stop = AtomicBool::new(false);
+    // Cancel once the first batch (the two ->question pairs, asked for first) is done. Progress advances
+    // with the work (row-equivalents), so the first batch's share is its cost over the total.
+    let specs = |pairs: &[(&str, &str)]| -> Vec<Knockout> {
+        pairs
+            .iter()
+            .flat_map(|(s, t)| {
+                let (src, tgt) = (c.groups.select(s).unwrap(), c.groups.select(t).unwrap());
+                (0..layers).map(move |l| {
+                    let (start, end) = window(l, k, layers, Align::Center);
+                    Knockout {
+                        sources: src.clone(),
+                        targets: tgt.clone(),
+                        start,
+                        end,
+                    }
+                })
+            })
+            .collect()
+    };
+    let cost =
+        |p: &[(&str, &str)]| avflow::flow::knockout::batch_cost(dec, &c.trace, &specs(p)).unwrap();
+    let (cq, cl) = (
+        cost(&[("audio", "question"), ("video", "question")]),
+        cost(&[("video", "last"), ("audio", "last")]),
+    );
+    assert!(
+        cq > cl,
+        "a ->question batch ({cq}) costs more than a ->last one ({cl})"
+    );
     let half = 2 * layers;
+    let first_share = pairs.len() * layers * cq / (cq + cl);
+    let stop = AtomicBool::new(false);
     let cut = run(&stop, &mut |d, _| {
         // Past the first batch's share of the progress: stop during the second batch.
-        if d > half {
+        if d > first_share {
             stop.store(true, Ordering::Relaxed);
         }
     });

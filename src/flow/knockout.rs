@@ -140,8 +140,9 @@ pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result
 }
 
 /// [`run_batch`] calling `step(done, total)` after each batched layer call (a sweep of 144 knockouts is
-/// ~70 such calls, each a fraction of a second): progress for long batches, and `step` returning `false`
-/// stops the batch between two calls, giving `None`.
+/// ~70 such calls, each a fraction of a second), counted in row-equivalents of work (see
+/// [`batch_cost`]): progress for long batches, and `step` returning `false` stops the batch between two
+/// calls, giving `None`.
 pub fn run_batch_with(
     decoder: &Decoder,
     trace: &Trace,
@@ -281,19 +282,162 @@ fn union_mask(
     )
 }
 
-/// The core of [`run_batch`] and [`KnockoutSet::run`]: each entry of `sets` is one run whose blocks apply
-/// together. Runs whose first target is the same position recompute the same rows and share each layer
-/// call; a run starts at its earliest block's first layer, from the traced residual there. `step(done,
-/// total)` follows each layer call; when it returns `false` the rest is skipped and the result is `None`.
-fn run_sets(
-    decoder: &Decoder,
-    trace: &Trace,
+/// Where a block of rows in one batched layer call comes from: the traced residual entering that layer
+/// (a run starting there) or block `b` of the previous call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Input {
+    Trace,
+    Block(usize),
+}
+
+/// One batched layer call: the distinct blocks of `rows` rows it computes, each from an input under a
+/// mask (an index into the batch's masks).
+struct Call {
+    layer: usize,
+    blocks: Vec<(Input, usize)>,
+}
+
+/// The layer calls of one batch of runs that share their first recomputed row. Runs whose state and mask
+/// are the same at a layer share one block there: windows that start at the same layer with the same
+/// edit (the centred windows clipped at layer 0, `[0, 5)` … `[0, 9)` for k = 9) are computed once until
+/// their edits differ. Exact: such runs' rows are bitwise the same inputs to the same computation.
+struct BatchPlan<'a> {
+    first: usize,
+    rows: usize,
+    runs: &'a [usize],
+    calls: Vec<Call>,
+    /// Per run (in `runs` order): its block in the last call.
+    last_block: Vec<usize>,
+    /// Per mask: a run and one of its active-block patterns that produce it (to build it once).
+    masks: Vec<(usize, Vec<bool>)>,
+}
+
+/// Work of a plan in row-equivalents: each call's stacked rows plus [`CALL_OVERHEAD_ROWS`] for the
+/// pass over the layer's weights (progress and ETAs weight calls by it).
+fn plan_cost(plan: &BatchPlan) -> usize {
+    plan.calls
+        .iter()
+        .map(|c| c.blocks.len() * plan.rows + CALL_OVERHEAD_ROWS)
+        .sum()
+}
+
+/// A layer call reads every weight of the layer once whatever its row count: on the CPU that costs about
+/// as much as 64 rows of products (a batch of one-row runs into `last` takes ≈ 1/11 of the time of a
+/// batch of 25-row runs, not 1/25).
+const CALL_OVERHEAD_ROWS: usize = 64;
+
+/// Splits `sets` into batches (runs sharing their first target, at most [`MAX_BATCH_ROWS`] rows a call)
+/// and plans each one's layer calls.
+fn plan_sets<'a>(
     sets: &[&[Knockout]],
-    step: &mut dyn FnMut(usize, usize) -> bool,
-) -> Result<Option<Vec<Tensor>>> {
-    let seq = trace.seq_len;
-    let layers = decoder.num_layers();
-    for set in sets {
+    seq: usize,
+    layers: usize,
+    by_first: &'a std::collections::BTreeMap<usize, Vec<usize>>,
+) -> Vec<BatchPlan<'a>> {
+    let mut plans = Vec::new();
+    for (&first, idx) in by_first {
+        let rows = seq - first;
+        let per_batch = (MAX_BATCH_ROWS / rows).max(1);
+        for runs in idx.chunks(per_batch) {
+            plans.push(plan_batch(sets, first, rows, runs, layers));
+        }
+    }
+    plans
+}
+
+/// The edit a run applies in one layer, as data: the (sources, targets) of its active blocks. Runs with
+/// the same edit at a layer use the same mask.
+type EditKey<'a> = Vec<(&'a [usize], &'a [usize])>;
+
+fn plan_batch<'a>(
+    sets: &[&[Knockout]],
+    first: usize,
+    rows: usize,
+    runs: &'a [usize],
+    layers: usize,
+) -> BatchPlan<'a> {
+    let mut mask_ids: std::collections::HashMap<EditKey, usize> = Default::default();
+    let mut masks: Vec<(usize, Vec<bool>)> = Vec::new();
+    // Per run: its first layer and its mask in each layer from there on.
+    let per_run: Vec<(usize, Vec<usize>)> = runs
+        .iter()
+        .map(|&i| {
+            let set = sets[i];
+            let start = start_of(set);
+            let ids = (start..layers)
+                .map(|l| {
+                    let active = active_at(set, l);
+                    let key: EditKey = set
+                        .iter()
+                        .zip(&active)
+                        .filter(|(_, &on)| on)
+                        .map(|(b, _)| (b.sources.as_slice(), b.targets.as_slice()))
+                        .collect();
+                    *mask_ids.entry(key).or_insert_with(|| {
+                        masks.push((i, active));
+                        masks.len() - 1
+                    })
+                })
+                .collect();
+            (start, ids)
+        })
+        .collect();
+    let lo = per_run.iter().map(|(s, _)| *s).min().unwrap_or(0);
+    let mut cur: Vec<Option<usize>> = vec![None; runs.len()];
+    let mut calls = Vec::new();
+    for l in lo..layers {
+        let mut blocks: Vec<(Input, usize)> = Vec::new();
+        for (j, (start, ids)) in per_run.iter().enumerate() {
+            let input = if *start == l {
+                Input::Trace
+            } else if let Some(b) = cur[j] {
+                Input::Block(b)
+            } else {
+                continue;
+            };
+            let key = (input, ids[l - start]);
+            cur[j] = Some(match blocks.iter().position(|b| *b == key) {
+                Some(b) => b,
+                None => {
+                    blocks.push(key);
+                    blocks.len() - 1
+                }
+            });
+        }
+        calls.push(Call { layer: l, blocks });
+    }
+    BatchPlan {
+        first,
+        rows,
+        runs,
+        calls,
+        last_block: cur.into_iter().map(|b| b.unwrap_or(0)).collect(),
+        masks,
+    }
+}
+
+/// A run's first layer: its earliest block's.
+fn start_of(set: &[Knockout]) -> usize {
+    set.iter().map(|k| k.start).min().unwrap_or(0)
+}
+
+/// The first position a run recomputes: its earliest target.
+fn first_target(set: &[Knockout]) -> usize {
+    set.iter()
+        .filter_map(|k| k.targets.iter().min())
+        .min()
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Validates `sets` and groups their indices by first target.
+fn group_sets(
+    sets: &[&[Knockout]],
+    seq: usize,
+    layers: usize,
+) -> Result<std::collections::BTreeMap<usize, Vec<usize>>> {
+    let mut by_first: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, set) in sets.iter().enumerate() {
         if set.is_empty() {
             return Err(Error::Prompt(
                 "a knockout set needs at least one block".into(),
@@ -302,122 +446,104 @@ fn run_sets(
         for k in set.iter() {
             k.validate(seq, layers)?;
         }
-    }
-    let first_target = |set: &[Knockout]| {
-        set.iter()
-            .filter_map(|k| k.targets.iter().min())
-            .min()
-            .copied()
-            .unwrap_or(0)
-    };
-    let start_of = |set: &[Knockout]| set.iter().map(|k| k.start).min().unwrap_or(0);
-    let mut out: Vec<Option<Tensor>> = vec![None; sets.len()];
-    let mut by_first: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, set) in sets.iter().enumerate() {
         by_first.entry(first_target(set)).or_default().push(i);
     }
-    let dev = decoder.device();
-    // The batches (runs sharing their first recomputed row, at most MAX_BATCH_ROWS rows a call), each
-    // with its first layer (its earliest run's start), and how many layer calls they take in all, for
-    // `step`.
-    let batches: Vec<(usize, &[usize], usize)> = by_first
+    Ok(by_first)
+}
+
+/// The work [`run_batch_with`] reports through `step` for `specs`, in the same units (row-equivalents):
+/// a sweep that runs several batches adds them up for one honest progress bar.
+pub fn batch_cost(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<usize> {
+    let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
+    let layers = decoder.num_layers();
+    let by_first = group_sets(&sets, trace.seq_len, layers)?;
+    Ok(plan_sets(&sets, trace.seq_len, layers, &by_first)
         .iter()
-        .flat_map(|(&first, idx)| {
-            let per_batch = (MAX_BATCH_ROWS / (seq - first)).max(1);
-            idx.chunks(per_batch).map(move |chunk| {
-                let lo = chunk.iter().map(|&i| start_of(sets[i])).min().unwrap_or(0);
-                (first, chunk, lo)
-            })
-        })
-        .collect();
-    let total: usize = batches.iter().map(|&(_, _, lo)| layers - lo).sum();
+        .map(plan_cost)
+        .sum())
+}
+
+/// The core of [`run_batch`] and [`KnockoutSet::run`]: each entry of `sets` is one run whose blocks apply
+/// together. Runs whose first target is the same position recompute the same rows and share each layer
+/// call (see [`BatchPlan`]); a run starts at its earliest block's first layer, from the traced residual
+/// there. `step(done, total)` follows each layer call, in row-equivalents (see [`plan_cost`]); when it
+/// returns `false` the rest is skipped and the result is `None`.
+fn run_sets(
+    decoder: &Decoder,
+    trace: &Trace,
+    sets: &[&[Knockout]],
+    step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Vec<Tensor>>> {
+    let seq = trace.seq_len;
+    let layers = decoder.num_layers();
+    let by_first = group_sets(sets, seq, layers)?;
+    let plans = plan_sets(sets, seq, layers, &by_first);
+    let total: usize = plans.iter().map(plan_cost).sum();
+    let mut out: Vec<Option<Tensor>> = vec![None; sets.len()];
+    let dev = decoder.device();
     let mut done = 0;
-    for (first, chunk, lo) in batches {
+    for plan in &plans {
         let t0 = std::time::Instant::now();
-        let rows = seq - first;
+        let (first, rows) = (plan.first, plan.rows);
         let rot = trace.rot.narrow(first, rows)?;
-        // Per run: one mask per distinct pattern of active blocks (a single knockout has two: inside
-        // and after its layers), and which of them each layer uses.
-        let masks: Vec<(Vec<AttnMask>, Vec<usize>)> = chunk
+        let masks: Vec<AttnMask> = plan
+            .masks
             .iter()
-            .map(|&i| {
-                let set = sets[i];
-                let mut patterns: Vec<Vec<bool>> = Vec::new();
-                let mut masks = Vec::new();
-                let mut per_layer = vec![0; layers];
-                for (l, slot) in per_layer.iter_mut().enumerate().skip(start_of(set)) {
-                    let active = active_at(set, l);
-                    *slot = match patterns.iter().position(|p| *p == active) {
-                        Some(n) => n,
-                        None => {
-                            masks.push(AttnMask::Additive(union_mask(
-                                set, &active, first, rows, seq, dev,
-                            )?));
-                            patterns.push(active);
-                            masks.len() - 1
-                        }
-                    };
-                }
-                Ok((masks, per_layer))
+            .map(|(i, active)| {
+                Ok(AttnMask::Additive(union_mask(
+                    sets[*i], active, first, rows, seq, dev,
+                )?))
             })
             .collect::<Result<_>>()?;
-        let mut xs: Vec<Option<Tensor>> = vec![None; chunk.len()];
-        for l in lo..layers {
-            let mut active = Vec::new();
-            for (j, &i) in chunk.iter().enumerate() {
-                if start_of(sets[i]) == l {
-                    xs[j] = Some(trace.residuals[l].narrow(0, first, rows)?);
-                }
-                if xs[j].is_some() {
-                    active.push(j);
-                }
-            }
-            if active.is_empty() {
-                continue;
-            }
-            let stacked = Tensor::cat(
-                &active
-                    .iter()
-                    .filter_map(|&j| xs[j].as_ref())
-                    .collect::<Vec<_>>(),
-                0,
-            )?;
-            let ms: Vec<&AttnMask> = active.iter().map(|&j| &masks[j].0[masks[j].1[l]]).collect();
+        let mut prev: Option<Tensor> = None;
+        for call in &plan.calls {
+            let l = call.layer;
+            let traced = trace.residuals[l].narrow(0, first, rows)?;
+            let inputs: Vec<Tensor> = call
+                .blocks
+                .iter()
+                .map(|(input, _)| match (input, &prev) {
+                    (Input::Trace, _) => Ok(traced.clone()),
+                    (Input::Block(b), Some(p)) => Ok(p.narrow(0, b * rows, rows)?),
+                    (Input::Block(_), None) => Err(Error::Other(
+                        "knockout plan reads a block never computed".into(),
+                    )),
+                })
+                .collect::<Result<_>>()?;
+            let stacked = Tensor::cat(&inputs, 0)?;
+            let ms: Vec<&AttnMask> = call.blocks.iter().map(|(_, m)| &masks[*m]).collect();
             let kv = &trace.kv[l];
             let past = KvPair {
                 k: kv.k.narrow(1, 0, first)?,
                 v: kv.v.narrow(1, 0, first)?,
             };
             let past = (first > 0).then_some(&past);
-            // After the last layer only each run's last row is read (its logits).
+            // After the last layer only each block's last row is read (its logits).
             let last_only = l + 1 == layers;
-            let y = decoder
-                .layer(l)
-                .forward_many_rows(&stacked, &rot, past, &ms, last_only)?;
-            let keep = if last_only { 1 } else { rows };
-            for (n, &j) in active.iter().enumerate() {
-                xs[j] = Some(y.narrow(0, n * keep, keep)?);
-            }
-            done += 1;
+            // Every call stacks a new number of rows: compile its products' kernels on all threads first.
+            let n = call.blocks.len();
+            decoder.prepare_products(n * rows, if last_only { n } else { n * rows });
+            prev = Some(
+                decoder
+                    .layer(l)
+                    .forward_many_rows(&stacked, &rot, past, &ms, last_only)?,
+            );
+            done += call.blocks.len() * rows + CALL_OVERHEAD_ROWS;
             if !step(done, total) {
                 return Ok(None);
             }
         }
-        let lasts: Vec<Tensor> = xs
-            .iter()
-            .map(|x| match x {
-                Some(x) => Ok(x.narrow(0, x.dim(0)? - 1, 1)?),
-                None => Err(Error::Other("knockout never started".into())),
-            })
-            .collect::<Result<_>>()?;
-        let logits = decoder.logits(&decoder.final_norm(&Tensor::cat(&lasts, 0)?)?)?;
-        for (j, &i) in chunk.iter().enumerate() {
-            out[i] = Some(logits.get(j)?);
+        let last = prev.ok_or_else(|| Error::Other("knockout never started".into()))?;
+        // `last` holds one row per block of the last call (`last_only`).
+        let logits = decoder.logits(&decoder.final_norm(&last)?)?;
+        for (&i, &b) in plan.runs.iter().zip(&plan.last_block) {
+            out[i] = Some(logits.get(b)?);
         }
         tracing::debug!(
-            runs = chunk.len(),
+            runs = plan.runs.len(),
             rows,
-            from_layer = lo,
+            layer_calls = plan.calls.len(),
+            blocks = plan.calls.iter().map(|c| c.blocks.len()).sum::<usize>(),
             seconds = t0.elapsed().as_secs_f64(),
             "knockout batch"
         );
@@ -440,4 +566,51 @@ pub fn score_logits(logits: &Tensor, trace: &Trace, token: Option<u32>) -> Resul
         top1_id: top_k(logits, 1)?[0].0,
         token_id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The centred 9-layer windows of one pair over 36 layers: the five clipped at layer 0 share their
+    /// rows until their edits part, so a layer call computes fewer blocks than there are active runs.
+    #[test]
+    fn plans_share_blocks_of_windows_with_the_same_start_until_they_part() {
+        let layers = 36;
+        let specs: Vec<Knockout> = (0..layers)
+            .map(|l| {
+                let (start, end) =
+                    crate::flow::sweep::window(l, 9, layers, crate::flow::sweep::Align::Center);
+                Knockout {
+                    sources: vec![1, 2],
+                    targets: vec![5, 6],
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
+        let runs: Vec<usize> = (0..layers).collect();
+        let plan = plan_batch(&sets, 5, 3, &runs, layers);
+        let blocks: Vec<usize> = plan.calls.iter().map(|c| c.blocks.len()).collect();
+        // Layers 0-4: windows [0,5) … [0,9) are one block, plus the window starting at 1, 2, 3, 4.
+        assert_eq!(&blocks[..5], &[1, 2, 3, 4, 5]);
+        // From layer 5 the edit of [0,5) has ended: it parts from the other four.
+        assert_eq!(blocks[5], 7);
+        // From layer 8 every run is its own block: the five clipped windows and those starting at 1..=l.
+        assert_eq!(blocks[8], 5 + 8);
+        assert_eq!(blocks[9], 5 + 9);
+        assert_eq!(*blocks.last().unwrap(), layers);
+        // Two masks: the knockout, and plain causal after a window ends.
+        assert_eq!(plan.masks.len(), 2);
+        // Each run ends in its own block, and the runs that shared blocks ended in different ones.
+        let mut last = plan.last_block.clone();
+        last.sort_unstable();
+        last.dedup();
+        assert_eq!(last.len(), layers);
+        let naive: usize = specs.iter().map(|k| layers - k.start).sum();
+        let planned: usize = blocks.iter().sum();
+        // Saved: 4 blocks in each of layers 0-4, then 3, 2 and 1 as the clipped windows part (3.25 %).
+        assert_eq!(naive - planned, 4 * 5 + 3 + 2 + 1);
+    }
 }

@@ -143,13 +143,8 @@ pub fn sweep_tokens(
             None => groups.push((first, vec![i])),
         }
     }
-    let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];
-    let mut finished = 0;
-    for (_, members) in &groups {
-        if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-        let specs: Vec<Knockout> = members
+    let specs_of = |members: &[usize]| -> Vec<Knockout> {
+        members
             .iter()
             .flat_map(|&i| {
                 let (_, _, src, tgt) = &resolved[i];
@@ -163,10 +158,24 @@ pub fn sweep_tokens(
                     }
                 })
             })
-            .collect();
-        let configs = specs.len();
-        let logits = crate::flow::knockout::run_batch_with(decoder, trace, &specs, &mut |d, t| {
-            progress(finished + configs * d / t.max(1), total);
+            .collect()
+    };
+    // Progress is reported in configurations but advances with the work done: a →last batch is one row
+    // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
+    let costs: Vec<usize> = groups
+        .iter()
+        .map(|(_, members)| crate::flow::knockout::batch_cost(decoder, trace, &specs_of(members)))
+        .collect::<Result<_>>()?;
+    let cost_total = costs.iter().sum::<usize>().max(1);
+    let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];
+    let mut cost_done = 0;
+    for ((_, members), cost) in groups.iter().zip(&costs) {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let specs = specs_of(members);
+        let logits = crate::flow::knockout::run_batch_with(decoder, trace, &specs, &mut |d, _| {
+            progress(total * (cost_done + d) / cost_total, total);
             !cancel.load(Ordering::Relaxed)
         })?;
         let Some(logits) = logits else { break };
@@ -174,7 +183,7 @@ pub fn sweep_tokens(
         for &i in members {
             results[i] = Some(logits.by_ref().take(layers).collect());
         }
-        finished += configs;
+        cost_done += cost;
     }
     // Records in the order the pairs were asked for; a cancelled sweep keeps the pairs it finished.
     for ((s, t, _, _), lgs) in resolved.iter().zip(results) {

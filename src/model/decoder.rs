@@ -551,6 +551,18 @@ impl DecoderLayer {
         probs.ok_or_else(|| Error::Other("attention probabilities were not computed".into()))
     }
 
+    /// The CPU products of a call over `rows` query rows of which `out_rows` go through `o_proj` and the
+    /// MLP (all of them, or one per run at the last layer of a batched knockout).
+    fn gemm_shapes(&self, rows: usize, out_rows: usize) -> Vec<gemm::LinearShape> {
+        let a = &self.self_attn;
+        [&a.q_proj, &a.k_proj, &a.v_proj]
+            .into_iter()
+            .filter_map(|l| l.gemm_shape(rows))
+            .chain(a.o_proj.gemm_shape(out_rows))
+            .chain(self.mlp.gemm_shapes(out_rows))
+            .collect()
+    }
+
     /// K/V this layer would produce for rows `x` (no attention, no MLP).
     pub fn kv(&self, x: &Tensor, rot: &Rotary) -> Result<KvPair> {
         let h = self.input_layernorm.forward(x)?;
@@ -613,6 +625,14 @@ impl Decoder {
 
     pub fn layer(&self, i: usize) -> &DecoderLayer {
         &self.layers[i]
+    }
+
+    /// Compiles ahead, several at once, the CPU product kernels of a layer call over `rows` rows of which
+    /// `out_rows` reach `o_proj` and the MLP (every layer has the same shapes; see [`gemm::prepare`]).
+    pub fn prepare_products(&self, rows: usize, out_rows: usize) {
+        if let Some(l) = self.layers.first() {
+            gemm::prepare(&l.gemm_shapes(rows, out_rows));
+        }
     }
 
     /// Token embeddings `[n, hidden]`.

@@ -25,6 +25,8 @@ extern "C" {
         c: *mut f32,
     ) -> i32;
     fn avflow_onednn_version() -> *const std::ffi::c_char;
+    fn avflow_onednn_prepare(b: i64, m: i64, n: i64, k: i64, bf16: i32, bias: i32) -> i32;
+    fn avflow_onednn_cached(b: i64, m: i64, n: i64, k: i64, bf16: i32, bias: i32) -> i32;
 }
 
 // libgomp, the OpenMP runtime oneDNN runs on: `GOMP_parallel` is what `#pragma omp parallel` compiles to.
@@ -115,6 +117,92 @@ pub fn linear_cpu(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Optio
             .map(|v| Tensor::from_vec(v, (mb, n), x.device())?.narrow(0, 0, m))
             .transpose()?)
     })
+}
+
+/// The product a linear layer with weight `w` (`[n, k]`) asks oneDNN for when given `m` rows: what
+/// [`prepare`] compiles ahead. `None` where the oneDNN path does not apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearShape {
+    m: usize,
+    n: usize,
+    k: usize,
+    bf16: bool,
+    bias: bool,
+}
+
+impl LinearShape {
+    pub fn of(m: usize, w: &Tensor, bias: bool) -> Option<Self> {
+        if !enabled() || !w.device().is_cpu() || m == 0 {
+            return None;
+        }
+        let (n, k) = w.dims2().ok()?;
+        let bf16 = match w.dtype() {
+            DType::BF16 => true,
+            DType::F32 => false,
+            _ => return None,
+        };
+        Some(Self {
+            m: bucket_rows(m),
+            n,
+            k,
+            bf16,
+            bias,
+        })
+    }
+}
+
+/// Compiles the kernels of `shapes` that are not cached yet, several at once on [`parallel`]'s threads,
+/// so the products that follow find them ready. Compiling one takes 2–18 ms on one thread; a batched
+/// knockout stacks a different number of rows at every layer call, so without this a 144-knockout sweep
+/// spent ≈ 2 s compiling on one core while the other waited. Best effort: a shape that fails here is
+/// compiled (and its error reported) by its product.
+pub fn prepare(shapes: &[LinearShape]) {
+    let mut todo: Vec<LinearShape> = Vec::with_capacity(shapes.len());
+    for s in shapes {
+        if !todo.contains(s) {
+            todo.push(*s);
+        }
+    }
+    #[cfg(avflow_onednn)]
+    parallel(todo.len(), &|i| {
+        let s = todo[i];
+        // SAFETY: only compiles and caches a primitive for these dimensions; no memory is passed.
+        let _ = unsafe {
+            avflow_onednn_prepare(
+                1,
+                s.m as i64,
+                s.n as i64,
+                s.k as i64,
+                i32::from(s.bf16),
+                i32::from(s.bias),
+            )
+        };
+    });
+    #[cfg(not(avflow_onednn))]
+    let _ = todo;
+}
+
+/// Whether the kernel for `s` is compiled and cached (tests).
+pub fn is_prepared(s: &LinearShape) -> bool {
+    #[cfg(avflow_onednn)]
+    {
+        // SAFETY: a lookup in the shim's cache.
+        (unsafe {
+            avflow_onednn_cached(
+                1,
+                s.m as i64,
+                s.n as i64,
+                s.k as i64,
+                i32::from(s.bf16),
+                i32::from(s.bias),
+            )
+        }) != 0
+    }
+    #[cfg(not(avflow_onednn))]
+    {
+        let _ = s;
+        false
+    }
 }
 
 /// Row counts up to 256 round up to 8, 16, 32, 64, 128 or 256; larger ones stay exact (their compute
@@ -506,6 +594,49 @@ mod tests {
         assert!(out.iter().enumerate().all(|(i, &v)| v == i));
         let r = std::panic::catch_unwind(|| parallel(4, &|i| assert_ne!(i, 2, "task two fails")));
         assert!(r.is_err());
+    }
+
+    /// Shapes compiled ahead are cached (once, whatever the repeats) under the bucketed row count the
+    /// products use, and a product of that shape then runs on the cached kernel.
+    #[test]
+    fn prepared_shapes_are_cached() {
+        if !enabled() {
+            return;
+        }
+        let dev = candle_core::Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (48, 40), &dev)
+            .and_then(|w| w.to_dtype(DType::BF16))
+            .unwrap();
+        let s = LinearShape::of(13, &w, false).unwrap();
+        assert_eq!(
+            s,
+            LinearShape::of(16, &w, false).unwrap(),
+            "13 rows run as 16"
+        );
+        assert_ne!(
+            s,
+            LinearShape::of(13, &w, true).unwrap(),
+            "bias is part of the shape"
+        );
+        assert!(!is_prepared(&s));
+        prepare(&[s, s, s]);
+        assert!(is_prepared(&s));
+        assert!(!is_prepared(&LinearShape::of(13, &w, true).unwrap()));
+        let x = Tensor::randn(0f32, 1.0, (13, 40), &dev).unwrap();
+        let y = linear_cpu(&x, &w, None).unwrap().unwrap();
+        let reference = x
+            .matmul(&w.to_dtype(DType::F32).unwrap().t().unwrap())
+            .unwrap();
+        let diff = (y - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // bf16 rounding of x (8 bits of mantissa) over 40 products of unit-scale values.
+        assert!(diff < 0.2, "max |Δ| {diff}");
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Lin {
         &self.w
     }
 
+    /// The CPU product this layer runs for `m` rows (see [`gemm::prepare`]).
+    pub fn gemm_shape(&self, m: usize) -> Option<gemm::LinearShape> {
+        gemm::LinearShape::of(m, &self.w, self.b.is_some())
+    }
+
     /// `x · wᵀ + b` for an activation already rounded to bf16 (`xb`, `[m, in]`, see [`bf16_input`]):
     /// layers that share an input (q/k/v, gate/up) round it once. `None` where that path does not apply
     /// (no oneDNN, weights not bf16, not on the CPU).
@@ -262,6 +267,13 @@ impl GatedMlp {
         let g = self.gate.forward(x)?;
         let u = self.up.forward(x)?;
         self.down.forward(&(self.act.apply(&g)? * u)?)
+    }
+
+    /// The CPU products of a forward over `m` rows (see [`gemm::prepare`]).
+    pub fn gemm_shapes(&self, m: usize) -> impl Iterator<Item = gemm::LinearShape> + '_ {
+        [&self.gate, &self.up, &self.down]
+            .into_iter()
+            .filter_map(move |l| l.gemm_shape(m))
     }
 
     /// The bf16 CPU path for SiLU MLPs; `None` where it does not apply.
