@@ -406,6 +406,8 @@ pub struct FlowSession {
     pub trace: crate::flow::Trace,
     pub embeds: Tensor,
     pub trace_seconds: f64,
+    /// Of which the traced decoder pass (the rest is the encoders and embedding).
+    pub trace_decoder_seconds: f64,
 }
 
 /// Loads the model and inputs, computes the groups (plus `--spans`) and traces the baseline.
@@ -427,6 +429,7 @@ pub fn open_flow(
         trace: p.trace,
         embeds: p.embeds,
         trace_seconds: p.trace_seconds,
+        trace_decoder_seconds: p.trace_decoder_seconds,
     })
 }
 
@@ -438,6 +441,8 @@ pub struct TracedPrompt {
     pub trace: crate::flow::Trace,
     pub embeds: Tensor,
     pub trace_seconds: f64,
+    /// Of which the traced decoder pass.
+    pub trace_decoder_seconds: f64,
 }
 
 /// Embeds the inputs, computes the groups (plus `spans`) and the token map, and traces the baseline.
@@ -464,7 +469,9 @@ pub fn trace_prompt(
         &spg,
         &inp.image_grid_thw,
     );
+    let t1 = Instant::now();
     let trace = crate::flow::Trace::run(&thinker.decoder, &e.embeds, &e.position_ids)?;
+    let trace_decoder_seconds = t1.elapsed().as_secs_f64();
     Ok(TracedPrompt {
         input_ids: e.input_ids,
         groups,
@@ -472,6 +479,7 @@ pub fn trace_prompt(
         trace,
         embeds: e.embeds,
         trace_seconds: t0.elapsed().as_secs_f64(),
+        trace_decoder_seconds,
     })
 }
 
@@ -886,6 +894,7 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
         &cancel,
         &mut progress,
     )?;
+    let sweep_s = t0.elapsed().as_secs_f64();
     eprintln!();
     let body = if a.out.extension().is_some_and(|e| e == "csv") {
         crate::flow::sweep::to_csv(&recs)
@@ -902,10 +911,24 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
         }
         None => vec![],
     };
+    // How far the sweep is from its floor, in units of the traced decoder pass timed in this process
+    // (robust to the machine's speed swings): the rows it had to recompute, and the time it took.
+    let work = crate::flow::sweep::sweep_work(
+        &s.thinker.decoder,
+        &s.trace,
+        &groups,
+        &pairs,
+        a.window,
+        a.align,
+    )?;
+    let forward_rows = (s.trace.seq_len * s.thinker.decoder.num_layers()).max(1) as f64;
     Ok(serde_json::json!({
         "out": a.out, "records": recs.len(), "figure": figure, "pairs": pairs.len(), "window": a.window,
-        "trace_s": s.trace_seconds, "sweep_s": t0.elapsed().as_secs_f64(),
+        "trace_s": s.trace_seconds, "trace_decoder_s": s.trace_decoder_seconds, "sweep_s": sweep_s,
         "trace_memory_mb": s.trace.memory_bytes() as f64 / 1e6,
+        "recomputed_row_layers": work.row_layers, "layer_calls": work.calls,
+        "rows_in_decoder_passes": work.row_layers as f64 / forward_rows,
+        "time_in_decoder_passes": sweep_s / s.trace_decoder_seconds.max(1e-9),
     }))
 }
 

@@ -317,6 +317,14 @@ fn knockout_and_sweep_commands() {
     let text = std::fs::read_to_string(&csv).unwrap();
     // header + 2 pairs × 3 layers
     assert_eq!(text.lines().count(), 1 + 2 * 3, "{text}");
+    // The report says how much recomputation the sweep needed, in decoder forwards of rows: each
+    // window recomputes from its first layer to the last, the ->last pair one row, the ->question pair
+    // the rows from the question's first token on; always less than one forward per window.
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let passes = report["rows_in_decoder_passes"].as_f64().unwrap();
+    assert!(passes > 0.0 && passes < 6.0, "{report}");
+    assert!(report["recomputed_row_layers"].as_u64().unwrap() > 0);
+    assert!(report["time_in_decoder_passes"].as_f64().unwrap() > 0.0);
     assert!(text.starts_with("source,target,layer,start,end,prob"));
     // --figure: the sweep drawn with its spec (inputs hashed) beside it.
     let svg = std::fs::read_to_string(dir.path().join("fig.svg")).unwrap();
@@ -486,8 +494,11 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
             })
             .collect()
     };
-    let cost =
-        |p: &[(&str, &str)]| avflow::flow::knockout::batch_cost(dec, &c.trace, &specs(p)).unwrap();
+    let cost = |p: &[(&str, &str)]| {
+        avflow::flow::knockout::batch_work(dec, &c.trace, &specs(p))
+            .unwrap()
+            .cost()
+    };
     let (cq, cl) = (
         cost(&[("audio", "question"), ("video", "question")]),
         cost(&[("video", "last"), ("audio", "last")]),

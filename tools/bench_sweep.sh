@@ -33,4 +33,7 @@ print(f"avflow: trace {ours['trace_s']:.1f} s + sweep {ours['sweep_s']:.1f} s; w
 print(f"speedup end to end (trace + sweep): {naive['extrapolated_sweep_s'] / (ours['trace_s'] + ours['sweep_s']):.1f}x; "
       f"marginal (after the trace): {naive['extrapolated_sweep_s'] / ours['sweep_s']:.1f}x; "
       f"per knockout: {ours['sweep_s'] / ours['records']:.3f} s vs {naive['per_config_s']:.2f} s")
+if "rows_in_decoder_passes" in ours:
+    print(f"in units of this run's traced decoder pass ({ours['trace_decoder_s']:.1f} s): the sweep recomputed "
+          f"{ours['rows_in_decoder_passes']:.2f} passes of rows and took {ours['time_in_decoder_passes']:.2f} passes of time")
 PY

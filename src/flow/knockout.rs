@@ -141,7 +141,7 @@ pub fn run_batch(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result
 
 /// [`run_batch`] calling `step(done, total)` after each batched layer call (a sweep of 144 knockouts is
 /// ~70 such calls, each a fraction of a second), counted in row-equivalents of work (see
-/// [`batch_cost`]): progress for long batches, and `step` returning `false` stops the batch between two
+/// [`Work::cost`]): progress for long batches, and `step` returning `false` stops the batch between two
 /// calls, giving `None`.
 pub fn run_batch_with(
     decoder: &Decoder,
@@ -312,13 +312,37 @@ struct BatchPlan<'a> {
     masks: Vec<(usize, Vec<bool>)>,
 }
 
-/// Work of a plan in row-equivalents: each call's stacked rows plus [`CALL_OVERHEAD_ROWS`] for the
-/// pass over the layer's weights (progress and ETAs weight calls by it).
-fn plan_cost(plan: &BatchPlan) -> usize {
-    plan.calls
-        .iter()
-        .map(|c| c.blocks.len() * plan.rows + CALL_OVERHEAD_ROWS)
-        .sum()
+/// Work of a batched knockout run: query rows recomputed, summed over its layer calls (a 586-token
+/// forward is 586 × 36), and the number of calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Work {
+    pub row_layers: usize,
+    pub calls: usize,
+}
+
+impl Work {
+    /// In row-equivalents: each call's rows plus [`CALL_OVERHEAD_ROWS`] for its pass over the layer's
+    /// weights (progress and ETAs weight calls by it).
+    pub fn cost(&self) -> usize {
+        self.row_layers + self.calls * CALL_OVERHEAD_ROWS
+    }
+}
+
+impl std::ops::Add for Work {
+    type Output = Work;
+    fn add(self, o: Work) -> Work {
+        Work {
+            row_layers: self.row_layers + o.row_layers,
+            calls: self.calls + o.calls,
+        }
+    }
+}
+
+fn plan_work(plan: &BatchPlan) -> Work {
+    Work {
+        row_layers: plan.calls.iter().map(|c| c.blocks.len() * plan.rows).sum(),
+        calls: plan.calls.len(),
+    }
 }
 
 /// A layer call reads every weight of the layer once whatever its row count: on the CPU that costs about
@@ -451,22 +475,22 @@ fn group_sets(
     Ok(by_first)
 }
 
-/// The work [`run_batch_with`] reports through `step` for `specs`, in the same units (row-equivalents):
-/// a sweep that runs several batches adds them up for one honest progress bar.
-pub fn batch_cost(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<usize> {
+/// The work of [`run_batch_with`] for `specs`; `step` reports its [`Work::cost`]. A sweep that runs
+/// several batches adds them up for one honest progress bar.
+pub fn batch_work(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Result<Work> {
     let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
     let layers = decoder.num_layers();
     let by_first = group_sets(&sets, trace.seq_len, layers)?;
     Ok(plan_sets(&sets, trace.seq_len, layers, &by_first)
         .iter()
-        .map(plan_cost)
-        .sum())
+        .map(plan_work)
+        .fold(Work::default(), |a, b| a + b))
 }
 
 /// The core of [`run_batch`] and [`KnockoutSet::run`]: each entry of `sets` is one run whose blocks apply
 /// together. Runs whose first target is the same position recompute the same rows and share each layer
 /// call (see [`BatchPlan`]); a run starts at its earliest block's first layer, from the traced residual
-/// there. `step(done, total)` follows each layer call, in row-equivalents (see [`plan_cost`]); when it
+/// there. `step(done, total)` follows each layer call, in row-equivalents (see [`Work::cost`]); when it
 /// returns `false` the rest is skipped and the result is `None`.
 fn run_sets(
     decoder: &Decoder,
@@ -478,7 +502,7 @@ fn run_sets(
     let layers = decoder.num_layers();
     let by_first = group_sets(sets, seq, layers)?;
     let plans = plan_sets(sets, seq, layers, &by_first);
-    let total: usize = plans.iter().map(plan_cost).sum();
+    let total: usize = plans.iter().map(|p| plan_work(p).cost()).sum();
     let mut out: Vec<Option<Tensor>> = vec![None; sets.len()];
     let dev = decoder.device();
     let mut done = 0;

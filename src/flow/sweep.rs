@@ -74,6 +74,33 @@ pub fn default_pairs(groups: &Groups) -> Vec<(String, String)> {
     v
 }
 
+/// The work a sweep of `pairs` does (see [`crate::flow::knockout::Work`]): its recomputed row-layers
+/// over `seq_len × layers` is how many decoder forwards of rows it costs, what no exact method avoids.
+pub fn sweep_work(
+    decoder: &Decoder,
+    trace: &Trace,
+    groups: &Groups,
+    pairs: &[(String, String)],
+    k: usize,
+    align: Align,
+) -> Result<crate::flow::knockout::Work> {
+    let layers = decoder.num_layers();
+    let mut specs = Vec::new();
+    for (s, t) in pairs {
+        let (src, tgt) = (groups.select(s)?, groups.select(t)?);
+        for l in 0..layers {
+            let (start, end) = window(l, k, layers, align);
+            specs.push(Knockout {
+                sources: src.clone(),
+                targets: tgt.clone(),
+                start,
+                end,
+            });
+        }
+    }
+    crate::flow::knockout::batch_work(decoder, trace, &specs)
+}
+
 /// Runs every window for every pair. `progress(done, total)` in configurations, several times a second;
 /// `cancel` stops between two batched layer calls, and the records of the pairs finished so far are
 /// returned.
@@ -164,7 +191,9 @@ pub fn sweep_tokens(
     // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
     let costs: Vec<usize> = groups
         .iter()
-        .map(|(_, members)| crate::flow::knockout::batch_cost(decoder, trace, &specs_of(members)))
+        .map(|(_, members)| {
+            Ok(crate::flow::knockout::batch_work(decoder, trace, &specs_of(members))?.cost())
+        })
         .collect::<Result<_>>()?;
     let cost_total = costs.iter().sum::<usize>().max(1);
     let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];

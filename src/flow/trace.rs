@@ -32,6 +32,7 @@ impl Trace {
             )));
         }
         let rot = decoder.rotary(position_ids)?;
+        decoder.prepare_products(seq_len, seq_len);
         let mut x = embeds.to_dtype(decoder.dtype())?;
         let mut residuals = Vec::with_capacity(decoder.num_layers() + 1);
         let mut kv = Vec::with_capacity(decoder.num_layers());

@@ -686,6 +686,7 @@ impl Decoder {
         observe: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
         let mut x = embeds.to_dtype(self.dtype)?;
+        self.prepare_products(x.dim(0)?, x.dim(0)?);
         for (i, layer) in self.layers.iter().enumerate() {
             observe(i, &x)?;
             x = layer
