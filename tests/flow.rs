@@ -482,15 +482,7 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
             .iter()
             .flat_map(|(s, t)| {
                 let (src, tgt) = (c.groups.select(s).unwrap(), c.groups.select(t).unwrap());
-                (0..layers).map(move |l| {
-                    let (start, end) = window(l, k, layers, Align::Center);
-                    Knockout {
-                        sources: src.clone(),
-                        targets: tgt.clone(),
-                        start,
-                        end,
-                    }
-                })
+                avflow::flow::sweep::window_specs(&src, &tgt, layers, k, Align::Center)
             })
             .collect()
     };

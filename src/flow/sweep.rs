@@ -74,6 +74,27 @@ pub fn default_pairs(groups: &Groups) -> Vec<(String, String)> {
     v
 }
 
+/// One pair's knockouts, one per layer: the window placed at each layer (see [`window`]).
+pub fn window_specs(
+    sources: &[usize],
+    targets: &[usize],
+    layers: usize,
+    k: usize,
+    align: Align,
+) -> Vec<Knockout> {
+    (0..layers)
+        .map(|l| {
+            let (start, end) = window(l, k, layers, align);
+            Knockout {
+                sources: sources.to_vec(),
+                targets: targets.to_vec(),
+                start,
+                end,
+            }
+        })
+        .collect()
+}
+
 /// The work a sweep of `pairs` does (see [`crate::flow::knockout::Work`]): its recomputed row-layers
 /// over `seq_len × layers` is how many decoder forwards of rows it costs, what no exact method avoids.
 pub fn sweep_work(
@@ -87,16 +108,13 @@ pub fn sweep_work(
     let layers = decoder.num_layers();
     let mut specs = Vec::new();
     for (s, t) in pairs {
-        let (src, tgt) = (groups.select(s)?, groups.select(t)?);
-        for l in 0..layers {
-            let (start, end) = window(l, k, layers, align);
-            specs.push(Knockout {
-                sources: src.clone(),
-                targets: tgt.clone(),
-                start,
-                end,
-            });
-        }
+        specs.extend(window_specs(
+            &groups.select(s)?,
+            &groups.select(t)?,
+            layers,
+            k,
+            align,
+        ));
     }
     crate::flow::knockout::batch_work(decoder, trace, &specs)
 }
@@ -175,15 +193,7 @@ pub fn sweep_tokens(
             .iter()
             .flat_map(|&i| {
                 let (_, _, src, tgt) = &resolved[i];
-                (0..layers).map(move |l| {
-                    let (start, end) = window(l, k, layers, align);
-                    Knockout {
-                        sources: src.clone(),
-                        targets: tgt.clone(),
-                        start,
-                        end,
-                    }
-                })
+                window_specs(src, tgt, layers, k, align)
             })
             .collect()
     };

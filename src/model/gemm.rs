@@ -131,6 +131,22 @@ pub struct LinearShape {
 }
 
 impl LinearShape {
+    /// Calls one of the shim's per-shape functions (`avflow_onednn_prepare`, `avflow_onednn_cached`).
+    #[cfg(avflow_onednn)]
+    fn call(&self, f: unsafe extern "C" fn(i64, i64, i64, i64, i32, i32) -> i32) -> i32 {
+        // SAFETY: both functions only compile or look up a primitive for these dimensions.
+        unsafe {
+            f(
+                1,
+                self.m as i64,
+                self.n as i64,
+                self.k as i64,
+                i32::from(self.bf16),
+                i32::from(self.bias),
+            )
+        }
+    }
+
     pub fn of(m: usize, w: &Tensor, bias: bool) -> Option<Self> {
         if !enabled() || !w.device().is_cpu() || m == 0 {
             return None;
@@ -166,18 +182,7 @@ pub fn prepare(shapes: &[LinearShape]) {
     }
     #[cfg(avflow_onednn)]
     parallel(todo.len(), &|i| {
-        let s = todo[i];
-        // SAFETY: only compiles and caches a primitive for these dimensions; no memory is passed.
-        let _ = unsafe {
-            avflow_onednn_prepare(
-                1,
-                s.m as i64,
-                s.n as i64,
-                s.k as i64,
-                i32::from(s.bf16),
-                i32::from(s.bias),
-            )
-        };
+        let _ = todo[i].call(avflow_onednn_prepare);
     });
     #[cfg(not(avflow_onednn))]
     let _ = todo;
@@ -187,17 +192,7 @@ pub fn prepare(shapes: &[LinearShape]) {
 pub fn is_prepared(s: &LinearShape) -> bool {
     #[cfg(avflow_onednn)]
     {
-        // SAFETY: a lookup in the shim's cache.
-        (unsafe {
-            avflow_onednn_cached(
-                1,
-                s.m as i64,
-                s.n as i64,
-                s.k as i64,
-                i32::from(s.bf16),
-                i32::from(s.bias),
-            )
-        }) != 0
+        s.call(avflow_onednn_cached) != 0
     }
     #[cfg(not(avflow_onednn))]
     {
