@@ -73,7 +73,8 @@ static void entry_free(entry_t *e) {
 }
 
 // Makes the primitive for one shape: 2-D descriptors when B == 1 (the layout transformers hands
-// oneDNN), 3-D otherwise; an f32 bias [N] only with B == 1; scratchpad owned by the caller.
+// oneDNN), 3-D otherwise; an f32 bias [N] only with B == 1; scratchpad owned by the caller. On failure
+// no primitive is left behind.
 static int entry_make(entry_t *e, int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int bias) {
     int rc;
     dnnl_data_type_t dt = bf16 ? dnnl_bf16 : dnnl_f32;
@@ -121,6 +122,10 @@ static int entry_make(entry_t *e, int64_t B, int64_t M, int64_t N, int64_t K, in
         rc = (int)dnnl_primitive_create(&e->prim, pd);
     }
     dnnl_primitive_desc_destroy(pd);
+    if (rc && e->prim) {
+        dnnl_primitive_destroy(e->prim);
+        e->prim = NULL;
+    }
     return rc;
 }
 
@@ -150,10 +155,7 @@ static entry_t *lookup(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, int
     entry_t *e = find(B, M, N, K, bf16, bias);
     if (e) return e;
     entry_t fresh;
-    if ((*rc = entry_make(&fresh, B, M, N, K, bf16, bias))) {
-        if (fresh.prim) dnnl_primitive_destroy(fresh.prim);
-        return NULL;
-    }
+    if ((*rc = entry_make(&fresh, B, M, N, K, bf16, bias))) return NULL;
     return insert(&fresh);
 }
 
@@ -217,10 +219,7 @@ int avflow_onednn_prepare(int64_t B, int64_t M, int64_t N, int64_t K, int bf16, 
     pthread_mutex_unlock(&g_lock);
     if (rc || cached) return rc;
     entry_t fresh;
-    if ((rc = entry_make(&fresh, B, M, N, K, bf16, bias))) {
-        if (fresh.prim) dnnl_primitive_destroy(fresh.prim);
-        return rc;
-    }
+    if ((rc = entry_make(&fresh, B, M, N, K, bf16, bias))) return rc;
     pthread_mutex_lock(&g_lock);
     if (find(B, M, N, K, bf16, bias)) {
         entry_free(&fresh);

@@ -338,11 +338,19 @@ impl std::ops::Add for Work {
     }
 }
 
-fn plan_work(plan: &BatchPlan) -> Work {
+/// The work of one layer call of a batch whose blocks are `rows` rows each.
+fn call_work(call: &Call, rows: usize) -> Work {
     Work {
-        row_layers: plan.calls.iter().map(|c| c.blocks.len() * plan.rows).sum(),
-        calls: plan.calls.len(),
+        row_layers: call.blocks.len() * rows,
+        calls: 1,
     }
+}
+
+fn plan_work(plan: &BatchPlan) -> Work {
+    plan.calls
+        .iter()
+        .map(|c| call_work(c, plan.rows))
+        .fold(Work::default(), |a, b| a + b)
 }
 
 /// A layer call reads every weight of the layer once whatever its row count: on the CPU that costs about
@@ -552,7 +560,7 @@ fn run_sets(
                     .layer(l)
                     .forward_many_rows(&stacked, &rot, past, &ms, last_only)?,
             );
-            done += call.blocks.len() * rows + CALL_OVERHEAD_ROWS;
+            done += call_work(call, rows).cost();
             if !step(done, total) {
                 return Ok(None);
             }

@@ -188,32 +188,32 @@ pub fn sweep_tokens(
             None => groups.push((first, vec![i])),
         }
     }
-    let specs_of = |members: &[usize]| -> Vec<Knockout> {
-        members
-            .iter()
-            .flat_map(|&i| {
-                let (_, _, src, tgt) = &resolved[i];
-                window_specs(src, tgt, layers, k, align)
-            })
-            .collect()
-    };
-    // Progress is reported in configurations but advances with the work done: a →last batch is one row
-    // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
-    let costs: Vec<usize> = groups
+    let specs: Vec<Vec<Knockout>> = groups
         .iter()
         .map(|(_, members)| {
-            Ok(crate::flow::knockout::batch_work(decoder, trace, &specs_of(members))?.cost())
+            members
+                .iter()
+                .flat_map(|&i| {
+                    let (_, _, src, tgt) = &resolved[i];
+                    window_specs(src, tgt, layers, k, align)
+                })
+                .collect()
         })
+        .collect();
+    // Progress is reported in configurations but advances with the work done: a →last batch is one row
+    // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
+    let costs: Vec<usize> = specs
+        .iter()
+        .map(|s| Ok(crate::flow::knockout::batch_work(decoder, trace, s)?.cost()))
         .collect::<Result<_>>()?;
     let cost_total = costs.iter().sum::<usize>().max(1);
     let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];
     let mut cost_done = 0;
-    for ((_, members), cost) in groups.iter().zip(&costs) {
+    for (((_, members), specs), cost) in groups.iter().zip(&specs).zip(&costs) {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
-        let specs = specs_of(members);
-        let logits = crate::flow::knockout::run_batch_with(decoder, trace, &specs, &mut |d, _| {
+        let logits = crate::flow::knockout::run_batch_with(decoder, trace, specs, &mut |d, _| {
             progress(total * (cost_done + d) / cost_total, total);
             !cancel.load(Ordering::Relaxed)
         })?;
