@@ -113,19 +113,21 @@ install_rust() {
   log "$(cargo --version)"
 }
 
-# oneDNN 3.14 for the CPU matrix products (x86-64 Linux), built once from source into .deps/onednn
-# (ignored by git; build.rs prefers it, the binary finds it by rpath). The source is the oneDNN tree that
+# oneDNN 3.14 for the CPU matrix products (x86-64 Linux), built once per machine from source into a cache
+# shared by every clone ($AVFLOW_CACHE, default ~/.cache/avflow/onednn-<version>; build.rs finds it there,
+# the binary by rpath). The source is the oneDNN tree that
 # the crates.io package onednn-src 0.1.22 vendors (crates.io is reachable where GitHub may not be), pinned
 # by hash. Only the matmul and reorder primitives, inference only (the build still compiles most of the
 # tree: ~20 min on 2 cores, -O1 saves nothing).
 # Why not a binary: Debian's libdnnl-dev (2.6) and Intel's GNU-OpenMP wheels (3.2, the newest) run the
 # same bf16 products 1.3-1.6x slower than 3.13+ (README "Benchmark"); newer Intel wheels need the SYCL,
 # TBB and compiler runtimes (~350 MB).
-ONEDNN_DIR="$ROOT/.deps/onednn"
 ONEDNN_VERSION=3.14.1
+AVFLOW_CACHE="${AVFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/avflow}"
+ONEDNN_DIR="$AVFLOW_CACHE/onednn-$ONEDNN_VERSION"
 ONEDNN_SRC_URL="https://static.crates.io/crates/onednn-src/onednn-src-0.1.22.crate"
 ONEDNN_SRC_SHA256=e44a92c32c52aa160b62ffeae2e4c17206d2c6332120efffed9542132fd19401
-# What .deps/onednn/STAMP must say for the build there to be reused (change it to force a rebuild).
+# What $ONEDNN_DIR/STAMP must say for the build there to be reused (change it to force a rebuild).
 ONEDNN_STAMP="oneDNN $ONEDNN_VERSION matmul+reorder inference shared"
 
 install_onednn() {
@@ -134,7 +136,7 @@ install_onednn() {
   fi
   if [ "$(cat "$ONEDNN_DIR/STAMP" 2>/dev/null)" = "$ONEDNN_STAMP" ] \
     && [ -f "$ONEDNN_DIR/include/oneapi/dnnl/dnnl.h" ] && [ -e "$ONEDNN_DIR/lib/libdnnl.so" ]; then
-    log "oneDNN $ONEDNN_VERSION: present in .deps/onednn"
+    log "oneDNN $ONEDNN_VERSION: present in $ONEDNN_DIR"
     return
   fi
   command -v cmake >/dev/null 2>&1 || die "cmake is needed to build oneDNN (apt-get install cmake); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"
@@ -150,8 +152,8 @@ install_onednn() {
   tar xzf "$src" -C "$tmp"
   jobs="$(nproc 2>/dev/null || echo 2)"
   started=$SECONDS
-  log "building oneDNN $ONEDNN_VERSION once (matmul only; ~20 min on 2 cores; log: .deps/onednn-build.log)"
-  mkdir -p "$ROOT/.deps"
+  log "building oneDNN $ONEDNN_VERSION once (matmul only; ~20 min on 2 cores; log: $ONEDNN_DIR.log)"
+  mkdir -p "$AVFLOW_CACHE"
   rm -rf "$ONEDNN_DIR.new"
   if ! {
     cmake -S "$tmp/onednn-src-0.1.22/oneDNN" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release \
@@ -161,17 +163,17 @@ install_onednn() {
       -DONEDNN_BUILD_EXAMPLES=OFF -DONEDNN_BUILD_TESTS=OFF -DONEDNN_BUILD_DOC=OFF \
       -DONEDNN_ENABLE_JIT_PROFILING=OFF -DONEDNN_ENABLE_ITT_TASKS=OFF \
       && cmake --build "$tmp/build" -j "$jobs" && cmake --install "$tmp/build"
-  } > "$ROOT/.deps/onednn-build.log" 2>&1; then
-    tail -20 "$ROOT/.deps/onednn-build.log" >&2
+  } > "$ONEDNN_DIR.log" 2>&1; then
+    tail -20 "$ONEDNN_DIR.log" >&2
     rm -rf "$tmp" "$ONEDNN_DIR.new"
-    die "building oneDNN failed (log: .deps/onednn-build.log); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"
+    die "building oneDNN failed (log: $ONEDNN_DIR.log); AVFLOW_NO_ONEDNN=1 skips this step (slower CPU products)"
   fi
   cp "$tmp/onednn-src-0.1.22/oneDNN/LICENSE" "$tmp/onednn-src-0.1.22/oneDNN/THIRD-PARTY-PROGRAMS" "$ONEDNN_DIR.new/"
   echo "$ONEDNN_STAMP" > "$ONEDNN_DIR.new/STAMP"
   rm -rf "$ONEDNN_DIR" "$tmp" && mv "$ONEDNN_DIR.new" "$ONEDNN_DIR"
   # build.rs watches the shim: touching it makes cargo look for oneDNN again.
   touch "$ROOT/csrc/onednn_matmul.c"
-  log "oneDNN $ONEDNN_VERSION: built into .deps/onednn in $(( (SECONDS - started) / 60 )) min"
+  log "oneDNN $ONEDNN_VERSION: built into $ONEDNN_DIR in $(( (SECONDS - started) / 60 )) min"
 }
 
 setup() {
