@@ -1,5 +1,6 @@
 //! Builds the optional oneDNN shim (`csrc/onednn_matmul.c`) where oneDNN's headers are found: `DNNL_ROOT`,
-//! then `.deps/onednn` (oneDNN 3.14, which `scripts/setup.sh` builds on x86-64 Linux), then the system
+//! then the machine-wide cache `$AVFLOW_CACHE/onednn-3.14.1` (default `~/.cache/avflow`; oneDNN 3.14, which
+//! `scripts/setup.sh` builds once per machine on x86-64 Linux, shared by every clone), then the system
 //! (`libdnnl-dev`). Without them avflow still builds and uses candle's own matrix products;
 //! `AVFLOW_NO_ONEDNN=1` forces that. A oneDNN outside the system directories is found at run time
 //! through an rpath.
@@ -11,6 +12,7 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/onednn_matmul.c");
     println!("cargo:rerun-if-env-changed=AVFLOW_NO_ONEDNN");
     println!("cargo:rerun-if-env-changed=DNNL_ROOT");
+    println!("cargo:rerun-if-env-changed=AVFLOW_CACHE");
     if std::env::var_os("AVFLOW_NO_ONEDNN").is_some() {
         return;
     }
@@ -18,8 +20,13 @@ fn main() {
     if let Some(r) = std::env::var_os("DNNL_ROOT") {
         roots.push(PathBuf::from(r));
     }
-    if let Some(dir) = std::env::var_os("CARGO_MANIFEST_DIR") {
-        roots.push(PathBuf::from(dir).join(".deps/onednn"));
+    // Keep in step with ONEDNN_VERSION and AVFLOW_CACHE in scripts/setup.sh.
+    let cache = std::env::var_os("AVFLOW_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("avflow")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/avflow")));
+    if let Some(cache) = cache {
+        roots.push(cache.join("onednn-3.14.1"));
     }
     roots.extend(["/usr", "/usr/local", "/opt/homebrew"].map(PathBuf::from));
     let Some(root) = roots
@@ -46,7 +53,7 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-lib=dylib=dnnl");
-    // avflow's own parallel passes run on the OpenMP team oneDNN uses (see `gemm::parallel`): libgomp,
+    // avflow's own parallel passes run on the OpenMP team oneDNN uses (see `kernels::parallel`): libgomp,
     // as setup.sh builds oneDNN and as Debian packages it.
     println!("cargo:rustc-link-lib=dylib=gomp");
     if !root.starts_with("/usr") {
