@@ -39,3 +39,12 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         ))),
     }
 }
+
+/// `cpu`, `cuda:N`, `metal:N`: a device as `--device` names it.
+pub fn device_name(d: &Device) -> String {
+    match d.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}

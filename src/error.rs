@@ -23,6 +23,13 @@ pub enum Error {
     Inputs { path: PathBuf, reason: String },
     #[error("invalid prompt: {0}")]
     Prompt(String),
+    /// A request that does not fit this prompt or model (a selector that picks nothing, a layer range
+    /// outside the model), with what would fit.
+    #[error("{reason}. Fix: {fix}")]
+    Request { reason: String, fix: String },
+    /// The user stopped the work (between stages, or between a long computation's steps).
+    #[error("cancelled")]
+    Cancelled,
     #[error("hub: could not resolve {id}: {reason}. Fix: {fix}")]
     Hub {
         id: String,
@@ -39,6 +46,8 @@ pub enum Error {
     Figure { reason: String, fix: String },
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("{0}")]
     Other(String),
 }

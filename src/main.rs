@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use avflow::cli;
+mod cli;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -42,7 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Media + question → the processor's tensors (and a token map with --spans).
-    Prepare(cli::PrepareArgs),
+    Prepare(cli::prepare::PrepareArgs),
     /// Run the Thinker on processor inputs; write logits [seq, vocab] and position_ids [3, seq].
     Forward {
         #[arg(long)]
@@ -53,30 +53,30 @@ enum Command {
         out: PathBuf,
     },
     /// Knock out attention from SOURCE to TARGET in layers A..B; print the answer probability change.
-    Knockout(cli::KnockoutArgs),
+    Knockout(cli::analyse::KnockoutArgs),
     /// Every window of k layers for every SOURCE:TARGET pair; write JSON or CSV records.
-    Sweep(cli::SweepArgs),
+    Sweep(cli::analyse::SweepArgs),
     /// Remove groups of positions from a layer on; answer probability, timings, optionally the answer.
-    Drop(cli::DropArgs),
+    Drop(cli::analyse::DropArgs),
     /// Greedy answer with a KV cache.
-    Generate(cli::GenerateArgs),
+    Generate(cli::analyse::GenerateArgs),
     /// Logit lens: the answer token's probability read from every layer's residual.
-    Lens(cli::LensArgs),
+    Lens(cli::analyse::LensArgs),
     /// Attention of chosen rows (default: last) to each token group, per layer.
-    Attention(cli::AttentionArgs),
+    Attention(cli::analyse::AttentionArgs),
     /// Merge the per-sample results of `sweep --manifest` shards and write the aggregates.
-    Merge(avflow::batch::command::MergeArgs),
+    Merge(cli::batch::MergeArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
-    Bench(cli::BenchArgs),
+    Bench(cli::bench::BenchArgs),
     /// Redraw a figure from its spec (stem.spec.json) and data, byte for byte; or draw one from a
     /// command's JSON output (--from).
-    Figure(cli::FigureArgs),
+    Figure(cli::figure::FigureArgs),
 }
 
 /// Run-time settings that libraries read when they load, before `main`, so they are set by re-executing
 /// once (only those the user has not set):
 /// - `RAYON_NUM_THREADS=1` where oneDNN does the products: oneDNN runs on OpenMP, and avflow's own
-///   passes run on the same OpenMP team (`gemm::parallel`), whose threads spin between products. On the
+///   passes run on the same OpenMP team (`kernels::parallel`), whose threads spin between products. On the
 ///   2-vCPU machines this project targets, products with sleeping (passive) OpenMP threads ran at about
 ///   one core's speed (586×2048×11008 bf16: 52–55 ms vs 27 ms spinning), and candle's own thread pool
 ///   would compete with the spinning threads, so candle's few remaining element-wise ops stay on the
@@ -89,7 +89,7 @@ enum Command {
 fn tune_runtime_env() {
     #[cfg(unix)]
     {
-        let rayon = if avflow::model::gemm::enabled() {
+        let rayon = if avflow::kernels::gemm::enabled() {
             Some(("RAYON_NUM_THREADS", "1"))
         } else {
             None
@@ -134,25 +134,28 @@ fn run() -> anyhow::Result<()> {
     let dtype = avflow::device::parse_dtype(&cli.dtype)?;
     // Headless commands print one JSON object on stdout.
     let report = match cli.command {
-        Some(Command::Forward { model, inputs, out }) => {
-            serde_json::to_value(cli::forward(&model, &inputs, &out, dtype, &device)?)?
-        }
+        Some(Command::Forward { model, inputs, out }) => serde_json::to_value(
+            cli::prepare::forward(&model, &inputs, &out, dtype, &device)?,
+        )?,
         Some(Command::Prepare(args)) => {
             // args_os: a non-UTF-8 file name must reach the library (and its clear error), not panic here.
             let raw: Vec<String> = std::env::args_os()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect();
-            cli::prepare_cmd(&args, &raw, &device)?
+            cli::prepare::prepare_cmd(&args, &raw, &device)?
         }
-        Some(Command::Knockout(args)) => cli::knockout(&args, dtype, &device)?,
-        Some(Command::Sweep(args)) => cli::sweep(&args, dtype, &device)?,
-        Some(Command::Drop(args)) => cli::drop_cmd(&args, dtype, &device)?,
-        Some(Command::Generate(args)) => cli::generate_cmd(&args, dtype, &device)?,
-        Some(Command::Attention(args)) => cli::attention_cmd(&args, dtype, &device)?,
-        Some(Command::Lens(args)) => cli::lens_cmd(&args, dtype, &device)?,
-        Some(Command::Merge(args)) => avflow::batch::command::merge_cmd(&args)?,
-        Some(Command::Bench(args)) => return cli::bench(&args, dtype, &device),
-        Some(Command::Figure(args)) => cli::figure_cmd(&args)?,
+        Some(Command::Knockout(args)) => cli::analyse::knockout(&args, dtype, &device)?,
+        Some(Command::Sweep(args)) if args.manifest.is_some() => {
+            cli::batch::sweep_manifest(&args, dtype, &device)?
+        }
+        Some(Command::Sweep(args)) => cli::analyse::sweep(&args, dtype, &device)?,
+        Some(Command::Drop(args)) => cli::analyse::drop_cmd(&args, dtype, &device)?,
+        Some(Command::Generate(args)) => cli::analyse::generate_cmd(&args, dtype, &device)?,
+        Some(Command::Attention(args)) => cli::analyse::attention_cmd(&args, dtype, &device)?,
+        Some(Command::Lens(args)) => cli::analyse::lens_cmd(&args, dtype, &device)?,
+        Some(Command::Merge(args)) => cli::batch::merge_cmd(&args)?,
+        Some(Command::Bench(args)) => return cli::bench::bench(&args, dtype, &device),
+        Some(Command::Figure(args)) => cli::figure::figure_cmd(&args)?,
         None => {
             return avflow::ui::run(avflow::ui::AppOptions {
                 model: cli.model,

@@ -252,15 +252,15 @@ fn shards_merged_equal_one_run() {
 
 #[test]
 fn answer_prefix_starts_the_assistant_turn() {
-    use avflow::media::prepare::{prepare, Item, PrepareOptions};
+    use avflow::media::prepare::{Item, PrepareOptions};
     let model = fixtures().join("omni-tiny-a");
-    let (_, cfg) =
-        avflow::model::config::ThinkerConfig::from_file(&model.join("config.json")).unwrap();
+    let arch = avflow::model::read_architecture(&model.join("config.json")).unwrap();
+    let prepare = |items: &[Item], q: &str, o: &PrepareOptions, d: &candle_core::Device| {
+        arch.prepare(&model, items, q, o, d)
+    };
     let items = [Item::Image(fixtures().join("media/video/still.png"))];
     let dev = candle_core::Device::Cpu;
     let plain = prepare(
-        &model,
-        &cfg,
         &items,
         "Which?\n(A) x\n(B) y",
         &PrepareOptions::default(),
@@ -271,7 +271,7 @@ fn answer_prefix_starts_the_assistant_turn() {
         answer_prefix: Some(avflow::batch::run::OPTION_PREFIX.into()),
         ..Default::default()
     };
-    let with = prepare(&model, &cfg, &items, "Which?\n(A) x\n(B) y", &opts, &dev).unwrap();
+    let with = prepare(&items, "Which?\n(A) x\n(B) y", &opts, &dev).unwrap();
     let tk = tokenizers::Tokenizer::from_file(model.join("tokenizer.json")).unwrap();
     let prefix = tk.encode(avflow::batch::run::OPTION_PREFIX, false).unwrap();
     assert_eq!(with.input_ids[..plain.input_ids.len()], plain.input_ids[..]);

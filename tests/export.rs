@@ -1,6 +1,6 @@
 //! Figures: the SVG has what it should (curves, labels, legend), the PDF renders (poppler) with its font
 //! embedded and the spec in its info, the PNG has the preset's size at 300 dpi, and a spec redraws its
-//! figure byte for byte — in another process too. Also writes the example figures in screenshots/.
+//! figure byte for byte — in another process too. Also checks the example figures in screenshots/.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,9 +13,8 @@ use avflow::export::{
     self, pair_series, palette, CurveData, CurveSeries, FigureData, FigureKind, FigureSpec,
     HeatmapData, LineStyle, Preset, Provenance,
 };
-use avflow::flow::{Groups, Trace};
+use avflow::flow::Trace;
 use avflow::model::loader::{resolve_dir, ModelSource};
-use avflow::model::{OmniInputs, OmniThinker};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -393,9 +392,17 @@ fn mean_ci(v: &[f64]) -> (f64, f64, f64) {
 
 /// The README's example figures: a sweep with 95 % bands (synthetic, 24 clips × 36 layers, shaped like
 /// published audio-visual sweeps), and from the tiny fixture model, a real attention map and drop curve.
+/// Written to a temporary folder, and their data files must equal the committed ones in
+/// `screenshots/figures` (so those stay what the code draws); `AVFLOW_SCREENSHOTS=screenshots` writes them
+/// there on purpose instead.
 #[test]
 fn example_figures() {
-    let out = root().join("screenshots/figures");
+    let tmp = tempfile::tempdir().unwrap();
+    let refresh = std::env::var_os("AVFLOW_SCREENSHOTS").filter(|d| !d.is_empty());
+    let out = match &refresh {
+        Some(d) => root().join(d).join("figures"),
+        None => tmp.path().to_path_buf(),
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(6);
     let noise = Normal::new(0.0, 9.0).unwrap();
     let shape = |l: f64, a: f64, c: f64, w: f64| a * (-(l - c).powi(2) / (2.0 * w * w)).exp();
@@ -449,15 +456,14 @@ fn example_figures() {
     let model_dir = fixtures().join("omni-tiny-a");
     let inputs = fixtures().join("goldens/av_a/inputs.safetensors");
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let thinker = OmniThinker::load(&resolved, DType::F32, &Device::Cpu).unwrap();
-    let e = thinker
-        .embed(&OmniInputs::from_file(&inputs).unwrap())
-        .unwrap();
-    let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
-    let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
+    let model = avflow::model::load(&resolved, DType::F32, &Device::Cpu).unwrap();
+    let prompt = resolved.arch.read_prompt(&inputs).unwrap();
+    let e = model.embed(&prompt).unwrap();
+    let trace = Trace::run(model.decoder(), &e.embeds, &e.position_ids).unwrap();
+    let groups = prompt.map.groups.clone();
     let last = groups.select("last").unwrap();
     let maps =
-        avflow::flow::attention::attention_rows(&thinker.decoder, &trace, &last, false).unwrap();
+        avflow::flow::attention::attention_rows(model.decoder(), &trace, &last, false).unwrap();
     let map: Vec<Vec<f64>> = maps
         .iter()
         .map(|t| {
@@ -488,9 +494,9 @@ fn example_figures() {
     let mut points = Vec::new();
     for set in ["audio,video", "audio", "video"] {
         let dropped = groups.select(set).unwrap();
-        for from in 0..=thinker.decoder.num_layers() {
+        for from in 0..=model.decoder().num_layers() {
             let c = avflow::flow::generate::prefill(
-                &thinker.decoder,
+                model.decoder(),
                 &e.embeds,
                 &e.position_ids,
                 Some((&dropped, from)),
@@ -511,4 +517,29 @@ fn example_figures() {
     let files =
         export::write_figure(&drop, &export::drop_curves(&points), &out.join("drop")).unwrap();
     assert!(files.iter().all(|f| f.exists()));
+    if refresh.is_none() {
+        // The data must be the committed figures' to within f32 rounding (1e-5 relative: the products' last bits
+        // differ between CPUs and product kernels).
+        let committed = root().join("screenshots/figures");
+        for stem in ["sweep-ci", "attention-map", "drop"] {
+            let name = format!("{stem}.csv");
+            let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+            let (ours, theirs) = (read(out.join(&name)), read(committed.join(&name)));
+            let (ours, theirs): (Vec<&str>, Vec<&str>) =
+                (ours.lines().collect(), theirs.lines().collect());
+            assert_eq!(ours.len(), theirs.len(), "{name}: rows");
+            for (a, b) in ours.iter().zip(&theirs) {
+                for (x, y) in a.split(',').zip(b.split(',')) {
+                    let same = match (x.parse::<f64>(), y.parse::<f64>()) {
+                        (Ok(x), Ok(y)) => (x - y).abs() <= 1e-5 * y.abs().max(1e-3),
+                        _ => x == y,
+                    };
+                    assert!(
+                        same,
+                        "{name}: {a:?} vs the committed {b:?}; refresh with AVFLOW_SCREENSHOTS=screenshots cargo test --test export"
+                    );
+                }
+            }
+        }
+    }
 }

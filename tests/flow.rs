@@ -3,8 +3,9 @@
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use avflow::flow::{Groups, Knockout, Trace};
-use avflow::model::OmniThinker;
+use avflow::flow::{Knockout, Trace};
+use avflow::model::AvModel;
+use avflow::prompt::Groups;
 
 mod common;
 use common::fixtures;
@@ -21,21 +22,19 @@ fn demo_cmd(sub: &str) -> std::process::Command {
 }
 
 struct Case {
-    thinker: OmniThinker,
+    model: Box<dyn AvModel>,
     embeds: Tensor,
     trace: Trace,
     groups: Groups,
 }
 
 fn open(case: &str) -> Case {
-    let common::Golden {
-        thinker, inputs, ..
-    } = common::golden(case, DType::F32);
-    let e = thinker.embed(&inputs).unwrap();
-    let trace = Trace::run(&thinker.decoder, &e.embeds, &e.position_ids).unwrap();
-    let groups = Groups::from_ids(&e.input_ids, &thinker.cfg.tokens);
+    let common::Golden { model, prompt, .. } = common::golden(case, DType::F32);
+    let e = model.embed(&prompt).unwrap();
+    let trace = Trace::run(model.decoder(), &e.embeds, &e.position_ids).unwrap();
+    let groups = prompt.map.groups.clone();
     Case {
-        thinker,
+        model,
         embeds: e.embeds,
         trace,
         groups,
@@ -76,7 +75,7 @@ fn trace_matches_the_plain_forward() {
 fn incremental_knockouts_equal_full_masked_forwards() {
     for case in ["av_a", "av_b_frac", "image_audio_a"] {
         let c = open(case);
-        let layers = c.thinker.decoder.num_layers();
+        let layers = c.model.decoder().num_layers();
         let seq = c.trace.seq_len;
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut specs: Vec<Knockout> = Vec::new();
@@ -118,10 +117,8 @@ fn incremental_knockouts_equal_full_masked_forwards() {
         }
         let mut changed = 0;
         for ko in &specs {
-            let inc = ko.run(&c.thinker.decoder, &c.trace).unwrap();
-            let full = ko
-                .run_full(&c.thinker.decoder, &c.embeds, &c.trace)
-                .unwrap();
+            let inc = ko.run(c.model.decoder(), &c.trace).unwrap();
+            let full = ko.run_full(c.model.decoder(), &c.embeds, &c.trace).unwrap();
             let d = max_diff(&inc, &full);
             assert!(
                 d <= 1e-5,
@@ -145,7 +142,7 @@ fn knockout_sets_equal_full_masked_forwards() {
     use avflow::flow::KnockoutSet;
     for case in ["av_a", "av_b_frac", "image_audio_a"] {
         let c = open(case);
-        let dec = &c.thinker.decoder;
+        let dec = c.model.decoder();
         let layers = dec.num_layers();
         let seq = c.trace.seq_len;
         let block = |s: &str, t: &str, start: usize, end: usize| {
@@ -359,7 +356,7 @@ fn knockouts_match_transformers() {
             };
             for (field, list) in [("source", &ko.sources), ("target", &ko.targets)] {
                 let g = e[field].as_str().unwrap();
-                if avflow::flow::groups::BUILTIN.contains(&g) {
+                if avflow::prompt::groups::BUILTIN.contains(&g) {
                     assert_eq!(
                         &c.groups.select(g).unwrap(),
                         list,
@@ -371,14 +368,14 @@ fn knockouts_match_transformers() {
             assert_eq!(token, c.trace.top1_id, "{case}: baseline top-1");
             let want: Vec<f32> = serde_json::from_value(e["last_logits"].clone()).unwrap();
             let want = Tensor::new(want.as_slice(), &Device::Cpu).unwrap();
-            let got = ko.run(&c.thinker.decoder, &c.trace).unwrap();
+            let got = ko.run(c.model.decoder(), &c.trace).unwrap();
             let d = max_diff(&got, &want);
             assert!(
                 d <= 1e-4,
                 "{case} {}: logits differ from transformers by {d}",
                 e["name"]
             );
-            let r = ko.score(&c.thinker.decoder, &c.trace, Some(token)).unwrap();
+            let r = ko.score(c.model.decoder(), &c.trace, Some(token)).unwrap();
             let (p, p0) = (
                 e["prob"].as_f64().unwrap(),
                 e["base_prob"].as_f64().unwrap(),
@@ -394,9 +391,9 @@ fn knockouts_match_transformers() {
         }
         // Batched (as sweeps run) == one by one.
         let batched =
-            avflow::flow::knockout::run_batch(&c.thinker.decoder, &c.trace, &specs).unwrap();
+            avflow::flow::knockout::run_batch(c.model.decoder(), &c.trace, &specs).unwrap();
         for (ko, b) in specs.iter().zip(&batched) {
-            let single = ko.run(&c.thinker.decoder, &c.trace).unwrap();
+            let single = ko.run(c.model.decoder(), &c.trace).unwrap();
             let d = max_diff(&single, b);
             assert!(
                 d <= 1e-5,
@@ -415,7 +412,7 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
     use avflow::flow::sweep::{sweep, window, Align};
     use std::sync::atomic::{AtomicBool, Ordering};
     let c = open("av_a");
-    let dec = &c.thinker.decoder;
+    let dec = c.model.decoder();
     let pairs: Vec<(String, String)> = [
         "audio:question",
         "video:last",
@@ -430,12 +427,20 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
     .collect();
     let layers = dec.num_layers();
     let k = 3;
+    let resolved: Vec<avflow::flow::Pair> = pairs
+        .iter()
+        .map(|(s, t)| avflow::flow::Pair {
+            source: s.clone(),
+            target: t.clone(),
+            sources: c.groups.select(s).unwrap(),
+            targets: c.groups.select(t).unwrap(),
+        })
+        .collect();
     let run = |cancel: &AtomicBool, progress: &mut dyn FnMut(usize, usize)| {
         sweep(
             dec,
             &c.trace,
-            &c.groups,
-            &pairs,
+            &resolved,
             k,
             Align::Center,
             None,
@@ -531,12 +536,12 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
 fn dropping_equals_masking_the_dropped_keys() {
     use avflow::flow::generate::prefill;
     let c = open("av_a");
-    let layers = c.thinker.decoder.num_layers();
+    let layers = c.model.decoder().num_layers();
     let seq = c.trace.seq_len;
     let dropped = c.groups.select("audio,video").unwrap();
     for from in 0..=layers {
         let cache = prefill(
-            &c.thinker.decoder,
+            c.model.decoder(),
             &c.embeds,
             &c.trace.position_ids,
             Some((&dropped, from)),
@@ -551,7 +556,7 @@ fn dropping_equals_masking_the_dropped_keys() {
                 start: from,
                 end: layers,
             }
-            .run_full(&c.thinker.decoder, &c.embeds, &c.trace)
+            .run_full(c.model.decoder(), &c.embeds, &c.trace)
             .unwrap()
         };
         let d = max_diff(&cache.last_logits, &want);
@@ -566,11 +571,11 @@ fn dropping_equals_masking_the_dropped_keys() {
     }
     // The drop view's curve (one batched incremental run) equals a prefill per layer.
     let curve =
-        avflow::flow::generate::drop_curve(&c.thinker.decoder, &c.trace, &dropped, None).unwrap();
+        avflow::flow::generate::drop_curve(c.model.decoder(), &c.trace, &dropped, None).unwrap();
     assert_eq!(curve.len(), layers);
     for (from, r) in &curve {
         let cache = prefill(
-            &c.thinker.decoder,
+            c.model.decoder(),
             &c.embeds,
             &c.trace.position_ids,
             Some((&dropped, *from)),
@@ -584,7 +589,7 @@ fn dropping_equals_masking_the_dropped_keys() {
         );
     }
     let e = prefill(
-        &c.thinker.decoder,
+        c.model.decoder(),
         &c.embeds,
         &c.trace.position_ids,
         Some((&[seq - 1], 1)),
@@ -601,7 +606,7 @@ fn dropping_equals_masking_the_dropped_keys() {
 fn cached_generation_matches_full_forwards() {
     use avflow::flow::generate::{generate, prefill};
     let c = open("av_b_frac");
-    let dec = &c.thinker.decoder;
+    let dec = c.model.decoder();
     let mut cache = prefill(dec, &c.embeds, &c.trace.position_ids, None).unwrap();
     assert!(max_diff(&cache.last_logits, &c.trace.last_logits) < 1e-5);
     let next = cache.next_position;
@@ -703,7 +708,7 @@ fn lens_drop_and_generate_commands() {
 fn attention_rows_match_the_full_forward() {
     use avflow::model::decoder::AttnMask;
     let c = open("av_a");
-    let dec = &c.thinker.decoder;
+    let dec = c.model.decoder();
     let seq = c.trace.seq_len;
     let rows = c.groups.select("question,last").unwrap();
     let maps = avflow::flow::attention::attention_rows(dec, &c.trace, &rows, true).unwrap();
@@ -798,7 +803,7 @@ fn knockout_with_a_random_control_and_attention_command() {
 #[test]
 fn time_range_and_item_selectors() {
     let case = fixtures().join("goldens/av_a");
-    let s = avflow::cli::open_flow(
+    let s = avflow::session::Session::open(
         fixtures().join("omni-tiny-a").to_str().unwrap(),
         &case.join("inputs.safetensors"),
         None,
@@ -807,17 +812,17 @@ fn time_range_and_item_selectors() {
     )
     .unwrap();
     // av_a: 4 grids of 2×3 merged tokens at 1 s per grid; 110 audio tokens at 25 per second.
-    assert_eq!(s.select("audio@0-2").unwrap().len(), 50);
-    assert_eq!(s.select("video@0-2").unwrap().len(), 12);
-    assert_eq!(s.select("@0-2").unwrap().len(), 62);
-    assert_eq!(s.select("item:0").unwrap().len(), 134);
-    assert_eq!(s.select("audio@1-2,video@3-4").unwrap().len(), 25 + 6);
+    assert_eq!(s.select_str("audio@0-2").unwrap().len(), 50);
+    assert_eq!(s.select_str("video@0-2").unwrap().len(), 12);
+    assert_eq!(s.select_str("@0-2").unwrap().len(), 62);
+    assert_eq!(s.select_str("item:0").unwrap().len(), 134);
+    assert_eq!(s.select_str("audio@1-2,video@3-4").unwrap().len(), 25 + 6);
     assert!(s
-        .select("audio@9-10")
+        .select_str("audio@9-10")
         .unwrap_err()
         .to_string()
         .contains("selects no position"));
-    assert!(s.select("audio@x").is_err());
+    assert!(s.select_str("audio@x").is_err());
     // A knockout of the first two seconds into last, through the CLI.
     let out = demo_cmd("knockout")
         .args(["--source", "@0-2", "--target", "last", "--layers", "0..3"])
@@ -828,6 +833,7 @@ fn time_range_and_item_selectors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let g = s.groups_with(&["@0-2"]).unwrap();
-    assert_eq!(g.spans["@0-2"].len(), 62);
+    let sel: avflow::prompt::Selector = "@0-2".parse().unwrap();
+    assert_eq!(sel.to_string(), "@0-2");
+    assert_eq!(s.select(&sel).unwrap().len(), 62);
 }

@@ -44,15 +44,15 @@ fn check(name: &str, case: &str, ours: &Tensor, theirs: &Tensor) {
 fn run_case(case: &str) {
     let Golden {
         meta,
-        thinker,
-        inputs: inp,
+        model,
+        prompt,
         expected,
         ..
     } = golden(case, DType::F32);
 
-    let e = thinker.embed(&inp).unwrap();
+    let e = model.embed(&prompt).unwrap();
     // Position ids: exact.
-    let pos = avflow::model::omni::position_ids_tensor(&e.position_ids, &Device::Cpu).unwrap();
+    let pos = avflow::model::position_ids_tensor(&e.position_ids, &Device::Cpu).unwrap();
     let want = expected["position_ids"].to_dtype(DType::I64).unwrap();
     let want = if want.rank() == 3 {
         want.squeeze(1).unwrap()
@@ -94,10 +94,10 @@ fn run_case(case: &str) {
         );
     }
     // Residual entering each layer, then the logits at every position.
-    let rot = thinker.decoder.rotary(&e.position_ids).unwrap();
+    let rot = model.decoder().rotary(&e.position_ids).unwrap();
     let mut hidden = Vec::new();
-    let normed = thinker
-        .decoder
+    let normed = model
+        .decoder()
         .forward(&e.embeds, &rot, &mut |i, x| {
             hidden.push((i, x.clone()));
             Ok(())
@@ -113,7 +113,7 @@ fn run_case(case: &str) {
             check(&format!("hidden_states.{i}"), case, h, &t);
         }
     }
-    let logits = thinker.decoder.logits(&normed).unwrap();
+    let logits = model.decoder().logits(&normed).unwrap();
     let want = &expected["logits"];
     let want = if want.rank() == 3 {
         want.squeeze(0).unwrap()
@@ -190,19 +190,19 @@ fn forward_cli_writes_reference_logits() {
 fn bf16_weights_track_the_f32_reference() {
     for case in ["av_a", "image_audio_a"] {
         let Golden {
-            thinker,
-            inputs: inp,
+            model,
+            prompt,
             expected,
             ..
         } = golden(case, DType::BF16);
-        let e = thinker.embed(&inp).unwrap();
-        let rot = thinker.decoder.rotary(&e.position_ids).unwrap();
-        let normed = thinker
-            .decoder
+        let e = model.embed(&prompt).unwrap();
+        let rot = model.decoder().rotary(&e.position_ids).unwrap();
+        let normed = model
+            .decoder()
             .forward(&e.embeds, &rot, &mut |_, _| Ok(()))
             .unwrap();
-        let ours = thinker
-            .decoder
+        let ours = model
+            .decoder()
             .logits(&normed)
             .unwrap()
             .to_dtype(DType::F32)

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 
 use avflow::model::loader::{resolve, resolve_dir, ModelSource};
-use avflow::model::OmniThinker;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,7 +25,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 
 fn load_err(dir: &Path) -> String {
     match resolve_dir(ModelSource::Local(dir.to_path_buf()), dir)
-        .and_then(|r| OmniThinker::load(&r, DType::F32, &Device::Cpu))
+        .and_then(|r| avflow::model::load(&r, DType::F32, &Device::Cpu))
     {
         Ok(_) => panic!("{} loaded but should have been rejected", dir.display()),
         Err(e) => e.to_string(),
@@ -41,8 +40,8 @@ fn loads_single_file_and_sharded_checkpoints() {
         assert_eq!(r.weight_files.len() > 1, sharded, "{name}");
         // Talker / token2wav tensors exist in the files but are never part of the Thinker.
         assert!(r.tensors.keys().all(|k| k.starts_with("thinker.")));
-        OmniThinker::load(&r, DType::F32, &Device::Cpu).unwrap();
-        OmniThinker::load(&r, DType::BF16, &Device::Cpu).unwrap();
+        avflow::model::load(&r, DType::F32, &Device::Cpu).unwrap();
+        avflow::model::load(&r, DType::BF16, &Device::Cpu).unwrap();
     }
 }
 
@@ -148,7 +147,7 @@ fn resolves_hub_ids_from_the_cache_offline() {
     std::env::set_var("HF_HUB_OFFLINE", "1");
     let r = resolve(&ModelSource::parse("avflow-test/omni-tiny-b").unwrap()).unwrap();
     assert!(r.dir.ends_with(rev), "{}", r.dir.display());
-    OmniThinker::load(&r, DType::F32, &Device::Cpu).unwrap();
+    avflow::model::load(&r, DType::F32, &Device::Cpu).unwrap();
     let r2 =
         resolve(&ModelSource::parse(&format!("avflow-test/omni-tiny-b@{rev}")).unwrap()).unwrap();
     assert_eq!(r2.dir, r.dir);

@@ -368,11 +368,10 @@ fn unsupported_video_codec_says_so_with_the_fix() {
 /// `ffmpeg -f lavfi -i testsrc=size=640x360:rate=30:duration=20 -c:v libx264 -g 30 /tmp/long.mp4`, then
 /// `AVFLOW_VIDEO_BENCH=/tmp/long.mp4 cargo test --test media_video bench -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "a timing on a long clip of your own in AVFLOW_VIDEO_BENCH"]
 fn bench_long_clip() {
-    let Ok(p) = std::env::var("AVFLOW_VIDEO_BENCH") else {
-        return;
-    };
+    let p = std::env::var("AVFLOW_VIDEO_BENCH")
+        .expect("set AVFLOW_VIDEO_BENCH to a clip of your own (see this test's doc comment)");
     let p = PathBuf::from(p);
     let opts = VideoOptions::default();
     let t0 = std::time::Instant::now();

@@ -2,7 +2,6 @@
 //! results appended per sample (resumable, shardable), merged and aggregated with confidence intervals.
 
 pub mod aggregate;
-pub mod command;
 pub mod manifest;
 pub mod run;
 pub mod store;

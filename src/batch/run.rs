@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -13,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::batch::aggregate::{aggregate, Aggregate, Metric, Subset};
 use crate::batch::manifest::{Manifest, Sample, Shard};
 use crate::batch::store::{read_dir_results, ResultsFile, SampleRecord, Status, Timings};
-use crate::flow::sweep::{default_pairs, sweep_tokens, Align};
-use crate::media::prepare::{prepare, PrepareOptions};
-use crate::model::omni::inputs::OmniInputs;
-use crate::model::omni::OmniThinker;
+use crate::flow::Align;
+use crate::media::prepare::PrepareOptions;
+use crate::prompt::Selector;
+use crate::session::{default_pairs, Model, Session, SweepSpec, Watch};
 
 /// The prompt suffix for multiple-choice samples (Kim et al.): the next token is the option letter.
 pub const OPTION_PREFIX: &str = "Best option:(";
@@ -86,8 +87,7 @@ pub struct BatchSummary {
 /// Runs the manifest's samples of `shard` into `out_dir` (created if needed).
 #[allow(clippy::too_many_arguments)]
 pub fn run_manifest(
-    thinker: &OmniThinker,
-    model_dir: &Path,
+    model: &Arc<Model>,
     manifest: &Manifest,
     settings: &RunSettings,
     shard: Shard,
@@ -102,8 +102,13 @@ pub fn run_manifest(
     check_or_write_settings(out_dir, settings)?;
     let results = out_dir.join(shard.file_name());
     let (mut file, finished) = ResultsFile::open(&results, resume)?;
-    let tokenizer = tokenizers::Tokenizer::from_file(model_dir.join("tokenizer.json"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model_dir.join("tokenizer.json").display()))?;
+    if model.tokenizer.is_none() {
+        let path = model.dir().join("tokenizer.json");
+        anyhow::bail!(
+            "{}: the tokenizer is missing or unreadable; a batch run tokenises each question",
+            path.display()
+        );
+    }
     let mine: Vec<_> = manifest
         .entries
         .iter()
@@ -135,7 +140,7 @@ pub fn run_manifest(
         let ts = Instant::now();
         let rec = match e {
             Err((index, id, msg)) => SampleRecord::failed(*index, id, None, msg.clone()),
-            Ok(s) => match run_sample(thinker, model_dir, &tokenizer, s, settings, cancel) {
+            Ok(s) => match run_sample(model, s, settings, cancel) {
                 Ok(r) => r,
                 Err(_) if cancel.load(Ordering::Relaxed) => {
                     cancelled = true;
@@ -201,91 +206,69 @@ fn check_or_write_settings(out_dir: &Path, settings: &RunSettings) -> anyhow::Re
     Ok(())
 }
 
-/// The answer's token: the first token of its text (an option letter is one token).
-fn answer_token(tk: &tokenizers::Tokenizer, answer: &str) -> anyhow::Result<u32> {
-    let enc = tk
-        .encode(answer, false)
-        .map_err(|e| anyhow::anyhow!("tokenising the answer {answer:?}: {e}"))?;
-    enc.get_ids()
-        .first()
-        .copied()
-        .with_context(|| format!("the answer {answer:?} has no tokens"))
-}
-
 /// One sample end to end.
 pub fn run_sample(
-    thinker: &OmniThinker,
-    model_dir: &Path,
-    tokenizer: &tokenizers::Tokenizer,
+    model: &Arc<Model>,
     s: &Sample,
     settings: &RunSettings,
     cancel: &AtomicBool,
 ) -> anyhow::Result<SampleRecord> {
     let t0 = Instant::now();
     let opts = settings.prepare_options(s);
-    let p = prepare(
-        model_dir,
-        &thinker.cfg,
-        &s.items,
-        &s.prompt,
-        &opts,
-        thinker.device(),
-    )?;
-    let inp = OmniInputs::from_map(Path::new(&s.id), &p.tensors)?;
+    let p = model.prepare(&s.items, &s.prompt, &opts)?;
+    let prompt = model.prompt_from(&p, Path::new(&s.id))?;
     let prepare_s = t0.elapsed().as_secs_f64();
-    let tp = crate::cli::trace_prompt(thinker, &inp, None)?;
+    let mut session = Session::new(Arc::clone(model), prompt);
+    let watch = Watch {
+        cancel,
+        status: &|_| {},
+        progress: &|_, _| {},
+    };
+    let trace_s = session.trace(&watch)?.seconds;
     let mut notes = p.notes.clone();
-    let pairs: Vec<(String, String)> = match &settings.pairs {
-        None => default_pairs(&tp.groups),
-        Some(ps) => ps
-            .iter()
-            .filter(|(a, b)| {
-                let ok = [a, b]
-                    .iter()
-                    .all(|x| crate::cli::select_positions(&tp.groups, &tp.map, x).is_ok());
-                if !ok {
-                    notes.push(format!("pair {a}:{b} skipped: not in this prompt"));
+    let pairs: Vec<(Selector, Selector)> = match &settings.pairs {
+        None => default_pairs(session.groups()),
+        Some(ps) => {
+            let mut kept = Vec::new();
+            for (a, b) in ps {
+                let parsed = a.parse::<Selector>().and_then(|a| Ok((a, b.parse()?)));
+                match parsed {
+                    Ok((x, y)) if session.select(&x).is_ok() && session.select(&y).is_ok() => {
+                        kept.push((x, y))
+                    }
+                    _ => notes.push(format!("pair {a}:{b} skipped: not in this prompt")),
                 }
-                ok
-            })
-            .cloned()
-            .collect(),
+            }
+            kept
+        }
     };
     if pairs.is_empty() {
         anyhow::bail!(
             "no source→target pair applies to this prompt (groups: {})",
-            tp.groups.summary()
+            session.groups().summary()
         );
     }
-    let exprs: Vec<&str> = pairs
-        .iter()
-        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
-        .collect();
-    let groups = crate::cli::groups_with(&tp.groups, &tp.map, &exprs)?;
     let answer_id = s
         .answer
         .as_deref()
-        .map(|a| answer_token(tokenizer, a))
+        .map(|a| model.answer_token(a))
         .transpose()?;
-    let top1 = tp.trace.top1_id;
-    let base_prob = tp.trace.base_prob(top1)?;
-    let answer_prob = answer_id.map(|a| tp.trace.base_prob(a)).transpose()?;
+    let trace = &session.trace(&watch)?.trace;
+    let top1 = trace.top1_id;
+    let base_prob = trace.base_prob(top1)?;
+    let answer_prob = answer_id.map(|a| trace.base_prob(a)).transpose()?;
     let mut tokens = vec![None];
     if let Some(a) = answer_id.filter(|&a| a != top1) {
         tokens.push(Some(a));
     }
-    let t1 = Instant::now();
-    let mut lists = sweep_tokens(
-        &thinker.decoder,
-        &tp.trace,
-        &groups,
-        &pairs,
-        settings.window,
-        settings.align,
-        &tokens,
-        cancel,
-        &mut |_, _| {},
-    )?;
+    let spec = SweepSpec {
+        pairs,
+        window: settings.window,
+        align: settings.align,
+        tokens,
+    };
+    let outcome = session.sweep(&spec, &watch)?;
+    let mut lists = outcome.records;
     let answer_records = if lists.len() > 1 {
         lists.pop().unwrap_or_default()
     } else {
@@ -295,13 +278,8 @@ pub fn run_sample(
     if cancel.load(Ordering::Relaxed) {
         anyhow::bail!("cancelled");
     }
-    let seq_len = tp.input_ids.len();
-    let token_counts: BTreeMap<String, usize> = tp
-        .groups
-        .spans
-        .iter()
-        .map(|(k, v)| (k.clone(), v.len()))
-        .collect();
+    let seq_len = session.prompt.len();
+    let token_counts: BTreeMap<String, usize> = session.map().group_sizes().into_iter().collect();
     Ok(SampleRecord {
         index: s.index,
         id: s.id.clone(),
@@ -312,7 +290,10 @@ pub fn run_sample(
         answer: s.answer.clone(),
         answer_token_id: answer_id,
         top1_id: Some(top1),
-        top1_text: tokenizer.decode(&[top1], false).ok(),
+        top1_text: model
+            .tokenizer
+            .as_ref()
+            .and_then(|t| t.decode(&[top1], false).ok()),
         base_prob: Some(base_prob),
         answer_prob,
         correct: answer_id.map(|a| a == top1),
@@ -321,8 +302,8 @@ pub fn run_sample(
         notes,
         timings: Timings {
             prepare_s,
-            trace_s: tp.trace_seconds,
-            sweep_s: t1.elapsed().as_secs_f64(),
+            trace_s,
+            sweep_s: outcome.seconds,
         },
         records,
         answer_records,

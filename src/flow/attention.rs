@@ -8,8 +8,9 @@ use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::flow::{Groups, Trace};
+use crate::flow::Trace;
 use crate::model::decoder::{index_tensor, mask_for_rows, AttnMask, Decoder};
+use crate::prompt::Groups;
 
 /// Attention of the rows to every key, per layer: `[rows, seq]` head-averaged (f32).
 pub fn attention_rows(

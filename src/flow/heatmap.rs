@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::flow::attention::attention_rows;
-use crate::flow::{Groups, Trace};
+use crate::flow::Trace;
 use crate::model::decoder::Decoder;
+use crate::prompt::Groups;
 
 /// What a heatmap cell holds.
 #[derive(
@@ -364,14 +365,38 @@ pub fn compute(
 mod tests {
     use super::*;
 
-    /// The bundled demo, traced; `None` (test skipped) when the fixtures are not generated.
-    fn demo() -> Option<crate::cli::FlowSession> {
-        let demo = crate::ui::demo::DemoPaths::locate();
-        if let Some(msg) = demo.missing_message() {
-            eprintln!("SKIPPED: {msg}");
-            return None;
+    /// The demo model (the first test fixture) on its audio-visual prompt, traced. The fixtures are
+    /// committed, so a missing one fails the test with the command that makes it.
+    struct Demo {
+        model: Box<dyn crate::model::AvModel>,
+        trace: Trace,
+        groups: Groups,
+    }
+
+    fn demo() -> Demo {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let dir = root.join("omni-tiny-a");
+        let make = "the demo fixture is missing: python3 tools/make_fixtures.py makes it";
+        let resolved =
+            crate::model::loader::resolve_dir(crate::model::ModelSource::Local(dir.clone()), &dir)
+                .expect(make);
+        let model = crate::model::load(
+            &resolved,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+        .expect(make);
+        let prompt = resolved
+            .arch
+            .read_prompt(&root.join("goldens/av_a/inputs.safetensors"))
+            .expect(make);
+        let e = model.embed(&prompt).expect("embed");
+        let trace = Trace::run(model.decoder(), &e.embeds, &e.position_ids).expect("trace");
+        Demo {
+            model,
+            trace,
+            groups: prompt.map.groups,
         }
-        Some(demo.open_session())
     }
 
     fn close(a: f32, b: f32) -> bool {
@@ -394,8 +419,8 @@ mod tests {
     /// Each cell of the knockout-effect map is the sweep's X→last knockout of that position's bin.
     #[test]
     fn knockout_effect_cells_are_single_knockouts() {
-        let Some(s) = demo() else { return };
-        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let s = demo();
+        let (dec, trace) = (s.model.decoder(), &s.trace);
         let no = AtomicBool::new(false);
         let seq = trace.seq_len;
         let m = knockout_effect_matrix(dec, trace, 2, seq, &no, &mut |_, _| {})
@@ -439,8 +464,8 @@ mod tests {
     /// last position is the model's answer probability.
     #[test]
     fn lens_matrix_is_the_logit_lens_at_every_position() {
-        let Some(s) = demo() else { return };
-        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let s = demo();
+        let (dec, trace) = (s.model.decoder(), &s.trace);
         let token = trace.top1_id;
         let never = AtomicBool::new(false);
         let mut steps = Vec::new();
@@ -507,8 +532,8 @@ mod tests {
     /// Attention rows are probability distributions over the keys a query may see.
     #[test]
     fn attention_matrices_are_distributions_over_visible_keys() {
-        let Some(s) = demo() else { return };
-        let (dec, trace) = (&s.thinker.decoder, &s.trace);
+        let s = demo();
+        let (dec, trace) = (s.model.decoder(), &s.trace);
         let never = AtomicBool::new(false);
         let from_last = compute(
             HeatMetric::AttentionFromLast,

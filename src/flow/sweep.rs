@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::flow::groups::Groups;
 use crate::flow::knockout::Knockout;
 use crate::flow::trace::Trace;
 use crate::model::decoder::Decoder;
@@ -45,33 +44,13 @@ pub struct SweepRecord {
     pub token_id: u32,
 }
 
-/// Parses `audio:last,video:question` into pairs.
-pub fn parse_pairs(s: &str) -> Result<Vec<(String, String)>> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| match p.split_once(':') {
-            Some((a, b)) if !a.is_empty() && !b.is_empty() => Ok((a.to_string(), b.to_string())),
-            _ => Err(Error::Prompt(format!(
-                "bad pair {p:?}: write SOURCE:TARGET, e.g. audio:last"
-            ))),
-        })
-        .collect()
-}
-
-/// The default pairs: each present modality into `question` and `last`, then `question→last`.
-pub fn default_pairs(groups: &Groups) -> Vec<(String, String)> {
-    let mut v = Vec::new();
-    for m in ["audio", "video", "image"] {
-        if groups.spans.get(m).is_some_and(|p| !p.is_empty()) {
-            v.push((m.to_string(), "last".to_string()));
-            v.push((m.to_string(), "question".to_string()));
-        }
-    }
-    if groups.spans.get("question").is_some_and(|p| !p.is_empty()) {
-        v.push(("question".to_string(), "last".to_string()));
-    }
-    v
+/// One source→target pair of a sweep: its labels (as the records name them) and its positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    pub source: String,
+    pub target: String,
+    pub sources: Vec<usize>,
+    pub targets: Vec<usize>,
 }
 
 /// One pair's knockouts, one per layer: the window placed at each layer (see [`window`]).
@@ -100,21 +79,14 @@ pub fn window_specs(
 pub fn sweep_work(
     decoder: &Decoder,
     trace: &Trace,
-    groups: &Groups,
-    pairs: &[(String, String)],
+    pairs: &[Pair],
     k: usize,
     align: Align,
 ) -> Result<crate::flow::knockout::Work> {
     let layers = decoder.num_layers();
     let mut specs = Vec::new();
-    for (s, t) in pairs {
-        specs.extend(window_specs(
-            &groups.select(s)?,
-            &groups.select(t)?,
-            layers,
-            k,
-            align,
-        ));
+    for p in pairs {
+        specs.extend(window_specs(&p.sources, &p.targets, layers, k, align));
     }
     crate::flow::knockout::batch_work(decoder, trace, &specs)
 }
@@ -126,25 +98,14 @@ pub fn sweep_work(
 pub fn sweep(
     decoder: &Decoder,
     trace: &Trace,
-    groups: &Groups,
-    pairs: &[(String, String)],
+    pairs: &[Pair],
     k: usize,
     align: Align,
     token: Option<u32>,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<SweepRecord>> {
-    let mut v = sweep_tokens(
-        decoder,
-        trace,
-        groups,
-        pairs,
-        k,
-        align,
-        &[token],
-        cancel,
-        progress,
-    )?;
+    let mut v = sweep_tokens(decoder, trace, pairs, k, align, &[token], cancel, progress)?;
     Ok(v.pop().unwrap_or_default())
 }
 
@@ -154,8 +115,7 @@ pub fn sweep(
 pub fn sweep_tokens(
     decoder: &Decoder,
     trace: &Trace,
-    groups: &Groups,
-    pairs: &[(String, String)],
+    pairs: &[Pair],
     k: usize,
     align: Align,
     tokens: &[Option<u32>],
@@ -171,10 +131,10 @@ pub fn sweep_tokens(
         ));
     }
     let layers = decoder.num_layers();
-    let resolved: Vec<(String, String, Vec<usize>, Vec<usize>)> = pairs
+    let resolved: Vec<(&String, &String, &[usize], &[usize])> = pairs
         .iter()
-        .map(|(s, t)| Ok((s.clone(), t.clone(), groups.select(s)?, groups.select(t)?)))
-        .collect::<Result<_>>()?;
+        .map(|p| (&p.source, &p.target, &p.sources[..], &p.targets[..]))
+        .collect();
     let total = resolved.len() * layers;
     let mut out: Vec<Vec<SweepRecord>> = tokens.iter().map(|_| Vec::with_capacity(total)).collect();
     // Pairs whose targets start at the same position recompute the same rows: their windows run as one
@@ -232,8 +192,8 @@ pub fn sweep_tokens(
             for (recs, token) in out.iter_mut().zip(tokens) {
                 let r = crate::flow::knockout::score_logits(lg, trace, *token)?;
                 recs.push(SweepRecord {
-                    source: s.clone(),
-                    target: t.clone(),
+                    source: s.to_string(),
+                    target: t.to_string(),
                     layer: l,
                     start,
                     end,
@@ -285,7 +245,5 @@ mod tests {
         }
         assert_eq!(window(3, 4, 10, Align::Center), (1, 5));
         assert_eq!(window(8, 4, 10, Align::Start), (8, 10));
-        assert_eq!(parse_pairs("audio:last, video:question").unwrap().len(), 2);
-        assert!(parse_pairs("audio").is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! * [`resample`]: band-limited resampler matched to soxr "HQ" (librosa's default).
 //! * [`log_mel`]: Whisper log-mel exactly as the HF feature extractor returns it for the valid frames.
 //! * [`AudioFeatures`]: the above as a candle tensor `[128, n]`; [`concat_features`] fills
-//!   `OmniInputs::{audio_features, audio_lens}`.
+//!   the Qwen2.5-Omni processor's `input_features` with its valid frames.
 //!
 //! Errors are `Error::Inputs { path, reason }`; a media file without any audio stream gives a reason that
 //! [`is_no_audio`] recognises (the video pipeline then falls back to a video-only prompt). [`has_audio`]
@@ -126,7 +126,7 @@ impl AudioFeatures {
 }
 
 /// Concatenate clips along frames, in prompt order: `(audio_features [128, Σ n], audio_lens)`, the form
-/// of `OmniInputs::{audio_features, audio_lens}`. `None` for no clips.
+/// of the Qwen2.5-Omni processor's `input_features` with its valid frames. `None` for no clips.
 pub fn concat_features(clips: &[AudioFeatures]) -> Result<Option<(Tensor, Vec<usize>)>> {
     if clips.is_empty() {
         return Ok(None);

@@ -1,10 +1,11 @@
-//! Media → model inputs: decoding, sampling, resampling, log-mel, resizing and patchifying exactly as
-//! Qwen2.5-Omni's processor (transformers + qwen-omni-utils) does.
+//! Media → model inputs, the parts every family's processor shares: decoding, sampling, resampling,
+//! log-mel, resizing and patchifying exactly as the reference processors (transformers + qwen-omni-utils)
+//! do; the chat template and tokenizer; and the app's timeline of a prepared prompt.
 
 pub mod audio;
+pub mod cache;
 pub mod prepare;
 pub mod preview;
-pub mod token_map;
 pub mod video;
 
 /// FFmpeg's Rust bindings take paths as UTF-8 and panic on anything else: such paths are refused here

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::media::audio::{HOP, N_MELS, SAMPLE_RATE};
-use crate::media::prepare::{Item, Prepared};
-use crate::media::token_map::TokenMap;
+use crate::media::prepare::Item;
 use crate::media::video::{
     resize, RgbFrame, CLIP_MEAN, CLIP_STD, MERGE_SIZE, PATCH_DIM, PATCH_SIZE, TEMPORAL_PATCH_SIZE,
 };
-use crate::model::config::ThinkerConfig;
-use crate::model::OmniInputs;
+use crate::prompt::TokenMap;
 
 /// Thumbnails are at most this many pixels high and wide: enough to recognise a scene on the timeline,
 /// small enough that 240 of them cost ~7 MB in the event.
@@ -254,28 +252,52 @@ pub fn spectrogram(
     }
 }
 
-/// The timeline of a prepared prompt. `load_16k` decodes an item's sound for the waveform (the library's
-/// `audio::load_16k`; a parameter so tests need no file).
+/// One video's patches as the vision tower read them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoView {
+    /// `[t, h, w]` in patches.
+    pub grid: [usize; 3],
+    /// Seconds one temporal grid step covers.
+    pub second_per_grid: f64,
+    /// `t·h·w` rows of [`PATCH_DIM`] values (the processor's `pixel_values_videos` rows of this video).
+    pub patches: Vec<f32>,
+}
+
+/// One image's patches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageView {
+    pub grid: [usize; 3],
+    pub patches: Vec<f32>,
+}
+
+/// One audio clip's log-mel as the audio tower read it (valid frames only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MelView {
+    /// Row-major `[N_MELS, frames]`.
+    pub values: Vec<f32>,
+    pub frames: usize,
+}
+
+/// What the timeline needs of a prompt's processor tensors, whatever the family named them: the videos,
+/// images and audio clips in prompt order (a video's own sound is one of the clips).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MediaViews {
+    pub videos: Vec<VideoView>,
+    pub images: Vec<ImageView>,
+    pub audio: Vec<MelView>,
+}
+
+/// The timeline of a prepared prompt: `views` are its media tensors, `map` its token map. `load_16k`
+/// decodes an item's sound for the waveform (the library's `audio::load_16k`; a parameter so tests need no
+/// file).
 pub fn build(
-    prepared: &Prepared,
+    views: &MediaViews,
+    map: &TokenMap,
     items: &[Item],
-    cfg: &ThinkerConfig,
     question: &str,
+    notes: &[String],
     load_16k: &dyn Fn(&Path) -> Result<Vec<f32>>,
 ) -> Result<MediaPreview> {
-    let inp = OmniInputs::from_map(Path::new("prepared inputs"), &prepared.tensors)?;
-    let spg: Vec<f64> = inp
-        .video_second_per_grid
-        .iter()
-        .map(|&x| f64::from(x))
-        .collect();
-    let map = TokenMap::build(
-        &prepared.input_ids,
-        cfg,
-        &inp.video_grid_thw,
-        &spg,
-        &inp.image_grid_thw,
-    );
     let counts = |k: usize| {
         let mut c = TokenCounts::default();
         for t in map.tokens.iter().filter(|t| t.item == Some(k)) {
@@ -288,25 +310,7 @@ pub fn build(
         }
         c
     };
-    let flat = |t: &Option<candle_core::Tensor>| -> Result<Vec<f32>> {
-        match t {
-            Some(t) => Ok(t
-                .to_dtype(candle_core::DType::F32)?
-                .flatten_all()?
-                .to_vec1()?),
-            None => Ok(Vec::new()),
-        }
-    };
-    let videos = flat(&inp.pixel_values_videos)?;
-    let images = flat(&inp.pixel_values)?;
-    let mel = match &inp.audio_features {
-        Some(t) => t.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?,
-        None => Vec::new(),
-    };
-    let mel_total: usize = inp.audio_lens.iter().sum();
-    let mel_flat: Vec<f32> = mel.into_iter().flatten().collect();
     let (mut vi, mut ii, mut ai) = (0usize, 0usize, 0usize);
-    let (mut v_row, mut i_row, mut a_col) = (0usize, 0usize, 0usize);
     let mut out = Vec::with_capacity(items.len());
     for (k, item) in items.iter().enumerate() {
         let tokens = counts(k);
@@ -329,24 +333,23 @@ pub fn build(
         };
         match kind {
             ItemKind::Video => {
-                let grid = *inp
-                    .video_grid_thw
+                let v = views
+                    .videos
                     .get(vi)
                     .ok_or_else(|| Error::Prompt(format!("video {k} has no video_grid_thw row")))?;
-                let rows = grid.iter().product::<usize>();
-                let pv = videos
-                    .get(v_row * PATCH_DIM..(v_row + rows) * PATCH_DIM)
-                    .ok_or_else(|| {
-                        Error::Prompt(format!("pixel_values_videos is short for video {k}"))
-                    })?;
-                let sec_per_grid = spg.get(vi).copied().unwrap_or(1.0);
-                let fps = TEMPORAL_PATCH_SIZE as f64 / sec_per_grid;
+                let grid = v.grid;
+                if v.patches.len() < grid.iter().product::<usize>() * PATCH_DIM {
+                    return Err(Error::Prompt(format!(
+                        "pixel_values_videos is short for video {k}"
+                    )));
+                }
+                let fps = TEMPORAL_PATCH_SIZE as f64 / v.second_per_grid;
                 let n = grid[0] * TEMPORAL_PATCH_SIZE;
                 preview.frames = thumbnail_indices(n, MAX_THUMBNAILS)
                     .into_iter()
                     .map(|f| Thumbnail {
                         time_s: f as f64 / fps,
-                        image: thumbnail(&frame_of(pv, grid, f)),
+                        image: thumbnail(&frame_of(&v.patches, grid, f)),
                     })
                     .collect();
                 preview.n_frames = n;
@@ -354,38 +357,35 @@ pub fn build(
                 preview.frame_size = Some((grid[1] * PATCH_SIZE, grid[2] * PATCH_SIZE));
                 preview.duration_s = n as f64 / fps;
                 vi += 1;
-                v_row += rows;
             }
             ItemKind::Image => {
-                let grid = *inp
-                    .image_grid_thw
+                let im = views
+                    .images
                     .get(ii)
                     .ok_or_else(|| Error::Prompt(format!("image {k} has no image_grid_thw row")))?;
-                let rows = grid.iter().product::<usize>();
-                let pv = images
-                    .get(i_row * PATCH_DIM..(i_row + rows) * PATCH_DIM)
-                    .ok_or_else(|| Error::Prompt(format!("pixel_values is short for image {k}")))?;
+                let grid = im.grid;
+                if im.patches.len() < grid.iter().product::<usize>() * PATCH_DIM {
+                    return Err(Error::Prompt(format!(
+                        "pixel_values is short for image {k}"
+                    )));
+                }
                 preview.frames = vec![Thumbnail {
                     time_s: 0.0,
-                    image: thumbnail(&frame_of(pv, grid, 0)),
+                    image: thumbnail(&frame_of(&im.patches, grid, 0)),
                 }];
                 preview.n_frames = 1;
                 preview.frame_size = Some((grid[1] * PATCH_SIZE, grid[2] * PATCH_SIZE));
                 ii += 1;
-                i_row += rows;
             }
             ItemKind::Audio => {}
         }
         if tokens.audio > 0 {
-            let n = inp.audio_lens.get(ai).copied().unwrap_or(0);
-            // `audio_features` is `[n_mels, Σ frames]`: this clip's columns start at `a_col`.
-            let part: Vec<f32> = (0..N_MELS)
-                .flat_map(|m| {
-                    let start = m * mel_total + a_col;
-                    mel_flat.get(start..start + n).unwrap_or(&[]).to_vec()
-                })
-                .collect();
-            let spec = spectrogram(&part, N_MELS, n, n, MAX_MEL_COLUMNS);
+            let empty = MelView {
+                values: Vec::new(),
+                frames: 0,
+            };
+            let mel = views.audio.get(ai).unwrap_or(&empty);
+            let spec = spectrogram(&mel.values, N_MELS, mel.frames, mel.frames, MAX_MEL_COLUMNS);
             let wave = load_16k(path)?;
             let seconds = wave.len() as f64 / SAMPLE_RATE as f64;
             preview.waveform = Some(Waveform {
@@ -396,7 +396,6 @@ pub fn build(
             preview.duration_s = preview.duration_s.max(seconds).max(spec.seconds());
             preview.mel = Some(spec);
             ai += 1;
-            a_col += n;
         }
         out.push(preview);
     }
@@ -416,9 +415,9 @@ pub fn build(
         .collect();
     Ok(MediaPreview {
         items: out,
-        seconds_per_chunk: cfg.seconds_per_chunk,
+        seconds_per_chunk: map.seconds_per_chunk,
         spans,
-        notes: prepared.notes.clone(),
+        notes: notes.to_vec(),
         question: question.to_string(),
         prepare_seconds: 0.0,
     })
@@ -457,58 +456,6 @@ mod tests {
                 .max();
             assert_eq!(worst, Some(0), "frame {f}");
         }
-    }
-
-    /// An image and an audio file prepared on the tiny model: the image is a thumbnail without time, the
-    /// audio has its waveform and spectrogram over its length, and every audio position has its time.
-    #[test]
-    fn image_and_audio_from_a_real_prompt() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let (model, image, sound) = (
-            root.join("omni-tiny-a"),
-            root.join("media/video/still.png"),
-            root.join("media/audio/stereo44k.wav"),
-        );
-        if !model.join("config.json").is_file() || !image.is_file() || !sound.is_file() {
-            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
-            return;
-        }
-        let resolved = crate::model::resolve(
-            &crate::model::ModelSource::parse(&model.display().to_string()).expect("source"),
-        )
-        .expect("resolve");
-        let items = vec![Item::Image(image.clone()), Item::Audio(sound.clone())];
-        let q = "Does the sound match the picture?";
-        let prepared = crate::media::prepare::prepare(
-            &resolved.dir,
-            &resolved.config,
-            &items,
-            q,
-            &crate::media::prepare::PrepareOptions::default(),
-            &candle_core::Device::Cpu,
-        )
-        .expect("prepare");
-        let load = |p: &Path| crate::media::audio::load_16k(p);
-        let p = build(&prepared, &items, &resolved.config, q, &load).expect("preview");
-        assert_eq!(p.items.len(), 2);
-        let (im, au) = (&p.items[0], &p.items[1]);
-        assert_eq!(
-            (im.kind, im.frames.len(), im.duration_s),
-            (ItemKind::Image, 1, 0.0)
-        );
-        assert!(im.tokens.image > 0 && im.waveform.is_none());
-        assert_eq!(au.kind, ItemKind::Audio);
-        let mel = au.mel.as_ref().expect("mel");
-        // 1.5 s of sound: 150 mel frames (the golden's audio_frames), 100 waveform bins per second.
-        assert_eq!((mel.n_mels, mel.columns), (N_MELS, 150));
-        let w = au.waveform.as_ref().expect("waveform");
-        assert_eq!(w.bins.len(), 150);
-        assert!((au.duration_s - 1.5).abs() < 0.02, "{}", au.duration_s);
-        assert!(w.bins.iter().any(|[lo, hi]| hi - lo > 0.01));
-        assert_eq!(p.duration_s(), au.duration_s);
-        let audio_spans = p.spans.iter().filter(|s| s.audio && s.item == 1).count();
-        assert_eq!(audio_spans, au.tokens.audio);
-        assert!(p.spans.iter().all(|s| s.item == 1));
     }
 
     #[test]

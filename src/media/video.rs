@@ -523,11 +523,10 @@ mod tests {
     /// Seeking must give the same frames as decoding everything: `AVFLOW_VIDEO_BENCH=/tmp/long.mp4
     /// cargo test --lib media::video -- --ignored` (a clip with several GOPs, e.g. `-g 30`).
     #[test]
-    #[ignore]
+    #[ignore = "needs a long clip of your own in AVFLOW_VIDEO_BENCH"]
     fn seeking_equals_sequential_decode() {
-        let Ok(p) = std::env::var("AVFLOW_VIDEO_BENCH") else {
-            return;
-        };
+        let p = std::env::var("AVFLOW_VIDEO_BENCH")
+            .expect("set AVFLOW_VIDEO_BENCH to a clip of your own (see this test's doc comment)");
         let path = Path::new(&p);
         let mut o = decode::open(path).unwrap();
         let entries = decode::index(&mut o).unwrap();

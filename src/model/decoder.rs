@@ -12,12 +12,11 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::error::{Error, Result};
+use crate::kernels::{gemm, simd};
 use crate::model::config::TextConfig;
-use crate::model::gemm;
 use crate::model::nn::{
     bf16_input, compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm,
 };
-use crate::model::simd;
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
 pub type PositionIds = Vec<[i64; 3]>;
@@ -699,6 +698,41 @@ impl Decoder {
 }
 
 /// Index tensor helper (u32 on the device).
+/// `(name, shape)` of every tensor of a Qwen2.5 language model (`model.*`, then `lm_head.weight`), in the
+/// order a checkpoint lists them; a family adds its prefix (Qwen2.5-Omni: `thinker.`).
+pub fn decoder_tensors(t: &TextConfig) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>| v.push((name, shape));
+    let (h, hd, nh, kv, inter, vocab) = (
+        t.hidden_size,
+        t.head_dim,
+        t.num_attention_heads,
+        t.num_key_value_heads,
+        t.intermediate_size,
+        t.vocab_size,
+    );
+    add("model.embed_tokens.weight".into(), vec![vocab, h]);
+    for i in 0..t.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        add(format!("{p}.self_attn.q_proj.weight"), vec![nh * hd, h]);
+        add(format!("{p}.self_attn.q_proj.bias"), vec![nh * hd]);
+        add(format!("{p}.self_attn.k_proj.weight"), vec![kv * hd, h]);
+        add(format!("{p}.self_attn.k_proj.bias"), vec![kv * hd]);
+        add(format!("{p}.self_attn.v_proj.weight"), vec![kv * hd, h]);
+        add(format!("{p}.self_attn.v_proj.bias"), vec![kv * hd]);
+        add(format!("{p}.self_attn.o_proj.weight"), vec![h, nh * hd]);
+        add(format!("{p}.mlp.gate_proj.weight"), vec![inter, h]);
+        add(format!("{p}.mlp.up_proj.weight"), vec![inter, h]);
+        add(format!("{p}.mlp.down_proj.weight"), vec![h, inter]);
+        add(format!("{p}.input_layernorm.weight"), vec![h]);
+        add(format!("{p}.post_attention_layernorm.weight"), vec![h]);
+    }
+    add("model.norm.weight".into(), vec![h]);
+    add("lm_head.weight".into(), vec![vocab, h]);
+
+    v
+}
+
 pub fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
     let v: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
     Ok(Tensor::from_vec(v, idx.len(), device)?)
@@ -943,7 +977,7 @@ mod tests {
     /// Timing of one layer's batched knockout call at the 3B model's dimensions (random bf16 weights):
     /// `cargo test --lib model::decoder::tests::bench_forward_many -- --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "a timing at the 3B dimensions, not a check: run it by hand"]
     fn bench_forward_many() {
         let cfg = config(2048, 11008, 16, 2, 128);
         let layer = random_layer(&cfg, DType::BF16);

@@ -1,8 +1,9 @@
 //! Finding and checking a checkpoint: a local folder or a hub id resolved into the standard Hugging Face
 //! cache (hf-hub; `HF_HOME`, `HF_HUB_CACHE`, `HF_ENDPOINT`, `HF_HUB_OFFLINE` honoured).
 //!
-//! Only the Thinker is ever read: for sharded hub checkpoints only the shards holding `thinker.*` tensors
-//! are fetched, and the talker / token2wav tensors are never mapped into tensors. Every weight file's
+//! Only the tensors the family reads are ever touched (its `Architecture::weight_prefix`: `thinker.*` for
+//! Qwen2.5-Omni): for sharded hub checkpoints only the shards holding them are fetched, and the rest (a
+//! talker, a vocoder) is never mapped into tensors. Every weight file's
 //! safetensors header is checked up front so a truncated download or a wrong dtype is reported with the
 //! file's name and the fix, instead of failing deep inside a layer.
 
@@ -15,10 +16,7 @@ use candle_nn::VarBuilder;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::config::{Family, ThinkerConfig};
-
-/// The prefix of Thinker tensors inside a full Qwen2.5-Omni checkpoint.
-pub const THINKER_PREFIX: &str = "thinker.";
+use crate::model::Architecture;
 
 /// Files beside the weights that the prompt side needs (all optional).
 const AUX_FILES: &[&str] = &[
@@ -100,11 +98,11 @@ pub struct ResolvedModel {
     /// Folder holding config.json (a hub snapshot folder for hub ids).
     pub dir: PathBuf,
     pub config_path: PathBuf,
-    pub family: Family,
-    pub config: ThinkerConfig,
-    /// Weight files that hold Thinker tensors.
+    /// What config.json describes (the family's code).
+    pub arch: std::sync::Arc<dyn Architecture>,
+    /// Weight files that hold the model's tensors.
     pub weight_files: Vec<PathBuf>,
-    /// Every Thinker tensor: name (with prefix) → (file, dtype, shape).
+    /// Every tensor the model may read: name (with its prefix) → (file, dtype, shape).
     pub tensors: BTreeMap<String, TensorEntry>,
 }
 
@@ -124,8 +122,8 @@ impl ResolvedModel {
         p.exists().then_some(p)
     }
 
-    /// Number of Thinker parameters (from the headers, without loading anything).
-    pub fn thinker_parameters(&self) -> usize {
+    /// Number of parameters the model reads (from the headers, without loading anything).
+    pub fn parameters(&self) -> usize {
         self.tensors
             .values()
             .map(|t| t.shape.iter().product::<usize>())
@@ -156,14 +154,18 @@ impl ResolvedModel {
         Ok(())
     }
 
-    /// A VarBuilder rooted at the Thinker (`thinker.` stripped) that reads each tensor with positioned
-    /// reads. Unlike a memory map, the file pages never count towards the process's resident memory, so
+    /// A VarBuilder rooted at the family's prefix (`thinker.` stripped for Qwen2.5-Omni) that reads each
+    /// tensor with positioned reads. Unlike a memory map, the file pages never count towards the process's resident memory, so
     /// loading a 9.4 GB bf16 checkpoint peaks at the size of the tensors themselves.
     pub fn var_builder(&self, dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
         let backend = FileBackend {
             tensors: self.tensors.clone(),
         };
-        Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()).pp("thinker"))
+        let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
+        Ok(match self.arch.weight_prefix().trim_end_matches('.') {
+            "" => vb,
+            root => vb.pp(root),
+        })
     }
 }
 
@@ -327,22 +329,26 @@ pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
             "pass a Hugging Face checkpoint folder (config.json + *.safetensors), e.g. a download of Qwen/Qwen2.5-Omni-3B",
         ));
     }
-    let (family, config) = ThinkerConfig::from_file(&config_path)?;
-    let files = weight_files(dir)?;
+    let arch = crate::model::read_architecture(&config_path)?;
+    let prefix = arch.weight_prefix();
+    let files = weight_files(dir, prefix)?;
     let mut tensors = BTreeMap::new();
     let mut used_files = Vec::new();
     for f in &files {
         let header = read_header(f)?;
         let mut any = false;
         for (name, entry) in header {
-            if !name.starts_with(THINKER_PREFIX) {
+            if !name.starts_with(prefix) {
                 continue;
             }
             if !matches!(entry.dtype.as_str(), "F32" | "BF16" | "F16") {
                 return Err(weights_err(
                     f,
-                    format!("tensor {name} has dtype {} (expected F32, BF16 or F16)", entry.dtype),
-                    "this is not a Qwen2.5-Omni checkpoint as released; re-export it with float weights",
+                    format!(
+                        "tensor {name} has dtype {} (expected F32, BF16 or F16)",
+                        entry.dtype
+                    ),
+                    "this is not a checkpoint as released; re-export it with float weights",
                 ));
             }
             any = true;
@@ -355,16 +361,15 @@ pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
     if tensors.is_empty() {
         return Err(model_err(
             dir,
-            "its weights hold no `thinker.*` tensors",
-            "use a full Qwen2.5-Omni checkpoint (keys thinker.model.*, thinker.visual.*, thinker.audio_tower.*, thinker.lm_head.weight)",
+            format!("its weights hold no `{prefix}*` tensors"),
+            arch.checkpoint_hint(),
         ));
     }
     Ok(ResolvedModel {
         source,
         dir: dir.to_path_buf(),
         config_path,
-        family,
-        config,
+        arch,
         weight_files: used_files,
         tensors,
     })
@@ -372,10 +377,10 @@ pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
 
 /// The safetensors files of a folder: the shards named by `model.safetensors.index.json`, else the single
 /// `model.safetensors`, else every `*.safetensors`.
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+fn weight_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let shards = shards_from_index(&index)?;
+        let shards = shards_from_index(&index, prefix)?;
         let mut out = Vec::new();
         for s in shards {
             let p = dir.join(&s);
@@ -410,8 +415,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(all)
 }
 
-/// Shard names listed in an index, only those that hold Thinker tensors, in a stable order.
-pub fn shards_from_index(index: &Path) -> Result<Vec<String>> {
+/// Shard names listed in an index, only those that hold tensors named `prefix*`, in a stable order.
+pub fn shards_from_index(index: &Path, prefix: &str) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(index)
         .map_err(|e| Error::io(format!("reading {}", index.display()), e))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| {
@@ -433,7 +438,7 @@ pub fn shards_from_index(index: &Path) -> Result<Vec<String>> {
         })?;
     let mut shards = BTreeSet::new();
     for (name, file) in map {
-        if name.starts_with(THINKER_PREFIX) {
+        if name.starts_with(prefix) {
             let f = file.as_str().ok_or_else(|| {
                 weights_err(
                     index,
@@ -589,7 +594,7 @@ fn offline() -> bool {
         .unwrap_or(false)
 }
 
-/// Brings config, Thinker shards and tokenizer files of a hub repo into the cache; returns the snapshot
+/// Brings config, the shards holding the model's tensors and tokenizer files of a hub repo into the cache; returns the snapshot
 /// folder. With `HF_HUB_OFFLINE=1` only the cache is consulted.
 pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> {
     let rev = revision.unwrap_or("main").to_string();
@@ -609,8 +614,9 @@ pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> 
             )
         })?;
         let index = dir.join("model.safetensors.index.json");
+        let prefix = crate::model::read_architecture(&dir.join("config.json"))?.weight_prefix();
         if index.exists() {
-            for s in shards_from_index(&index)? {
+            for s in shards_from_index(&index, prefix)? {
                 if !dir.join(&s).exists() {
                     return Err(hub_err(
                         format!("shard {s} is not in the cache and HF_HUB_OFFLINE is set"),
@@ -630,9 +636,10 @@ pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> 
     let config = r
         .get("config.json")
         .map_err(|e| hub_err(e.to_string(), net_fix))?;
+    let prefix = crate::model::read_architecture(&config)?.weight_prefix();
     match r.get("model.safetensors.index.json") {
         Ok(index) => {
-            for s in shards_from_index(&index)? {
+            for s in shards_from_index(&index, prefix)? {
                 r.get(&s)
                     .map_err(|e| hub_err(format!("shard {s}: {e}"), net_fix))?;
             }

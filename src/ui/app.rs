@@ -8,13 +8,14 @@ use egui::{Color32, Key, KeyboardShortcut, Modifiers, RichText};
 use serde::{Deserialize, Serialize};
 
 use crate::model::ModelSource;
-use crate::worker::{Command, Event, ModelSummary, Worker};
+use crate::prompt::Selector;
+use crate::session::{KnockoutSpec, SweepSpec};
+use crate::worker::{Event, Finish, JobId, ModelSummary, Reply, Request, Worker};
 
 use super::demo::DemoPaths;
 use super::dialog::{dialog_support, pick_inputs_file, DialogSupport};
 use super::panel::{
-    registry, Action, AnswerView, HeatResult, HeatmapView, InputsView, KnockoutView, Panel,
-    SweepView, ViewState,
+    registry, Action, AnswerView, HeatResult, HeatmapView, InputsView, Panel, SweepView, ViewState,
 };
 use super::AppOptions;
 
@@ -349,9 +350,10 @@ impl AvflowApp {
         }
     }
 
-    fn send(&mut self, cmd: Command) {
-        let sent = self.worker.as_ref().is_some_and(|w| w.send(cmd));
-        if sent {
+    /// Queues `request`; its job id, or `None` (with the error shown) when the worker is gone.
+    fn submit(&mut self, request: Request) -> Option<JobId> {
+        let job = self.worker.as_ref().and_then(|w| w.submit(request));
+        if job.is_some() {
             self.view.busy = true;
         } else {
             self.status = Status::Error {
@@ -359,6 +361,7 @@ impl AvflowApp {
                 fix: Some("restart avflow".into()),
             };
         }
+        job
     }
 
     fn load_model(&mut self, source: String) {
@@ -371,7 +374,7 @@ impl AvflowApp {
             return;
         }
         self.status = Status::Info(format!("Loading {source}…"));
-        self.send(Command::LoadModel {
+        self.submit(Request::LoadModel {
             source,
             dtype: self.dtype,
             device: self.device.clone(),
@@ -389,7 +392,7 @@ impl AvflowApp {
             return;
         }
         self.status = Status::Info(format!("Reading {}…", path.display()));
-        self.send(Command::LoadInputs { path });
+        self.submit(Request::LoadInputs(path));
     }
 
     fn load_demo(&mut self) {
@@ -422,7 +425,7 @@ impl AvflowApp {
             return;
         }
         self.status = Status::Info("Running…".into());
-        self.send(Command::RunForward);
+        self.submit(Request::Forward);
     }
 
     fn open_dialog(&mut self) {
@@ -486,41 +489,67 @@ impl AvflowApp {
         }
         self.view.busy = self.worker.as_ref().is_some_and(Worker::busy);
         if !self.view.busy {
-            // Whatever ended the sweep (done, cancelled, an error before it ran), nothing runs now.
+            // Whatever ended them (done, cancelled, an error before they ran), nothing runs now.
             self.view.sweep.running = false;
+            self.view.sweep.job = None;
             self.view.heatmap.running = None;
+            self.view.heatmap.job = None;
             self.view.drop.running = false;
+            self.view.drop.job = None;
         }
     }
 
-    fn run_knockout(&mut self, req: crate::worker::KnockoutRequest) {
+    fn run_knockout(&mut self, spec: KnockoutSpec) {
         if self.view.model.is_none() || self.view.inputs.is_none() {
             return;
         }
         // No busy check: the worker keeps only the newest queued knockout.
-        self.send(Command::RunKnockout {
-            source: req.source,
-            target: req.target,
-            start: req.start,
-            end: req.end,
-            extra: req.extra,
-        });
+        self.submit(Request::Knockout(spec));
     }
 
-    fn run_sweep(&mut self, pairs: Vec<(String, String)>, window: usize) {
+    fn run_sweep(&mut self, pairs: Vec<(Selector, Selector)>, window: usize) {
         if self.view.model.is_none() || self.view.inputs.is_none() || self.view.sweep.running {
             return;
         }
         self.status = Status::Info("Sweeping…".into());
+        let job = self.submit(Request::Sweep(SweepSpec::centred(pairs, window)));
         self.view.sweep = SweepView {
-            running: true,
+            running: job.is_some(),
+            job,
+            stopped: false,
             progress: None,
             started: Some(std::time::Instant::now()),
             records: Vec::new(),
             window,
             seconds: 0.0,
         };
-        self.send(Command::RunSweep { pairs, window });
+    }
+
+    /// Stops the running sweep (the windows it finished are kept).
+    fn cancel_sweep(&mut self) {
+        if let (Some(w), Some(job)) = (&self.worker, self.view.sweep.job) {
+            w.cancel(job);
+            self.view.sweep.stopped = true;
+        }
+        self.status = Status::Info("Cancelling the sweep…".into());
+    }
+
+    fn cancel_heatmap(&mut self) {
+        if let (Some(w), Some(job)) = (&self.worker, self.view.heatmap.job) {
+            w.cancel(job);
+        }
+        self.status = Status::Info("Cancelling the heatmap…".into());
+    }
+
+    /// The status line's Cancel: every job submitted so far.
+    fn cancel_all(&mut self) {
+        if let Some(w) = &self.worker {
+            w.cancel_all();
+        }
+        if self.view.sweep.running {
+            self.view.sweep.stopped = true;
+        }
+        self.status = Status::Info("Cancelling…".into());
     }
 
     /// Shows `metric`; computes it unless it is already there or running. A newer request replaces a
@@ -539,7 +568,7 @@ impl AvflowApp {
         self.view.heatmap.running = Some(metric);
         self.view.heatmap.progress = None;
         self.view.heatmap.started = Some(std::time::Instant::now());
-        self.send(Command::Heatmap { metric });
+        self.view.heatmap.job = self.submit(Request::Heatmap(metric));
     }
 
     /// Drops what belonged to the previous model or prompt (the chosen heatmap metric stays).
@@ -556,8 +585,28 @@ impl AvflowApp {
 
     fn on_event(&mut self, e: Event) {
         match e {
-            Event::Status(s) => self.status = Status::Info(s),
-            Event::ModelLoaded { summary } => {
+            Event::Status { text, .. } => self.status = Status::Info(text),
+            Event::Progress { job, done, total } => {
+                let progress = Some((done, total));
+                let v = &mut self.view;
+                if v.sweep.job == Some(job) {
+                    v.sweep.progress = progress;
+                } else if v.heatmap.job == Some(job) {
+                    v.heatmap.progress = progress;
+                } else if v.drop.job == Some(job) {
+                    v.drop.progress = progress;
+                }
+            }
+            Event::Reply { job, reply } => self.on_reply(job, reply),
+            Event::Finished { job, finish } => self.on_finished(job, finish),
+            // `busy` is recomputed from the worker's counters after each poll.
+            Event::Idle { .. } => {}
+        }
+    }
+
+    fn on_reply(&mut self, job: JobId, reply: Reply) {
+        match reply {
+            Reply::ModelLoaded(summary) => {
                 self.demo_loaded = self.demo.is_demo_model(&summary.dir);
                 self.status = Status::Info(format!("Loaded {}.", summary.source));
                 self.recent.model =
@@ -571,14 +620,10 @@ impl AvflowApp {
                     self.send_ask();
                 }
             }
-            Event::InputsLoaded {
-                path,
-                tokens,
-                groups,
-            } => {
+            Reply::InputsLoaded { path, map } => {
                 self.status = Status::Info(format!(
                     "Read {} positions from {}.",
-                    tokens.len(),
+                    map.seq_len(),
                     path.display()
                 ));
                 self.inputs_field = path.display().to_string();
@@ -595,110 +640,76 @@ impl AvflowApp {
                     self.view.media = None;
                     self.view.time_selection = None;
                 }
-                self.view.inputs = Some(InputsView {
-                    flow_groups: groups,
-                    ..InputsView::new(path, &tokens)
-                });
+                self.view.inputs = Some(InputsView::new(path, &map));
                 self.clear_results();
                 if std::mem::take(&mut self.autorun) {
-                    self.send(Command::RunForward);
+                    self.submit(Request::Forward);
                 }
             }
-            Event::ForwardDone {
-                top_k,
-                seconds,
-                positions,
-            } => {
+            Reply::Forward(f) => {
                 self.status = Status::Info("Done.".into());
                 self.view.answer = Some(AnswerView {
-                    top_k,
-                    seconds,
-                    positions,
+                    top_k: f.top_k,
+                    seconds: f.seconds,
+                    positions: f.positions,
                 });
             }
-            Event::KnockoutDone {
-                source,
-                target,
-                start,
-                end,
-                extra,
-                prob,
-                base_prob,
-                rel_change,
-                top1,
-                token,
-            } => {
-                self.status = Status::Info(format!(
-                    "Knocked out {source} -> {target} in layers {start}..{end}{}.",
-                    match extra.len() {
-                        0 => String::new(),
-                        1 => " and 1 toggled block".into(),
-                        n => format!(" and {n} toggled blocks"),
-                    }
-                ));
-                self.view.knockout = Some(KnockoutView {
-                    request: crate::worker::KnockoutRequest {
-                        source,
-                        target,
-                        start,
-                        end,
-                        extra,
-                    },
-                    prob,
-                    base_prob,
-                    rel_change,
-                    top1,
-                    token,
-                });
+            Reply::Knockout(outcome) => {
+                if let Some(main) = outcome.spec.main() {
+                    self.status = Status::Info(format!(
+                        "Knocked out {} -> {} in layers {}..{}{}.",
+                        main.source,
+                        main.target,
+                        main.start,
+                        main.end,
+                        match outcome.spec.blocks.len() - 1 {
+                            0 => String::new(),
+                            1 => " and 1 toggled block".into(),
+                            n => format!(" and {n} toggled blocks"),
+                        }
+                    ));
+                }
+                self.view.knockout = Some(outcome);
             }
-            Event::SweepProgress { done, total } => {
-                self.view.sweep.progress = Some((done, total));
-            }
-            Event::SweepDone { records } => {
-                self.status = Status::Info(format!("Sweep done: {} windows.", records.len()));
+            Reply::Sweep(records) => {
                 let sweep = &mut self.view.sweep;
+                self.status = Status::Info(if sweep.job == Some(job) && sweep.stopped {
+                    format!("Sweep stopped; keeping {} finished windows.", records.len())
+                } else {
+                    format!("Sweep done: {} windows.", records.len())
+                });
                 sweep.seconds = sweep.started.map_or(0.0, |t| t.elapsed().as_secs_f32());
                 sweep.records = records;
                 sweep.running = false;
             }
-            Event::HeatmapProgress { done, total } => {
-                self.view.heatmap.progress = Some((done, total));
-            }
-            Event::HeatmapDone {
-                metric,
-                matrix,
-                token,
-                seconds,
-            } => {
+            Reply::Heatmap(h) => {
                 self.status = Status::Info(format!(
                     "Heatmap ready: {} ({} layers × {} positions).",
-                    metric.name(),
-                    matrix.layers,
-                    matrix.positions
+                    h.metric.name(),
+                    h.matrix.layers,
+                    h.matrix.positions
                 ));
                 self.heatmap_generation += 1;
                 if std::mem::take(&mut self.focus_heatmap_on_result) {
                     self.focus_panel = Some(super::heatmap::PANEL_NAME);
                 }
                 let hm = &mut self.view.heatmap;
-                if hm.running == Some(metric) {
+                if hm.job == Some(job) {
                     hm.running = None;
                     hm.progress = None;
+                    hm.job = None;
                 }
-                hm.results.retain(|r| r.metric != metric);
+                hm.results.retain(|r| r.metric != h.metric);
                 hm.results.push(HeatResult {
-                    metric,
-                    matrix,
-                    token,
-                    seconds,
+                    metric: h.metric,
+                    matrix: h.matrix,
+                    token: h.token,
+                    seconds: h.seconds,
                     generation: self.heatmap_generation,
                 });
             }
-            Event::DropProgress { done, total } => {
-                self.view.drop.progress = Some((done, total));
-            }
-            Event::DropDone { outcome } => self.on_drop_done(outcome),
-            Event::MediaReady { inputs, preview } => {
+            Reply::Drop(outcome) => self.on_drop_done(outcome),
+            Reply::MediaReady { inputs, preview } => {
                 self.status = Status::Info(format!(
                     "Prepared {} in {:.2} s ({} positions).",
                     inputs.display(),
@@ -713,21 +724,37 @@ impl AvflowApp {
                     inputs,
                 });
             }
-            Event::Error { message, fix } => {
-                self.prompt.pending = false;
-                self.pending_inputs = None;
-                self.autorun = false;
-                self.status = Status::Error { message, fix };
-            }
-            Event::Cancelled => {
-                self.prompt.pending = false;
-                self.pending_inputs = None;
-                self.autorun = false;
-                self.status = Status::Info("Cancelled.".into());
-            }
-            // `busy` is recomputed from the worker's counters after each poll.
-            Event::Idle { .. } => {}
         }
+    }
+
+    /// The last event of a job: the view waiting for it stops waiting; a cancel or a failure also ends
+    /// the start-up chain (inputs after the model, the answer after the inputs).
+    fn on_finished(&mut self, job: JobId, finish: Finish) {
+        let v = &mut self.view;
+        if v.sweep.job == Some(job) {
+            v.sweep.running = false;
+            v.sweep.job = None;
+        }
+        if v.heatmap.job == Some(job) {
+            v.heatmap.running = None;
+            v.heatmap.progress = None;
+            v.heatmap.job = None;
+        }
+        if v.drop.job == Some(job) {
+            v.drop.running = false;
+            v.drop.progress = None;
+            v.drop.job = None;
+        }
+        let status = match finish {
+            // A superseded job's newer twin reports for it.
+            Finish::Done | Finish::Superseded => return,
+            Finish::Cancelled => Status::Info("Cancelled.".into()),
+            Finish::Failed { message, fix } => Status::Error { message, fix },
+        };
+        self.prompt.pending = false;
+        self.pending_inputs = None;
+        self.autorun = false;
+        self.status = status;
     }
 
     fn shortcuts(&mut self, ctx: &egui::Context) {
@@ -818,10 +845,7 @@ impl AvflowApp {
                     .on_hover_text("Stop at the next checkpoint")
                     .clicked()
                 {
-                    if let Some(w) = &self.worker {
-                        w.cancel();
-                    }
-                    self.status = Status::Info("Cancelling…".into());
+                    self.cancel_all();
                 }
             }
             match &self.status {
@@ -965,19 +989,9 @@ impl eframe::App for AvflowApp {
                         selector,
                     });
                 }
-                Action::CancelSweep => {
-                    if let Some(w) = &self.worker {
-                        w.cancel();
-                    }
-                    self.status = Status::Info("Cancelling the sweep…".into());
-                }
+                Action::CancelSweep => self.cancel_sweep(),
                 Action::Heatmap(metric) => self.show_heatmap(metric),
-                Action::CancelHeatmap => {
-                    if let Some(w) = &self.worker {
-                        w.cancel();
-                    }
-                    self.status = Status::Info("Cancelling the heatmap…".into());
-                }
+                Action::CancelHeatmap => self.cancel_heatmap(),
                 Action::Drop(req) => self.run_drop(req),
                 Action::CancelDrop => self.cancel_drop(),
                 Action::Export(req) => self.export_figure(req),
@@ -992,7 +1006,7 @@ impl eframe::App for AvflowApp {
 
 #[cfg(test)]
 mod tests {
-    use super::test_support::step_until;
+    use super::test_support::{require_demo, require_fixture, save_screenshot, step_until};
     use super::*;
 
     fn demo_in(root: &Path, complete: bool) -> DemoPaths {
@@ -1230,6 +1244,7 @@ mod tests {
         let m = ModelSummary {
             source: "demo".into(),
             dir: "d".into(),
+            family: "qwen2_5_omni".into(),
             parameters: 2_500_000,
             layers: 2,
             hidden: 64,
@@ -1245,12 +1260,13 @@ mod tests {
         );
     }
 
-    /// Renders the whole app (on the demo when its files exist) and writes `screenshots/app.png`.
-    /// Rendering needs a wgpu adapter (lavapipe from mesa-vulkan-drivers suffices); without one the
-    /// state checks still run and the picture is skipped with a message.
+    /// Renders the whole app on the demo: the `app.png` screenshot (written where `AVFLOW_SCREENSHOTS`
+    /// says). Rendering needs a wgpu adapter (lavapipe from mesa-vulkan-drivers suffices); the test fails
+    /// without one, or without the demo fixture.
     #[test]
     fn renders_the_app_and_saves_a_screenshot() {
         use std::time::{Duration, Instant};
+        require_demo();
         let opts = super::test_support::demo_options();
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 640.0))
@@ -1258,15 +1274,12 @@ mod tests {
             // lack; the app draws tofu for those, so must the test.
             .allow_missing_glyphs()
             .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
-        let demo_present = DemoPaths::locate().missing_message().is_none();
         let t0 = Instant::now();
         loop {
             harness.step();
             let app = harness.state();
             let settled = !app.view().busy
-                && (app.view().answer.is_some()
-                    || matches!(app.status(), Status::Error { .. })
-                    || !demo_present);
+                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }));
             if settled || t0.elapsed() > Duration::from_secs(300) {
                 break;
             }
@@ -1274,53 +1287,37 @@ mod tests {
         }
         harness.run_steps(3);
         let app = harness.state();
-        if demo_present {
-            assert!(
-                !matches!(app.status(), Status::Error { .. }),
-                "demo failed: {:?}",
-                app.status()
-            );
-            assert!(app.is_demo());
-            assert!(app.view().model.is_some());
-            let inputs = app.view().inputs.as_ref().map(|i| i.ids.len()).unwrap_or(0);
-            assert!(inputs > 0);
-            let answer = app.view().answer.as_ref().map(|a| a.top_k.len());
-            assert_eq!(answer, Some(crate::worker::TOP_K));
-        } else {
-            assert!(
-                app.notes.iter().any(|n| n.contains("make_fixtures.py")),
-                "{:?}",
-                app.notes
-            );
-        }
+        assert!(
+            !matches!(app.status(), Status::Error { .. }),
+            "demo failed: {:?}",
+            app.status()
+        );
+        assert!(app.is_demo());
+        assert!(app.view().model.is_some());
+        let inputs = app.view().inputs.as_ref().map(|i| i.ids.len()).unwrap_or(0);
+        assert!(inputs > 0);
+        let answer = app.view().answer.as_ref().map(|a| a.top_k.len());
+        assert_eq!(answer, Some(crate::worker::TOP_K));
         harness.state_mut().freeze_timings();
-        if demo_present {
-            // Hover a cell of the token strip so the picture shows its card.
-            harness.hover_at(egui::pos2(420.0, 167.0));
-            harness.run_steps(4);
-        }
+        // Hover a cell of the token strip so the picture shows its card.
+        harness.hover_at(egui::pos2(420.0, 167.0));
+        harness.run_steps(4);
         save_screenshot(&mut harness, "app.png");
     }
 
     /// The heatmap on the demo the way a user gets there: Ctrl+Shift+H opens it and computes the chosen
     /// metric, the combo switches metric (each matrix equals the library's), switching back re-uses the
-    /// computed one, hovering shows the cell. Writes `screenshots/heatmap.png`. Needs a wgpu adapter for
-    /// the app's renderer (lavapipe is enough); skipped without one.
+    /// computed one, hovering shows the cell. Renders the `heatmap.png` screenshot (written where
+    /// `AVFLOW_SCREENSHOTS` says). Needs a wgpu adapter for the app's renderer (lavapipe is enough); fails
+    /// without one.
     #[test]
     fn heatmap_on_the_demo() {
         use crate::flow::heatmap::{compute, HeatMetric};
         use egui_kittest::kittest::Queryable;
         use std::time::Duration;
-        let demo = DemoPaths::locate();
-        if let Some(msg) = demo.missing_message() {
-            eprintln!("SKIPPED: {msg}");
-            return;
-        }
-        let Ok(renderer) = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
-        else {
-            eprintln!("SKIPPED: no wgpu adapter (install mesa-vulkan-drivers)");
-            return;
-        };
+        let demo = require_demo();
+        let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
+            .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe)");
         let opts = super::test_support::demo_options();
         let mut harness = egui_kittest::Harness::builder()
             .with_size(egui::vec2(1100.0, 760.0))
@@ -1333,12 +1330,13 @@ mod tests {
         });
         assert!(loaded, "demo did not load: {:?}", harness.state().status());
         let session = demo.open_session();
+        let trace = &session.traced().expect("the demo session is traced").trace;
         let library = |metric| {
             compute(
                 metric,
-                &session.thinker.decoder,
-                &session.trace,
-                &session.groups,
+                session.decoder(),
+                trace,
+                session.groups(),
                 &std::sync::atomic::AtomicBool::new(false),
                 &mut |_, _| {},
             )
@@ -1399,35 +1397,16 @@ mod tests {
         save_screenshot(&mut harness, "heatmap.png");
     }
 
-    /// Writes `screenshots/NAME` when a wgpu adapter is there; says why not otherwise.
-    fn save_screenshot(harness: &mut egui_kittest::Harness<'_, AvflowApp>, name: &str) {
-        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
-        match rendered {
-            Ok(Ok(image)) => {
-                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
-                std::fs::create_dir_all(&dir).expect("mkdir screenshots");
-                let path = dir.join(name);
-                image.save(&path).expect("write screenshot");
-                eprintln!("wrote {}", path.display());
-            }
-            Ok(Err(e)) => eprintln!("SKIPPED screenshot {name}: rendering failed: {e}"),
-            Err(_) => eprintln!(
-                "SKIPPED screenshot {name}: no wgpu adapter (install mesa-vulkan-drivers)"
-            ),
-        }
-    }
-
     /// Drives the Knockout panel on the demo the way a user does (source combo, layer range), checks the
     /// shown probability against [`crate::flow::Knockout::score`] run directly, then runs a sweep.
-    /// Writes `screenshots/sweep.png` (`knockout.png` comes from `knockout_tests`).
+    /// Renders the `sweep.png` screenshot, written where `AVFLOW_SCREENSHOTS` says (`knockout.png` comes
+    /// from `knockout_tests`).
     #[test]
     fn knockout_and_sweep_on_the_demo() {
         use egui_kittest::kittest::Queryable;
         use std::time::Duration;
-        let demo = DemoPaths::locate();
-        let Some(mut harness) = super::test_support::demo_app(egui::vec2(1100.0, 1150.0)) else {
-            return;
-        };
+        let demo = require_demo();
+        let mut harness = super::test_support::demo_app(egui::vec2(1100.0, 1150.0));
 
         // source = audio (through the combo), target = last, layers 0..3 (moving the end, live).
         harness.get_by_label("source").click();
@@ -1444,20 +1423,9 @@ mod tests {
         harness.run_steps(2);
         harness.get_by_label("to layer").set_value_accesskit(3.0);
         harness.run_steps(2);
-        let want = crate::worker::KnockoutRequest {
-            source: "audio".into(),
-            target: "last".into(),
-            start: 0,
-            end: 3,
-            extra: Vec::new(),
-        };
+        let want = KnockoutSpec::single(Selector::group("audio"), Selector::group("last"), 0, 3);
         let done = step_until(&mut harness, Duration::from_secs(300), |app| {
-            !app.view().busy
-                && app
-                    .view()
-                    .knockout
-                    .as_ref()
-                    .is_some_and(|k| k.request == want)
+            !app.view().busy && app.view().knockout.as_ref().is_some_and(|k| k.spec == want)
         });
         assert!(
             done,
@@ -1471,24 +1439,19 @@ mod tests {
         // The same knockout straight through the library.
         let session = demo.open_session();
         let ko = crate::flow::Knockout {
-            sources: session.groups.select("audio").expect("audio"),
-            targets: session.groups.select("last").expect("last"),
+            sources: session.groups().select("audio").expect("audio"),
+            targets: session.groups().select("last").expect("last"),
             start: 0,
             end: 3,
         };
-        let lib = ko
-            .score(&session.thinker.decoder, &session.trace, None)
-            .expect("score");
+        let trace = &session.traced().expect("the demo session is traced").trace;
+        let lib = ko.score(session.decoder(), trace, None).expect("score");
         let close = |a: f32, b: f32| (a - b).abs() <= 1e-6_f32.max(1e-5 * b.abs());
-        assert!(
-            close(shown.prob, lib.prob),
-            "{} vs {}",
-            shown.prob,
-            lib.prob
-        );
-        assert!(close(shown.base_prob, lib.base_prob));
+        let res = &shown.result;
+        assert!(close(res.prob, lib.prob), "{} vs {}", res.prob, lib.prob);
+        assert!(close(res.base_prob, lib.base_prob));
         assert_eq!(shown.top1.0, lib.top1_id);
-        assert_ne!(shown.prob, shown.base_prob, "the knockout changed nothing");
+        assert_ne!(res.prob, res.base_prob, "the knockout changed nothing");
         // What the panel shows is the library's number.
         let knocked = format!(
             "after knockout {}",
@@ -1580,7 +1543,7 @@ mod tests {
     /// `avflow --model omni-tiny-a --video basic.mkv --question …`: the clip is prepared in the app, read
     /// and answered; the media panel shows its frames, waveform and spectrogram; a drag on the timeline
     /// selects 1–3 s, which becomes the knockout's source, and the panel shows the library's number for
-    /// that selector. Writes `screenshots/media.png`.
+    /// that selector. Renders the `media.png` screenshot (written where `AVFLOW_SCREENSHOTS` says).
     #[test]
     fn asks_a_clip_and_knocks_out_a_time_range() {
         use egui_kittest::kittest::Queryable;
@@ -1589,10 +1552,8 @@ mod tests {
             fixtures().join("omni-tiny-a"),
             fixtures().join("media/video/basic.mkv"),
         );
-        if !model.join("config.json").is_file() || !clip.is_file() {
-            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
-            return;
-        }
+        require_fixture(&model.join("config.json"));
+        require_fixture(&clip);
         let cache = test_cache("app-media-clip");
         let opts = app_options(Some(&model), Some(&clip), Some("What is making the sound?"));
         let mut harness = egui_kittest::Harness::builder()
@@ -1657,18 +1618,19 @@ mod tests {
         harness.run_steps(2);
         let done = step_until(&mut harness, Duration::from_secs(300), |app| {
             !app.view().busy
-                && app
-                    .view()
-                    .knockout
-                    .as_ref()
-                    .is_some_and(|k| k.request.source == "@1-3")
+                && app.view().knockout.as_ref().is_some_and(|k| {
+                    k.spec
+                        .main()
+                        .is_some_and(|b| b.source.to_string() == "@1-3")
+                })
         });
         assert!(done, "no knockout: {:?}", harness.state().status());
         let shown = harness.state().view().knockout.clone().expect("knockout");
-        assert_eq!(shown.request.target, "last");
+        let main = shown.spec.main().expect("main block");
+        assert_eq!(main.target, Selector::group("last"));
 
         // The same selector through the library, on the prepared file.
-        let session = crate::cli::open_flow(
+        let session = crate::session::Session::open(
             &model.display().to_string(),
             &media.inputs,
             None,
@@ -1676,7 +1638,7 @@ mod tests {
             &Device::Cpu,
         )
         .expect("open the prepared inputs");
-        let sources = session.select("@1-3").expect("@1-3");
+        let sources = session.select_str("@1-3").expect("@1-3");
         let expected: Vec<usize> = media
             .preview
             .spans
@@ -1687,18 +1649,17 @@ mod tests {
         assert_eq!(sources, expected);
         let ko = crate::flow::Knockout {
             sources,
-            targets: session.select("last").expect("last"),
-            start: shown.request.start,
-            end: shown.request.end,
+            targets: session.select_str("last").expect("last"),
+            start: main.start,
+            end: main.end,
         };
-        let lib = ko
-            .score(&session.thinker.decoder, &session.trace, None)
-            .expect("score");
+        let trace = &session.traced().expect("the session is traced").trace;
+        let lib = ko.score(session.decoder(), trace, None).expect("score");
         let close = |x: f32, y: f32| (x - y).abs() <= 1e-6_f32.max(1e-5 * y.abs());
         assert!(
-            close(shown.prob, lib.prob),
+            close(shown.result.prob, lib.prob),
             "{} vs {}",
-            shown.prob,
+            shown.result.prob,
             lib.prob
         );
         harness.get_by_label(&format!(
@@ -1723,10 +1684,9 @@ mod tests {
             fixtures().join("media/video/notmedia.mp4"),
             fixtures().join("media/video/basic.mkv"),
         );
-        if !model.join("config.json").is_file() || !bad.is_file() || !good.is_file() {
-            eprintln!("SKIPPED: fixtures missing (python3 tools/make_fixtures.py)");
-            return;
-        }
+        require_fixture(&model.join("config.json"));
+        require_fixture(&bad);
+        require_fixture(&good);
         let cache = test_cache("app-media-corrupt");
         let opts = app_options(Some(&model), None, None);
         let mut harness = egui_kittest::Harness::builder()

@@ -32,8 +32,8 @@ impl DemoPaths {
     /// Tests: the demo model on the demo prompt through the library (f32, CPU), the reference every
     /// number the app or the worker shows is compared with.
     #[cfg(test)]
-    pub fn open_session(&self) -> crate::cli::FlowSession {
-        crate::cli::open_flow(
+    pub fn open_session(&self) -> crate::session::Session {
+        crate::session::Session::open(
             &self.model.display().to_string(),
             &self.inputs,
             None,

@@ -4,8 +4,9 @@
 //! greedy answer both ways. The question it answers: from which layer on does the model no longer need
 //! the media, and what does not carrying them save?
 //!
-//! The worker computes the whole curve as one batched run ([`crate::flow::generate::drop_curve`]) and
-//! times the prefills as `avflow drop` does; this module only prepares and draws what it sends back.
+//! The worker runs one [`DropSpec`] through the library's session ([`crate::session::Session::drop_positions`]:
+//! the whole curve as one batched run, the prefills timed as `avflow drop` does); this module only
+//! prepares the request and draws the [`DropOutcome`] it sends back.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,9 @@ use egui::{Color32, RichText};
 use egui_plot::{HLine, Legend, Line, LineStyle, Plot, PlotPoints, Points, VLine};
 
 use crate::export::palette;
-use crate::worker::{DropOutcome, DropRequest};
+use crate::prompt::Selector;
+use crate::session::{DropOutcome, DropSpec, Generated};
+use crate::worker::JobId;
 
 use super::answer::format_percent;
 use super::figure::{export_row, ExportControls, FigureView};
@@ -39,11 +42,13 @@ pub const MAX_GENERATE: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct DropView {
     pub running: bool,
+    /// The worker's job of the newest request: its progress events are routed here, Cancel stops it.
+    pub job: Option<JobId>,
     /// `(done, total)` steps of the running computation.
     pub progress: Option<(usize, usize)>,
     pub started: Option<Instant>,
     /// The newest request sent (the result may answer an older one while it runs).
-    pub requested: Option<DropRequest>,
+    pub requested: Option<DropSpec>,
     pub result: Option<Arc<DropOutcome>>,
 }
 
@@ -67,14 +72,14 @@ pub fn default_from_layer(layers: usize) -> usize {
     layers / 2
 }
 
-/// What is dropped: the selected seconds (both modalities) when chosen and present, else the ticked
-/// groups the prompt has, comma-separated; `None` when that is nothing.
+/// What is dropped: the selected seconds (both modalities) when chosen and present, else the union of the
+/// ticked groups the prompt has (`audio,video`); `None` when that is nothing.
 pub fn selector(
     ticks: [bool; 3],
     sizes: [usize; 3],
     time: Option<TimeRange>,
     use_time: bool,
-) -> Option<String> {
+) -> Option<Selector> {
     if let Some(r) = time.filter(|_| use_time) {
         return Some(r.selector(Modality::Both));
     }
@@ -84,18 +89,24 @@ pub fn selector(
         .filter(|(_, (&t, c))| t && *c > 0)
         .map(|(g, _)| *g)
         .collect();
-    (!names.is_empty()).then(|| names.join(","))
+    (!names.is_empty()).then(|| Selector::groups(&names))
 }
 
 /// The curve's colour, as the exported figure picks it: a single group keeps its own, anything else
 /// takes the first free colour of the palette.
-pub fn curve_color(selector: &str) -> Color32 {
-    let [r, g, b] = if selector.contains(',') {
+pub fn curve_color(selector: &Selector) -> Color32 {
+    let [r, g, b] = if selector.terms().len() > 1 {
         palette::CYCLE[0]
     } else {
-        palette::key_rgb(selector, 0)
+        palette::key_rgb(&selector.to_string(), 0)
     };
     Color32::from_rgb(r, g, b)
+}
+
+/// `audio + video`: the selector's terms, for a legend.
+pub fn selector_name(selector: &Selector) -> String {
+    let terms: Vec<String> = selector.terms().iter().map(ToString::to_string).collect();
+    terms.join(" + ")
 }
 
 /// What the plot draws.
@@ -114,8 +125,8 @@ pub struct DropPlot {
 
 pub fn plot_data(o: &DropOutcome) -> DropPlot {
     DropPlot {
-        name: format!("{} dropped", o.request.selector.replace(',', " + ")),
-        color: curve_color(&o.request.selector),
+        name: format!("{} dropped", selector_name(&o.spec.selector)),
+        color: curve_color(&o.spec.selector),
         points: o
             .curve
             .iter()
@@ -127,7 +138,7 @@ pub fn plot_data(o: &DropOutcome) -> DropPlot {
             .map_or(f64::from(o.at_layer.base_prob), |(_, r)| {
                 f64::from(r.base_prob)
             }),
-        timed: [o.request.from_layer as f64, f64::from(o.at_layer.prob)],
+        timed: [o.spec.from_layer as f64, f64::from(o.at_layer.prob)],
     }
 }
 
@@ -157,9 +168,9 @@ pub struct DropSummary {
     pub stale: bool,
 }
 
-pub fn summary(o: &DropOutcome, requested: Option<&DropRequest>) -> DropSummary {
-    let r = &o.request;
-    let answer = |label: &str, g: &crate::worker::Generated| {
+pub fn summary(o: &DropOutcome, requested: Option<&DropSpec>) -> DropSummary {
+    let r = &o.spec;
+    let answer = |label: &str, g: &Generated| {
         format!(
             "{label}: {} ({} token{}, {}/token)",
             super::tokens::quoted(g.text.trim()),
@@ -194,6 +205,17 @@ pub fn summary(o: &DropOutcome, requested: Option<&DropRequest>) -> DropSummary 
             .as_ref()
             .map(|(full, cut)| (answer("full prompt", full), answer("dropped", cut))),
         stale: requested.is_some_and(|q| q != r),
+    }
+}
+
+/// The request the Compute button sends: the app always draws the curve and watches the baseline top-1.
+pub fn request(selector: Selector, from_layer: usize, generate: usize) -> DropSpec {
+    DropSpec {
+        selector,
+        from_layer,
+        generate,
+        curve: true,
+        token: None,
     }
 }
 
@@ -291,11 +313,7 @@ impl Panel for DropPanel {
             });
         });
         if let (true, Some(selector)) = (compute, sel) {
-            actions.push(Action::Drop(DropRequest {
-                selector,
-                from_layer: from,
-                generate: self.generate,
-            }));
+            actions.push(Action::Drop(request(selector, from, self.generate)));
         }
         if dv.running {
             ui.horizontal(|ui| {
@@ -384,7 +402,6 @@ fn draw_plot(ui: &mut egui::Ui, p: &DropPlot) {
 mod tests {
     use super::*;
     use crate::flow::KnockoutResult;
-    use crate::worker::Generated;
 
     fn groups(list: &[(&str, usize)]) -> Vec<(String, usize)> {
         list.iter().map(|(n, c)| (n.to_string(), *c)).collect()
@@ -402,11 +419,7 @@ mod tests {
 
     fn outcome(selector: &str) -> DropOutcome {
         DropOutcome {
-            request: DropRequest {
-                selector: selector.into(),
-                from_layer: 1,
-                generate: 2,
-            },
+            spec: request(selector.parse().expect("selector"), 1, 2),
             dropped: 511,
             positions: 586,
             layers: 3,
@@ -419,11 +432,13 @@ mod tests {
                 Generated {
                     ids: vec![1, 2],
                     text: " a dog".into(),
+                    decode_s: 1.32,
                     per_token_s: 0.66,
                 },
                 Generated {
                     ids: vec![1],
                     text: "a cat".into(),
+                    decode_s: 1.5,
                     per_token_s: 1.5,
                 },
             )),
@@ -445,12 +460,12 @@ mod tests {
     #[test]
     fn the_selector_names_ticked_groups_or_the_selected_seconds() {
         let sizes = [4, 6, 0];
+        let text = |s: Option<Selector>| s.map(|s| s.to_string());
+        let picked = selector([true, true, false], sizes, None, false);
+        assert_eq!(text(picked.clone()).as_deref(), Some("audio,video"));
+        assert!(picked.is_some_and(|s| s.is_groups()));
         assert_eq!(
-            selector([true, true, false], sizes, None, false).as_deref(),
-            Some("audio,video")
-        );
-        assert_eq!(
-            selector([false, true, true], sizes, None, false).as_deref(),
+            text(selector([false, true, true], sizes, None, false)).as_deref(),
             Some("video")
         );
         // A tick on an absent group drops nothing.
@@ -460,18 +475,22 @@ mod tests {
             end_ms: 3000,
         };
         assert_eq!(
-            selector([true, true, false], sizes, Some(r), true).as_deref(),
+            text(selector([true, true, false], sizes, Some(r), true)).as_deref(),
             Some("@1-3")
         );
         // The timeline choice only counts while a selection exists.
         assert_eq!(
-            selector([true, false, false], sizes, None, true).as_deref(),
+            text(selector([true, false, false], sizes, None, true)).as_deref(),
             Some("audio")
         );
         assert_eq!(
-            selector([true, false, false], sizes, Some(r), false).as_deref(),
+            text(selector([true, false, false], sizes, Some(r), false)).as_deref(),
             Some("audio")
         );
+        // What Compute sends: always with the curve, watching the baseline top-1.
+        let spec = request(Selector::group("audio"), 2, 8);
+        assert!(spec.curve && spec.token.is_none());
+        assert_eq!(spec.steps(), 5);
     }
 
     #[test]
@@ -486,14 +505,16 @@ mod tests {
         assert_eq!(p.timed, [1.0, 0.4_f32 as f64]);
         let [r, g, b] = palette::CYCLE[0];
         assert_eq!(p.color, Color32::from_rgb(r, g, b));
-        assert_eq!(curve_color("audio"), Color32::from_rgb(230, 159, 0));
-        assert_eq!(curve_color("@1-3"), Color32::from_rgb(r, g, b));
+        let color = |s: &str| curve_color(&s.parse().expect("selector"));
+        assert_eq!(color("audio"), Color32::from_rgb(230, 159, 0));
+        assert_eq!(color("@1-3"), Color32::from_rgb(r, g, b));
+        assert_eq!(plot_data(&outcome("@1-3")).name, "@1-3 dropped");
     }
 
     #[test]
     fn the_summary_reads_speedup_probability_and_answers() {
         let o = outcome("audio,video");
-        let s = summary(&o, Some(&o.request));
+        let s = summary(&o, Some(&o.spec));
         assert_eq!(s.speedup, "prefill 16.42× faster dropping from layer 1");
         assert_eq!(
             s.timing,
@@ -511,9 +532,9 @@ mod tests {
             ))
         );
         assert!(!s.stale);
-        let newer = DropRequest {
+        let newer = DropSpec {
             from_layer: 2,
-            ..o.request.clone()
+            ..o.spec.clone()
         };
         assert!(summary(&o, Some(&newer)).stale);
         assert_eq!(progress_text(2, 5, 3.4), "2 / 5 steps · 3 s");

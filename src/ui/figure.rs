@@ -17,7 +17,8 @@ use crate::export::{
 };
 use crate::flow::heatmap::HeatMetric;
 use crate::flow::Align;
-use crate::worker::{DropOutcome, Failure};
+use crate::session::DropOutcome;
+use crate::worker::Failure;
 
 use super::panel::{Action, HeatResult, InputsView, ViewState};
 use super::tokens::Group;
@@ -342,19 +343,20 @@ pub fn drop_figure(
     prov: Provenance,
     preset: Preset,
 ) -> (FigureSpec, FigureData) {
-    let req = &outcome.request;
+    let req = &outcome.spec;
+    let groups = req.selector.to_string();
     let points: Vec<DropPoint> = outcome
         .curve
         .iter()
         .map(|(l, r)| DropPoint {
-            groups: req.selector.clone(),
+            groups: groups.clone(),
             from_layer: *l,
             prob: f64::from(r.prob),
             base_prob: f64::from(r.base_prob),
         })
         .collect();
     let prov = prov
-        .with_setting("groups", req.selector.clone())
+        .with_setting("groups", groups)
         .with_setting("token", outcome.at_layer.token_id)
         .with_setting("from_layer", req.from_layer)
         .with_setting("dropped_positions", outcome.dropped)
@@ -457,12 +459,14 @@ mod tests {
     use super::*;
     use crate::flow::heatmap::Heatmap;
     use crate::flow::{KnockoutResult, SweepRecord};
-    use crate::worker::{DropRequest, ModelSummary};
+    use crate::session::DropSpec;
+    use crate::worker::ModelSummary;
 
     fn model() -> ModelSummary {
         ModelSummary {
             source: "Qwen/Qwen2.5-Omni-3B@main".into(),
             dir: "d".into(),
+            family: "qwen2_5_omni".into(),
             parameters: 1,
             layers: 3,
             hidden: 1,
@@ -524,10 +528,12 @@ mod tests {
             token_id: 7,
         };
         DropOutcome {
-            request: DropRequest {
-                selector: "audio,video".into(),
+            spec: DropSpec {
+                selector: "audio,video".parse().expect("selector"),
                 from_layer: 1,
                 generate: 0,
+                curve: true,
+                token: None,
             },
             dropped: 2,
             positions: 6,

@@ -1338,7 +1338,7 @@ mod tests {
     }
 
     // ------------------------------------------------------------------------------------------------
-    // Rendered tests (wgpu; lavapipe is enough). Without an adapter they print SKIPPED and pass.
+    // Rendered tests (wgpu; lavapipe is enough). Without an adapter they fail and say what to install.
 
     /// A view with a model summary, `inputs` and one heatmap result.
     fn view_with(inputs: InputsView, r: HeatResult) -> ViewState {
@@ -1346,6 +1346,7 @@ mod tests {
             model: Some(crate::worker::ModelSummary {
                 source: "test".into(),
                 dir: "test".into(),
+                family: "test".into(),
                 parameters: 1,
                 layers: r.matrix.layers,
                 hidden: 1,
@@ -1369,9 +1370,9 @@ mod tests {
         actions: Vec<Action>,
     }
 
-    /// A harness drawing only the heatmap panel, with the GPU pipeline installed; `None` without a
-    /// wgpu adapter.
-    fn panel_harness(view: ViewState, size: Vec2) -> Option<egui_kittest::Harness<'static, Host>> {
+    /// A harness drawing only the heatmap panel, with the GPU pipeline installed; fails without a wgpu
+    /// adapter.
+    fn panel_harness(view: ViewState, size: Vec2) -> egui_kittest::Harness<'static, Host> {
         use egui_kittest::wgpu::{create_render_state, default_wgpu_setup, WgpuTestRenderer};
         let rs = std::panic::catch_unwind(|| {
             create_render_state(
@@ -1379,10 +1380,7 @@ mod tests {
                 eframe::egui_wgpu::RendererOptions::PREDICTABLE,
             )
         });
-        let Ok(rs) = rs else {
-            eprintln!("SKIPPED: no wgpu adapter (install mesa-vulkan-drivers)");
-            return None;
-        };
+        let rs = rs.expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe)");
         let host = Host {
             panel: HeatmapPanel::default(),
             view,
@@ -1403,7 +1401,7 @@ mod tests {
                 host,
             );
         heatmap_gpu::install(&harness.ctx, &rs);
-        Some(harness)
+        harness
     }
 
     /// The cell rectangle, from the accessibility tree.
@@ -1430,9 +1428,7 @@ mod tests {
         )
         .expect("shape");
         let view = view_with(inputs(10), result(HeatMetric::LensAnswer, small, 1));
-        let Some(mut h) = panel_harness(view, Vec2::new(700.0, 260.0)) else {
-            return;
-        };
+        let mut h = panel_harness(view, Vec2::new(700.0, 260.0));
         h.state_mut().panel.log_scale = Some(false);
         h.run_steps(2);
         let img = h.render().expect("render");
@@ -1537,9 +1533,7 @@ mod tests {
             .collect();
         let m = Heatmap::new(layers, n, values).expect("shape");
         let view = view_with(inputs(n), result(HeatMetric::AttentionFromLast, m, 1));
-        let Some(mut h) = panel_harness(view, Vec2::new(1200.0, 600.0)) else {
-            return;
-        };
+        let mut h = panel_harness(view, Vec2::new(1200.0, 600.0));
         h.run_steps(2);
         // First render uploads the matrix.
         let t0 = std::time::Instant::now();

@@ -2,10 +2,11 @@
 //! in those layers and the panel shows how the probability of the baseline answer moves.
 //!
 //! Every change of a control asks for a new knockout; the worker runs only the newest queued one, so
-//! dragging on the layer axis stays live. Besides groups, a source or target may be a selector of seconds
-//! (`@1-3`, `audio@1-3`, picked on the media timeline) or of positions (`pos:10-20`, picked on the token
-//! strip); the worker resolves it with the token map. A grid of toggles (modality × layer block) adds
-//! more blocks into the same target, run together with the main one ([`crate::flow::KnockoutSet`]).
+//! dragging on the layer axis stays live. Sources and targets are typed [`Selector`]s: besides groups, a
+//! selector of seconds (`@1-3`, `audio@1-3`, picked on the media timeline) or of positions (`pos:10-20`,
+//! picked on the token strip); the worker resolves it with the token map. A grid of toggles (modality ×
+//! layer block) adds more blocks into the same target, run together with the main one as one
+//! [`KnockoutSpec`] ([`crate::flow::KnockoutSet`]).
 //! Settings have a bounded undo history (a drag is one step), and a result can be pinned as A to compare
 //! with the live one (B).
 
@@ -17,11 +18,12 @@ use egui::{
     Vec2,
 };
 
-use crate::flow::groups::BUILTIN;
-use crate::worker::{KnockoutBlock, KnockoutRequest};
+use crate::prompt::groups::BUILTIN;
+use crate::prompt::Selector;
+use crate::session::{KnockoutBlock, KnockoutOutcome, KnockoutSpec};
 
 use super::answer::format_percent;
-use super::panel::{Action, KnockoutView, Panel, ViewState};
+use super::panel::{Action, Panel, ViewState};
 use super::tokens::quoted;
 
 /// Sources tried in this order for the first selection: the media first (the question the app asks).
@@ -60,18 +62,20 @@ pub fn offered_groups(groups: &[(String, usize)]) -> Vec<String> {
     out
 }
 
-/// A selector string rather than a group name (`@1-3`, `audio@0.5-2`, `item:0`, `pos:4-9`): always
-/// offered, since whether it selects anything is the worker's to say (with the groups that exist).
-pub fn is_selector(s: &str) -> bool {
-    s.contains('@') || s.starts_with("item:") || s.starts_with("pos:")
+/// Whether `sel` may stay a source or target: a selector of seconds, items or positions (`@1-3`,
+/// `audio@0.5-2`, `item:0`, `pos:4-9`) always may, since whether it selects anything is the worker's to
+/// say (with the groups that exist); group names only while the prompt offers them.
+fn still_offered(sel: &Selector, offered: &[String]) -> bool {
+    !sel.is_groups() || offered.iter().any(|o| Selector::group(o) == *sel)
 }
 
-/// What a combo offers: the present groups, then the selectors in use or on the timeline, each once.
-pub fn choices(offered: &[String], extras: &[&str]) -> Vec<String> {
-    let mut out = offered.to_vec();
+/// What a combo offers: the present groups, then the selectors (not group names) in use or on the
+/// timeline, each once.
+pub fn choices(offered: &[String], extras: &[Selector]) -> Vec<Selector> {
+    let mut out: Vec<Selector> = offered.iter().map(|g| Selector::group(g)).collect();
     for e in extras {
-        if is_selector(e) && !out.iter().any(|o| o == e) {
-            out.push(e.to_string());
+        if !e.is_groups() && !out.contains(e) {
+            out.push(e.clone());
         }
     }
     out
@@ -90,8 +94,8 @@ pub fn clamp_range(start: usize, end: usize, layers: usize) -> (usize, usize) {
 /// Everything the user set: what undo and redo step through, and what one knockout run is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnockoutSettings {
-    pub source: String,
-    pub target: String,
+    pub source: Selector,
+    pub target: Selector,
     /// The main block's layers, half-open.
     pub start: usize,
     pub end: usize,
@@ -101,25 +105,28 @@ pub struct KnockoutSettings {
 }
 
 impl KnockoutSettings {
-    pub fn new(source: &str, target: &str, start: usize, end: usize) -> Self {
+    pub fn new(source: Selector, target: Selector, start: usize, end: usize) -> Self {
         Self {
-            source: source.into(),
-            target: target.into(),
+            source,
+            target,
             start,
             end,
             toggles: BTreeMap::new(),
         }
     }
 
-    /// The run these settings ask for: the main block plus one block per run of toggled layers.
-    pub fn request(&self) -> KnockoutRequest {
-        KnockoutRequest {
-            source: self.source.clone(),
-            target: self.target.clone(),
-            start: self.start,
-            end: self.end,
-            extra: toggle_blocks(&self.toggles, &self.target),
-        }
+    /// The run these settings ask for: the main block, then one block per run of toggled layers, watching
+    /// the baseline top-1.
+    pub fn request(&self) -> KnockoutSpec {
+        let mut spec = KnockoutSpec::single(
+            self.source.clone(),
+            self.target.clone(),
+            self.start,
+            self.end,
+        );
+        spec.blocks
+            .extend(toggle_blocks(&self.toggles, &self.target));
+        spec
     }
 }
 
@@ -136,8 +143,7 @@ pub fn reconcile(
         return None;
     }
     if let Some(c) = current {
-        let ok = |g: &String| offered.contains(g) || is_selector(g);
-        if ok(&c.source) && ok(&c.target) {
+        if still_offered(&c.source, &offered) && still_offered(&c.target, &offered) {
             let (start, end) = clamp_range(c.start, c.end, layers);
             let rows = toggle_rows(groups);
             let toggles = c
@@ -161,13 +167,18 @@ pub fn reconcile(
     let source = SOURCE_PREFERENCE
         .iter()
         .find(|s| offered.iter().any(|o| o == *s))
-        .map_or_else(|| offered[0].clone(), |s| s.to_string());
+        .map_or(offered[0].as_str(), |s| s);
     let target = if offered.iter().any(|o| o == "last") {
-        "last".to_string()
+        "last"
     } else {
-        offered[offered.len() - 1].clone()
+        offered[offered.len() - 1].as_str()
     };
-    Some(KnockoutSettings::new(&source, &target, 0, layers))
+    Some(KnockoutSettings::new(
+        Selector::group(source),
+        Selector::group(target),
+        0,
+        layers,
+    ))
 }
 
 /// The grid's rows: [`TOGGLE_ROWS`] present in this prompt.
@@ -246,7 +257,7 @@ pub fn runs(layers: &BTreeSet<usize>) -> Vec<(usize, usize)> {
 /// The grid as knockout blocks into `target`: one per row and run of toggled layers, rows in order.
 pub fn toggle_blocks(
     toggles: &BTreeMap<String, BTreeSet<usize>>,
-    target: &str,
+    target: &Selector,
 ) -> Vec<KnockoutBlock> {
     TOGGLE_ROWS
         .iter()
@@ -255,8 +266,8 @@ pub fn toggle_blocks(
             runs(layers)
                 .into_iter()
                 .map(move |(start, end)| KnockoutBlock {
-                    source: row.to_string(),
-                    target: target.to_string(),
+                    source: Selector::group(row),
+                    target: target.clone(),
                     start,
                     end,
                 })
@@ -420,15 +431,15 @@ pub fn token_text((id, text): &(u32, String)) -> String {
     }
 }
 
-/// `audio -> last, layers 0..3`, then each extra block: `+ video 2..3` (into the same target) or
-/// `+ video -> question 2..3`.
-pub fn request_label(r: &KnockoutRequest) -> String {
-    let mut s = format!(
-        "{} -> {}, layers {}..{}",
-        r.source, r.target, r.start, r.end
-    );
-    for b in &r.extra {
-        if b.target == r.target {
+/// `audio -> last, layers 0..3` (the main block), then each further block: `+ video 2..3` (into the same
+/// target) or `+ video -> question 2..3`.
+pub fn request_label(r: &KnockoutSpec) -> String {
+    let Some((main, extra)) = r.blocks.split_first() else {
+        return String::new();
+    };
+    let mut s = main.label();
+    for b in extra {
+        if b.target == main.target {
             s.push_str(&format!(" + {} {}..{}", b.source, b.start, b.end));
         } else {
             s.push_str(&format!(
@@ -458,17 +469,18 @@ pub struct KnockoutSummary {
     pub stale: bool,
 }
 
-pub fn summary(view: &KnockoutView, selection: Option<&KnockoutRequest>) -> KnockoutSummary {
-    let r = &view.request;
+pub fn summary(view: &KnockoutOutcome, selection: Option<&KnockoutSpec>) -> KnockoutSummary {
+    let r = &view.spec;
+    let res = &view.result;
     KnockoutSummary {
         baseline: format!(
             "baseline p({}) {}",
             token_text(&view.token),
-            format_percent(view.base_prob)
+            format_percent(res.base_prob)
         ),
-        knocked: format!("after knockout {}", format_percent(view.prob)),
-        change: format!("change {}", format_change(view.rel_change)),
-        color: change_color(view.rel_change),
+        knocked: format!("after knockout {}", format_percent(res.prob)),
+        change: format!("change {}", format_change(res.rel_change)),
+        color: change_color(res.rel_change),
         top1: format!("top-1 after {}", token_text(&view.top1)),
         request: request_label(r),
         stale: selection.is_some_and(|s| s != r),
@@ -488,30 +500,31 @@ pub struct Comparison {
     pub warning: Option<String>,
 }
 
-pub fn compare(a: &KnockoutView, b: &KnockoutView) -> Comparison {
-    let points = 100.0 * (b.prob - a.prob);
-    let ratio = if a.prob > 0.0 {
-        format!(" (B/A \u{d7}{:.2})", b.prob / a.prob)
+pub fn compare(a: &KnockoutOutcome, b: &KnockoutOutcome) -> Comparison {
+    let (ra, rb) = (&a.result, &b.result);
+    let points = 100.0 * (rb.prob - ra.prob);
+    let ratio = if ra.prob > 0.0 {
+        format!(" (B/A \u{d7}{:.2})", rb.prob / ra.prob)
     } else {
         String::new()
     };
-    let same_baseline = a.token.0 == b.token.0 && a.base_prob == b.base_prob;
+    let same_baseline = a.token.0 == b.token.0 && ra.base_prob == rb.base_prob;
     Comparison {
         rows: vec![
             (
                 "knockout".into(),
-                request_label(&a.request),
-                request_label(&b.request),
+                request_label(&a.spec),
+                request_label(&b.spec),
             ),
             (
                 format!("p({})", token_text(&b.token)),
-                format_percent(a.prob),
-                format_percent(b.prob),
+                format_percent(ra.prob),
+                format_percent(rb.prob),
             ),
             (
                 "change".into(),
-                format_change(a.rel_change),
-                format_change(b.rel_change),
+                format_change(ra.rel_change),
+                format_change(rb.rel_change),
             ),
             ("top-1 after".into(), token_text(&a.top1), token_text(&b.top1)),
         ],
@@ -522,9 +535,9 @@ pub fn compare(a: &KnockoutView, b: &KnockoutView) -> Comparison {
                 "A watched p({}) from a baseline of {}; B watches p({}) from {}: another prompt or model, \
                  so the two do not compare. Pin again.",
                 token_text(&a.token),
-                format_percent(a.base_prob),
+                format_percent(ra.base_prob),
                 token_text(&b.token),
-                format_percent(b.base_prob)
+                format_percent(rb.base_prob)
             )
         }),
     }
@@ -543,7 +556,7 @@ pub struct KnockoutPanel {
     /// The layer a drag on the axis started at.
     axis_from: Option<usize>,
     /// Result A of the comparison.
-    pinned: Option<KnockoutView>,
+    pinned: Option<KnockoutOutcome>,
     prompt: Option<PromptKey>,
 }
 
@@ -598,10 +611,9 @@ impl Panel for KnockoutPanel {
         let timeline = view
             .time_selection
             .map(|r| r.selector(super::media::Modality::Both));
-        let extras: Vec<&str> = [Some(sel.source.as_str()), Some(sel.target.as_str())]
+        let extras: Vec<Selector> = [sel.source.clone(), sel.target.clone()]
             .into_iter()
-            .chain([timeline.as_deref()])
-            .flatten()
+            .chain(timeline)
             .collect();
         let offered = choices(&offered_groups(&inputs.flow_groups), &extras);
         let mut run = false;
@@ -666,9 +678,9 @@ impl Panel for KnockoutPanel {
         let s = summary(result, Some(&request));
         ui.horizontal_wrapped(|ui| {
             ui.label(&s.baseline)
-                .on_hover_text(format!("{:.7}", result.base_prob));
+                .on_hover_text(format!("{:.7}", result.result.base_prob));
             ui.label(RichText::new(&s.knocked).strong())
-                .on_hover_text(format!("{:.7}", result.prob));
+                .on_hover_text(format!("{:.7}", result.result.prob));
             ui.label(RichText::new(&s.change).strong().color(s.color));
             ui.monospace(&s.top1);
             ui.separator();
@@ -923,14 +935,14 @@ fn comparison_table(ui: &mut egui::Ui, c: &Comparison) {
 
 /// `label [value ▾]`, the label in front (read left to right: "source audio target last") and naming the
 /// combo for screen readers and tests.
-fn group_combo(ui: &mut egui::Ui, label: &str, value: &mut String, offered: &[String]) {
+fn group_combo(ui: &mut egui::Ui, label: &str, value: &mut Selector, offered: &[Selector]) {
     let name = ui.label(label);
     egui::ComboBox::from_id_salt(("knockout", label))
-        .selected_text(value.as_str())
+        .selected_text(value.to_string())
         .width(110.0)
         .show_ui(ui, |ui| {
             for g in offered {
-                ui.selectable_value(value, g.clone(), g);
+                ui.selectable_value(value, g.clone(), g.to_string());
             }
         })
         .response
@@ -945,24 +957,22 @@ mod tests {
         list.iter().map(|(n, c)| (n.to_string(), *c)).collect()
     }
 
-    fn req(s: &str, t: &str, a: usize, b: usize) -> KnockoutRequest {
-        KnockoutRequest {
-            source: s.into(),
-            target: t.into(),
-            start: a,
-            end: b,
-            extra: Vec::new(),
-        }
+    fn sel(s: &str) -> Selector {
+        s.parse().expect("selector")
+    }
+
+    fn req(s: &str, t: &str, a: usize, b: usize) -> KnockoutSpec {
+        KnockoutSpec::single(sel(s), sel(t), a, b)
     }
 
     fn set(s: &str, t: &str, a: usize, b: usize) -> KnockoutSettings {
-        KnockoutSettings::new(s, t, a, b)
+        KnockoutSettings::new(sel(s), sel(t), a, b)
     }
 
     fn block(s: &str, t: &str, a: usize, b: usize) -> KnockoutBlock {
         KnockoutBlock {
-            source: s.into(),
-            target: t.into(),
+            source: sel(s),
+            target: sel(t),
             start: a,
             end: b,
         }
@@ -1024,17 +1034,28 @@ mod tests {
     #[test]
     fn selectors_are_kept_and_offered() {
         let g = groups(&[("video", 6), ("audio", 4), ("last", 1)]);
-        assert!(is_selector("@1-3") && is_selector("audio@0.5-2") && is_selector("item:0"));
-        assert!(is_selector("pos:4-9") && is_selector("pos:7"));
-        assert!(!is_selector("audio"));
+        let offered = offered_groups(&g);
+        for s in ["@1-3", "audio@0.5-2", "item:0", "pos:4-9", "pos:7"] {
+            assert!(still_offered(&sel(s), &offered), "{s}");
+        }
+        assert!(still_offered(&sel("audio"), &offered));
+        assert!(!still_offered(&sel("image"), &offered));
+        assert!(!still_offered(&sel("audio,video"), &offered));
         // A time selection survives reconciling; a vanished group still resets.
         let kept = reconcile(Some(&set("@1-3", "last", 0, 2)), &g, 3);
         assert_eq!(kept, Some(set("@1-3", "last", 0, 2)));
         let kept = reconcile(Some(&set("audio", "pos:3-5", 0, 2)), &g, 3);
         assert_eq!(kept, Some(set("audio", "pos:3-5", 0, 2)));
-        let offered = offered_groups(&g);
+        let extras: Vec<Selector> = ["@1-3", "last", "@1-3", "video@0-2", "pos:2-4"]
+            .into_iter()
+            .map(sel)
+            .collect();
+        let shown: Vec<String> = choices(&offered, &extras)
+            .iter()
+            .map(Selector::to_string)
+            .collect();
         assert_eq!(
-            choices(&offered, &["@1-3", "last", "@1-3", "video@0-2", "pos:2-4"]),
+            shown,
             vec!["video", "audio", "last", "@1-3", "video@0-2", "pos:2-4"]
         );
     }
@@ -1105,7 +1126,7 @@ mod tests {
         // Adjacent cells of a row make one block; rows in grid order whatever the insertion order.
         toggle_cell(&mut t, "audio", (18, 20));
         assert_eq!(
-            toggle_blocks(&t, "last"),
+            toggle_blocks(&t, &sel("last")),
             vec![
                 block("audio", "last", 0, 20),
                 block("video", "last", 24, 36)
@@ -1129,22 +1150,25 @@ mod tests {
         toggle_cell(&mut s.toggles, "question", (0, 1));
         let r = s.request();
         assert_eq!(
-            r.extra,
-            vec![
+            r.blocks[1..],
+            [
                 block("video", "last", 2, 3),
                 block("question", "last", 0, 1)
             ]
         );
-        assert_eq!(r.blocks().len(), 3);
+        assert_eq!(r.blocks.len(), 3);
+        assert_eq!((r.token, r.control_seed), (None, None));
         assert_eq!(
             request_label(&r),
             "@1-3 -> last, layers 0..2 + video 2..3 + question 0..1"
         );
         // The toggles follow the target.
-        s.target = "question".into();
-        assert!(s.request().extra.iter().all(|b| b.target == "question"));
+        s.target = sel("question");
+        assert!(s.request().blocks[1..]
+            .iter()
+            .all(|b| b.target == sel("question")));
         let mut other = req("audio", "last", 0, 1);
-        other.extra = vec![block("video", "question", 1, 2)];
+        other.blocks.push(block("video", "question", 1, 2));
         assert_eq!(
             request_label(&other),
             "audio -> last, layers 0..1 + video -> question 1..2"
@@ -1222,14 +1246,20 @@ mod tests {
         assert_eq!(format_change(f32::INFINITY), "–");
     }
 
-    fn view(r: KnockoutRequest, prob: f32) -> KnockoutView {
-        KnockoutView {
-            request: r,
-            prob,
-            base_prob: 0.5,
-            rel_change: crate::flow::knockout::rel_change(prob, 0.5),
+    fn view(r: KnockoutSpec, prob: f32) -> KnockoutOutcome {
+        KnockoutOutcome {
+            spec: r,
+            result: crate::flow::KnockoutResult {
+                prob,
+                base_prob: 0.5,
+                rel_change: crate::flow::knockout::rel_change(prob, 0.5),
+                top1_id: 7,
+                token_id: 3,
+            },
             top1: (7, String::new()),
             token: (3, "Hi".into()),
+            seconds: 0.0,
+            control: None,
         }
     }
 
@@ -1245,16 +1275,16 @@ mod tests {
         assert!(!s.stale);
         assert!(summary(&v, Some(&req("audio", "last", 0, 2))).stale);
         let mut with_toggle = req("audio", "last", 0, 3);
-        with_toggle.extra = vec![block("video", "last", 0, 1)];
+        with_toggle.blocks.push(block("video", "last", 0, 1));
         assert!(summary(&v, Some(&with_toggle)).stale);
     }
 
     #[test]
     fn a_pinned_result_compares_with_the_live_one() {
         let mut live = req("audio", "last", 0, 2);
-        live.extra = vec![block("video", "last", 2, 3)];
+        live.blocks.push(block("video", "last", 2, 3));
         let a = view(req("audio", "last", 0, 3), 0.25);
-        let b = KnockoutView {
+        let b = KnockoutOutcome {
             top1: (3, "Hi".into()),
             ..view(live, 0.4)
         };
@@ -1296,10 +1326,8 @@ mod tests {
         let zero = compare(&view(req("audio", "last", 0, 3), 0.0), &a);
         assert_eq!(zero.difference, "B \u{2212} A: +25.0 points");
         // Another baseline (another prompt or model) is flagged.
-        let other = KnockoutView {
-            base_prob: 0.3,
-            ..a.clone()
-        };
+        let mut other = a.clone();
+        other.result.base_prob = 0.3;
         assert!(compare(&other, &b)
             .warning
             .is_some_and(|w| w.contains("do not compare")));

@@ -2,9 +2,9 @@
 //! times, the waveform, the log-mel spectrogram the audio tower read, the `seconds_per_chunk` boundaries
 //! the audio and video tokens are interleaved by — and a time selection that knockouts can use.
 //!
-//! A selection of seconds is a selector string (`@1-3`, `audio@1-3`, `video@1-3`), the grammar of the
-//! command line's `--source`/`--target` ([`crate::cli::select_positions`]): the worker resolves it with
-//! the token map, so the panel never needs positions itself (it only counts them for the label).
+//! A selection of seconds is a [`Selector`] (`@1-3`, `audio@1-3`, `video@1-3`), the grammar of the
+//! command line's `--source`/`--target`: the worker resolves it with the token map, so the panel never
+//! needs positions itself (it only counts them for the label).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use egui::{Color32, CornerRadius, Pos2, Rect, Sense, Stroke, TextureHandle, Vec2};
 
 use crate::media::preview::{ItemKind, ItemPreview, MediaPreview, MediaSpan, Spectrogram};
+use crate::prompt::Selector;
 
 use super::panel::{Action, Panel, ViewState};
 use super::tokens::quoted;
@@ -55,11 +56,12 @@ impl Modality {
         }
     }
 
-    fn prefix(self) -> &'static str {
+    /// The group a selector of seconds is limited to (`None`: both modalities).
+    fn group(self) -> Option<&'static str> {
         match self {
-            Modality::Both => "",
-            Modality::Audio => "audio",
-            Modality::Video => "video",
+            Modality::Both => None,
+            Modality::Audio => Some("audio"),
+            Modality::Video => Some("video"),
         }
     }
 }
@@ -95,13 +97,8 @@ impl TimeRange {
     }
 
     /// `@1-3`, `audio@1-3`: what the worker's knockout (and the CLI) accepts as a source or target.
-    pub fn selector(&self, m: Modality) -> String {
-        format!(
-            "{}@{}-{}",
-            m.prefix(),
-            seconds_text(self.start_ms),
-            seconds_text(self.end_ms)
-        )
+    pub fn selector(&self, m: Modality) -> Selector {
+        Selector::time(m.group(), self.start_s(), self.end_s())
     }
 
     /// `1–3 s`.
@@ -762,7 +759,7 @@ impl MediaPanel {
                 Modality::Audio => format!("{audio} audio positions"),
                 Modality::Video => format!("{video} video positions"),
             };
-            ui.monospace(&selector);
+            ui.monospace(selector.to_string());
             ui.weak(n);
             if ui
                 .button("Knockout source")
@@ -800,7 +797,7 @@ pub enum SpanRole {
 pub struct SpanPick {
     pub serial: u64,
     pub role: SpanRole,
-    pub selector: String,
+    pub selector: Selector,
 }
 
 #[cfg(test)]
@@ -840,15 +837,22 @@ mod tests {
     }
 
     #[test]
-    fn selections_become_selector_strings() {
+    fn selections_become_selectors() {
         assert_eq!(seconds_text(1000), "1");
         assert_eq!(seconds_text(1500), "1.5");
         assert_eq!(seconds_text(1040), "1.04");
         assert_eq!(seconds_text(5), "0.005");
         let r = tr(1000, 3000);
-        assert_eq!(r.selector(Modality::Both), "@1-3");
-        assert_eq!(r.selector(Modality::Audio), "audio@1-3");
-        assert_eq!(tr(250, 1750).selector(Modality::Video), "video@0.25-1.75");
+        assert_eq!(r.selector(Modality::Both).to_string(), "@1-3");
+        assert_eq!(r.selector(Modality::Audio).to_string(), "audio@1-3");
+        assert_eq!(
+            tr(250, 1750).selector(Modality::Video).to_string(),
+            "video@0.25-1.75"
+        );
+        assert_eq!(
+            tr(1040, 3000).selector(Modality::Both).to_string(),
+            "@1.04-3"
+        );
         assert_eq!(r.label(), "1\u{2013}3 s");
         // Dragging right to left, past the ends, to 10 ms.
         assert_eq!(TimeRange::between(3.004, 0.996, 4.0), Some(tr(1000, 3000)));
@@ -858,13 +862,12 @@ mod tests {
 
     #[test]
     fn a_selector_parses_back_as_the_cli_reads_it() {
-        // The worker hands these to `cli::select_positions`, which splits at '@' and '-' and parses f64.
+        // The CLI reads what the app shows: the printed selector parses back to the same seconds.
         let r = tr(1230, 2500);
         let s = r.selector(Modality::Audio);
-        let (group, range) = s.split_once('@').expect("@");
-        let (a, b) = range.split_once('-').expect("-");
-        assert_eq!(group, "audio");
-        assert_eq!((a.parse::<f64>(), b.parse::<f64>()), (Ok(1.23), Ok(2.5)));
+        assert_eq!(s, Selector::time(Some("audio"), 1.23, 2.5));
+        assert_eq!(s.to_string(), "audio@1.23-2.5");
+        assert_eq!(s.to_string().parse::<Selector>().ok(), Some(s));
     }
 
     #[test]

@@ -1,13 +1,10 @@
 //! Getting media into the app: what a dropped, typed or recent path is (by extension; a folder with a
-//! `config.json` is a model), the prompt's media list, where prepared inputs are cached, and the list of
-//! recent files.
+//! `config.json` is a model), the prompt's media list, and the list of recent files. Where prepared inputs
+//! are cached is the library's [`crate::media::cache`].
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use sha2::{Digest, Sha256};
-
-use crate::media::prepare::{Item, PrepareOptions};
+use crate::media::prepare::Item;
 
 /// Extensions the media pipeline reads through FFmpeg (containers, then codecs decide; an unreadable file
 /// still fails in prepare, with a message naming it).
@@ -100,28 +97,9 @@ pub fn open_order(mut v: Vec<Opened>) -> Vec<Opened> {
     v
 }
 
-pub fn item_path(item: &Item) -> &Path {
-    match item {
-        Item::Video(p) | Item::Audio(p) | Item::Image(p) => p,
-    }
-}
-
-pub fn item_kind(item: &Item) -> &'static str {
-    match item {
-        Item::Video(_) => "video",
-        Item::Audio(_) => "audio",
-        Item::Image(_) => "image",
-    }
-}
-
 /// `video basic.mkv`.
 pub fn item_label(item: &Item) -> String {
-    let p = item_path(item);
-    let name = p.file_name().map_or_else(
-        || p.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    format!("{} {name}", item_kind(item))
+    format!("{} {}", item.kind(), item.file_name())
 }
 
 /// The media list after opening `new`: appended, except that once the list has been asked about (it equals
@@ -155,37 +133,6 @@ pub fn ask_problem(items: &[Item], question: &str) -> Option<(String, String)> {
     None
 }
 
-/// File name of a prompt's prepared inputs: the same items, question and options give the same name (a
-/// re-ask overwrites its file instead of adding one), anything else another.
-pub fn cache_file_name(items: &[Item], question: &str, opts: &PrepareOptions) -> String {
-    let mut h = Sha256::new();
-    for it in items {
-        h.update(item_kind(it).as_bytes());
-        h.update([0]);
-        h.update(item_path(it).as_os_str().as_encoded_bytes());
-        h.update([0]);
-    }
-    h.update(question.as_bytes());
-    h.update([0]);
-    h.update(format!("{opts:?}").as_bytes());
-    let digest = h.finalize();
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{CACHE_PREFIX}{hex}.safetensors")
-}
-
-/// Prepared inputs in the cache start with this (pruning touches nothing else).
-pub const CACHE_PREFIX: &str = "prepared-";
-/// Prepared inputs kept in the cache: a 1-minute 1080p clip is ~0.8 GB, so only the last few.
-pub const CACHE_KEEP: usize = 8;
-
-/// A name [`cache_file_name`] makes (`prepared-` + 16 hex digits): pruning never touches anything else,
-/// even in a folder shared with the user's own files.
-pub fn is_cache_name(name: &str) -> bool {
-    name.strip_prefix(CACHE_PREFIX)
-        .and_then(|r| r.strip_suffix(".safetensors"))
-        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
 /// `AVFLOW_CACHE_DIR`, else `prepared/` in eframe's storage folder (beside the remembered settings, so
 /// the remembered inputs survive a reboot), else the temp folder.
 pub fn default_cache_dir() -> PathBuf {
@@ -195,30 +142,6 @@ pub fn default_cache_dir() -> PathBuf {
     eframe::storage_dir("avflow")
         .map(|d| d.join("prepared"))
         .unwrap_or_else(|| std::env::temp_dir().join("avflow-prepared"))
-}
-
-/// The files to delete so that only the `keep` newest remain.
-pub fn oldest_beyond(mut entries: Vec<(PathBuf, SystemTime)>, keep: usize) -> Vec<PathBuf> {
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    entries.into_iter().skip(keep).map(|(p, _)| p).collect()
-}
-
-/// Deletes all but the [`CACHE_KEEP`] newest prepared inputs in `dir` (other files are left alone).
-/// Best effort: a file that cannot be listed or removed stays.
-pub fn prune_cache(dir: &Path, keep: usize) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let entries: Vec<(PathBuf, SystemTime)> = rd
-        .filter_map(|e| e.ok())
-        .filter(|e| is_cache_name(&e.file_name().to_string_lossy()))
-        .filter_map(|e| Some((e.path(), e.metadata().ok()?.modified().ok()?)))
-        .collect();
-    for p in oldest_beyond(entries, keep) {
-        if let Err(e) = std::fs::remove_file(&p) {
-            tracing::debug!("could not prune {}: {e}", p.display());
-        }
-    }
 }
 
 /// Recent files: `path` moves to the front, without duplicates, at most `max`.
@@ -234,7 +157,6 @@ pub const RECENT_MAX: usize = 10;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn drops_are_classified_by_extension() {
@@ -331,55 +253,6 @@ mod tests {
         assert!(ask_problem(&v, "  ")
             .is_some_and(|(m, f)| m.contains("empty") && f.contains("Question")));
         assert_eq!(ask_problem(&v, "why?"), None);
-    }
-
-    #[test]
-    fn cache_names_follow_the_prompt() {
-        let v = vec![Item::Video("v.mp4".into())];
-        let o = PrepareOptions::default();
-        let n = cache_file_name(&v, "q", &o);
-        assert!(is_cache_name(&n), "{n}");
-        assert_eq!(n, cache_file_name(&v, "q", &o));
-        assert_ne!(n, cache_file_name(&v, "q2", &o));
-        assert_ne!(n, cache_file_name(&[Item::Audio("v.mp4".into())], "q", &o));
-        let mut o2 = o.clone();
-        o2.use_audio_in_video = false;
-        assert_ne!(n, cache_file_name(&v, "q", &o2));
-    }
-
-    #[test]
-    fn pruning_keeps_the_newest() {
-        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-        let e = vec![
-            (PathBuf::from("a"), t(3)),
-            (PathBuf::from("b"), t(1)),
-            (PathBuf::from("c"), t(2)),
-            (PathBuf::from("d"), t(4)),
-        ];
-        assert_eq!(
-            oldest_beyond(e.clone(), 2),
-            vec![PathBuf::from("c"), PathBuf::from("b")]
-        );
-        assert!(oldest_beyond(e, 4).is_empty());
-
-        let d = tempfile::tempdir().expect("tempdir");
-        for n in [
-            "prepared-0123456789abcdef.safetensors",
-            "prepared-fedcba9876543210.safetensors",
-            "prepared-mine.safetensors",
-            "mine.safetensors",
-        ] {
-            std::fs::write(d.path().join(n), b"x").expect("write");
-        }
-        prune_cache(d.path(), 1);
-        let mut left: Vec<String> = std::fs::read_dir(d.path())
-            .expect("read")
-            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect();
-        left.sort();
-        assert_eq!(left.len(), 3, "{left:?}");
-        assert!(left.contains(&"mine.safetensors".to_string()));
-        assert!(left.contains(&"prepared-mine.safetensors".to_string()));
     }
 
     #[test]

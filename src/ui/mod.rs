@@ -2,7 +2,7 @@
 //!
 //! Layout after the rerun viewer: every panel is a pure "prepare view data" function, unit-tested, plus a
 //! draw function behind the small [`panel::Panel`] trait; [`panel::registry`] lists the panels. The model
-//! lives in the background [`crate::worker`]; the UI thread only sends commands and drains events.
+//! lives in the background [`crate::worker`]; the UI thread only submits requests and drains events.
 
 pub mod answer;
 pub mod app;

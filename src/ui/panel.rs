@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use crate::flow::heatmap::{HeatMetric, Heatmap};
 use crate::flow::SweepRecord;
-use crate::worker::{KnockoutRequest, ModelSummary, TokenCell};
+use crate::prompt::{Selector, TokenMap};
+use crate::session::{DropSpec, KnockoutOutcome, KnockoutSpec};
+use crate::worker::{JobId, ModelSummary};
 
 use super::drop::DropView;
 use super::figure::{ExportRequest, ExportState};
@@ -20,10 +22,10 @@ pub enum Action {
     /// Run the forward pass on the loaded model and inputs.
     Run,
     /// Run (or replace the queued) attention knockout.
-    Knockout(KnockoutRequest),
+    Knockout(KnockoutSpec),
     /// Sweep windows of `window` layers over these `(source, target)` pairs.
     Sweep {
-        pairs: Vec<(String, String)>,
+        pairs: Vec<(Selector, Selector)>,
         window: usize,
     },
     /// Stop the running sweep (keeping the windows already computed).
@@ -31,20 +33,21 @@ pub enum Action {
     /// Select these seconds of the media timeline (`None`: clear the selection).
     SelectTime(Option<TimeRange>),
     /// Hand a selector (`@1-3`) to the knockout panel as its source or target.
-    UseSpan(SpanRole, String),
+    UseSpan(SpanRole, Selector),
     /// Show this heatmap metric, computing it unless it is already there or on its way.
     Heatmap(HeatMetric),
     /// Stop the running heatmap computation.
     CancelHeatmap,
     /// Compute the drop curve and time the prefill (the worker runs only the newest queued request).
-    Drop(crate::worker::DropRequest),
+    Drop(DropSpec),
     /// Stop the running drop computation.
     CancelDrop,
     /// Save a view's figure (sweep, heatmap, drop curve) with the command line's writers.
     Export(ExportRequest),
 }
 
-/// The loaded inputs, split into columns so the strip draws without per-frame allocation.
+/// The loaded inputs, split into columns of the worker's token map so the strip draws without per-frame
+/// allocation.
 #[derive(Debug, Clone, Default)]
 pub struct InputsView {
     pub path: PathBuf,
@@ -59,14 +62,15 @@ pub struct InputsView {
 }
 
 impl InputsView {
-    pub fn new(path: PathBuf, tokens: &[TokenCell]) -> Self {
+    pub fn new(path: PathBuf, map: &TokenMap) -> Self {
+        let tokens = &map.tokens;
         Self {
             path,
             ids: tokens.iter().map(|t| t.id).collect(),
             texts: tokens.iter().map(|t| t.text.clone()).collect(),
-            groups: tokens.iter().map(|t| t.group).collect(),
+            groups: tokens.iter().map(Group::of).collect(),
             times: tokens.iter().map(|t| t.time).collect(),
-            flow_groups: Vec::new(),
+            flow_groups: map.group_sizes(),
         }
     }
 }
@@ -79,22 +83,14 @@ pub struct AnswerView {
     pub positions: usize,
 }
 
-/// The last knockout result, with the request it answers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnockoutView {
-    pub request: KnockoutRequest,
-    pub prob: f32,
-    pub base_prob: f32,
-    pub rel_change: f32,
-    pub top1: (u32, String),
-    /// The watched token (the baseline top-1).
-    pub token: (u32, String),
-}
-
 /// The sweep: running state and the last records.
 #[derive(Debug, Clone, Default)]
 pub struct SweepView {
     pub running: bool,
+    /// The worker's job of the running sweep: its progress events are routed here, its Cancel stops it.
+    pub job: Option<JobId>,
+    /// The user stopped the running sweep: its records are the windows it finished.
+    pub stopped: bool,
     /// `(done, total)` windows of the running sweep.
     pub progress: Option<(usize, usize)>,
     pub started: Option<std::time::Instant>,
@@ -124,6 +120,8 @@ pub struct HeatmapView {
     /// At most one result per metric, kept until the model or the inputs change.
     pub results: Vec<HeatResult>,
     pub running: Option<HeatMetric>,
+    /// The worker's job computing `running`.
+    pub job: Option<JobId>,
     /// `(done, total)` steps of the running computation (lens metrics report them).
     pub progress: Option<(usize, usize)>,
     pub started: Option<std::time::Instant>,
@@ -141,7 +139,8 @@ pub struct ViewState {
     pub model: Option<ModelSummary>,
     pub inputs: Option<InputsView>,
     pub answer: Option<AnswerView>,
-    pub knockout: Option<KnockoutView>,
+    /// The last knockout result, with the request it answers (the baseline top-1 is the watched token).
+    pub knockout: Option<KnockoutOutcome>,
     pub sweep: SweepView,
     pub heatmap: HeatmapView,
     pub drop: DropView,
@@ -192,24 +191,40 @@ mod tests {
 
     #[test]
     fn inputs_view_splits_columns() {
-        let cells = vec![
-            TokenCell {
-                id: 1,
-                text: "a".into(),
-                group: Group::System,
-                time: None,
-            },
-            TokenCell {
-                id: 2,
-                text: String::new(),
-                group: Group::Audio,
-                time: Some([0.04, 0.08]),
-            },
-        ];
-        let v = InputsView::new(PathBuf::from("x.safetensors"), &cells);
+        use crate::prompt::{Groups, TokenInfo};
+        let info = |position: usize, id: u32, text: &str, group: &str, time| TokenInfo {
+            position,
+            id,
+            group: group.into(),
+            item: None,
+            time,
+            grid: None,
+            chunk: None,
+            marker: false,
+            text: text.into(),
+        };
+        let mut groups = Groups {
+            seq_len: 2,
+            ..Groups::default()
+        };
+        groups.spans.insert("system".into(), vec![0]);
+        groups.spans.insert("audio".into(), vec![1]);
+        let map = TokenMap {
+            tokens: vec![
+                info(0, 1, "a", "system", None),
+                info(1, 2, "", "audio", Some([0.04, 0.08])),
+            ],
+            groups,
+            seconds_per_chunk: 2.0,
+        };
+        let v = InputsView::new(PathBuf::from("x.safetensors"), &map);
         assert_eq!(v.ids, vec![1, 2]);
         assert_eq!(v.texts, vec!["a".to_string(), String::new()]);
         assert_eq!(v.groups, vec![Group::System, Group::Audio]);
         assert_eq!(v.times, vec![None, Some([0.04, 0.08])]);
+        assert_eq!(
+            v.flow_groups,
+            vec![("audio".to_string(), 1), ("system".to_string(), 1)]
+        );
     }
 }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use egui::{Color32, CornerRadius, Pos2, Rect, Sense, Stroke, Vec2};
 
+use crate::prompt::Selector;
+
 use super::media::SpanRole;
 use super::panel::{Action, Panel, ViewState};
 use super::tokens::{group_counts, quoted, Group};
@@ -103,13 +105,10 @@ pub fn span_between(a: usize, b: usize) -> (usize, usize) {
     (a.min(b), a.max(b) + 1)
 }
 
-/// `pos:10-20` (half-open, as the command line reads it), `pos:7` for one position.
-pub fn position_selector((a, b): (usize, usize)) -> String {
-    if b == a + 1 {
-        format!("pos:{a}")
-    } else {
-        format!("pos:{a}-{b}")
-    }
+/// The selected positions as a selector: half-open, shown as the command line reads it (`pos:10-20`,
+/// `pos:7` for one position).
+pub fn position_selector((a, b): (usize, usize)) -> Selector {
+    Selector::positions(a, b)
 }
 
 /// `positions 10..20 · 10 tokens: audio 8, video 2` for the selection row.
@@ -194,7 +193,7 @@ impl TokenStripPanel {
             };
             let selector = position_selector(span);
             ui.label(selection_line(groups, span));
-            ui.monospace(&selector);
+            ui.monospace(selector.to_string());
             if ui
                 .button("Positions as source")
                 .on_hover_text("Use these positions as the knockout's source (the keys hidden)")
@@ -387,8 +386,12 @@ mod tests {
         assert_eq!(span_between(12, 4), (4, 13));
         assert_eq!(span_between(4, 12), (4, 13));
         assert_eq!(span_between(7, 7), (7, 8));
-        assert_eq!(position_selector((4, 13)), "pos:4-13");
-        assert_eq!(position_selector((7, 8)), "pos:7");
+        assert_eq!(position_selector((4, 13)).to_string(), "pos:4-13");
+        assert_eq!(position_selector((7, 8)).to_string(), "pos:7");
+        assert_eq!(
+            "pos:4-13".parse::<Selector>().ok(),
+            Some(position_selector((4, 13)))
+        );
         let g = [
             Group::System,
             Group::Audio,

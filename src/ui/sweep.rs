@@ -8,6 +8,7 @@ use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
 use crate::export::{data::target_style, palette};
 
 use crate::flow::SweepRecord;
+use crate::prompt::Selector;
 
 use super::figure::{export_row, ExportControls, FigureView};
 use super::panel::{Action, Panel, SweepView, ViewState};
@@ -25,12 +26,12 @@ const PAIRS: [(&str, &str); 5] = [
 ];
 
 /// The default pairs whose groups are both non-empty in this prompt.
-pub fn sweep_pairs(groups: &[(String, usize)]) -> Vec<(String, String)> {
+pub fn sweep_pairs(groups: &[(String, usize)]) -> Vec<(Selector, Selector)> {
     let present = |name: &str| groups.iter().any(|(n, c)| n == name && *c > 0);
     PAIRS
         .iter()
         .filter(|(s, t)| present(s) && present(t))
-        .map(|(s, t)| (s.to_string(), t.to_string()))
+        .map(|(s, t)| (Selector::group(s), Selector::group(t)))
         .collect()
 }
 

@@ -1,9 +1,9 @@
-//! Token groups: which part of the prompt each position belongs to (system text, user text, audio, …).
+//! The token strip's presentation groups (system text, user text, audio, …), read off the library's one
+//! classification of a prompt ([`crate::prompt::TokenMap`]): the app never classifies positions itself.
 //!
-//! Pure functions only. The classification lives here for now because only the token strip needs it; a
-//! later issue moves a richer token map (with turn boundaries from the tokenizer) into the library.
+//! Pure functions only.
 
-use crate::model::config::TokenIds;
+use crate::prompt::TokenInfo;
 
 /// What a prompt position is, for colouring and for the legend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,62 +57,20 @@ impl Group {
             Group::Marker => palette::MARKER,
         }
     }
-}
 
-/// Classifies every position of `ids`.
-///
-/// Media placeholders and their brackets are recognised by the ids in `tokens`. The system turn is found
-/// from `im_start` (the `<|im_start|>` id; `None` when unknown): it spans from the start up to, not
-/// including, the `<|im_start|>` that opens the first user turn — the one followed by `tokens.user` when
-/// that id is known, otherwise the second `<|im_start|>`. Without a system turn nothing is `System`.
-pub fn token_groups(ids: &[u32], tokens: &TokenIds, im_start: Option<u32>) -> Vec<Group> {
-    let system_end = im_start.map_or(0, |start| system_turn_end(ids, start, tokens.user));
-    ids.iter()
-        .enumerate()
-        .map(|(i, &id)| {
-            if id == tokens.audio {
-                Group::Audio
-            } else if id == tokens.video {
-                Group::Video
-            } else if id == tokens.image {
-                Group::Image
-            } else if [
-                tokens.audio_start,
-                tokens.audio_end,
-                tokens.vision_start,
-                tokens.vision_end,
-            ]
-            .contains(&id)
-            {
-                Group::Marker
-            } else if i < system_end {
-                Group::System
-            } else {
-                Group::Text
-            }
-        })
-        .collect()
-}
-
-/// End (exclusive) of the system turn; 0 when the prompt does not start with one.
-fn system_turn_end(ids: &[u32], im_start: u32, user: Option<u32>) -> usize {
-    let starts: Vec<usize> = ids
-        .iter()
-        .enumerate()
-        .filter(|(_, &t)| t == im_start)
-        .map(|(i, _)| i)
-        .collect();
-    let Some(&first) = starts.first() else {
-        return 0;
-    };
-    if let Some(user) = user {
-        // The first turn opening with `user` ends the system part; a prompt that starts with the user
-        // turn has no system part.
-        if let Some(&u) = starts.iter().find(|&&s| ids.get(s + 1) == Some(&user)) {
-            return if u == first { 0 } else { u };
+    /// How the strip shows a position of the token map: the media placeholders as their modality, the
+    /// brackets around media as markers, the system turn as system, and every other position (question,
+    /// `last`, chat-template tokens) as text.
+    pub fn of(t: &TokenInfo) -> Group {
+        match t.group.as_str() {
+            "audio" => Group::Audio,
+            "video" => Group::Video,
+            "image" => Group::Image,
+            _ if t.marker => Group::Marker,
+            "system" => Group::System,
+            _ => Group::Text,
         }
     }
-    starts.get(1).copied().unwrap_or(0)
 }
 
 /// Number of positions per group, in legend order, groups with no position left out.
@@ -133,103 +91,107 @@ pub fn quoted(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::{SpecialTokens, TokenMap};
 
     const IM_START: u32 = 151644;
+    const IM_END: u32 = 151645;
     const USER: u32 = 872;
+    const AUDIO: u32 = 151646;
+    const IMAGE: u32 = 151655;
+    const VIDEO: u32 = 151656;
+    const AUDIO_START: u32 = 151647;
+    const AUDIO_END: u32 = 151648;
+    const VISION_START: u32 = 151652;
+    const VISION_END: u32 = 151653;
 
-    fn ids() -> TokenIds {
-        TokenIds {
-            audio: 151646,
-            image: 151655,
-            video: 151656,
-            audio_start: 151647,
-            audio_end: 151648,
-            vision_start: 151652,
-            vision_end: 151653,
+    fn special() -> SpecialTokens {
+        SpecialTokens {
+            audio: Some(AUDIO),
+            image: Some(IMAGE),
+            video: Some(VIDEO),
+            markers: vec![AUDIO_START, AUDIO_END, VISION_START, VISION_END],
+            im_start: Some(IM_START),
+            im_end: Some(IM_END),
             user: Some(USER),
-            bos: Some(IM_START),
-            eos: None,
-            pad: None,
+            stop: vec![IM_END],
         }
     }
 
     /// `<|im_start|>system\nX<|im_end|>\n<|im_start|>user\n<vision_bos><video><video><vision_eos>
     /// <audio_bos><audio><audio_eos>hi<|im_end|>`
     fn prompt() -> Vec<u32> {
-        let t = ids();
         vec![
             IM_START,
             8948,
             198,
             55,
-            151645,
+            IM_END,
             198, // system turn: 0..6
             IM_START,
             USER,
             198, // 6..9
-            t.vision_start,
-            t.video,
-            t.video,
-            t.vision_end, // 9..13
-            t.audio_start,
-            t.audio,
-            t.audio_end, // 13..16
+            VISION_START,
+            VIDEO,
+            VIDEO,
+            VISION_END, // 9..13
+            AUDIO_START,
+            AUDIO,
+            AUDIO_END, // 13..16
             6023,
-            151645, // 16..18
+            IM_END, // 16..18
         ]
     }
 
+    fn groups(ids: &[u32]) -> Vec<Group> {
+        TokenMap::classify(ids, &special())
+            .tokens
+            .iter()
+            .map(Group::of)
+            .collect()
+    }
+
     #[test]
-    fn classifies_system_media_and_text() {
-        let g = token_groups(&prompt(), &ids(), Some(IM_START));
+    fn the_token_map_shows_as_system_media_markers_and_text() {
         use Group::*;
         assert_eq!(
-            g,
+            groups(&prompt()),
             vec![
                 System, System, System, System, System, System, Text, Text, Text, Marker, Video,
                 Video, Marker, Marker, Audio, Marker, Text, Text
             ]
         );
+        // A prompt that opens with the user turn has no system part.
+        assert!(!groups(&prompt()[6..]).contains(&System));
+        assert!(groups(&[]).is_empty());
     }
 
     #[test]
-    fn no_im_start_means_no_system_turn() {
-        let g = token_groups(&prompt(), &ids(), None);
-        assert!(!g.contains(&Group::System));
-        assert_eq!(g[0], Group::Text);
-    }
-
-    #[test]
-    fn prompt_starting_with_user_turn_has_no_system() {
-        let p = prompt()[6..].to_vec();
-        let g = token_groups(&p, &ids(), Some(IM_START));
-        assert!(!g.contains(&Group::System));
-    }
-
-    #[test]
-    fn without_user_id_the_second_im_start_ends_the_system_turn() {
-        let mut t = ids();
-        t.user = None;
-        let g = token_groups(&prompt(), &t, Some(IM_START));
-        assert_eq!(g.iter().filter(|&&x| x == Group::System).count(), 6);
-        assert_eq!(g[6], Group::Text);
-    }
-
-    #[test]
-    fn image_placeholder_and_empty_prompt() {
-        let t = ids();
-        assert_eq!(
-            token_groups(&[t.image], &t, Some(IM_START)),
-            vec![Group::Image]
-        );
-        assert!(token_groups(&[], &t, Some(IM_START)).is_empty());
+    fn each_map_group_has_its_presentation() {
+        let info = |group: &str, marker: bool| TokenInfo {
+            position: 0,
+            id: 0,
+            group: group.into(),
+            item: None,
+            time: None,
+            grid: None,
+            chunk: None,
+            marker,
+            text: String::new(),
+        };
+        assert_eq!(Group::of(&info("image", false)), Group::Image);
+        assert_eq!(Group::of(&info("video", false)), Group::Video);
+        assert_eq!(Group::of(&info("audio", false)), Group::Audio);
+        assert_eq!(Group::of(&info("template", true)), Group::Marker);
+        assert_eq!(Group::of(&info("system", false)), Group::System);
+        for text in ["question", "last", "template", "mine"] {
+            assert_eq!(Group::of(&info(text, false)), Group::Text, "{text}");
+        }
     }
 
     #[test]
     fn counts_in_legend_order_without_empty_groups() {
-        let g = token_groups(&prompt(), &ids(), Some(IM_START));
         assert_eq!(
-            group_counts(&g),
+            group_counts(&groups(&prompt())),
             vec![
                 (Group::System, 6),
                 (Group::Text, 5),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use avflow::model::loader::{resolve_dir, ModelSource};
-use avflow::model::{OmniInputs, OmniThinker};
+use avflow::model::{AvModel, Prompt};
 
 /// `tests/fixtures`, or `AVFLOW_FIXTURES` when the test binary runs outside this checkout.
 pub fn fixtures() -> PathBuf {
@@ -29,8 +29,8 @@ pub fn device() -> Device {
 #[allow(dead_code)]
 pub struct Golden {
     pub meta: serde_json::Value,
-    pub thinker: OmniThinker,
-    pub inputs: OmniInputs,
+    pub model: Box<dyn AvModel>,
+    pub prompt: Prompt,
     pub expected: HashMap<String, Tensor>,
 }
 
@@ -43,14 +43,17 @@ pub fn golden(case: &str, dtype: DType) -> Golden {
         .expect("meta.json names the model folder");
     let model_dir = fixtures().join(model_name);
     let resolved = resolve_dir(ModelSource::Local(model_dir.clone()), &model_dir).unwrap();
-    let thinker = OmniThinker::load(&resolved, dtype, &device()).unwrap();
-    let inputs = OmniInputs::from_file(&dir.join("inputs.safetensors")).unwrap();
+    let model = avflow::model::load(&resolved, dtype, &device()).unwrap();
+    let prompt = resolved
+        .arch
+        .read_prompt(&dir.join("inputs.safetensors"))
+        .unwrap();
     let expected =
         candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     Golden {
         meta,
-        thinker,
-        inputs,
+        model,
+        prompt,
         expected,
     }
 }

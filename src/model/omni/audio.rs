@@ -12,8 +12,8 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::model::config::AudioConfig;
 use crate::model::nn::{compute_dtype, linear, qkv_heads, segment_attention, Act, LayerNorm, Lin};
+use crate::model::omni::config::AudioConfig;
 
 /// Number of frames after the stride-2 conv and after the stride-2 pooling, for a clip of `mel_len` frames.
 pub fn output_lengths(mel_len: usize) -> (usize, usize) {

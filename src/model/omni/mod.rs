@@ -2,54 +2,229 @@
 //! decoder. Port of `Qwen2_5OmniThinkerForConditionalGeneration` (eager, no generation state):
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
 //!
-//! The Thinker turns processor inputs into an [`Embedded`] sequence (embeddings + position ids); from
-//! there everything runs through [`Decoder`], which is all the flow engine sees.
+//! [`OmniArch`] is the family's [`Architecture`] (config, processor, token map, weights); [`OmniThinker`]
+//! its [`AvModel`], which turns processor inputs into an [`Embedded`] sequence (embeddings + position ids);
+//! from there everything runs through the [`Decoder`].
 
 pub mod audio;
+pub mod bench;
+pub mod config;
 pub mod inputs;
+pub mod processor;
 pub mod prompt;
 pub mod rope_index;
+pub mod token_map;
 pub mod vision;
 pub mod weights;
 
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::model::config::ThinkerConfig;
-use crate::model::decoder::{index_tensor, Decoder, PositionIds};
+use crate::media::prepare::{Item, PrepareOptions, Prepared};
+use crate::media::preview::{ImageView, MediaViews, MelView, VideoView};
+use crate::model::decoder::{index_tensor, Decoder};
 use crate::model::loader::ResolvedModel;
+use crate::model::{
+    Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, Prompt, TextConfig,
+};
+use crate::prompt::SpecialTokens;
 
 pub use audio::AudioEncoder;
+pub use config::ThinkerConfig;
 pub use inputs::OmniInputs;
 pub use vision::VisionEncoder;
 
-/// A prompt ready for the decoder.
+/// The registry entry ([`crate::model::FAMILIES`]).
+pub const FAMILY: FamilyEntry = FamilyEntry {
+    id: "qwen2_5_omni",
+    name: "Qwen2.5-Omni",
+    detect: |path, v| {
+        Ok(ThinkerConfig::detect(path, v)?
+            .map(|cfg| Arc::new(OmniArch { cfg }) as Arc<dyn Architecture>))
+    },
+    reference: || {
+        Arc::new(OmniArch {
+            cfg: ThinkerConfig::qwen25_omni_3b(),
+        })
+    },
+};
+
+/// A Qwen2.5-Omni checkpoint's Thinker as its config describes it.
 #[derive(Debug, Clone)]
-pub struct Embedded {
-    pub input_ids: Vec<u32>,
-    /// `[seq, hidden]` in the model dtype, media placeholders replaced by encoder outputs.
-    pub embeds: Tensor,
-    pub position_ids: PositionIds,
-    /// `max(position) + 1 − seq`: the offset generation continues from.
-    pub rope_delta: i64,
-    pub use_audio_in_video: bool,
-    pub audio_embeds: Option<Tensor>,
-    pub video_embeds: Option<Tensor>,
-    pub image_embeds: Option<Tensor>,
-    pub timings: EncodeTimings,
+pub struct OmniArch {
+    pub cfg: ThinkerConfig,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct EncodeTimings {
-    pub audio: Duration,
-    pub vision: Duration,
+impl OmniArch {
+    fn parse<'p>(&self, prompt: &'p Prompt) -> Result<&'p OmniInputs> {
+        prompt.inputs::<OmniInputs>().ok_or_else(|| Error::Inputs {
+            path: prompt.source.clone(),
+            reason: "was read for another model family".into(),
+        })
+    }
+}
+
+impl Architecture for OmniArch {
+    fn family(&self) -> &'static str {
+        FAMILY.id
+    }
+
+    fn text(&self) -> &TextConfig {
+        &self.cfg.text
+    }
+
+    fn special_tokens(&self) -> SpecialTokens {
+        self.cfg.special_tokens()
+    }
+
+    fn weight_prefix(&self) -> &'static str {
+        "thinker."
+    }
+
+    fn expected_tensors(&self) -> Vec<(String, Vec<usize>)> {
+        weights::thinker_tensors(&self.cfg)
+    }
+
+    fn checkpoint_hint(&self) -> String {
+        "use a full Qwen2.5-Omni checkpoint (keys thinker.model.*, thinker.visual.*, thinker.audio_tower.*, \
+         thinker.lm_head.weight)"
+            .into()
+    }
+
+    fn load(
+        &self,
+        model: &ResolvedModel,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Box<dyn AvModel>> {
+        let vb = model.var_builder(dtype, device)?;
+        Ok(Box::new(OmniThinker::new(Arc::new(self.clone()), vb)?))
+    }
+
+    fn prompt_from_tensors(
+        &self,
+        source: &Path,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<Prompt> {
+        let inp = OmniInputs::from_map(source, tensors)?;
+        let spg: Vec<f64> = inp
+            .video_second_per_grid
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        let map = token_map::build(
+            &inp.input_ids,
+            &self.cfg,
+            &inp.video_grid_thw,
+            &spg,
+            &inp.image_grid_thw,
+        );
+        Ok(Prompt::new(
+            source.to_path_buf(),
+            inp.input_ids.clone(),
+            map,
+            inp,
+        ))
+    }
+
+    fn prepare(
+        &self,
+        model_dir: &Path,
+        items: &[Item],
+        question: &str,
+        opts: &PrepareOptions,
+        device: &Device,
+    ) -> Result<Prepared> {
+        processor::prepare(model_dir, &self.cfg, items, question, opts, device)
+    }
+
+    fn media_views(&self, prompt: &Prompt) -> Result<MediaViews> {
+        let inp = self.parse(prompt)?;
+        let flat = |t: &Option<Tensor>| -> Result<Vec<f32>> {
+            match t {
+                Some(t) => Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
+                None => Ok(Vec::new()),
+            }
+        };
+        let pd = crate::media::video::PATCH_DIM;
+        let cut = |all: &[f32], grids: &[[usize; 3]]| -> Vec<([usize; 3], Vec<f32>)> {
+            let mut row = 0;
+            grids
+                .iter()
+                .map(|&g| {
+                    let rows = g.iter().product::<usize>();
+                    let part = all
+                        .get(row * pd..(row + rows) * pd)
+                        .unwrap_or_default()
+                        .to_vec();
+                    row += rows;
+                    (g, part)
+                })
+                .collect()
+        };
+        let videos = cut(&flat(&inp.pixel_values_videos)?, &inp.video_grid_thw)
+            .into_iter()
+            .zip(&inp.video_second_per_grid)
+            .map(|((grid, patches), &spg)| VideoView {
+                grid,
+                second_per_grid: f64::from(spg),
+                patches,
+            })
+            .collect();
+        let images = cut(&flat(&inp.pixel_values)?, &inp.image_grid_thw)
+            .into_iter()
+            .map(|(grid, patches)| ImageView { grid, patches })
+            .collect();
+        // `audio_features` is `[n_mels, Σ frames]`: clip `k`'s columns follow the earlier clips'.
+        let mut audio = Vec::new();
+        if let Some(f) = &inp.audio_features {
+            let mel = f.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+            let mut col = 0;
+            for &n in &inp.audio_lens {
+                let values = mel
+                    .iter()
+                    .flat_map(|row| row.get(col..col + n).unwrap_or_default().to_vec())
+                    .collect();
+                audio.push(MelView { values, frames: n });
+                col += n;
+            }
+        }
+        Ok(MediaViews {
+            videos,
+            images,
+            audio,
+        })
+    }
+
+    fn hub_config(&self) -> serde_json::Value {
+        bench::hub_config_json(&self.cfg)
+    }
+
+    fn with_layers(&self, layers: usize) -> Arc<dyn Architecture> {
+        let mut cfg = self.cfg.clone();
+        cfg.text.num_hidden_layers = layers;
+        Arc::new(OmniArch { cfg })
+    }
+
+    fn bench_inputs(
+        &self,
+        seed: u64,
+        frames: usize,
+        audio_seconds: f64,
+    ) -> Result<HashMap<String, Tensor>> {
+        bench::bench_inputs(&self.cfg, seed, frames, audio_seconds)
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct OmniThinker {
+    pub arch: Arc<dyn Architecture>,
     pub cfg: ThinkerConfig,
     pub audio: AudioEncoder,
     pub vision: VisionEncoder,
@@ -58,35 +233,22 @@ pub struct OmniThinker {
 
 impl OmniThinker {
     /// `vb` rooted at the Thinker (keys `model.*`, `lm_head.*`, `visual.*`, `audio_tower.*`).
-    pub fn new(cfg: &ThinkerConfig, vb: VarBuilder) -> Result<Self> {
+    pub fn new(arch: Arc<OmniArch>, vb: VarBuilder) -> Result<Self> {
+        let cfg = arch.cfg.clone();
         Ok(Self {
-            cfg: cfg.clone(),
             audio: AudioEncoder::new(&cfg.audio, vb.pp("audio_tower"))?,
             vision: VisionEncoder::new(&cfg.vision, vb.pp("visual"))?,
             decoder: Decoder::new(&cfg.text, vb)?,
+            arch,
+            cfg,
         })
     }
 
-    /// Loads the Thinker of a resolved checkpoint; a weight that does not match the config is reported
-    /// with the folder and the fix.
-    pub fn load(model: &ResolvedModel, dtype: DType, device: &Device) -> Result<Self> {
-        model.check_expected(&weights::thinker_tensors(&model.config))?;
-        let vb = model.var_builder(dtype, device)?;
-        Self::new(&model.config, vb).map_err(|e| match e {
-            Error::Candle(c) => Error::Weights {
-                path: model.dir.clone(),
-                reason: format!("weights do not match {}: {c}", model.config_path.display()),
-                fix: "config.json and the *.safetensors files must come from the same checkpoint; re-download it".into(),
-            },
-            other => other,
-        })
-    }
-
-    pub fn device(&self) -> &Device {
+    fn device(&self) -> &Device {
         self.decoder.device()
     }
 
-    pub fn dtype(&self) -> DType {
+    fn dtype(&self) -> DType {
         self.decoder.dtype()
     }
 
@@ -204,25 +366,84 @@ impl OmniThinker {
             timings,
         })
     }
+}
 
-    /// Full forward: logits (f32) at the requested positions (all when `rows` is `None`).
-    pub fn logits(&self, e: &Embedded, rows: Option<&[usize]>) -> Result<Tensor> {
-        let rot = self.decoder.rotary(&e.position_ids)?;
-        let normed = self.decoder.forward(&e.embeds, &rot, &mut |_, _| Ok(()))?;
-        let normed = match rows {
-            Some(r) => normed.index_select(&index_tensor(r, self.device())?, 0)?,
-            None => normed,
-        };
-        self.decoder.logits(&normed)
+impl AvModel for OmniThinker {
+    fn architecture(&self) -> &Arc<dyn Architecture> {
+        &self.arch
+    }
+
+    fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    fn embed(&self, prompt: &Prompt) -> Result<Embedded> {
+        let inp = prompt.inputs::<OmniInputs>().ok_or_else(|| Error::Inputs {
+            path: prompt.source.clone(),
+            reason: "was read for another model family".into(),
+        })?;
+        OmniThinker::embed(self, inp)
     }
 }
 
-/// Position ids as an i64 tensor `[3, seq]` (transformers' layout without the batch dim).
-pub fn position_ids_tensor(pos: &PositionIds, device: &Device) -> Result<Tensor> {
-    let n = pos.len();
-    let mut v = Vec::with_capacity(3 * n);
-    for k in 0..3 {
-        v.extend(pos.iter().map(|p| p[k]));
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::media::audio::N_MELS;
+    use crate::media::prepare::Item;
+    use crate::media::preview::{build, ItemKind};
+
+    /// An image and an audio file prepared on the tiny model through the family's processor and media views: the image is a thumbnail without time, the
+    /// audio has its waveform and spectrogram over its length, and every audio position has its time.
+    #[test]
+    fn image_and_audio_from_a_real_prompt() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let (model, image, sound) = (
+            root.join("omni-tiny-a"),
+            root.join("media/video/still.png"),
+            root.join("media/audio/stereo44k.wav"),
+        );
+        let resolved = crate::model::resolve(
+            &crate::model::ModelSource::parse(&model.display().to_string()).expect("source"),
+        )
+        .expect("resolve");
+        let items = vec![Item::Image(image.clone()), Item::Audio(sound.clone())];
+        let q = "Does the sound match the picture?";
+        let arch = &resolved.arch;
+        let prepared = arch
+            .prepare(
+                &resolved.dir,
+                &items,
+                q,
+                &crate::media::prepare::PrepareOptions::default(),
+                &candle_core::Device::Cpu,
+            )
+            .expect("prepare");
+        let prompt = arch
+            .prompt_from_tensors(Path::new("prepared"), &prepared.tensors)
+            .expect("prompt");
+        let views = arch.media_views(&prompt).expect("views");
+        let load = |p: &Path| crate::media::audio::load_16k(p);
+        let p = build(&views, &prompt.map, &items, q, &prepared.notes, &load).expect("preview");
+        assert_eq!(p.items.len(), 2);
+        let (im, au) = (&p.items[0], &p.items[1]);
+        assert_eq!(
+            (im.kind, im.frames.len(), im.duration_s),
+            (ItemKind::Image, 1, 0.0)
+        );
+        assert!(im.tokens.image > 0 && im.waveform.is_none());
+        assert_eq!(au.kind, ItemKind::Audio);
+        let mel = au.mel.as_ref().expect("mel");
+        // 1.5 s of sound: 150 mel frames (the golden's audio_frames), 100 waveform bins per second.
+        assert_eq!((mel.n_mels, mel.columns), (N_MELS, 150));
+        let w = au.waveform.as_ref().expect("waveform");
+        assert_eq!(w.bins.len(), 150);
+        assert!((au.duration_s - 1.5).abs() < 0.02, "{}", au.duration_s);
+        assert!(w.bins.iter().any(|[lo, hi]| hi - lo > 0.01));
+        assert_eq!(p.duration_s(), au.duration_s);
+        let audio_spans = p.spans.iter().filter(|s| s.audio && s.item == 1).count();
+        assert_eq!(audio_spans, au.tokens.audio);
+        assert!(p.spans.iter().all(|s| s.item == 1));
     }
-    Ok(Tensor::from_vec(v, (3, n), device)?)
 }

@@ -1,7 +1,7 @@
 //! Placeholder layout of media items in a Qwen2.5-Omni prompt, as `Qwen2_5OmniProcessor` expands it.
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/processing_qwen2_5_omni.py>
 
-use crate::model::config::ThinkerConfig;
+use crate::model::omni::config::ThinkerConfig;
 
 /// The processor's `get_chunked_index` over (float) temporal ids.
 fn chunked(ids: &[f64], per_chunk: f64) -> Vec<(usize, usize)> {

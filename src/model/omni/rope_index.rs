@@ -6,9 +6,9 @@
 //! in f32 and truncated, so non-integer seconds per grid land on the same ids.
 
 use crate::error::{Error, Result};
-use crate::model::config::ThinkerConfig;
 use crate::model::decoder::PositionIds;
 use crate::model::omni::audio::output_lengths;
+use crate::model::omni::config::ThinkerConfig;
 
 /// What `get_rope_index` needs besides the ids.
 #[derive(Debug, Clone, Default)]

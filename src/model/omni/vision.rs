@@ -10,12 +10,12 @@ use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
 use crate::model::nn::{
     apply_rotary_f32, compute_dtype, linear, qkv_heads, segment_attention, Act, GatedMlp, Lin,
     RmsNorm,
 };
+use crate::model::omni::config::VisionConfig;
 
 /// Window permutation over merged units and the cumulative window boundaries in patches.
 ///

@@ -2,39 +2,15 @@
 //! before building the model (a missing or mis-shaped tensor is named with its file) and to write
 //! random-weight checkpoints in the real layout for benchmarks.
 
-use crate::model::config::ThinkerConfig;
+use crate::model::omni::config::ThinkerConfig;
 
 /// `(name with the "thinker." prefix, shape)` for every Thinker tensor the real checkpoint holds.
 pub fn thinker_tensors(cfg: &ThinkerConfig) -> Vec<(String, Vec<usize>)> {
     let mut v: Vec<(String, Vec<usize>)> = Vec::new();
     let mut add = |name: String, shape: Vec<usize>| v.push((format!("thinker.{name}"), shape));
-    let t = &cfg.text;
-    let (h, hd, nh, kv, inter, vocab) = (
-        t.hidden_size,
-        t.head_dim,
-        t.num_attention_heads,
-        t.num_key_value_heads,
-        t.intermediate_size,
-        t.vocab_size,
-    );
-    add("model.embed_tokens.weight".into(), vec![vocab, h]);
-    for i in 0..t.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        add(format!("{p}.self_attn.q_proj.weight"), vec![nh * hd, h]);
-        add(format!("{p}.self_attn.q_proj.bias"), vec![nh * hd]);
-        add(format!("{p}.self_attn.k_proj.weight"), vec![kv * hd, h]);
-        add(format!("{p}.self_attn.k_proj.bias"), vec![kv * hd]);
-        add(format!("{p}.self_attn.v_proj.weight"), vec![kv * hd, h]);
-        add(format!("{p}.self_attn.v_proj.bias"), vec![kv * hd]);
-        add(format!("{p}.self_attn.o_proj.weight"), vec![h, nh * hd]);
-        add(format!("{p}.mlp.gate_proj.weight"), vec![inter, h]);
-        add(format!("{p}.mlp.up_proj.weight"), vec![inter, h]);
-        add(format!("{p}.mlp.down_proj.weight"), vec![h, inter]);
-        add(format!("{p}.input_layernorm.weight"), vec![h]);
-        add(format!("{p}.post_attention_layernorm.weight"), vec![h]);
+    for (name, shape) in crate::model::decoder::decoder_tensors(&cfg.text) {
+        add(name, shape);
     }
-    add("model.norm.weight".into(), vec![h]);
-    add("lm_head.weight".into(), vec![vocab, h]);
 
     let vc = &cfg.vision;
     let d = vc.hidden_size;

@@ -1,18 +1,19 @@
 //! The app's "open media and ask" row and everything that feeds it: Open video…/audio…/image… dialogs
 //! (with the typed-path fallback of the Inputs field), files dropped on the window, recent files, and the
-//! [`Command::PrepareMedia`] an Ask sends. The pure decisions live in [`crate::ui::media_input`].
+//! [`Request::PrepareMedia`] an Ask sends. The pure decisions live in [`crate::ui::media_input`].
 
 use std::path::{Path, PathBuf};
 
 use egui::{Key, RichText};
 
+use crate::media::cache::cache_file_name;
 use crate::media::prepare::{Item, PrepareOptions};
 use crate::ui::dialog::{dialog_support, pick_file, DialogSupport};
 use crate::ui::media_input::{
-    add_media, ask_problem, cache_file_name, classify, item_label, item_path, open_order, remember,
-    supported_text, Opened, AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, RECENT_MAX, VIDEO_EXTENSIONS,
+    add_media, ask_problem, classify, item_label, open_order, remember, supported_text, Opened,
+    AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, RECENT_MAX, VIDEO_EXTENSIONS,
 };
-use crate::worker::{Command, MediaRequest};
+use crate::worker::{MediaRequest, Request};
 
 use super::{AvflowApp, Status};
 
@@ -124,12 +125,12 @@ impl AvflowApp {
         self.status = Status::Info(format!("Preparing {}…", names.join(", ")));
         self.prompt.asked = Some(items.clone());
         for it in &items {
-            remember(&mut self.recent.files, item_path(it), RECENT_MAX);
+            remember(&mut self.recent.files, it.path(), RECENT_MAX);
         }
         self.recent.question = Some(question.clone());
         // The answer is what an Ask is for.
         self.autorun = true;
-        self.send(Command::PrepareMedia(MediaRequest {
+        self.submit(Request::PrepareMedia(MediaRequest {
             items,
             question,
             options,
@@ -139,7 +140,7 @@ impl AvflowApp {
 
     /// Adds a media file to the prompt (or starts a new prompt after an ask).
     pub(super) fn add_media(&mut self, item: Item) {
-        remember(&mut self.recent.files, item_path(&item), RECENT_MAX);
+        remember(&mut self.recent.files, item.path(), RECENT_MAX);
         self.prompt.items = add_media(&self.prompt.items, self.prompt.asked.as_deref(), item);
         self.prompt.asked = None;
     }
@@ -225,7 +226,7 @@ impl AvflowApp {
                     .prompt
                     .items
                     .last()
-                    .map(|i| item_path(i).to_path_buf())
+                    .map(|i| i.path().to_path_buf())
                     .or_else(|| self.recent.files.first().cloned());
                 self.prompt.dialog_for = what;
                 let title = format!("Open a {}", what.noun());
@@ -349,7 +350,7 @@ impl AvflowApp {
             let mut remove = None;
             for (k, it) in self.prompt.items.iter().enumerate() {
                 ui.label(RichText::new(item_label(it)).monospace())
-                    .on_hover_text(item_path(it).display().to_string());
+                    .on_hover_text(it.path().display().to_string());
                 if ui
                     .small_button("×")
                     .on_hover_text("Remove from the prompt")

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
-use crate::worker::{Command, DropOutcome, DropRequest, Failure};
+use crate::session::{DropOutcome, DropSpec};
+use crate::worker::{Failure, Request};
 
 use super::super::dialog::{dialog_support, pick_save_path, DialogSupport};
 use super::super::figure::{
@@ -29,7 +30,7 @@ const NO_DIALOG_FIX: &str =
 impl AvflowApp {
     /// Computes the drop curve and timings for `req`. No busy check: the worker runs only the newest
     /// queued drop.
-    pub(super) fn run_drop(&mut self, req: DropRequest) {
+    pub(super) fn run_drop(&mut self, req: DropSpec) {
         if self.view.model.is_none() || self.view.inputs.is_none() {
             return;
         }
@@ -41,12 +42,12 @@ impl AvflowApp {
         self.view.drop.progress = None;
         self.view.drop.started = Some(std::time::Instant::now());
         self.view.drop.requested = Some(req.clone());
-        self.send(Command::Drop(req));
+        self.view.drop.job = self.submit(Request::Drop(req));
     }
 
     pub(super) fn cancel_drop(&mut self) {
-        if let Some(w) = &self.worker {
-            w.cancel();
+        if let (Some(w), Some(job)) = (&self.worker, self.view.drop.job) {
+            w.cancel(job);
         }
         self.status = Status::Info("Cancelling the drop…".into());
     }
@@ -58,10 +59,10 @@ impl AvflowApp {
             outcome.speedup(),
             outcome.dropped,
             outcome.positions,
-            outcome.request.from_layer
+            outcome.spec.from_layer
         ));
         let dv = &mut self.view.drop;
-        if dv.requested.as_ref() == Some(&outcome.request) {
+        if dv.requested.as_ref() == Some(&outcome.spec) {
             dv.running = false;
             dv.progress = None;
         }
@@ -189,9 +190,9 @@ mod tests {
 
     use egui_kittest::kittest::Queryable;
 
-    use super::super::test_support::{demo_app, step_until};
-    use super::super::DemoPaths;
+    use super::super::test_support::{demo_app, require_demo, save_screenshot, step_until};
     use super::*;
+    use crate::prompt::Selector;
 
     /// Scrolls `panel` to the top and steps until the widget called `label` is inside the window (a
     /// kittest click lands at the widget's place on screen).
@@ -210,24 +211,6 @@ mod tests {
             }
         }
         panic!("{label} never came into view");
-    }
-
-    /// Writes `screenshots/NAME` when a wgpu adapter is there; says why not otherwise.
-    fn save_screenshot(harness: &mut egui_kittest::Harness<'_, AvflowApp>, name: &str) {
-        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
-        match rendered {
-            Ok(Ok(image)) => {
-                let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
-                std::fs::create_dir_all(&dir).expect("mkdir screenshots");
-                let path = dir.join(name);
-                image.save(&path).expect("write screenshot");
-                eprintln!("wrote {}", path.display());
-            }
-            Ok(Err(e)) => eprintln!("SKIPPED screenshot {name}: rendering failed: {e}"),
-            Err(_) => eprintln!(
-                "SKIPPED screenshot {name}: no wgpu adapter (install mesa-vulkan-drivers)"
-            ),
-        }
     }
 
     /// Measured durations replaced by fixed ones, so the screenshot is the same from run to run.
@@ -250,20 +233,22 @@ mod tests {
 
     /// The drop view on the demo the way a user gets there: the defaults (every media group, timed from
     /// the middle layer, 8 answer tokens), Compute, and the curve shown is the library's
-    /// [`crate::flow::generate::drop_curve`]; then only audio from layer 0. Writes `screenshots/drop.png`.
+    /// [`crate::flow::generate::drop_curve`]; then only audio from layer 0. Renders the `drop.png`
+    /// screenshot (written where `AVFLOW_SCREENSHOTS` says).
     #[test]
     fn drop_view_on_the_demo() {
-        let Some(mut harness) = demo_app(egui::vec2(1100.0, 1000.0)) else {
-            return;
-        };
+        let demo = require_demo();
+        let mut harness = demo_app(egui::vec2(1100.0, 1000.0));
         let compute = super::super::super::drop::COMPUTE;
         bring_into_view(&mut harness, super::super::super::drop::PANEL_NAME, compute);
         harness.get_by_label(compute).click();
         harness.run_steps(2);
-        let want = DropRequest {
-            selector: "audio,video".into(),
+        let want = DropSpec {
+            selector: "audio,video".parse().expect("selector"),
             from_layer: 1,
             generate: super::super::super::drop::DEFAULT_GENERATE,
+            curve: true,
+            token: None,
         };
         assert_eq!(harness.state().view().drop.requested.as_ref(), Some(&want));
         let done = step_until(&mut harness, Duration::from_secs(300), |app| {
@@ -271,18 +256,13 @@ mod tests {
         });
         assert!(done, "no drop result: {:?}", harness.state().status());
         let shown = harness.state().view().drop.result.clone().expect("result");
-        assert_eq!(shown.request, want);
+        assert_eq!(shown.spec, want);
 
-        let demo = DemoPaths::locate();
         let session = demo.open_session();
-        let dropped = session.select("audio,video").expect("audio,video");
-        let lib = crate::flow::generate::drop_curve(
-            &session.thinker.decoder,
-            &session.trace,
-            &dropped,
-            None,
-        )
-        .expect("library curve");
+        let trace = &session.traced().expect("the demo session is traced").trace;
+        let dropped = session.select(&want.selector).expect("audio,video");
+        let lib = crate::flow::generate::drop_curve(session.decoder(), trace, &dropped, None)
+            .expect("library curve");
         assert_eq!(shown.curve, lib);
         let s = super::super::super::drop::summary(&shown, Some(&want));
         harness.get_by_label(&s.prob);
@@ -309,18 +289,15 @@ mod tests {
                     .drop
                     .result
                     .as_ref()
-                    .is_some_and(|r| r.request.selector == "audio")
+                    .is_some_and(|r| r.spec.selector == Selector::group("audio"))
         });
         assert!(done, "no audio drop: {:?}", harness.state().status());
         let audio = harness.state().view().drop.result.clone().expect("result");
-        assert_eq!(
-            (audio.request.from_layer, audio.answers.is_none()),
-            (0, true)
-        );
+        assert_eq!((audio.spec.from_layer, audio.answers.is_none()), (0, true));
         let lib = crate::flow::generate::drop_curve(
-            &session.thinker.decoder,
-            &session.trace,
-            &session.select("audio").expect("audio"),
+            session.decoder(),
+            trace,
+            &session.select_str("audio").expect("audio"),
             None,
         )
         .expect("library curve");
@@ -345,7 +322,7 @@ mod tests {
                     .drop
                     .result
                     .as_ref()
-                    .is_some_and(|r| r.request == want)
+                    .is_some_and(|r| r.spec == want)
         });
         assert!(done, "{:?}", harness.state().status());
         freeze(harness.state_mut());
@@ -360,9 +337,8 @@ mod tests {
     /// settings, and the status says where the files went.
     #[test]
     fn exports_the_sweep_of_the_demo() {
-        let Some(mut harness) = demo_app(egui::vec2(1100.0, 900.0)) else {
-            return;
-        };
+        let demo = require_demo();
+        let mut harness = demo_app(egui::vec2(1100.0, 900.0));
         bring_into_view(&mut harness, "Sweep", "Run sweep");
         harness.get_by_label("Run sweep").click();
         let swept = step_until(&mut harness, Duration::from_secs(300), |app| {
@@ -404,7 +380,6 @@ mod tests {
             &std::fs::read_to_string(format!("{}.spec.json", stem.display())).expect("spec"),
         )
         .expect("parse spec");
-        let demo = DemoPaths::locate();
         assert_eq!(spec.kind, crate::export::FigureKind::SweepCurves);
         assert_eq!(
             spec.provenance.model.as_deref(),

@@ -1,34 +1,36 @@
 //! The knockout panel driven on the bundled demo the way a user does it (issue 5: "click or drag to knock
 //! out and watch the answer change live"): a drag on the layer axis, a toggle of the modality × layer grid,
 //! Ctrl+Z and Redo, Pin as A beside the live B, and a drag on the token strip sent as the source. Every
-//! number shown is checked against the library ([`crate::flow::KnockoutSet`] on the same demo). Writes
-//! `screenshots/knockout.png`.
+//! number shown is checked against the library ([`crate::flow::KnockoutSet`] on the same demo). Renders
+//! the `knockout.png` screenshot (written where `AVFLOW_SCREENSHOTS` says, see
+//! [`super::test_support::save_screenshot`]).
 
 use std::time::Duration;
 
 use egui_kittest::kittest::{NodeT, Queryable};
 
 use crate::flow::{Knockout, KnockoutSet};
+use crate::prompt::Selector;
+use crate::session::{KnockoutBlock, KnockoutOutcome, KnockoutSpec};
 use crate::ui::answer::format_percent;
 use crate::ui::knockout::{self as panel, LayerAxis};
 use crate::ui::strip::{position_selector, STRIP_LABEL};
 use crate::ui::tokens::Group;
-use crate::worker::{KnockoutBlock, KnockoutRequest};
 
-use super::test_support::{drag, step_until};
-use super::{AvflowApp, DemoPaths};
+use super::test_support::{drag, require_demo, save_screenshot, step_until};
+use super::AvflowApp;
 
 type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
 
 /// Steps until the shown knockout answers `want` and the worker is idle; returns it.
-fn result_for(harness: &mut Harness<'_>, want: &KnockoutRequest) -> crate::ui::panel::KnockoutView {
+fn result_for(harness: &mut Harness<'_>, want: &KnockoutSpec) -> KnockoutOutcome {
     let done = step_until(harness, Duration::from_secs(300), |app| {
         !app.view().busy
             && app
                 .view()
                 .knockout
                 .as_ref()
-                .is_some_and(|k| &k.request == want)
+                .is_some_and(|k| &k.spec == want)
     });
     assert!(
         done,
@@ -46,8 +48,8 @@ fn close(a: f32, b: f32) -> bool {
 
 fn block(source: &str, start: usize, end: usize) -> KnockoutBlock {
     KnockoutBlock {
-        source: source.into(),
-        target: "last".into(),
+        source: Selector::group(source),
+        target: Selector::group("last"),
         start,
         end,
     }
@@ -55,10 +57,8 @@ fn block(source: &str, start: usize, end: usize) -> KnockoutBlock {
 
 #[test]
 fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
-    let demo = DemoPaths::locate();
-    let Some(mut harness) = super::test_support::demo_app(egui::vec2(1100.0, 1400.0)) else {
-        return;
-    };
+    let demo = require_demo();
+    let mut harness = super::test_support::demo_app(egui::vec2(1100.0, 1400.0));
     let layers = harness.state().view().model.as_ref().expect("model").layers;
     assert_eq!(layers, 3, "the demo decoder has 3 layers");
 
@@ -69,14 +69,15 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
             blocks: blocks
                 .iter()
                 .map(|&(s, start, end)| Knockout {
-                    sources: session.select(s).expect("source"),
-                    targets: session.select("last").expect("last"),
+                    sources: session.select_str(s).expect("source"),
+                    targets: session.select_str("last").expect("last"),
                     start,
                     end,
                 })
                 .collect(),
         };
-        set.score(&session.thinker.decoder, &session.trace, None)
+        let trace = &session.traced().expect("the demo session is traced").trace;
+        set.score(session.decoder(), trace, None)
             .expect("library knockout")
     };
 
@@ -89,22 +90,16 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     };
     let mid = |l: usize| egui::pos2((axis.x(l) + axis.x(l + 1)) / 2.0, rect.top() + 8.0);
     drag(&mut harness, mid(0), mid(1));
-    let mut want = KnockoutRequest {
-        source: "audio".into(),
-        target: "last".into(),
-        start: 0,
-        end: 2,
-        extra: Vec::new(),
-    };
+    let mut want = KnockoutSpec::single(Selector::group("audio"), Selector::group("last"), 0, 2);
     let dragged = result_for(&mut harness, &want);
     let lib = library(&[("audio", 0, 2)]);
     assert!(
-        close(dragged.prob, lib.prob),
+        close(dragged.result.prob, lib.prob),
         "{} vs {}",
-        dragged.prob,
+        dragged.result.prob,
         lib.prob
     );
-    assert!(close(dragged.base_prob, lib.base_prob));
+    assert!(close(dragged.result.base_prob, lib.base_prob));
     assert_eq!(dragged.top1.0, lib.top1_id);
     // The number fields follow the axis.
     let field =
@@ -117,24 +112,27 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     // 2. Toggle video × layers 2..3: run together with the main block.
     harness.get_by_label("video layers 2..3").click();
     harness.run_steps(2);
-    want.extra = vec![block("video", 2, 3)];
+    want.blocks.push(block("video", 2, 3));
     let toggled = result_for(&mut harness, &want);
     let lib = library(&[("audio", 0, 2), ("video", 2, 3)]);
     eprintln!(
         "baseline {} · audio 0..2: {} · + video 2..3: {} (library {})",
-        toggled.base_prob, dragged.prob, toggled.prob, lib.prob
+        toggled.result.base_prob, dragged.result.prob, toggled.result.prob, lib.prob
     );
     assert!(
-        close(toggled.prob, lib.prob),
+        close(toggled.result.prob, lib.prob),
         "{} vs {}",
-        toggled.prob,
+        toggled.result.prob,
         lib.prob
     );
     assert_ne!(
-        toggled.prob, toggled.base_prob,
+        toggled.result.prob, toggled.result.base_prob,
         "the knockout changed nothing"
     );
-    assert_ne!(toggled.prob, dragged.prob, "the toggle changed nothing");
+    assert_ne!(
+        toggled.result.prob, dragged.result.prob,
+        "the toggle changed nothing"
+    );
     harness.get_by_label(&format!("after knockout {}", format_percent(lib.prob)));
     harness.get_by_label(&format!("change {}", panel::format_change(lib.rel_change)));
 
@@ -146,15 +144,18 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
         panel::UNDO_SHORTCUT.logical_key,
     );
     harness.run_steps(1);
-    want.extra.clear();
+    want.blocks.truncate(1);
     let undone = result_for(&mut harness, &want);
     assert!(
-        close(undone.prob, dragged.prob),
+        close(undone.result.prob, dragged.result.prob),
         "{} vs {}",
-        undone.prob,
-        dragged.prob
+        undone.result.prob,
+        dragged.result.prob
     );
-    harness.get_by_label(&format!("after knockout {}", format_percent(dragged.prob)));
+    harness.get_by_label(&format!(
+        "after knockout {}",
+        format_percent(dragged.result.prob)
+    ));
     let cmp = panel::compare(&toggled, &undone);
     harness.get_by_label(&cmp.difference);
     for (name, a, b) in &cmp.rows {
@@ -171,9 +172,9 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     // 4. Redo (the button) brings the toggle back.
     harness.get_by_label("Redo").click();
     harness.run_steps(2);
-    want.extra = vec![block("video", 2, 3)];
+    want.blocks.push(block("video", 2, 3));
     let redone = result_for(&mut harness, &want);
-    assert!(close(redone.prob, toggled.prob));
+    assert!(close(redone.result.prob, toggled.result.prob));
 
     // 5. Drag across ten audio tokens on the strip and send them as the source.
     let groups = harness
@@ -201,20 +202,21 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     };
     drag(&mut harness, cell(span.0), cell(span.1 - 1));
     let selector = position_selector(span);
-    harness.get_by_label(&selector);
+    let shown = selector.to_string();
+    harness.get_by_label(&shown);
     harness.get_by_label("Positions as source").click();
     harness.run_steps(2);
-    want.source = selector.clone();
+    want.blocks[0].source = selector.clone();
     let picked = result_for(&mut harness, &want);
     assert_eq!(
         session.select(&selector).expect("pos selector"),
         (span.0..span.1).collect::<Vec<_>>()
     );
-    let lib = library(&[(selector.as_str(), 0, 2), ("video", 2, 3)]);
+    let lib = library(&[(shown.as_str(), 0, 2), ("video", 2, 3)]);
     assert!(
-        close(picked.prob, lib.prob),
+        close(picked.result.prob, lib.prob),
         "{} vs {}",
-        picked.prob,
+        picked.result.prob,
         lib.prob
     );
     // A is still the pinned toggle result; B is the live one.
@@ -225,22 +227,4 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
     harness.remove_cursor();
     harness.run_steps(3);
     save_screenshot(&mut harness, "knockout.png");
-}
-
-/// Writes `screenshots/NAME` when a wgpu adapter is there; says why not otherwise.
-fn save_screenshot(harness: &mut Harness<'_>, name: &str) {
-    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
-    match rendered {
-        Ok(Ok(image)) => {
-            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
-            std::fs::create_dir_all(&dir).expect("mkdir screenshots");
-            let path = dir.join(name);
-            image.save(&path).expect("write screenshot");
-            eprintln!("wrote {}", path.display());
-        }
-        Ok(Err(e)) => eprintln!("SKIPPED screenshot {name}: rendering failed: {e}"),
-        Err(_) => {
-            eprintln!("SKIPPED screenshot {name}: no wgpu adapter (install mesa-vulkan-drivers)")
-        }
-    }
 }

@@ -1,6 +1,12 @@
-//! What the rendered app tests share: stepping the app until a condition holds, and the app opened on the
-//! bundled demo's fixed prepared prompt (not the demo clip, so positions and pictures stay fixed).
+//! What the rendered app tests share: stepping the app until a condition holds, the app opened on the
+//! bundled demo's fixed prepared prompt (not the demo clip, so positions and pictures stay fixed), and
+//! rendering a screenshot.
+//!
+//! These tests need what CI has: the committed fixtures and a wgpu adapter (lavapipe from
+//! mesa-vulkan-drivers is enough). Without either they fail and say how to get it, rather than pass
+//! without running.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candle_core::{DType, Device};
@@ -53,12 +59,28 @@ pub fn drag(harness: &mut egui_kittest::Harness<'_, AvflowApp>, a: egui::Pos2, b
     harness.run_steps(2);
 }
 
-/// The app of `size` on the demo, loaded and answered; `None` (test skipped, says why) without the demo.
-pub fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, AvflowApp>> {
-    if let Some(msg) = DemoPaths::locate().missing_message() {
-        eprintln!("SKIPPED: {msg}");
-        return None;
+/// Fails the test when the demo fixture is missing, saying how to make it.
+pub fn require_demo() -> DemoPaths {
+    let demo = DemoPaths::locate();
+    if let Some(msg) = demo.missing_message() {
+        panic!("the demo fixture is missing: {msg}");
     }
+    demo
+}
+
+/// Fails the test when a fixture under `tests/fixtures` is missing, saying how to make it.
+pub fn require_fixture(path: &Path) {
+    assert!(
+        path.exists(),
+        "the fixture {} is missing: make it with `{}`",
+        path.display(),
+        super::super::demo::MAKE_COMMAND
+    );
+}
+
+/// The app of `size` on the demo, loaded and answered; fails without the demo.
+pub fn demo_app(size: egui::Vec2) -> egui_kittest::Harness<'static, AvflowApp> {
+    require_demo();
     let opts = demo_options();
     let mut harness = egui_kittest::Harness::builder()
         .with_size(size)
@@ -75,5 +97,33 @@ pub fn demo_app(size: egui::Vec2) -> Option<egui_kittest::Harness<'static, Avflo
         harness.state().status()
     );
     harness.run_steps(2);
-    Some(harness)
+    harness
+}
+
+/// Where screenshots go: the folder named by `AVFLOW_SCREENSHOTS` (relative to the crate root), `None`
+/// when it is unset or empty.
+fn screenshot_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("AVFLOW_SCREENSHOTS").filter(|d| !d.is_empty())?;
+    Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+}
+
+/// Renders the harness on the wgpu adapter — a render failure, or no adapter, fails the test — and writes
+/// the picture as `NAME` into the folder `AVFLOW_SCREENSHOTS` names, only then: a test run does not
+/// rewrite the committed screenshots. Refresh them on purpose with
+/// `AVFLOW_SCREENSHOTS=screenshots cargo test --lib ui::`.
+pub fn save_screenshot<S>(harness: &mut egui_kittest::Harness<'_, S>, name: &str) {
+    let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
+    let image = match rendered {
+        Ok(Ok(image)) => image,
+        Ok(Err(e)) => panic!("rendering {name} failed: {e}"),
+        Err(_) => {
+            panic!("no wgpu adapter to render {name}: install mesa-vulkan-drivers (lavapipe)")
+        }
+    };
+    if let Some(dir) = screenshot_dir() {
+        std::fs::create_dir_all(&dir).expect("create the screenshot folder");
+        let path = dir.join(name);
+        image.save(&path).expect("write the screenshot");
+        eprintln!("wrote {}", path.display());
+    }
 }

@@ -1,5 +1,5 @@
 //! The command-line edge of batch runs: `avflow sweep --manifest …` and `avflow merge …`, with a
-//! terminal progress bar. The work itself is [`crate::batch::run`].
+//! terminal progress bar. The work itself is [`avflow::batch::run`].
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -7,12 +7,12 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Context;
 use candle_core::{DType, Device};
 
-use crate::batch::manifest::{Manifest, Shard};
-use crate::batch::run::{merge, run_manifest, write_aggregate, BatchEvent, RunSettings};
-use crate::batch::store::read_dir_results;
-use crate::cli::SweepArgs;
-use crate::model::loader::{resolve, ModelSource};
-use crate::model::omni::OmniThinker;
+use avflow::batch::manifest::{Manifest, Shard};
+use avflow::batch::run::{merge, run_manifest, write_aggregate, BatchEvent, RunSettings};
+use avflow::batch::store::read_dir_results;
+use avflow::session::Model;
+
+use super::analyse::SweepArgs;
 
 /// `avflow sweep --manifest items.jsonl --model M --out DIR [--resume] [--shard i/n]`.
 pub fn sweep_manifest(
@@ -29,8 +29,13 @@ pub fn sweep_manifest(
     let pairs = a
         .pairs
         .as_deref()
-        .map(crate::flow::sweep::parse_pairs)
-        .transpose()?;
+        .map(avflow::session::parse_pairs)
+        .transpose()?
+        .map(|ps| {
+            ps.iter()
+                .map(|(s, t)| (s.to_string(), t.to_string()))
+                .collect()
+        });
     let settings = RunSettings {
         model: a.model.clone(),
         manifest: manifest_path.clone(),
@@ -45,8 +50,7 @@ pub fn sweep_manifest(
         dtype: format!("{dtype:?}").to_lowercase(),
         avflow_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let resolved = resolve(&ModelSource::parse(&a.model)?)?;
-    let thinker = OmniThinker::load(&resolved, dtype, device)?;
+    let model = std::sync::Arc::new(Model::open(&a.model, dtype, device)?);
     let cancel = AtomicBool::new(false);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -58,8 +62,7 @@ pub fn sweep_manifest(
     );
     let mut failed = 0usize;
     let summary = run_manifest(
-        &thinker,
-        &resolved.dir,
+        &model,
         &manifest,
         &settings,
         shard,
@@ -108,9 +111,9 @@ pub struct MergeArgs {
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "auto")]
-    pub subset: crate::batch::Subset,
+    pub subset: avflow::batch::Subset,
     #[arg(long, value_enum, default_value = "predicted")]
-    pub metric: crate::batch::Metric,
+    pub metric: avflow::batch::Metric,
 }
 
 /// `avflow merge DIR… --out D`.
@@ -122,7 +125,7 @@ pub fn merge_cmd(a: &MergeArgs) -> anyhow::Result<serde_json::Value> {
 }
 
 /// The aggregate's headline for the command's JSON, with a hint when no sample entered the averages.
-fn aggregate_report(agg: &crate::batch::Aggregate) -> serde_json::Value {
+fn aggregate_report(agg: &avflow::batch::Aggregate) -> serde_json::Value {
     let all = agg.tasks.iter().find(|t| t.task == "all");
     let used = all.map_or(0, |t| t.used);
     let mut v = serde_json::json!({
@@ -131,7 +134,7 @@ fn aggregate_report(agg: &crate::batch::Aggregate) -> serde_json::Value {
         "files": ["aggregate.csv", "aggregate.json", "tasks.csv"],
     });
     if used == 0 {
-        let why = if agg.subset == crate::batch::Subset::Correct {
+        let why = if agg.subset == avflow::batch::Subset::Correct {
             "no sample was answered correctly; average all samples with --subset all"
         } else {
             "no sample succeeded; see the errors in results.jsonl"

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::config::TokenIds;
+use crate::prompt::SpecialTokens;
 
 /// Named position sets over one prompt.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -21,11 +21,11 @@ pub struct Groups {
 pub const BUILTIN: [&str; 6] = ["system", "video", "image", "audio", "question", "last"];
 
 impl Groups {
-    /// Classifies the positions of `ids` with the model's token ids.
-    pub fn from_ids(ids: &[u32], tk: &TokenIds) -> Self {
+    /// Classifies the positions of `ids` with the model's special tokens.
+    pub fn from_ids(ids: &[u32], tk: &SpecialTokens) -> Self {
         let n = ids.len();
-        let im_start = tk.bos;
-        let im_end = tk.eos;
+        let im_start = tk.im_start;
+        let im_end = tk.im_end;
         // The user turn opens at `<|im_start|>` followed by `user` (or, without that id, the second
         // `<|im_start|>`); a prompt without turns is all user text.
         let starts: Vec<usize> = match im_start {
@@ -51,19 +51,9 @@ impl Groups {
                     .map(|p| p + user_start)
             })
             .unwrap_or(n);
-        let is_media_marker = |t: u32| {
-            [
-                tk.audio,
-                tk.image,
-                tk.video,
-                tk.audio_start,
-                tk.audio_end,
-                tk.vision_start,
-                tk.vision_end,
-            ]
-            .contains(&t)
-        };
-        let pick = |tok: u32| -> Vec<usize> { (0..n).filter(|&i| ids[i] == tok).collect() };
+        let is_media_marker = |t: u32| tk.is_media(t);
+        let pick =
+            |tok: Option<u32>| -> Vec<usize> { (0..n).filter(|&i| Some(ids[i]) == tok).collect() };
         let last_media = (user_start..user_end)
             .rev()
             .find(|&i| is_media_marker(ids[i]));
@@ -189,19 +179,16 @@ pub fn random_control(sources: &[usize], targets: &[usize], seed: u64) -> Result
 mod tests {
     use super::*;
 
-    fn tk() -> TokenIds {
-        TokenIds {
-            audio: 10,
-            image: 11,
-            video: 12,
-            audio_start: 13,
-            audio_end: 14,
-            vision_start: 15,
-            vision_end: 16,
+    fn tk() -> SpecialTokens {
+        SpecialTokens {
+            audio: Some(10),
+            image: Some(11),
+            video: Some(12),
+            markers: vec![13, 14, 15, 16],
             user: Some(5),
-            bos: Some(1),
-            eos: Some(2),
-            pad: None,
+            im_start: Some(1),
+            im_end: Some(2),
+            stop: vec![],
         }
     }
 

@@ -1,0 +1,74 @@
+//! The headless subcommands: thin shells that parse arguments, call the library's analysis session
+//! ([`avflow::session`]) and print one JSON object. Part of the binary, so no library module can lean on
+//! them.
+
+pub mod analyse;
+pub mod batch;
+pub mod bench;
+pub mod figure;
+pub mod prepare;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use candle_core::{DType, Device};
+
+use avflow::session::Session;
+
+/// The model, the prepared inputs and optional extra spans: what every flow command opens.
+#[derive(clap::Args, Debug)]
+pub struct FlowInput {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// JSON file of extra named spans: {"name": [positions…]}.
+    #[arg(long)]
+    pub spans: Option<PathBuf>,
+}
+
+impl FlowInput {
+    /// Loads the model and the inputs, adds the spans and traces the baseline.
+    pub fn open(&self, dtype: DType, device: &Device) -> anyhow::Result<Session> {
+        Ok(Session::open(
+            &self.model,
+            &self.inputs,
+            self.spans.as_deref(),
+            dtype,
+            device,
+        )?)
+    }
+}
+
+/// How videos and images are sampled into tokens (`prepare` and batch sweeps).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Video sampling rate (frames per second).
+    #[arg(long, default_value_t = 2.0)]
+    pub fps: f64,
+    /// Lower bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    #[arg(long)]
+    pub min_pixels: Option<usize>,
+    /// Upper bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    #[arg(long)]
+    pub max_pixels: Option<usize>,
+    /// Leave a video's own audio track out of the prompt.
+    #[arg(long)]
+    pub no_audio_in_video: bool,
+}
+
+/// `A..B` (half-open, 0-based).
+pub fn parse_layers(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (a, b) = s.split_once("..").with_context(|| {
+        format!("bad layer range {s:?}: write A..B (half-open, 0-based), e.g. 0..9")
+    })?;
+    Ok((a.trim().parse()?, b.trim().parse()?))
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in GB.
+pub fn peak_rss_gb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0 / 1e9)
+}

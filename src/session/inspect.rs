@@ -1,0 +1,164 @@
+//! Reading the model without editing it: the next-token distribution, greedy answers, the logit lens,
+//! attention maps and the layer × position heatmaps.
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::flow::attention::{attention_rows, summarise, GroupMass};
+use crate::flow::generate::{generate_until, logit_lens, prefill, LensRow};
+use crate::flow::heatmap::{HeatMetric, Heatmap, EFFECT_BINS};
+use crate::model::decoder::top_k;
+use crate::prompt::Selector;
+
+use super::{Generated, Session, Watch};
+
+/// A greedy answer to the prompt and what it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub generated: Generated,
+    /// Encoders, embedding and the prefill.
+    pub prefill_s: f64,
+}
+
+/// Logit lens at one position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LensOutcome {
+    pub position: usize,
+    pub token: u32,
+    /// Per layer: the followed token's probability and the top-k.
+    pub layers: Vec<LensRow>,
+}
+
+/// Attention of chosen query rows to every position, per layer.
+#[derive(Debug, Clone)]
+pub struct AttentionOutcome {
+    pub rows: Vec<usize>,
+    /// `[layers][seq]`: head-averaged, averaged over the rows.
+    pub map: Vec<Vec<f32>>,
+    /// Per layer, the attention mass of each group.
+    pub mass: Vec<GroupMass>,
+}
+
+impl Session {
+    /// The `k` most likely next tokens after the prompt: `(id, text, probability)`. One plain forward (no
+    /// trace kept).
+    pub fn forward(&self, k: usize, watch: &Watch) -> Result<Vec<(u32, String, f32)>> {
+        let n = self.prompt.len();
+        let last = n.checked_sub(1).ok_or_else(|| Error::Request {
+            reason: "the inputs have no input_ids".into(),
+            fix: "open an inputs file with a non-empty prompt".into(),
+        })?;
+        watch.status("Encoding audio and video…");
+        let embedded = self.embed()?;
+        watch.check()?;
+        watch.status(&format!("Running the decoder over {n} positions…"));
+        let logits = self.model.net.logits(&embedded, Some(&[last]))?;
+        let row = logits.get(0)?;
+        Ok(top_k(&row, k)?
+            .into_iter()
+            .map(|(id, p)| (id, self.model.token_text(id), p))
+            .collect())
+    }
+
+    /// The greedy answer (up to `max_new` tokens, stopping at the model's end tokens or a cancel), from a
+    /// fresh prefill.
+    pub fn generate(&self, max_new: usize, watch: &Watch) -> Result<Answer> {
+        let t0 = Instant::now();
+        let e = self.embed()?;
+        let dec = self.decoder();
+        let mut cache = prefill(dec, &e.embeds, &e.position_ids, None)?;
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let (ids, times) = generate_until(
+            dec,
+            &mut cache,
+            max_new,
+            &self.model.stop_ids(),
+            watch.cancel,
+        )?;
+        let per_token_s =
+            times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;
+        Ok(Answer {
+            generated: Generated {
+                text: self.model.decode(&ids).unwrap_or_default(),
+                ids,
+                decode_s: t1.elapsed().as_secs_f64(),
+                per_token_s,
+            },
+            prefill_s,
+        })
+    }
+
+    /// The logit lens at the first position of `at`: per layer, `token`'s probability (the baseline top-1
+    /// when `None`) and the top `top` tokens.
+    pub fn lens(&mut self, at: &Selector, token: Option<u32>, top: usize) -> Result<LensOutcome> {
+        let position = self.select(at)?[0];
+        self.trace(&Watch::none())?;
+        let token = self.watched(token);
+        let (dec, trace) = self.parts()?;
+        Ok(LensOutcome {
+            position,
+            token,
+            layers: logit_lens(dec, &trace.residuals, position, token, top)?,
+        })
+    }
+
+    /// Head-averaged attention of the `rows` queries to every position, per layer, and its mass per group.
+    pub fn attention(&mut self, rows: &Selector) -> Result<AttentionOutcome> {
+        let rows = self.select(rows)?;
+        let groups = self.groups().clone();
+        self.trace(&Watch::none())?;
+        let (dec, trace) = self.parts()?;
+        let maps = attention_rows(dec, trace, &rows, false)?;
+        let mass = summarise(&maps, &groups)?;
+        let map = maps
+            .iter()
+            .map(|t| t.mean(0)?.to_vec1())
+            .collect::<candle_core::Result<_>>()?;
+        Ok(AttentionOutcome { rows, map, mass })
+    }
+
+    /// A layer × position matrix of `metric` ([`crate::flow::heatmap`]); the lens metrics follow the
+    /// baseline top-1 (returned with the matrix). `watch.progress` counts the metric's steps; a cancel gives
+    /// [`Error::Cancelled`].
+    pub fn heatmap(&mut self, metric: HeatMetric, watch: &Watch) -> Result<(Heatmap, u32)> {
+        // Checked first so a missing group comes back with the groups that do exist.
+        match metric {
+            HeatMetric::AttentionFromQuestion => {
+                self.select(&Selector::group("question"))?;
+            }
+            HeatMetric::AttentionFromLast | HeatMetric::KnockoutEffect => {
+                self.select(&Selector::group("last"))?;
+            }
+            HeatMetric::LensAnswer | HeatMetric::LensGain => {}
+        }
+        let groups = self.groups().clone();
+        self.trace(watch)?;
+        let (dec, trace) = self.parts()?;
+        watch.status(&if metric == HeatMetric::KnockoutEffect {
+            format!(
+                "Knockout effect: {} layers × {} position bins (one-row knockouts, batched)…",
+                dec.num_layers(),
+                trace.seq_len.min(EFFECT_BINS)
+            )
+        } else if metric.is_heavy() {
+            format!(
+                "Logit lens at {} positions × {} layers (lm_head at every position)…",
+                trace.seq_len,
+                dec.num_layers()
+            )
+        } else {
+            format!("Attention maps over {} layers…", dec.num_layers())
+        });
+        let matrix = crate::flow::heatmap::compute(
+            metric,
+            dec,
+            trace,
+            &groups,
+            watch.cancel,
+            &mut |done, total| watch.progress(done, total),
+        )?
+        .ok_or(Error::Cancelled)?;
+        Ok((matrix, trace.top1_id))
+    }
+}

@@ -1,0 +1,163 @@
+//! Attention knockouts as requests: in layers `start..end` the target's queries may not attend to the
+//! source's keys; several blocks run together as one [`KnockoutSet`].
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::flow::{Knockout, KnockoutResult, KnockoutSet};
+use crate::prompt::groups::random_control;
+use crate::prompt::Selector;
+
+use super::{Session, Watch};
+
+/// One block: `target`'s queries lose `source`'s keys in decoder layers `start..end` (half-open).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KnockoutBlock {
+    pub source: Selector,
+    pub target: Selector,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl KnockoutBlock {
+    /// `audio -> last, layers 0..9`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} -> {}, layers {}..{}",
+            self.source, self.target, self.start, self.end
+        )
+    }
+}
+
+/// A knockout request: its blocks (the first is the main one; the app's toggle grid adds more, applied
+/// together), the token to watch, and optionally a size-matched random control.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KnockoutSpec {
+    pub blocks: Vec<KnockoutBlock>,
+    /// Token whose probability is reported; `None`: the baseline top-1.
+    pub token: Option<u32>,
+    /// Also run the main block with random sources (as many, drawn with this seed from the positions
+    /// before the last target that are neither sources nor targets): the research protocol's control.
+    pub control_seed: Option<u64>,
+}
+
+impl KnockoutSpec {
+    /// One block.
+    pub fn single(source: Selector, target: Selector, start: usize, end: usize) -> Self {
+        Self {
+            blocks: vec![KnockoutBlock {
+                source,
+                target,
+                start,
+                end,
+            }],
+            token: None,
+            control_seed: None,
+        }
+    }
+
+    /// The main block.
+    pub fn main(&self) -> Option<&KnockoutBlock> {
+        self.blocks.first()
+    }
+
+    /// `audio -> last in layers 0..9 and 2 more blocks`, for status lines.
+    pub fn describe(&self) -> String {
+        match self.main() {
+            None => "nothing".into(),
+            Some(b) => format!(
+                "{} -> {} in layers {}..{}{}",
+                b.source,
+                b.target,
+                b.start,
+                b.end,
+                match self.blocks.len() {
+                    1 => String::new(),
+                    n => format!(" and {} more blocks", n - 1),
+                }
+            ),
+        }
+    }
+}
+
+/// The random control of a knockout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlOutcome {
+    pub seed: u64,
+    pub sources: Vec<usize>,
+    pub result: KnockoutResult,
+}
+
+/// A knockout's result, with the request it answers (the app may have moved on meanwhile).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnockoutOutcome {
+    pub spec: KnockoutSpec,
+    pub result: KnockoutResult,
+    /// Top-1 token after the knockout: id and text (empty without a tokenizer).
+    pub top1: (u32, String),
+    /// The watched token: id and text.
+    pub token: (u32, String),
+    /// Seconds of the knockout alone (the trace excluded).
+    pub seconds: f64,
+    pub control: Option<ControlOutcome>,
+}
+
+impl Session {
+    /// Runs a knockout from the trace (built first when needed).
+    pub fn knockout(&mut self, spec: &KnockoutSpec, watch: &Watch) -> Result<KnockoutOutcome> {
+        self.trace(watch)?;
+        let layers = self.decoder().num_layers();
+        if spec.blocks.is_empty() {
+            return Err(Error::Prompt("a knockout needs at least one block".into()));
+        }
+        let mut blocks = Vec::with_capacity(spec.blocks.len());
+        for b in &spec.blocks {
+            if b.start >= b.end || b.end > layers {
+                return Err(Error::Request {
+                    reason: format!(
+                        "layer range {}..{} is not inside 0..{layers} (half-open)",
+                        b.start, b.end
+                    ),
+                    fix: format!("choose layers A..B with 0 ≤ A < B ≤ {layers}"),
+                });
+            }
+            blocks.push(Knockout {
+                sources: self.select(&b.source)?,
+                targets: self.select(&b.target)?,
+                start: b.start,
+                end: b.end,
+            });
+        }
+        watch.status(&format!("Knocking out {}…", spec.describe()));
+        let (dec, trace) = self.parts()?;
+        let t0 = Instant::now();
+        // One block or several: the set runs them together (one block is exactly `Knockout::score`).
+        let main = blocks[0].clone();
+        let result = KnockoutSet { blocks }.score(dec, trace, spec.token)?;
+        let seconds = t0.elapsed().as_secs_f64();
+        let control = match spec.control_seed {
+            None => None,
+            Some(seed) => {
+                let ctl = Knockout {
+                    sources: random_control(&main.sources, &main.targets, seed)?,
+                    ..main
+                };
+                let result = ctl.score(dec, trace, spec.token)?;
+                Some(ControlOutcome {
+                    seed,
+                    sources: ctl.sources,
+                    result,
+                })
+            }
+        };
+        let text = |id: u32| (id, self.model.token_text(id));
+        Ok(KnockoutOutcome {
+            spec: spec.clone(),
+            top1: text(result.top1_id),
+            token: text(result.token_id),
+            result,
+            seconds,
+            control,
+        })
+    }
+}
