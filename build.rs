@@ -46,7 +46,7 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-lib=dylib=dnnl");
-    // avflow's own parallel passes run on the OpenMP team oneDNN uses (see `gemm::parallel`): libgomp,
+    // avflow's own parallel passes run on the OpenMP team oneDNN uses (see `kernels::parallel`): libgomp,
     // as setup.sh builds oneDNN and as Debian packages it.
     println!("cargo:rustc-link-lib=dylib=gomp");
     if !root.starts_with("/usr") {

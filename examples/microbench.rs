@@ -22,9 +22,9 @@ fn main() -> anyhow::Result<()> {
     let flop = 2.0 * (m * k * n) as f64;
     let candle_f32 = time(|| Ok(x.matmul(&w.t()?)?))?;
     let candle_bf16 = time(|| Ok(x.matmul(&wb.to_dtype(DType::F32)?.t()?)?))?;
-    println!("backend: {}", avflow::model::gemm::backend_name());
+    println!("backend: {}", avflow::kernels::gemm::backend_name());
     let ours = |w: &Tensor| -> anyhow::Result<Tensor> {
-        match avflow::model::gemm::linear_cpu(&x, w, None)? {
+        match avflow::kernels::gemm::linear_cpu(&x, w, None)? {
             Some(y) => Ok(y),
             None => Ok(x.matmul(&w.to_dtype(DType::F32)?.t()?)?),
         }

@@ -175,8 +175,8 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
                 serde_json::json!({
                     "impl": "avflow",
                     "dtype": format!("{dtype:?}"),
-                    "threads": crate::model::gemm::threads(),
-                    "cpu_gemm": crate::model::gemm::backend_name(),
+                    "threads": crate::kernels::parallel::threads(),
+                    "cpu_gemm": crate::kernels::gemm::backend_name(),
                     "seq_len": e.input_ids.len(),
                     "parameters": resolved.thinker_parameters(),
                     "load_s": load,

@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod export;
 pub mod flow;
+pub mod kernels;
 pub mod media;
 pub mod model;
 pub mod tensor_io;

@@ -76,7 +76,7 @@ enum Command {
 /// Run-time settings that libraries read when they load, before `main`, so they are set by re-executing
 /// once (only those the user has not set):
 /// - `RAYON_NUM_THREADS=1` where oneDNN does the products: oneDNN runs on OpenMP, and avflow's own
-///   passes run on the same OpenMP team (`gemm::parallel`), whose threads spin between products. On the
+///   passes run on the same OpenMP team (`kernels::parallel`), whose threads spin between products. On the
 ///   2-vCPU machines this project targets, products with sleeping (passive) OpenMP threads ran at about
 ///   one core's speed (586×2048×11008 bf16: 52–55 ms vs 27 ms spinning), and candle's own thread pool
 ///   would compete with the spinning threads, so candle's few remaining element-wise ops stay on the
@@ -89,7 +89,7 @@ enum Command {
 fn tune_runtime_env() {
     #[cfg(unix)]
     {
-        let rayon = if avflow::model::gemm::enabled() {
+        let rayon = if avflow::kernels::gemm::enabled() {
             Some(("RAYON_NUM_THREADS", "1"))
         } else {
             None

@@ -12,12 +12,11 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use crate::error::{Error, Result};
+use crate::kernels::{gemm, simd};
 use crate::model::config::TextConfig;
-use crate::model::gemm;
 use crate::model::nn::{
     bf16_input, compute_dtype, linear, softmax_f32, Act, GatedMlp, Lin, RmsNorm,
 };
-use crate::model::simd;
 
 /// Three rotary coordinates (temporal, height, width) per position, as `get_rope_index` makes them.
 pub type PositionIds = Vec<[i64; 3]>;

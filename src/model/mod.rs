@@ -2,11 +2,9 @@
 
 pub mod config;
 pub mod decoder;
-pub mod gemm;
 pub mod loader;
 pub mod nn;
 pub mod omni;
-pub mod simd;
 
 pub use config::{Family, ThinkerConfig};
 pub use decoder::{Decoder, PositionIds};

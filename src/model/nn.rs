@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::error::Result;
-use crate::model::{gemm, simd};
+use crate::kernels::{gemm, parallel, simd};
 
 /// Qwen2 RMSNorm: normalise in f32, cast back, then scale (as `Qwen2_5OmniRMSNorm.forward`).
 /// <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
@@ -167,7 +167,7 @@ fn bf16_input_with(
         return None;
     }
     let x = x.contiguous().ok()?;
-    gemm::with_f32(&x, |v| gemm::to_bf16_par_with(v, pass))
+    gemm::with_f32(&x, |v| simd::to_bf16_par_with(v, pass))
 }
 
 /// The query, key and value heads (`[n, heads, hd]` each) of an encoder block's normed input `h`
@@ -295,7 +295,7 @@ impl GatedMlp {
         let h = gemm::with_f32(&g, |g| {
             gemm::with_f32(&u, |u| {
                 let mut h = vec![0u16; m * i];
-                gemm::par_chunks(&mut h, |first, out| {
+                parallel::par_chunks(&mut h, |first, out| {
                     simd::silu_mul_bf16(out, &g[first..], &u[first..])
                 });
                 h
@@ -319,7 +319,7 @@ pub fn softmax_f32(scores: &Tensor, dtype: DType) -> Result<Tensor> {
 ///
 /// `q`, `k`, `v`: `[N, heads, head_dim]`; `bounds`: cumulative boundaries `[0, …, N]`. Runs of segments of
 /// equal length are batched into one matmul. `bf16`: the products take bf16 operands (a bf16 encoder,
-/// see [`crate::model::gemm::bmm_nt`]). On the CPU in f32 the scaling and softmax are one in-place pass
+/// see [`crate::kernels::gemm::bmm_nt`]). On the CPU in f32 the scaling and softmax are one in-place pass
 /// over the scores. Returns `[N, heads * head_dim]`.
 pub fn segment_attention(
     q: &Tensor,
@@ -378,7 +378,7 @@ fn swap_middle(x: &Tensor, [a, b, c, d]: [usize; 4]) -> Result<Tensor> {
         let out = gemm::with_f32(&x, |src| {
             let mut out = vec![0f32; src.len()];
             // Output row r (d values) = (ia, ic, ib), read from input row (ia, ib, ic).
-            gemm::par_chunks_of(&mut out, d, |first, dst| {
+            parallel::par_chunks_of(&mut out, d, |first, dst| {
                 for (i, row) in dst.chunks_mut(d).enumerate() {
                     let r = first / d + i;
                     let (ia, rest) = (r / (c * b), r % (c * b));
@@ -434,7 +434,7 @@ fn rotary_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> 
             gemm::with_f32(&sin, |ss| {
                 let mut out = vec![0f32; xs.len()];
                 // Chunks of whole rows (one row = heads·hd values of one patch).
-                gemm::par_chunks_of(&mut out, hd, |first, dst| {
+                parallel::par_chunks_of(&mut out, hd, |first, dst| {
                     for (r, (o, xr)) in dst.chunks_mut(hd).zip(xs[first..].chunks(hd)).enumerate() {
                         let i = (first / hd + r) / heads;
                         let (c, s) = (&cs[i * hd..][..hd], &ss[i * hd..][..hd]);

@@ -4,7 +4,8 @@
 //! products run on AMX, and the wide build does them 16 lanes at a time. Both builds compute the same
 //! bits: Rust never fuses `a * b + c`, and the operations are the same, only vectorised wider.
 
-use crate::model::gemm::f32_to_bf16_bits;
+use crate::kernels::bf16::f32_to_bf16_bits;
+use crate::kernels::parallel;
 
 /// Whether this CPU runs the AVX-512 builds (checked once).
 pub fn avx512() -> bool {
@@ -52,6 +53,19 @@ wide! {
             *d = f32_to_bf16_bits(s);
         }
     }
+}
+
+/// f32 → bf16 bits ([`f32_to_bf16_bits`]) over the CPU threads.
+pub fn to_bf16_par(src: &[f32]) -> Vec<u16> {
+    to_bf16_par_with(src, round_bf16)
+}
+
+/// [`to_bf16_par`] with an element-wise pass on the way: `pass(dst, src)` writes `bf16(f(src))` for one
+/// threaded chunk (e.g. an activation fused into the next product's input).
+pub fn to_bf16_par_with(src: &[f32], pass: impl Fn(&mut [u16], &[f32]) + Sync) -> Vec<u16> {
+    let mut out = vec![0u16; src.len()];
+    parallel::par_chunks(&mut out, |first, dst| pass(dst, &src[first..]));
+    out
 }
 
 wide! {
@@ -185,7 +199,7 @@ pub fn softmax_past_own(
 ) {
     let rows = so.len() / r.max(1);
     // Below ~64 rows a thread costs more than it saves.
-    let threads = crate::model::gemm::threads().clamp(1, rows.div_ceil(64).max(1));
+    let threads = parallel::threads().clamp(1, rows.div_ceil(64).max(1));
     let per = rows.div_ceil(threads).max(1);
     let run = |sp: &mut [f32], so: &mut [f32], first: usize| {
         for (i, (sp, so)) in sp
@@ -214,7 +228,7 @@ pub fn softmax_past_own(
         parts.push(std::sync::Mutex::new((sp_a, so_a, first)));
         first += take;
     }
-    crate::model::gemm::parallel(parts.len(), &|i| {
+    parallel::parallel(parts.len(), &|i| {
         if let Ok(mut part) = parts[i].lock() {
             let (sp, so, first) = &mut *part;
             run(sp, so, *first);
