@@ -61,13 +61,12 @@ pub struct OmniArch {
     pub cfg: ThinkerConfig,
 }
 
-impl OmniArch {
-    fn parse<'p>(&self, prompt: &'p Prompt) -> Result<&'p OmniInputs> {
-        prompt.inputs::<OmniInputs>().ok_or_else(|| Error::Inputs {
-            path: prompt.source.clone(),
-            reason: "was read for another model family".into(),
-        })
-    }
+/// The Omni tensors of a prompt this family read.
+fn inputs_of(prompt: &Prompt) -> Result<&OmniInputs> {
+    prompt.inputs::<OmniInputs>().ok_or_else(|| Error::Inputs {
+        path: prompt.source.clone(),
+        reason: "was read for another model family".into(),
+    })
 }
 
 impl Architecture for OmniArch {
@@ -145,7 +144,7 @@ impl Architecture for OmniArch {
     }
 
     fn media_views(&self, prompt: &Prompt) -> Result<MediaViews> {
-        let inp = self.parse(prompt)?;
+        let inp = inputs_of(prompt)?;
         let flat = |t: &Option<Tensor>| -> Result<Vec<f32>> {
             match t {
                 Some(t) => Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
@@ -378,11 +377,7 @@ impl AvModel for OmniThinker {
     }
 
     fn embed(&self, prompt: &Prompt) -> Result<Embedded> {
-        let inp = prompt.inputs::<OmniInputs>().ok_or_else(|| Error::Inputs {
-            path: prompt.source.clone(),
-            reason: "was read for another model family".into(),
-        })?;
-        OmniThinker::embed(self, inp)
+        OmniThinker::embed(self, inputs_of(prompt)?)
     }
 }
 
