@@ -1,11 +1,12 @@
 //! Qwen2.5-Omni checkpoints and prompts for benchmarks: the hub's `config.json` layout of a Thinker with
 //! given dimensions, and an audio-visual prompt in the processor's real interleaved layout with random
-//! media.
+//! media (all of it from the seed, so the same seed gives the same file).
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
+use rand_distr::Distribution;
 
 use crate::error::{Error, Result};
 use crate::model::omni::config::ThinkerConfig;
@@ -106,10 +107,12 @@ pub fn bench_inputs(
         "attention_mask".into(),
         Tensor::ones((1, n), DType::I64, &dev)?,
     );
-    m.insert(
-        "pixel_values_videos".into(),
-        Tensor::randn(0f32, 1.0, (patches, pd), &dev)?,
-    );
+    m.insert("pixel_values_videos".into(), {
+        let normal = rand_distr::Normal::new(0f32, 1.0)
+            .map_err(|e| Error::Other(format!("bench pixels: {e}")))?;
+        let v: Vec<f32> = (0..patches * pd).map(|_| normal.sample(&mut rng)).collect();
+        Tensor::from_vec(v, (patches, pd), &dev)?
+    });
     m.insert(
         "video_grid_thw".into(),
         Tensor::from_vec(
@@ -122,13 +125,43 @@ pub fn bench_inputs(
         "video_second_per_grid".into(),
         Tensor::new(&[1.0f32], &dev)?,
     );
-    m.insert(
-        "input_features".into(),
-        Tensor::rand(-1f32, 1.0, (1, cfg.audio.num_mel_bins, mel), &dev)?,
-    );
+    m.insert("input_features".into(), {
+        let bins = cfg.audio.num_mel_bins;
+        let v: Vec<f32> = (0..bins * mel)
+            .map(|_| rng.random_range(-1f32..1.0))
+            .collect();
+        Tensor::from_vec(v, (1, bins, mel), &dev)?
+    });
     m.insert(
         "feature_attention_mask".into(),
         Tensor::ones((1, mel), DType::I64, &dev)?,
     );
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed decides the whole prompt: ids, pixels and log-mel (benchmarks compare runs on one file).
+    #[test]
+    fn the_seed_decides_the_whole_prompt() {
+        let cfg = ThinkerConfig::qwen25_omni_3b();
+        let a = bench_inputs(&cfg, 3, 4, 2.0).expect("prompt");
+        let b = bench_inputs(&cfg, 3, 4, 2.0).expect("prompt");
+        let c = bench_inputs(&cfg, 4, 4, 2.0).expect("prompt");
+        let flat = |m: &HashMap<String, Tensor>, k: &str| -> Vec<f32> {
+            m[k].to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .expect(k)
+        };
+        for k in ["input_ids", "pixel_values_videos", "input_features"] {
+            assert_eq!(flat(&a, k), flat(&b, k), "{k}");
+        }
+        assert_ne!(
+            flat(&a, "pixel_values_videos"),
+            flat(&c, "pixel_values_videos")
+        );
+    }
 }
