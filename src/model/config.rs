@@ -26,6 +26,9 @@ pub struct TextConfig {
     /// Split of the rotary half-dimension between (temporal, height, width); sums to `head_dim / 2`.
     pub mrope_section: Vec<usize>,
     pub hidden_act: String,
+    /// The LM head is the token embedding (`lm_head.weight` absent from the checkpoint), as in the
+    /// Qwen2.5-VL-3B base of video-SALMONN 2+ 3B.
+    pub tie_word_embeddings: bool,
 }
 
 pub(crate) fn get<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
@@ -151,6 +154,7 @@ impl TextConfig {
             rope_theta,
             mrope_section,
             hidden_act: r.str_or(&["hidden_act"], "silu"),
+            tie_word_embeddings: r.bool_or(&["tie_word_embeddings"], false),
         };
         if cfg.num_attention_heads % cfg.num_key_value_heads.max(1) != 0
             || cfg.num_key_value_heads == 0
@@ -166,6 +170,69 @@ impl TextConfig {
                 "mrope_section {:?} must have 3 parts summing to head_dim/2 = {}",
                 cfg.mrope_section,
                 cfg.head_dim / 2
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+/// The Qwen2.5-VL vision tower's settings (shared by the families).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    pub depth: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_heads: usize,
+    pub in_channels: usize,
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub spatial_merge_size: usize,
+    pub window_size: usize,
+    pub out_hidden_size: usize,
+    pub fullatt_block_indexes: Vec<usize>,
+    pub hidden_act: String,
+    pub rope_theta: f64,
+}
+
+impl VisionConfig {
+    /// Parses a Qwen2.5-VL `vision_config`; `section` names it in errors.
+    pub fn parse(path: &Path, section: &'static str, v: &Value) -> Result<Self> {
+        let r = Reader { path, section, v };
+        // Qwen2.5 vision: `hidden_size` is the ViT width; the hub file repeats it as `embed_dim`.
+        let hidden_size = r.usize_req(&["hidden_size", "embed_dim"])?;
+        let rope_theta = match get(v, "rope_parameters").and_then(|p| get(p, "rope_theta")) {
+            Some(t) => t.as_f64().unwrap_or(10000.0),
+            None => 10000.0,
+        };
+        let fullatt = r
+            .usize_list(get(v, "fullatt_block_indexes"), "fullatt_block_indexes")?
+            .unwrap_or_else(|| vec![7, 15, 23, 31]);
+        let cfg = VisionConfig {
+            depth: r.usize_req(&["depth", "num_hidden_layers"])?,
+            hidden_size,
+            intermediate_size: r.usize_req(&["intermediate_size"])?,
+            num_heads: r.usize_req(&["num_heads", "num_attention_heads"])?,
+            in_channels: r.usize_or(&["in_channels", "in_chans"], 3)?,
+            patch_size: r.usize_or(&["patch_size", "spatial_patch_size"], 14)?,
+            temporal_patch_size: r.usize_or(&["temporal_patch_size"], 2)?,
+            spatial_merge_size: r.usize_or(&["spatial_merge_size"], 2)?,
+            window_size: r.usize_or(&["window_size"], 112)?,
+            out_hidden_size: r.usize_req(&["out_hidden_size"])?,
+            fullatt_block_indexes: fullatt,
+            hidden_act: r.str_or(&["hidden_act"], "silu"),
+            rope_theta,
+        };
+        if cfg.hidden_size % cfg.num_heads != 0 {
+            return Err(r.err(format!(
+                "hidden_size {} not divisible by num_heads {}",
+                cfg.hidden_size, cfg.num_heads
+            )));
+        }
+        let unit = cfg.spatial_merge_size * cfg.patch_size;
+        if cfg.window_size < unit || cfg.window_size % unit != 0 {
+            return Err(r.err(format!(
+                "window_size {} must be a multiple of spatial_merge_size*patch_size = {unit}",
+                cfg.window_size
             )));
         }
         Ok(cfg)

@@ -582,7 +582,8 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// `vb` is rooted at the Thinker: reads `model.*` and `lm_head.weight` (untied).
+    /// `vb` is rooted at the language model: reads `model.*` and `lm_head.weight` (the token embedding
+    /// instead when `cfg.tie_word_embeddings`).
     pub fn new(cfg: &TextConfig, vb: VarBuilder) -> Result<Self> {
         let m = vb.pp("model");
         let embed_tokens =
@@ -591,7 +592,11 @@ impl Decoder {
             .map(|i| DecoderLayer::new(cfg, m.pp(format!("layers.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(cfg.hidden_size, cfg.rms_norm_eps, m.pp("norm"))?;
-        let lm_head = linear(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Lin::from_weight(embed_tokens.embeddings().clone(), None)
+        } else {
+            linear(cfg.hidden_size, cfg.vocab_size, false, vb.pp("lm_head"))?
+        };
         let hd = cfg.head_dim;
         // As transformers: 1 / base^(arange(0, dim, 2) / dim) in f32.
         let inv_freq = (0..hd / 2)
@@ -728,7 +733,9 @@ pub fn decoder_tensors(t: &TextConfig) -> Vec<(String, Vec<usize>)> {
         add(format!("{p}.post_attention_layernorm.weight"), vec![h]);
     }
     add("model.norm.weight".into(), vec![h]);
-    add("lm_head.weight".into(), vec![vocab, h]);
+    if !t.tie_word_embeddings {
+        add("lm_head.weight".into(), vec![vocab, h]);
+    }
 
     v
 }
@@ -776,6 +783,7 @@ mod tests {
             rope_theta: 1e6,
             mrope_section: vec![hd / 2, 0, 0],
             hidden_act: "silu".into(),
+            tie_word_embeddings: false,
         }
     }
 

@@ -331,6 +331,11 @@ pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
     }
     let arch = crate::model::read_architecture(&config_path)?;
     let prefix = arch.weight_prefix();
+    let expected: BTreeSet<String> = arch
+        .expected_tensors()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     let files = weight_files(dir, prefix)?;
     let mut tensors = BTreeMap::new();
     let mut used_files = Vec::new();
@@ -342,6 +347,10 @@ pub fn resolve_dir(source: ModelSource, dir: &Path) -> Result<ResolvedModel> {
                 continue;
             }
             if !matches!(entry.dtype.as_str(), "F32" | "BF16" | "F16") {
+                // Integer buffers the model never reads (a BERT's `position_ids`) are left alone.
+                if !expected.contains(&name) {
+                    continue;
+                }
                 return Err(weights_err(
                     f,
                     format!(

@@ -15,6 +15,8 @@ pub mod omni;
 #[cfg(test)]
 pub mod plain;
 pub mod random;
+pub mod vision;
+pub mod whisper;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -29,7 +31,7 @@ use crate::media::prepare::{Item, PrepareOptions, Prepared};
 use crate::media::preview::MediaViews;
 use crate::prompt::{SpecialTokens, TokenMap};
 
-pub use config::TextConfig;
+pub use config::{TextConfig, VisionConfig};
 pub use decoder::{Decoder, PositionIds};
 pub use loader::{resolve, ModelSource, ResolvedModel};
 

@@ -9,25 +9,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::config::{get, Reader, TextConfig};
+use crate::model::config::{get, Reader, TextConfig, VisionConfig};
 use crate::prompt::SpecialTokens;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct VisionConfig {
-    pub depth: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_heads: usize,
-    pub in_channels: usize,
-    pub patch_size: usize,
-    pub temporal_patch_size: usize,
-    pub spatial_merge_size: usize,
-    pub window_size: usize,
-    pub out_hidden_size: usize,
-    pub fullatt_block_indexes: Vec<usize>,
-    pub hidden_act: String,
-    pub rope_theta: f64,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioConfig {
@@ -75,54 +58,6 @@ pub struct ThinkerConfig {
 struct RawTop {
     model_type: Option<String>,
     thinker_config: Option<Value>,
-}
-
-impl VisionConfig {
-    fn parse(path: &Path, v: &Value) -> Result<Self> {
-        let r = Reader {
-            path,
-            section: "thinker_config.vision_config",
-            v,
-        };
-        // Qwen2.5 vision: `hidden_size` is the ViT width; the hub file repeats it as `embed_dim`.
-        let hidden_size = r.usize_req(&["hidden_size", "embed_dim"])?;
-        let rope_theta = match get(v, "rope_parameters").and_then(|p| get(p, "rope_theta")) {
-            Some(t) => t.as_f64().unwrap_or(10000.0),
-            None => 10000.0,
-        };
-        let fullatt = r
-            .usize_list(get(v, "fullatt_block_indexes"), "fullatt_block_indexes")?
-            .unwrap_or_else(|| vec![7, 15, 23, 31]);
-        let cfg = VisionConfig {
-            depth: r.usize_req(&["depth", "num_hidden_layers"])?,
-            hidden_size,
-            intermediate_size: r.usize_req(&["intermediate_size"])?,
-            num_heads: r.usize_req(&["num_heads", "num_attention_heads"])?,
-            in_channels: r.usize_or(&["in_channels", "in_chans"], 3)?,
-            patch_size: r.usize_or(&["patch_size", "spatial_patch_size"], 14)?,
-            temporal_patch_size: r.usize_or(&["temporal_patch_size"], 2)?,
-            spatial_merge_size: r.usize_or(&["spatial_merge_size"], 2)?,
-            window_size: r.usize_or(&["window_size"], 112)?,
-            out_hidden_size: r.usize_req(&["out_hidden_size"])?,
-            fullatt_block_indexes: fullatt,
-            hidden_act: r.str_or(&["hidden_act"], "silu"),
-            rope_theta,
-        };
-        if cfg.hidden_size % cfg.num_heads != 0 {
-            return Err(r.err(format!(
-                "hidden_size {} not divisible by num_heads {}",
-                cfg.hidden_size, cfg.num_heads
-            )));
-        }
-        let unit = cfg.spatial_merge_size * cfg.patch_size;
-        if cfg.window_size < unit || cfg.window_size % unit != 0 {
-            return Err(r.err(format!(
-                "window_size {} must be a multiple of spatial_merge_size*patch_size = {unit}",
-                cfg.window_size
-            )));
-        }
-        Ok(cfg)
-    }
 }
 
 impl AudioConfig {
@@ -180,7 +115,11 @@ impl ThinkerConfig {
             section: "thinker_config.text_config",
             v: text_v,
         };
-        let vision = VisionConfig::parse(path, section("vision_config")?)?;
+        let vision = VisionConfig::parse(
+            path,
+            "thinker_config.vision_config",
+            section("vision_config")?,
+        )?;
         let audio = AudioConfig::parse(path, section("audio_config")?)?;
         let tokens = TokenIds {
             audio: r.id_req(&["audio_token_index", "audio_token_id"])?,
@@ -289,6 +228,7 @@ impl ThinkerConfig {
                 rope_theta: 1_000_000.0,
                 mrope_section: vec![16, 24, 24],
                 hidden_act: "silu".into(),
+                tie_word_embeddings: false,
             },
             vision: VisionConfig {
                 depth: 32,

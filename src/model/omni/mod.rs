@@ -14,7 +14,6 @@ pub mod processor;
 pub mod prompt;
 pub mod rope_index;
 pub mod token_map;
-pub mod vision;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -30,6 +29,7 @@ use crate::media::prepare::{Item, PrepareOptions, Prepared};
 use crate::media::preview::{ImageView, MediaViews, MelView, VideoView};
 use crate::model::decoder::{index_tensor, Decoder};
 use crate::model::loader::ResolvedModel;
+use crate::model::vision::VisionEncoder;
 use crate::model::{
     Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, Prompt, TextConfig,
 };
@@ -38,7 +38,6 @@ use crate::prompt::SpecialTokens;
 pub use audio::AudioEncoder;
 pub use config::ThinkerConfig;
 pub use inputs::OmniInputs;
-pub use vision::VisionEncoder;
 
 /// The registry entry ([`crate::model::FAMILIES`]).
 pub const FAMILY: FamilyEntry = FamilyEntry {

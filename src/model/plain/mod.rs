@@ -55,7 +55,8 @@ pub struct PlainArch {
 }
 
 impl PlainArch {
-    /// Two layers, 32 wide, a vocabulary of 64; ids 1, 2, 3 are `<|im_start|>`, `<|im_end|>`, `user`.
+    /// Two layers, 32 wide, a vocabulary of 64, the head tied to the embedding; ids 1, 2, 3 are
+    /// `<|im_start|>`, `<|im_end|>`, `user`.
     fn tiny() -> Self {
         PlainArch {
             text: TextConfig {
@@ -70,6 +71,7 @@ impl PlainArch {
                 rope_theta: 10000.0,
                 mrope_section: vec![2, 1, 1],
                 hidden_act: "silu".into(),
+                tie_word_embeddings: true,
             },
             im_start: Some(1),
             im_end: Some(2),
@@ -171,6 +173,7 @@ impl Architecture for PlainArch {
                 "num_attention_heads": t.num_attention_heads, "num_key_value_heads": t.num_key_value_heads,
                 "head_dim": t.head_dim, "rms_norm_eps": t.rms_norm_eps, "rope_theta": t.rope_theta,
                 "rope_scaling": {"mrope_section": t.mrope_section}, "hidden_act": t.hidden_act,
+                "tie_word_embeddings": t.tie_word_embeddings,
             }
         })
     }

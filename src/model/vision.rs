@@ -1,21 +1,23 @@
-//! Qwen2.5-Omni vision tower (Qwen2.5-VL ViT): 3-D patch embedding, 2-D rotary, window attention with a
-//! few full-attention blocks, and the 2×2 patch merger.
+//! The Qwen2.5-VL vision tower both families share (Qwen2.5-Omni's Thinker and video-SALMONN 2+): 3-D patch
+//! embedding, 2-D rotary, window attention with a few full-attention blocks, and the 2×2 patch merger.
 //!
-//! Port of `Qwen2_5OmniVisionEncoder` and transformers' `vision_utils.get_vision_window_index` /
-//! `get_vision_position_ids` / `get_vision_cu_seqlens`:
+//! Port of `Qwen2_5OmniVisionEncoder` / `Qwen2_5_VisionTransformerPretrainedModel` and transformers'
+//! `vision_utils.get_vision_window_index` / `get_vision_position_ids` / `get_vision_cu_seqlens`:
 //! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_omni/modeling_qwen2_5_omni.py>
-//! <https://github.com/huggingface/transformers/blob/main/src/transformers/vision_utils.py>
+//! <https://github.com/huggingface/transformers/blob/main/src/transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py>
+//! The two checkpoints differ only in the attention's input projection: Qwen2.5-Omni stores `attn.q`,
+//! `attn.k`, `attn.v`; Qwen2.5-VL one fused `attn.qkv` (`[3·d, d]`, q then k then v), split here at load.
 
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use crate::model::config::VisionConfig;
 use crate::model::decoder::index_tensor;
 use crate::model::nn::{
     apply_rotary_f32, compute_dtype, linear, qkv_heads, segment_attention, Act, GatedMlp, Lin,
     RmsNorm,
 };
-use crate::model::omni::config::VisionConfig;
 
 /// Window permutation over merged units and the cumulative window boundaries in patches.
 ///
@@ -94,12 +96,30 @@ impl Block {
     fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size;
         let a = vb.pp("attn");
+        let [q, k, v] = if a.contains_tensor("qkv.weight") {
+            let qkv = a.pp("qkv");
+            let w = qkv.get((3 * d, d), "weight")?;
+            let b = qkv.get(3 * d, "bias")?.to_dtype(compute_dtype(&a))?;
+            let part = |i: usize| -> Result<Lin> {
+                Ok(Lin::from_weight(
+                    w.narrow(0, i * d, d)?.contiguous()?,
+                    Some(b.narrow(0, i * d, d)?.contiguous()?),
+                ))
+            };
+            [part(0)?, part(1)?, part(2)?]
+        } else {
+            [
+                linear(d, d, true, a.pp("q"))?,
+                linear(d, d, true, a.pp("k"))?,
+                linear(d, d, true, a.pp("v"))?,
+            ]
+        };
         Ok(Self {
             norm1: RmsNorm::new(d, 1e-6, vb.pp("norm1"))?,
             norm2: RmsNorm::new(d, 1e-6, vb.pp("norm2"))?,
-            q: linear(d, d, true, a.pp("q"))?,
-            k: linear(d, d, true, a.pp("k"))?,
-            v: linear(d, d, true, a.pp("v"))?,
+            q,
+            k,
+            v,
             proj: linear(d, d, true, a.pp("proj"))?,
             mlp: GatedMlp::new(
                 d,
