@@ -37,6 +37,10 @@ struct Cli {
     /// Weights dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32", global = true)]
     dtype: String,
+    /// Position numbering, for families with two (video-SALMONN 2+): what the authors' released inference
+    /// computes, or what the model was trained with. Ignored, with a note, for Qwen2.5-Omni.
+    #[arg(long, value_enum, default_value = "inference", global = true)]
+    positions: avflow::model::Positions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,11 +136,15 @@ fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let device = avflow::device::parse_device(&cli.device)?;
     let dtype = avflow::device::parse_dtype(&cli.dtype)?;
+    let opts = avflow::model::LoadOptions {
+        positions: cli.positions,
+        ..avflow::model::LoadOptions::new(dtype, &device)
+    };
     // Headless commands print one JSON object on stdout.
     let report = match cli.command {
-        Some(Command::Forward { model, inputs, out }) => serde_json::to_value(
-            cli::prepare::forward(&model, &inputs, &out, dtype, &device)?,
-        )?,
+        Some(Command::Forward { model, inputs, out }) => {
+            serde_json::to_value(cli::prepare::forward(&model, &inputs, &out, &opts)?)?
+        }
         Some(Command::Prepare(args)) => {
             // args_os: a non-UTF-8 file name must reach the library (and its clear error), not panic here.
             let raw: Vec<String> = std::env::args_os()
@@ -144,17 +152,17 @@ fn run() -> anyhow::Result<()> {
                 .collect();
             cli::prepare::prepare_cmd(&args, &raw, &device)?
         }
-        Some(Command::Knockout(args)) => cli::analyse::knockout(&args, dtype, &device)?,
+        Some(Command::Knockout(args)) => cli::analyse::knockout(&args, &opts)?,
         Some(Command::Sweep(args)) if args.manifest.is_some() => {
-            cli::batch::sweep_manifest(&args, dtype, &device)?
+            cli::batch::sweep_manifest(&args, &opts)?
         }
-        Some(Command::Sweep(args)) => cli::analyse::sweep(&args, dtype, &device)?,
-        Some(Command::Drop(args)) => cli::analyse::drop_cmd(&args, dtype, &device)?,
-        Some(Command::Generate(args)) => cli::analyse::generate_cmd(&args, dtype, &device)?,
-        Some(Command::Attention(args)) => cli::analyse::attention_cmd(&args, dtype, &device)?,
-        Some(Command::Lens(args)) => cli::analyse::lens_cmd(&args, dtype, &device)?,
+        Some(Command::Sweep(args)) => cli::analyse::sweep(&args, &opts)?,
+        Some(Command::Drop(args)) => cli::analyse::drop_cmd(&args, &opts)?,
+        Some(Command::Generate(args)) => cli::analyse::generate_cmd(&args, &opts)?,
+        Some(Command::Attention(args)) => cli::analyse::attention_cmd(&args, &opts)?,
+        Some(Command::Lens(args)) => cli::analyse::lens_cmd(&args, &opts)?,
         Some(Command::Merge(args)) => cli::batch::merge_cmd(&args)?,
-        Some(Command::Bench(args)) => return cli::bench::bench(&args, dtype, &device),
+        Some(Command::Bench(args)) => return cli::bench::bench(&args, &opts),
         Some(Command::Figure(args)) => cli::figure::figure_cmd(&args)?,
         None => {
             return avflow::ui::run(avflow::ui::AppOptions {

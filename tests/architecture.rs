@@ -183,7 +183,7 @@ fn the_cli_lives_in_the_binary_and_no_library_module_reaches_it() {
 
 /// `name` as a word of `text` (`Qwen2_5OmniThinkerTextModel`, a transformers class a doc comment cites,
 /// is not `OmniThinker`).
-fn names(text: &str, name: &str) -> bool {
+fn names_word(text: &str, name: &str) -> bool {
     text.match_indices(name).any(|(i, _)| {
         let before = text[..i].chars().next_back();
         !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -194,13 +194,30 @@ fn names(text: &str, name: &str) -> bool {
 /// `model::{Architecture, AvModel, Prompt}`.
 #[test]
 fn family_types_stay_in_their_folder() {
-    const OMNI: &[&str] = &[
-        "OmniThinker",
-        "OmniInputs",
-        "OmniArch",
-        "ThinkerConfig",
-        "model::omni",
-        "omni::",
+    const FAMILIES: &[(&str, &[&str])] = &[
+        (
+            "omni",
+            &[
+                "OmniThinker",
+                "OmniInputs",
+                "OmniArch",
+                "ThinkerConfig",
+                "model::omni",
+                "omni::",
+            ],
+        ),
+        (
+            "salmonn",
+            &[
+                "SalmonnArch",
+                "SalmonnModel",
+                "SalmonnConfig",
+                "SalmonnInputs",
+                "AudioBranch",
+                "model::salmonn",
+                "salmonn::",
+            ],
+        ),
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
@@ -208,35 +225,42 @@ fn family_types_stay_in_their_folder() {
     for dir in ["tests", "examples"] {
         rust_files(&root.join(dir), &mut files);
     }
-    let family_dir = src().join("model").join("omni");
-    let mut problems = Vec::new();
-    for f in files {
-        // The registry names each family's entry once (`omni::FAMILY`).
-        if f.starts_with(&family_dir) || f == src().join("model").join("mod.rs") {
-            continue;
-        }
-        if f.file_name().is_some_and(|n| n == "architecture.rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&f).expect("read");
-        for name in OMNI {
-            if names(&text, name) {
-                problems.push(format!("{} names `{name}`", f.display()));
-            }
-        }
-    }
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
-    // The registry's code names the family twice: its module and its FAMILIES entry.
-    let registry = production(&src().join("model/mod.rs")).expect("model/mod.rs");
-    let code: String = registry
+    let registry_file = src().join("model").join("mod.rs");
+    let registry = production(&registry_file).expect("model/mod.rs");
+    let registry_code: String = registry
         .lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
         .join("\n");
-    assert_eq!(code.matches("mod omni;").count(), 1);
-    assert_eq!(
-        code.matches("omni::").count(),
-        1,
-        "only `omni::FAMILY` in FAMILIES"
-    );
+    let mut problems = Vec::new();
+    for (family, names) in FAMILIES {
+        let family_dir = src().join("model").join(family);
+        for f in &files {
+            // The registry names each family's entry once (`omni::FAMILY`).
+            if f.starts_with(&family_dir) || *f == registry_file {
+                continue;
+            }
+            if f.file_name().is_some_and(|n| n == "architecture.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(f).expect("read");
+            for name in *names {
+                if names_word(&text, name) {
+                    problems.push(format!("{} names `{name}`", f.display()));
+                }
+            }
+        }
+        // The registry's code names each family twice: its module and its FAMILIES entry.
+        assert_eq!(
+            registry_code.matches(&format!("mod {family};")).count(),
+            1,
+            "{family}"
+        );
+        assert_eq!(
+            registry_code.matches(&format!("{family}::")).count(),
+            1,
+            "only `{family}::FAMILY` in FAMILIES"
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -6,14 +6,15 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::Context;
-use candle_core::{DType, Device};
 
 use avflow::export::{data, FigureKind, FigureSpec, Provenance};
 use avflow::session::{
     default_pairs, parse_pairs, DropSpec, KnockoutSpec, Model, Session, SweepSpec, Watch,
 };
 
-use super::{parse_layers, FlowInput};
+use avflow::model::LoadOptions;
+
+use super::{parse_layers, positions_field, positions_setting, FlowInput};
 
 #[derive(clap::Args, Debug)]
 pub struct KnockoutArgs {
@@ -36,12 +37,8 @@ pub struct KnockoutArgs {
     pub control_seed: Option<u64>,
 }
 
-pub fn knockout(
-    a: &KnockoutArgs,
-    dtype: DType,
-    device: &Device,
-) -> anyhow::Result<serde_json::Value> {
-    let mut s = a.input.open(dtype, device)?;
+pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let mut s = a.input.open(opts)?;
     let (start, end) = parse_layers(&a.layers)?;
     let mut spec = KnockoutSpec::single(a.source.parse()?, a.target.parse()?, start, end);
     spec.token = a.token;
@@ -55,6 +52,7 @@ pub fn knockout(
     v["knockout_s"] = r.seconds.into();
     v["trace_s"] = s.traced().map_or(0.0, |t| t.seconds).into();
     v["groups"] = s.groups().summary().into();
+    positions_field(&s.model, &mut v);
     if let Some(c) = r.control {
         v["control"] = serde_json::json!({"seed": c.seed, "sources": c.sources, "prob": c.result.prob, "rel_change": c.result.rel_change, "top1_id": c.result.top1_id});
     }
@@ -80,23 +78,24 @@ pub struct AttentionArgs {
 }
 
 /// Attention mass of the chosen rows to each group, per layer.
-pub fn attention_cmd(
-    a: &AttentionArgs,
-    dtype: DType,
-    device: &Device,
-) -> anyhow::Result<serde_json::Value> {
-    let mut s = a.input.open(dtype, device)?;
+pub fn attention_cmd(a: &AttentionArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let mut s = a.input.open(opts)?;
     let out = s.attention(&a.rows.parse()?)?;
     if let Some(path) = &a.map_out {
         avflow::tensor_io::write_atomic(path, serde_json::to_string(&out.map)?.as_bytes())?;
     }
     let mut report = serde_json::json!({"rows": out.rows.len(), "layers": out.mass});
+    positions_field(&s.model, &mut report);
     let mut figures = Vec::new();
     if let Some(stem) = &a.figure {
         let prov = Provenance::default()
             .with_model(&a.input.model)
             .with_file(&a.input.inputs)?
             .with_setting("rows", a.rows.clone());
+        let prov = match positions_setting(&s.model) {
+            Some(p) => prov.with_setting("positions", p.name()),
+            None => prov,
+        };
         let map64: Vec<Vec<f64>> = out
             .map
             .iter()
@@ -186,13 +185,13 @@ pub struct SweepArgs {
 }
 
 /// `avflow sweep` on one clip (`--manifest` runs [`super::batch::sweep_manifest`] instead).
-pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
+pub fn sweep(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
     let input = FlowInput {
         model: a.model.clone(),
         inputs: a.inputs.clone().context("give --inputs (or --manifest)")?,
         spans: a.spans.clone(),
     };
-    let mut s = input.open(dtype, device)?;
+    let mut s = input.open(opts)?;
     let pairs = match &a.pairs {
         Some(p) => parse_pairs(p)?,
         None => default_pairs(s.groups()),
@@ -234,6 +233,10 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
             let prov = Provenance::default()
                 .with_model(&input.model)
                 .with_file(&input.inputs)?;
+            let prov = match positions_setting(&s.model) {
+                Some(p) => prov.with_setting("positions", p.name()),
+                None => prov,
+            };
             avflow::export::sweep_figure(&recs, a.window, a.align, prov, a.preset, stem)?
         }
         None => vec![],
@@ -243,14 +246,16 @@ pub fn sweep(a: &SweepArgs, dtype: DType, device: &Device) -> anyhow::Result<ser
     let work = s.sweep_work(&spec)?;
     let traced = s.traced().context("the trace is missing")?;
     let forward_rows = (traced.trace.seq_len * s.decoder().num_layers()).max(1) as f64;
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "out": a.out, "records": recs.len(), "figure": figure, "pairs": spec.pairs.len(), "window": a.window,
         "trace_s": traced.seconds, "trace_decoder_s": traced.decoder_seconds, "sweep_s": sweep_s,
         "trace_memory_mb": traced.trace.memory_bytes() as f64 / 1e6,
         "recomputed_row_layers": work.row_layers, "layer_calls": work.calls,
         "rows_in_decoder_passes": work.row_layers as f64 / forward_rows,
         "time_in_decoder_passes": sweep_s / traced.decoder_seconds.max(1e-9),
-    }))
+    });
+    positions_field(&s.model, &mut report);
+    Ok(report)
 }
 
 #[derive(clap::Args, Debug)]
@@ -276,8 +281,8 @@ pub struct DropArgs {
     pub preset: avflow::export::Preset,
 }
 
-pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
-    let mut s = a.input.open(dtype, device)?;
+pub fn drop_cmd(a: &DropArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let mut s = a.input.open(opts)?;
     let spec = DropSpec {
         selector: a.groups.parse()?,
         from_layer: a.from_layer,
@@ -293,6 +298,7 @@ pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<s
         "token_id": r.token_id, "prefill_s": d.prefill_drop_s, "prefill_full_s": d.prefill_full_s,
         "prefill_speedup": d.speedup(),
     });
+    positions_field(&s.model, &mut v);
     if let Some((full, dropped)) = &d.answers {
         for (key, g) in [("full", full), ("dropped", dropped)] {
             v[format!("answer_{key}")] = s.model.decode(&g.ids).unwrap_or_default().into();
@@ -322,6 +328,10 @@ pub fn drop_cmd(a: &DropArgs, dtype: DType, device: &Device) -> anyhow::Result<s
                 "prefill_speedup_at_from_layer",
                 v["prefill_speedup"].clone(),
             );
+        let prov = match positions_setting(&s.model) {
+            Some(p) => prov.with_setting("positions", p.name()),
+            None => prov,
+        };
         let mut spec = FigureSpec::new(FigureKind::DropCurve, a.preset, prov);
         spec.title = Some(format!(
             "prefill {:.2}× faster dropping from layer {}",
@@ -350,20 +360,18 @@ pub struct GenerateArgs {
     pub max_new: usize,
 }
 
-pub fn generate_cmd(
-    a: &GenerateArgs,
-    dtype: DType,
-    device: &Device,
-) -> anyhow::Result<serde_json::Value> {
-    let model = Model::open(&a.model, dtype, device)?;
+pub fn generate_cmd(a: &GenerateArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let model = Model::open_with(&a.model, opts)?;
     let prompt = model.read_prompt(&a.inputs)?;
     let s = Session::new(std::sync::Arc::new(model), prompt);
     let ans = s.generate(a.max_new, &Watch::none())?;
     let g = &ans.generated;
-    Ok(serde_json::json!({
+    let mut v = serde_json::json!({
         "answer": s.model.decode(&g.ids), "answer_ids": g.ids,
         "prefill_s": ans.prefill_s, "decode_s": g.decode_s, "per_token_s": g.per_token_s,
-    }))
+    });
+    positions_field(&s.model, &mut v);
+    Ok(v)
 }
 
 #[derive(clap::Args, Debug)]
@@ -380,13 +388,16 @@ pub struct LensArgs {
     pub top: usize,
 }
 
-pub fn lens_cmd(a: &LensArgs, dtype: DType, device: &Device) -> anyhow::Result<serde_json::Value> {
-    let mut s = a.input.open(dtype, device)?;
+pub fn lens_cmd(a: &LensArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let mut s = a.input.open(opts)?;
     let out = s.lens(&a.at.parse()?, a.token, a.top)?;
     let layers: Vec<serde_json::Value> = out
         .layers
         .into_iter()
         .map(|(l, p, top)| serde_json::json!({"layer": l, "prob": p, "top": top}))
         .collect();
-    Ok(serde_json::json!({"position": out.position, "token_id": out.token, "layers": layers}))
+    let mut v =
+        serde_json::json!({"position": out.position, "token_id": out.token, "layers": layers});
+    positions_field(&s.model, &mut v);
+    Ok(v)
 }

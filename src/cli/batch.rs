@@ -5,21 +5,18 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
-use candle_core::{DType, Device};
 
 use avflow::batch::manifest::{Manifest, Shard};
 use avflow::batch::run::{merge, run_manifest, write_aggregate, BatchEvent, RunSettings};
 use avflow::batch::store::read_dir_results;
+use avflow::model::LoadOptions;
 use avflow::session::Model;
 
 use super::analyse::SweepArgs;
 
 /// `avflow sweep --manifest items.jsonl --model M --out DIR [--resume] [--shard i/n]`.
-pub fn sweep_manifest(
-    a: &SweepArgs,
-    dtype: DType,
-    device: &Device,
-) -> anyhow::Result<serde_json::Value> {
+pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
+    let dtype = opts.dtype;
     let manifest_path = a.manifest.as_ref().context("--manifest is required")?;
     let manifest = Manifest::read(manifest_path)?;
     let shard = match &a.shard {
@@ -50,7 +47,7 @@ pub fn sweep_manifest(
         dtype: format!("{dtype:?}").to_lowercase(),
         avflow_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let model = std::sync::Arc::new(Model::open(&a.model, dtype, device)?);
+    let model = std::sync::Arc::new(Model::open_with(&a.model, opts)?);
     let cancel = AtomicBool::new(false);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
-
-use avflow::model::{self, resolve, ModelSource};
+use avflow::model::{self, resolve, LoadOptions, ModelSource};
 use avflow::session::Model;
 
 #[derive(clap::Args, Debug)]
@@ -18,7 +16,8 @@ pub struct BenchArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
     /// Write a random-weight model with the real dimensions of a family's released checkpoint (default:
-    /// the Qwen2.5-Omni-3B Thinker) in the hub layout (bf16 shards).
+    /// the Qwen2.5-Omni-3B Thinker; `--family video_salmonn2_plus --size 7b` …) in the hub layout (bf16
+    /// shards).
     MakeModel {
         #[arg(long)]
         out: PathBuf,
@@ -27,9 +26,12 @@ pub enum BenchCommand {
         layers: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// The model family (config.json's model_type).
+        /// The model family: qwen2_5_omni or video_salmonn2_plus.
         #[arg(long, default_value = "qwen2_5_omni")]
         family: String,
+        /// The released size whose dimensions the checkpoint takes: 3b or 7b.
+        #[arg(long)]
+        size: Option<String>,
     },
     /// Write an audio-visual prompt as processor tensors (default ~586 tokens: 8 frames = 336 video tokens,
     /// 7 s of audio = 175 tokens).
@@ -60,15 +62,17 @@ pub enum BenchCommand {
     },
 }
 
-pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<()> {
+pub fn bench(args: &BenchArgs, opts: &LoadOptions) -> anyhow::Result<()> {
+    let (dtype, device) = (opts.dtype, &opts.device);
     match &args.what {
         BenchCommand::MakeModel {
             out,
             layers,
             seed,
             family,
+            size,
         } => {
-            let mut arch = (model::family(family)?.reference)();
+            let mut arch = model::family(family)?.released(size.as_deref())?;
             if let Some(l) = layers {
                 arch = arch.with_layers(*l);
             }
@@ -99,7 +103,7 @@ pub fn bench(args: &BenchArgs, dtype: DType, device: &Device) -> anyhow::Result<
             repeat,
         } => {
             let t0 = Instant::now();
-            let m = Model::open(model, dtype, device)?;
+            let m = Model::open_with(model, opts)?;
             device.synchronize()?;
             let load = t0.elapsed().as_secs_f64();
             let prompt = m.read_prompt(inputs)?;

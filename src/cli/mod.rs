@@ -11,9 +11,9 @@ pub mod prepare;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use candle_core::{DType, Device};
 
-use avflow::session::Session;
+use avflow::model::{LoadOptions, Positions};
+use avflow::session::{Model, Session};
 
 /// The model, the prepared inputs and optional extra spans: what every flow command opens.
 #[derive(clap::Args, Debug)]
@@ -29,14 +29,12 @@ pub struct FlowInput {
 
 impl FlowInput {
     /// Loads the model and the inputs, adds the spans and traces the baseline.
-    pub fn open(&self, dtype: DType, device: &Device) -> anyhow::Result<Session> {
-        Ok(Session::open(
-            &self.model,
-            &self.inputs,
-            self.spans.as_deref(),
-            dtype,
-            device,
-        )?)
+    pub fn open(&self, opts: &LoadOptions) -> anyhow::Result<Session> {
+        let s = Session::open_with(&self.model, &self.inputs, self.spans.as_deref(), opts)?;
+        for n in &s.model.notes {
+            eprintln!("note: {n}");
+        }
+        Ok(s)
     }
 }
 
@@ -71,4 +69,17 @@ pub fn peak_rss_gb() -> Option<f64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024.0 / 1e9)
+}
+
+/// `"positions": "inference"` for families with more than one position numbering (video-SALMONN 2+), so a
+/// record says which one made it; nothing for the others (their outputs stay as they were).
+pub fn positions_field(model: &Model, v: &mut serde_json::Value) {
+    if model.arch().position_numberings().len() > 1 {
+        v["positions"] = model.positions.name().into();
+    }
+}
+
+/// The position numbering as figure provenance, for families that have more than one.
+pub fn positions_setting(model: &Model) -> Option<Positions> {
+    (model.arch().position_numberings().len() > 1).then_some(model.positions)
 }

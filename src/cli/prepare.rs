@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use avflow::media::prepare::{Item, PrepareOptions};
-use avflow::model::{position_ids_tensor, resolve, ModelSource};
+use avflow::model::{position_ids_tensor, resolve, LoadOptions, ModelSource, Positions};
 use avflow::session::Model;
 
 use super::SamplingArgs;
@@ -24,6 +24,9 @@ pub struct ForwardSummary {
     pub use_audio_in_video: bool,
     pub seconds: f64,
     pub out: PathBuf,
+    /// The position numbering, for families with more than one (video-SALMONN 2+).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub positions: Option<Positions>,
 }
 
 /// `avflow forward --model M --inputs F --out O`: logits `[seq, vocab]` (f32) and `position_ids` `[3, seq]`
@@ -32,11 +35,13 @@ pub fn forward(
     model: &str,
     inputs: &Path,
     out: &Path,
-    dtype: DType,
-    device: &Device,
+    opts: &LoadOptions,
 ) -> anyhow::Result<ForwardSummary> {
     let t0 = Instant::now();
-    let m = Model::open(model, dtype, device)?;
+    let m = Model::open_with(model, opts)?;
+    for n in &m.notes {
+        eprintln!("note: {n}");
+    }
     let prompt = m.read_prompt(inputs)?;
     let e = m.net.embed(&prompt)?;
     let logits = m.net.logits(&e, None)?;
@@ -58,6 +63,7 @@ pub fn forward(
         use_audio_in_video: e.use_audio_in_video,
         seconds: t0.elapsed().as_secs_f64(),
         out: out.to_path_buf(),
+        positions: super::positions_setting(&m),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod omni;
 #[cfg(test)]
 pub mod plain;
 pub mod random;
+pub mod salmonn;
 pub mod vision;
 pub mod whisper;
 
@@ -118,11 +119,66 @@ impl Prompt {
     }
 }
 
+/// Which position numbering a family with more than one runs (video-SALMONN 2+: what the authors'
+/// released inference computes, or what the model was trained with; Qwen2.5-Omni has one and ignores it).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// What the family's released inference code computes (the default).
+    #[default]
+    Inference,
+    /// What the model was trained with.
+    Training,
+}
+
+impl Positions {
+    pub fn name(self) -> &'static str {
+        match self {
+            Positions::Inference => "inference",
+            Positions::Training => "training",
+        }
+    }
+}
+
+/// How a model is loaded and run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Weights dtype.
+    pub dtype: DType,
+    pub device: Device,
+    pub positions: Positions,
+}
+
+impl LoadOptions {
+    pub fn new(dtype: DType, device: &Device) -> Self {
+        Self {
+            dtype,
+            device: device.clone(),
+            positions: Positions::default(),
+        }
+    }
+}
+
 /// What a checkpoint's `config.json` describes, before any weight is read: enough to prepare prompts, build
 /// token maps and check or write the weights.
 pub trait Architecture: Send + Sync + std::fmt::Debug {
     /// The family's `model_type`, e.g. `qwen2_5_omni`.
     fn family(&self) -> &'static str;
+    /// The position numberings the family's code has (most have one: its inference's).
+    fn position_numberings(&self) -> &'static [Positions] {
+        &[Positions::Inference]
+    }
     /// The decoder's settings (layers, width, vocabulary).
     fn text(&self) -> &TextConfig;
     /// The ids prompts are classified with.
@@ -135,12 +191,7 @@ pub trait Architecture: Send + Sync + std::fmt::Debug {
     /// What a checkpoint without the expected tensors should be instead (for the error's fix).
     fn checkpoint_hint(&self) -> String;
     /// Loads the weights of `model` (already resolved and checked against this architecture).
-    fn load(
-        &self,
-        model: &ResolvedModel,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Box<dyn AvModel>>;
+    fn load(&self, model: &ResolvedModel, opts: &LoadOptions) -> Result<Box<dyn AvModel>>;
     /// Reads processor tensors (a file's, or a processor's output named `source`) into a [`Prompt`],
     /// checking them; tensors stay on the CPU (the encoders move what they need).
     fn prompt_from_tensors(
@@ -224,17 +275,34 @@ pub struct FamilyEntry {
     /// For people: "Qwen2.5-Omni".
     pub name: &'static str,
     pub detect: DetectFn,
-    /// The released model's real dimensions (benchmarks on random weights).
-    pub reference: fn() -> Arc<dyn Architecture>,
+    /// The released models' sizes (`3b`, `7b`), the first the default.
+    pub sizes: &'static [&'static str],
+    /// A released model's real dimensions by size (benchmarks on random weights).
+    pub reference: fn(size: &str) -> Option<Arc<dyn Architecture>>,
 }
 
 /// Every family avflow runs. Adding one is a folder under `model/` and a line here (the test-only
 /// `plain` family shows it: `model/plain/` and its line below).
 pub const FAMILIES: &[FamilyEntry] = &[
     omni::FAMILY,
+    salmonn::FAMILY,
     #[cfg(test)]
     plain::FAMILY,
 ];
+
+impl FamilyEntry {
+    /// The released model of `size` (`None`: the family's first), with the sizes there are in the error.
+    pub fn released(&self, size: Option<&str>) -> Result<Arc<dyn Architecture>> {
+        let size = size.unwrap_or(self.sizes.first().copied().unwrap_or(""));
+        (self.reference)(&size.to_ascii_lowercase()).ok_or_else(|| {
+            Error::Other(format!(
+                "{} has no released size {size:?}: use one of {}",
+                self.name,
+                self.sizes.join(", ")
+            ))
+        })
+    }
+}
 
 /// The family entry of `id` (a `model_type`), with the known ones in the error.
 pub fn family(id: &str) -> Result<&'static FamilyEntry> {
@@ -281,13 +349,19 @@ pub fn architecture_from_json(path: &Path, text: &str) -> Result<Arc<dyn Archite
     })
 }
 
-/// Loads a resolved checkpoint with its family's code; a weight that does not match the config is
-/// reported with the folder and the fix.
+/// Loads a resolved checkpoint with its family's code in `dtype` on `device` (the default position
+/// numbering).
 pub fn load(model: &ResolvedModel, dtype: DType, device: &Device) -> Result<Box<dyn AvModel>> {
+    load_with(model, &LoadOptions::new(dtype, device))
+}
+
+/// [`load`] with every option; a weight that does not match the config is reported with the folder and the
+/// fix.
+pub fn load_with(model: &ResolvedModel, opts: &LoadOptions) -> Result<Box<dyn AvModel>> {
     model.check_expected(&model.arch.expected_tensors())?;
     model
         .arch
-        .load(model, dtype, device)
+        .load(model, opts)
         .map_err(|e| match e {
             Error::Candle(c) => Error::Weights {
                 path: model.dir.clone(),

@@ -277,6 +277,48 @@ impl VisionEncoder {
     }
 }
 
+/// `(name under visual., shape)` of every tensor of the tower, in checkpoint order; `fused_qkv`: one
+/// `attn.qkv` (Qwen2.5-VL) instead of `attn.q`, `attn.k`, `attn.v` (Qwen2.5-Omni).
+pub fn vision_tensors(vc: &VisionConfig, fused_qkv: bool) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut add = |name: String, shape: Vec<usize>| v.push((name, shape));
+    let d = vc.hidden_size;
+    let (c, tp, p) = (vc.in_channels, vc.temporal_patch_size, vc.patch_size);
+    add("patch_embed.proj.weight".into(), vec![d, c, tp, p, p]);
+    for i in 0..vc.depth {
+        let b = format!("blocks.{i}");
+        add(format!("{b}.norm1.weight"), vec![d]);
+        add(format!("{b}.norm2.weight"), vec![d]);
+        if fused_qkv {
+            add(format!("{b}.attn.qkv.weight"), vec![3 * d, d]);
+            add(format!("{b}.attn.qkv.bias"), vec![3 * d]);
+            add(format!("{b}.attn.proj.weight"), vec![d, d]);
+            add(format!("{b}.attn.proj.bias"), vec![d]);
+        } else {
+            for n in ["q", "k", "v", "proj"] {
+                add(format!("{b}.attn.{n}.weight"), vec![d, d]);
+                add(format!("{b}.attn.{n}.bias"), vec![d]);
+            }
+        }
+        for n in ["gate_proj", "up_proj"] {
+            add(format!("{b}.mlp.{n}.weight"), vec![vc.intermediate_size, d]);
+            add(format!("{b}.mlp.{n}.bias"), vec![vc.intermediate_size]);
+        }
+        add(
+            format!("{b}.mlp.down_proj.weight"),
+            vec![d, vc.intermediate_size],
+        );
+        add(format!("{b}.mlp.down_proj.bias"), vec![d]);
+    }
+    let m = d * vc.spatial_merge_size * vc.spatial_merge_size;
+    add("merger.ln_q.weight".into(), vec![d]);
+    add("merger.mlp.0.weight".into(), vec![m, m]);
+    add("merger.mlp.0.bias".into(), vec![m]);
+    add("merger.mlp.2.weight".into(), vec![vc.out_hidden_size, m]);
+    add("merger.mlp.2.bias".into(), vec![vc.out_hidden_size]);
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,3 +109,23 @@ impl ConvK3 {
         self.lin.forward(&cols)
     }
 }
+
+/// `(name under layers.{i}., shape)` of one encoder layer's tensors, in checkpoint order (`k_proj` has no
+/// bias).
+pub fn layer_tensors(d: usize, ffn: usize) -> Vec<(String, Vec<usize>)> {
+    let mut v: Vec<(String, Vec<usize>)> = Vec::new();
+    for n in ["q_proj", "v_proj", "out_proj"] {
+        v.push((format!("self_attn.{n}.weight"), vec![d, d]));
+        v.push((format!("self_attn.{n}.bias"), vec![d]));
+    }
+    v.push(("self_attn.k_proj.weight".into(), vec![d, d]));
+    for n in ["self_attn_layer_norm", "final_layer_norm"] {
+        v.push((format!("{n}.weight"), vec![d]));
+        v.push((format!("{n}.bias"), vec![d]));
+    }
+    v.push(("fc1.weight".into(), vec![ffn, d]));
+    v.push(("fc1.bias".into(), vec![ffn]));
+    v.push(("fc2.weight".into(), vec![d, ffn]));
+    v.push(("fc2.bias".into(), vec![d]));
+    v
+}

@@ -27,7 +27,8 @@ use crate::error::{Error, Result};
 use crate::flow::Trace;
 use crate::media::prepare::{Item, PrepareOptions, Prepared};
 use crate::model::{
-    self, Architecture, AvModel, Decoder, Embedded, ModelSource, Prompt, ResolvedModel,
+    self, Architecture, AvModel, Decoder, Embedded, LoadOptions, ModelSource, Positions, Prompt,
+    ResolvedModel,
 };
 use crate::prompt::{Groups, Selector, TokenMap};
 
@@ -94,25 +95,27 @@ pub struct Model {
     pub notes: Vec<String>,
     /// Seconds the weights took to load.
     pub load_seconds: f64,
+    /// The position numbering the model runs with.
+    pub positions: Positions,
 }
 
 impl Model {
-    /// Resolves `source` (a folder or a hub id) and loads it.
+    /// Resolves `source` (a folder or a hub id) and loads it in `dtype` on `device`.
     pub fn open(source: &str, dtype: DType, device: &Device) -> Result<Self> {
+        Self::open_with(source, &LoadOptions::new(dtype, device))
+    }
+
+    /// [`Model::open`] with every load option (the position numbering too).
+    pub fn open_with(source: &str, opts: &LoadOptions) -> Result<Self> {
         let parsed = ModelSource::parse(source.trim())?;
         let resolved = model::resolve(&parsed)?;
-        Self::load(parsed.display(), resolved, dtype, device)
+        Self::load(parsed.display(), resolved, opts)
     }
 
     /// Loads an already resolved checkpoint (the worker resolves first to report what it downloads).
-    pub fn load(
-        source: String,
-        resolved: ResolvedModel,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
+    pub fn load(source: String, resolved: ResolvedModel, opts: &LoadOptions) -> Result<Self> {
         let t0 = Instant::now();
-        let net = model::load(&resolved, dtype, device)?;
+        let net = model::load_with(&resolved, opts)?;
         let load_seconds = t0.elapsed().as_secs_f64();
         let mut notes = Vec::new();
         let tokenizer = match resolved.tokenizer_path() {
@@ -128,6 +131,17 @@ impl Model {
                 }
             },
         };
+        if !resolved
+            .arch
+            .position_numberings()
+            .contains(&opts.positions)
+        {
+            notes.push(format!(
+                "{} has one position numbering: --positions {} is ignored.",
+                resolved.arch.family(),
+                opts.positions.name()
+            ));
+        }
         Ok(Self {
             source,
             resolved,
@@ -135,6 +149,7 @@ impl Model {
             tokenizer,
             notes,
             load_seconds,
+            positions: opts.positions,
         })
     }
 
@@ -267,7 +282,17 @@ impl Session {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let model = Model::open(model, dtype, device)?;
+        Self::open_with(model, inputs, spans, &LoadOptions::new(dtype, device))
+    }
+
+    /// [`Session::open`] with every load option (the position numbering too).
+    pub fn open_with(
+        model: &str,
+        inputs: &Path,
+        spans: Option<&Path>,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let model = Model::open_with(model, opts)?;
         let prompt = model.read_prompt(inputs)?;
         let mut s = Session::new(Arc::new(model), prompt);
         if let Some(path) = spans {

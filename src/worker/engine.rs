@@ -65,7 +65,11 @@ impl SessionEngine {
         // path stays, so the worker re-reads them for the new model.
         self.model = None;
         self.session = None;
-        let m = Model::load(parsed.display(), resolved, dtype, device)?;
+        let m = Model::load(
+            parsed.display(),
+            resolved,
+            &crate::model::LoadOptions::new(dtype, device),
+        )?;
         ctx.check_cancel()?;
         for note in &m.notes {
             ctx.status(note.clone());

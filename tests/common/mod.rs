@@ -34,6 +34,7 @@ pub struct Golden {
     pub expected: HashMap<String, Tensor>,
 }
 
+#[allow(dead_code)]
 pub fn golden(case: &str, dtype: DType) -> Golden {
     let dir = fixtures().join("goldens").join(case);
     let meta: serde_json::Value =

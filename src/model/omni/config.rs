@@ -274,6 +274,23 @@ impl ThinkerConfig {
             seconds_per_chunk: 2.0,
         }
     }
+
+    /// Real Qwen2.5-Omni-7B Thinker dimensions: the 3B's encoders projecting to the wider decoder.
+    pub fn qwen25_omni_7b() -> Self {
+        let mut c = Self::qwen25_omni_3b();
+        c.text = TextConfig {
+            vocab_size: 152064,
+            hidden_size: 3584,
+            intermediate_size: 18944,
+            num_hidden_layers: 28,
+            num_attention_heads: 28,
+            num_key_value_heads: 4,
+            ..c.text
+        };
+        c.vision.out_hidden_size = 3584;
+        c.audio.output_dim = 3584;
+        c
+    }
 }
 
 #[cfg(test)]

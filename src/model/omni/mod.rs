@@ -31,7 +31,7 @@ use crate::model::decoder::{index_tensor, Decoder};
 use crate::model::loader::ResolvedModel;
 use crate::model::vision::VisionEncoder;
 use crate::model::{
-    Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, Prompt, TextConfig,
+    Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, LoadOptions, Prompt, TextConfig,
 };
 use crate::prompt::SpecialTokens;
 
@@ -47,10 +47,14 @@ pub const FAMILY: FamilyEntry = FamilyEntry {
         Ok(ThinkerConfig::detect(path, v)?
             .map(|cfg| Arc::new(OmniArch { cfg }) as Arc<dyn Architecture>))
     },
-    reference: || {
-        Arc::new(OmniArch {
-            cfg: ThinkerConfig::qwen25_omni_3b(),
-        })
+    sizes: &["3b", "7b"],
+    reference: |size| {
+        let cfg = match size {
+            "3b" => ThinkerConfig::qwen25_omni_3b(),
+            "7b" => ThinkerConfig::qwen25_omni_7b(),
+            _ => return None,
+        };
+        Some(Arc::new(OmniArch { cfg }) as Arc<dyn Architecture>)
     },
 };
 
@@ -95,13 +99,8 @@ impl Architecture for OmniArch {
             .into()
     }
 
-    fn load(
-        &self,
-        model: &ResolvedModel,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Box<dyn AvModel>> {
-        let vb = model.var_builder(dtype, device)?;
+    fn load(&self, model: &ResolvedModel, opts: &LoadOptions) -> Result<Box<dyn AvModel>> {
+        let vb = model.var_builder(opts.dtype, &opts.device)?;
         Ok(Box::new(OmniThinker::new(Arc::new(self.clone()), vb)?))
     }
 

@@ -16,7 +16,9 @@ use crate::media::preview::MediaViews;
 use crate::model::config::{Reader, TextConfig};
 use crate::model::decoder::{decoder_tensors, Decoder};
 use crate::model::loader::ResolvedModel;
-use crate::model::{Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, Prompt};
+use crate::model::{
+    Architecture, AvModel, Embedded, EncodeTimings, FamilyEntry, LoadOptions, Prompt,
+};
 use crate::prompt::{SpecialTokens, TokenMap};
 
 pub const FAMILY: FamilyEntry = FamilyEntry {
@@ -42,7 +44,10 @@ pub const FAMILY: FamilyEntry = FamilyEntry {
             user: r.id(&["user_id"])?,
         }) as Arc<dyn Architecture>))
     },
-    reference: || Arc::new(PlainArch::tiny()),
+    sizes: &["tiny"],
+    reference: |size| {
+        (size == "tiny").then(|| Arc::new(PlainArch::tiny()) as Arc<dyn Architecture>)
+    },
 };
 
 /// What the test family's `config.json` says.
@@ -111,15 +116,10 @@ impl Architecture for PlainArch {
         "write one with model::random::write_random_checkpoint".into()
     }
 
-    fn load(
-        &self,
-        model: &ResolvedModel,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Box<dyn AvModel>> {
+    fn load(&self, model: &ResolvedModel, opts: &LoadOptions) -> Result<Box<dyn AvModel>> {
         Ok(Box::new(PlainModel {
             arch: Arc::new(self.clone()),
-            decoder: Decoder::new(&self.text, model.var_builder(dtype, device)?)?,
+            decoder: Decoder::new(&self.text, model.var_builder(opts.dtype, &opts.device)?)?,
         }))
     }
 
@@ -233,9 +233,10 @@ mod tests {
     #[test]
     fn the_session_runs_every_analysis_on_a_second_family() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let arch = (crate::model::family(FAMILY.id)
+        let arch = crate::model::family(FAMILY.id)
             .expect("registered")
-            .reference)();
+            .released(None)
+            .expect("tiny");
         crate::model::random::write_random_checkpoint(arch.as_ref(), dir.path(), 7)
             .expect("checkpoint");
         let inputs = dir.path().join("inputs.safetensors");
