@@ -172,6 +172,7 @@ fn run() -> anyhow::Result<()> {
                 question: cli.question,
                 device,
                 dtype,
+                positions: cli.positions,
                 demo_clip: true,
             })
             .context("the app stopped with an error")

@@ -246,6 +246,7 @@ fn commands_run_on_the_family_and_name_the_numbering() {
         );
     }
     let recs = tmp.path().join("sweep.json");
+    let stem = tmp.path().join("sweep-figure");
     let v = run(&[
         "sweep",
         "--model",
@@ -256,7 +257,20 @@ fn commands_run_on_the_family_and_name_the_numbering() {
         "2",
         "--out",
         recs.to_str().unwrap(),
+        "--figure",
+        stem.to_str().unwrap(),
     ]);
+    // The figure's spec names the family and the numbering.
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("sweep-figure.spec.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            spec["provenance"]["family"].as_str(),
+            spec["provenance"]["settings"]["positions"].as_str()
+        ),
+        (Some("video_salmonn2_plus"), Some("inference"))
+    );
     // audio and video into last and question, then question→last: 5 pairs × 3 layers.
     assert_eq!(
         (v["records"].as_u64(), v["positions"].as_str()),
@@ -277,17 +291,263 @@ fn commands_run_on_the_family_and_name_the_numbering() {
         serde_json::from_str(&std::fs::read_to_string(case_dir("av").join("drop.json")).unwrap())
             .unwrap();
     assert!((d["prob"].as_f64().unwrap() - golden["prob"].as_f64().unwrap()).abs() < 1e-5);
-    // No processor yet: a clear error with the way out, not a crash.
-    let out = std::process::Command::new(bin)
-        .args(["prepare", "--model", m, "--question", "What?", "--out"])
-        .arg(tmp.path().join("p.safetensors"))
-        .arg("--video")
-        .arg(fixtures().join("media/video/basic.mkv"))
+    // `prepare` writes the dataset code's tensors; the prepared prompt runs as any inputs file.
+    let prepared = tmp.path().join("p.safetensors");
+    let v = run(&[
+        "prepare",
+        "--model",
+        m,
+        "--question",
+        "What is happening in the clip?",
+        "--video",
+        fixtures().join("media/video/basic.mkv").to_str().unwrap(),
+        "--out",
+        prepared.to_str().unwrap(),
+    ]);
+    assert_eq!(v["seq_len"], 182, "{v}");
+    let t = candle_core::safetensors::load(&prepared, &Device::Cpu).unwrap();
+    for name in [
+        "input_ids",
+        "pixel_values_videos",
+        "second_per_grid_ts",
+        "audio_feature",
+        "audio_lengths",
+    ] {
+        assert!(t.contains_key(name), "prepare wrote no {name}");
+    }
+}
+
+/// `avflow prepare` against the authors' dataset code (`LazySupervisedDataset._get_item` with their
+/// inference settings, torchcodec decoding) on committed media: a 4-s clip with sound, the same without its
+/// sound, a silent video, two audio files (one resampled and downmixed) and an image with audio.
+#[test]
+fn prepare_reproduces_the_authors_dataset_code() {
+    use avflow::media::prepare::{Item, PrepareOptions};
+
+    let dev = Device::Cpu;
+    let model = model_dir();
+    let inference = open(Positions::Inference);
+    let training = open(Positions::Training);
+    let ints = |t: &Tensor| -> Vec<i64> {
+        t.to_dtype(DType::I64)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    for case in [
+        "prep_av",
+        "prep_video",
+        "prep_video_silent",
+        "prep_audio",
+        "prep_audio_stereo",
+        "prep_image_audio",
+    ] {
+        let dir = case_dir(case);
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+        let load = |f: &str| candle_core::safetensors::load(dir.join(f), &dev).unwrap();
+        let (want, media, expected) = (
+            load("inputs.safetensors"),
+            load("media.safetensors"),
+            load("expected.safetensors"),
+        );
+        let path = |k: &str| {
+            fixtures()
+                .join("media")
+                .join(meta["media"][k].as_str().unwrap())
+        };
+        let mut items = Vec::new();
+        for (k, make) in [
+            ("image", Item::Image as fn(std::path::PathBuf) -> Item),
+            ("video", Item::Video),
+            ("audio", Item::Audio),
+        ] {
+            if meta["media"].get(k).is_some() {
+                items.push(make(path(k)));
+            }
+        }
+        // Decoding alone: the frames torchcodec returned and its 16 kHz mono samples.
+        if let Some(w) = media.get("wave") {
+            let src = items
+                .iter()
+                .find(|i| !matches!(i, Item::Image(_)))
+                .unwrap()
+                .path();
+            let ours = avflow::media::audio::load_16k_ffmpeg(src).unwrap();
+            let ours = Tensor::new(ours.as_slice(), &dev).unwrap();
+            assert_eq!(ours.dims(), w.dims(), "{case}: samples");
+            check(case, "16 kHz wave", &ours, w);
+        }
+        if let Some(f) = media.get("frames") {
+            let src = items
+                .iter()
+                .find(|i| matches!(i, Item::Video(_)))
+                .unwrap()
+                .path();
+            let idx: Vec<usize> = ints(&media["frame_idx"])
+                .iter()
+                .map(|&i| i as usize)
+                .collect();
+            let stream = avflow::media::video::FrameIndex::read(src).unwrap();
+            let (frames, _) = stream
+                .decode(
+                    &idx,
+                    &|h, w| Ok((h, w)),
+                    avflow::media::video::Filter::TorchBicubicAaU8,
+                )
+                .unwrap();
+            let ours: Vec<u8> = frames.iter().flat_map(|f| f.data.iter().copied()).collect();
+            let theirs = f.flatten_all().unwrap().to_vec1::<u8>().unwrap();
+            assert!(
+                ours == theirs,
+                "{case}: decoded frames differ from torchcodec's"
+            );
+        }
+        let opts = PrepareOptions {
+            use_audio_in_video: meta["use_audio"].as_bool().unwrap_or(true),
+            ..Default::default()
+        };
+        let p = inference
+            .arch()
+            .prepare(
+                &model,
+                &items,
+                meta["question"].as_str().unwrap(),
+                &opts,
+                &dev,
+            )
+            .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(
+            ints(&p.tensors["input_ids"]),
+            ints(&want["input_ids"]),
+            "{case}: input_ids"
+        );
+        for name in ["video_grid_thw", "image_grid_thw", "audio_lengths"] {
+            match (p.tensors.get(name), want.get(name)) {
+                (Some(a), Some(b)) => assert_eq!(ints(a), ints(b), "{case}: {name}"),
+                (None, None) => {}
+                (a, b) => panic!(
+                    "{case}: {name}: ours {} theirs {}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+        }
+        for (name, tol) in [
+            ("pixel_values_videos", 1e-5f32),
+            ("pixel_values", 1e-5),
+            ("audio_feature", 1e-4),
+            ("second_per_grid_ts", 1e-9),
+        ] {
+            match (p.tensors.get(name), want.get(name)) {
+                (Some(a), Some(b)) => {
+                    let d = max_abs_diff(a, b);
+                    eprintln!("{case}: {name} max|Δ| = {d:.2e}");
+                    assert!(d <= tol, "{case}: {name} differs by {d}");
+                }
+                (None, None) => {}
+                (a, b) => panic!(
+                    "{case}: {name}: ours {} theirs {}",
+                    a.is_some(),
+                    b.is_some()
+                ),
+            }
+        }
+        // Our prepared prompt through our model: their positions (both numberings) and logits.
+        for (m, suffix) in [(&inference, "inference"), (&training, "training")] {
+            let prompt = m.arch().prompt_from_tensors(&dir, &p.tensors).unwrap();
+            let e = m.net.embed(&prompt).unwrap();
+            let pos: Vec<i64> = positions_tensor(&e.position_ids).concat();
+            let golden = match suffix {
+                "inference" => ints(&expected["position_ids_inference"]),
+                _ => ints(&want["position_ids_training"]),
+            };
+            assert_eq!(pos, golden, "{case}: {suffix} position ids");
+            let logits = m.net.logits(&e, None).unwrap();
+            check(
+                case,
+                &format!("prepare→forward logits ({suffix})"),
+                &logits,
+                &expected[&format!("logits_{suffix}")],
+            );
+        }
+    }
+}
+
+/// `avflow sweep --manifest` on the family with no family-specific flag: each sample prepared with the
+/// authors' processing (a clip with sound, an audio file, a silent clip), swept, aggregated; `run.json` and
+/// the dataset figure's spec name the family and the position numbering.
+#[test]
+fn a_dataset_sweep_runs_on_the_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = fixtures().join("media");
+    let lines = [
+        serde_json::json!({"id": "clip", "video": media.join("video/basic.mkv"),
+            "question": "What do you hear?", "options": ["a tone", "speech"], "answer": "A", "task": "hearing"}),
+        serde_json::json!({"id": "sound", "audio": media.join("audio/mono16k.wav"),
+            "question": "What is it?", "answer": "a tone", "task": "hearing"}),
+        serde_json::json!({"id": "silent", "video": media.join("video/noaudio.mkv"),
+            "question": "What moves?", "answer": "a square", "task": "seeing"}),
+    ];
+    let manifest = tmp.path().join("items.jsonl");
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&manifest, body).unwrap();
+    let out = tmp.path().join("run");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_avflow"))
+        .args(["--positions", "training", "sweep", "--manifest"])
+        .arg(&manifest)
+        .arg("--model")
+        .arg(model_dir())
+        .arg("--out")
+        .arg(&out)
+        .args(["--window", "2", "--subset", "all"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("Fix:") && err.contains("dataset code"),
-        "{err}"
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rep: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (rep["ran"].as_u64(), rep["failed"].as_u64()),
+        (Some(3), Some(0)),
+        "{rep}"
+    );
+    let results = std::fs::read_to_string(out.join("results.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = results
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_id = |id: &str| recs.iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(
+        (
+            by_id("clip")["tokens"]["video"].as_u64(),
+            by_id("clip")["tokens"]["audio"].as_u64()
+        ),
+        (Some(80), Some(60))
+    );
+    assert_eq!(by_id("sound")["tokens"]["audio"], 60);
+    assert!(by_id("silent")["tokens"]
+        .get("audio")
+        .is_none_or(|a| a == 0));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(
+        (
+            run["family"].as_str(),
+            run["positions"].as_str(),
+            run["fps"].as_f64()
+        ),
+        (Some("video_salmonn2_plus"), Some("training"), Some(10.0))
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("figure-sweep.spec.json")).unwrap())
+            .unwrap();
+    let prov = &spec["provenance"];
+    assert_eq!(
+        (
+            prov["family"].as_str(),
+            prov["settings"]["positions"].as_str()
+        ),
+        (Some("video_salmonn2_plus"), Some("training"))
     );
 }

@@ -4,8 +4,9 @@
 #
 #   SALMONN_REPO=/path/to/video-SALMONN-2 bash tools/make-salmonn-fixtures.sh
 #
-# Creates/updates the virtualenv .venv-salmonn (transformers 4.51.3, torch 2.7.1: tools/requirements-salmonn.txt),
-# separate from .venv-fixtures (Qwen2.5-Omni's goldens use transformers 5).
+# Creates/updates the virtualenv .venv-salmonn (transformers 4.51.3, torch 2.7.1, torchcodec 0.4.0:
+# tools/requirements-salmonn.txt), separate from .venv-fixtures (Qwen2.5-Omni's goldens use transformers 5).
+# torchcodec needs FFmpeg's shared libraries (4 to 7; the committed goldens were made with FFmpeg 5.1).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -2,14 +2,14 @@
 """Tiny random-weight video-SALMONN 2+ checkpoints in the real layout, and goldens from the authors' own classes.
 
 video-SALMONN 2+ (bytedance/video-SALMONN-2, folder ``video_SALMONN2_plus``) is Qwen2.5-VL plus an audio branch
-(Whisper encoder, a window-level BERT Q-Former, a projection). This script imports the authors' model classes
-unchanged, under the versions they pin (tools/requirements-salmonn.txt, transformers 4.51.3, in the virtualenv
-tools/make-salmonn-fixtures.sh makes), on CPU:
+(Whisper encoder, a window-level BERT Q-Former, a projection). This script imports the authors' model and dataset
+classes unchanged, under the versions they pin (tools/requirements-salmonn.txt: transformers 4.51.3, torch 2.7.1,
+torchcodec 0.4.0 on the system's FFmpeg, in the virtualenv tools/make-salmonn-fixtures.sh makes), on CPU:
 
 * GPU-only imports are stubbed in this harness, nothing of theirs is edited: ``liger_kernel`` (its loss class is
-  imported at module level, used only in training), ``torchcodec`` and ``decord`` (their video/audio readers,
-  imported by the dataset module whose ``split_into_groups`` lays out the audio-visual block), and
-  ``torch.cuda.current_device`` (called unconditionally around each embedding, only to gate a print).
+  imported at module level, used only in training), ``decord`` (their fallback video reader, imported by the dataset
+  module; the stub raises, so a fallback would fail loudly) and ``torch.cuda.current_device`` (called
+  unconditionally around each embedding, only to gate a print). torchcodec is the real one.
 * Attention runs eagerly (``attn_implementation="eager"``) in float32. The authors build the Q-Former and
   ``audio_proj`` in bf16 whatever the load dtype (the released models run in bf16 throughout); the f32 goldens
   cast those two to f32, the only way their forward runs in f32.
@@ -19,23 +19,37 @@ Writes, under tests/fixtures:
 * ``salmonn-tiny-a/``: ``config.json`` as the authors' ``save_pretrained`` writes it (``model_type`` qwen2_5_vl with
   an ``audio_config`` holding a ``qformer_config``), ``model.safetensors``; the LM head tied to the embeddings as in
   the 3B model (so the checkpoint has no ``lm_head.weight``). Special tokens sit at small ids (the real ones minus
-  151195: ``<|vision_start|>`` 457, ``<|image_pad|>`` 460, ``<|video_pad|>`` 461, ``<|audio_pad|>`` 470).
-* ``goldens/salmonn_<case>/``: ``inputs.safetensors`` under the authors' dataset names (``input_ids``,
-  ``attention_mask``, ``pixel_values_videos``, ``video_grid_thw``, ``second_per_grid_ts``, ``audio_feature``
-  ``[segments, 128, 3000]``, ``audio_lengths``), ``expected.safetensors`` (``position_ids_inference`` and
-  ``position_ids_training`` ``[3, seq]``, ``audio_embeds``, ``video_embeds``, ``inputs_embeds``,
-  ``logits_inference``, ``logits_training``), ``meta.json``; for the audio-visual case also ``knockouts.json``
-  (knockouts with the inference positions, per-layer 4-D masks on the authors' decoder layers) and ``drop.json``
-  (positions removed from a layer on).
+  151195: ``<|vision_start|>`` 457, ``<|image_pad|>`` 460, ``<|video_pad|>`` 461, ``<|audio_pad|>`` 470). The
+  tokenizer/processor files as the released checkpoint has them (``scripts/gen_audio_model.py``: a slow
+  ``Qwen2Tokenizer`` saved after ``add_tokens(["<|audio_pad|>"])``, so vocab.json, merges.txt,
+  tokenizer_config.json, added_tokens.json, special_tokens_map.json and no tokenizer.json; Qwen2.5-VL's
+  chat_template.json and preprocessor_config.json), around the byte-level BPE of omni-tiny-a (ids 0..447).
+* ``goldens/salmonn_<case>/`` (av, video, audio; synthetic inputs): ``inputs.safetensors`` under the authors'
+  dataset names (``input_ids``, ``attention_mask``, ``pixel_values_videos``, ``video_grid_thw``,
+  ``second_per_grid_ts``, ``audio_feature`` ``[segments, 128, 3000]``, ``audio_lengths``), ``expected.safetensors``
+  (``position_ids_inference`` and ``position_ids_training`` ``[3, seq]``, ``audio_embeds``, ``video_embeds``,
+  ``inputs_embeds``, ``logits_inference``, ``logits_training``), ``meta.json``; for the audio-visual case also
+  ``knockouts.json`` (knockouts with the inference positions, per-layer 4-D masks on the authors' decoder layers)
+  and ``drop.json`` (positions removed from a layer on).
+* ``goldens/salmonn_prep_<case>/`` (av, video_silent, video, audio, audio_stereo, image_audio; PREP_CASES): the
+  authors' preprocessing on the files of tests/fixtures/media, driven as ``inference.py`` drives it
+  (``prepare_dataset``'s DataArguments, the slow tokenizer, ``LazySupervisedDataset._get_item(input_dict)``),
+  decoding with torchcodec: ``inputs.safetensors`` (the tensors ``_get_item`` returns, ``position_ids_training``
+  ``[3, seq]`` = its ``position_ids``, plus ``second_per_grid_ts`` f64 and ``audio_lengths`` recorded from
+  ``process_video``/``process_audio`` before ``run_test`` drops them), ``media.safetensors`` (what torchcodec
+  decoded: ``frame_idx``, ``frames`` uint8 ``[N, H, W, 3]``, ``video_length_s``, ``avg_fps``, ``num_frames``,
+  ``wave`` f32 16 kHz mono; ``image`` uint8 ``[H, W, 3]`` as PIL decoded it), ``expected.safetensors``
+  (``position_ids_inference``, ``logits_inference``, ``logits_training`` from the tiny model) and ``meta.json``.
 
 Usage: ``SALMONN_REPO=/path/to/video-SALMONN-2 python tools/make_salmonn_fixtures.py`` (the repository checkout;
-not committed). Deterministic: seeded weights and inputs.
+not committed). Deterministic: seeded weights and inputs; re-running reproduces every file byte for byte.
 """
 
 from __future__ import annotations
 
 import importlib.machinery
 import json
+import math
 import os
 import sys
 import types
@@ -57,6 +71,47 @@ IMAGE_PAD, VIDEO_PAD, AUDIO_PAD = 151655 - OFFSET, 151656 - OFFSET, 151665 - OFF
 VOCAB = 480
 NL, SYSTEM, USER, ASSISTANT = 10, 100, 101, 102
 
+# The tokenizer files: Qwen2.5-VL's added tokens at 448..469 (the real ids minus OFFSET) with the flags of the
+# real Qwen2.5-VL tokenizer_config.json (special for 448..461; <tool_call> .. <|file_sep|> not special), then
+# <|audio_pad|> 470 added by the authors' scripts/gen_audio_model.py (``tokenizer.add_tokens``: not special).
+QWEN25VL_ADDED_TOKENS = [
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True), ("<|object_ref_start|>", True),
+    ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True), ("<|quad_start|>", True),
+    ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True), ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", False), ("<|fim_middle|>", False), ("<|fim_suffix|>", False), ("<|fim_pad|>", False),
+    ("<|repo_name|>", False), ("<|file_sep|>", False),
+]
+# The chat template shipped with Qwen/Qwen2.5-VL-3B-Instruct and -7B-Instruct (chat_template.json and
+# tokenizer_config.json), verbatim.
+QWEN25VL_CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}"
+    "<|im_end|>\n{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>{% elif content['type'] == 'video' or 'video' in content %}"
+    "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}Video {{ video_count.value }}: "
+    "{% endif %}<|vision_start|><|video_pad|><|vision_end|>{% elif 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% endif %}"
+)
+# Qwen2.5-VL's preprocessor_config.json (the hub file, key order kept): the processor's other settings
+# (do_resize/do_rescale/do_normalize true, rescale_factor 1/255, resample 3 = bicubic, do_convert_rgb true) are
+# class defaults the file does not spell out.
+QWEN25VL_PREPROCESSOR = {
+    "min_pixels": 3136,
+    "max_pixels": 12845056,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2_5_VLProcessor",
+}
+
 
 def stub(name: str, **attrs):
     """A module transformers' availability checks treat as absent (``find_spec`` needs a ``__spec__``)."""
@@ -68,6 +123,10 @@ def stub(name: str, **attrs):
     return m
 
 
+def _decord_reached(*args, **kwargs):
+    raise RuntimeError("decord is stubbed: their torchcodec reader failed and fell back to decord")
+
+
 def import_authors(repo: Path):
     code = repo / "video_SALMONN2_plus"
     assert (code / "qwenvl/model/modeling_qwen2_5_vl.py").is_file(), f"not a video-SALMONN-2 checkout: {repo}"
@@ -75,9 +134,10 @@ def import_authors(repo: Path):
     for name in ["liger_kernel", "liger_kernel.transformers", "liger_kernel.transformers.model"]:
         stub(name)
     stub("liger_kernel.transformers.model.loss_utils", LigerForCausalLMLoss=object)
-    stub("torchcodec")
-    stub("torchcodec.decoders", VideoDecoder=object, AudioDecoder=object)
-    stub("decord", VideoReader=object, cpu=lambda *a, **k: None)
+    # torchcodec is the real one (0.4.0, on the system's FFmpeg): the processor goldens decode with it. decord is
+    # only their fallback when torchcodec fails; stubbed so that reaching it fails (and the harness asserts that
+    # the torchcodec path ran).
+    stub("decord", VideoReader=_decord_reached, cpu=lambda *a, **k: None)
     torch.cuda.current_device = lambda: 0
     from qwenvl.model.configuration_qwen2_5_vl import Qwen2_5_VLConfig
     from qwenvl.model.modeling_qwen2_5_vl import video_SALMONN2_plus
@@ -153,6 +213,76 @@ def tiny_config() -> dict:
             },
         },
     }
+
+
+def dump_json(path: Path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def write_tokenizer_files(folder: Path):
+    """The released checkpoint's tokenizer/processor files, made the way ``scripts/gen_audio_model.py`` makes them:
+    a slow ``Qwen2Tokenizer`` of Qwen2.5-VL loaded with ``use_fast=False``, ``add_tokens(["<|audio_pad|>"])``,
+    ``save_pretrained`` (vocab.json, merges.txt, tokenizer_config.json, added_tokens.json, special_tokens_map.json;
+    no tokenizer.json), then Qwen2.5-VL's chat_template.json and preprocessor_config.json copied over. The
+    "Qwen2.5-VL" here is the tiny byte-level BPE of omni-tiny-a (ids 0..447, tools/make_fixtures.py) with
+    Qwen2.5-VL's tokenizer_config.json around it."""
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    omni = FIXTURES / "omni-tiny-a"
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        shutil.copy(omni / "vocab.json", base / "vocab.json")
+        shutil.copy(omni / "merges.txt", base / "merges.txt")
+        decoder = {
+            str(ENDOFTEXT + i): {"content": name, "lstrip": False, "normalized": False, "rstrip": False,
+                                 "single_word": False, "special": special}
+            for i, (name, special) in enumerate(QWEN25VL_ADDED_TOKENS)
+        }
+        dump_json(base / "tokenizer_config.json", {
+            "add_bos_token": False,
+            "add_prefix_space": False,
+            "added_tokens_decoder": decoder,
+            "additional_special_tokens": [n for n, special in QWEN25VL_ADDED_TOKENS[1:] if special],
+            "bos_token": None,
+            "chat_template": QWEN25VL_CHAT_TEMPLATE,
+            "clean_up_tokenization_spaces": False,
+            "eos_token": "<|im_end|>",
+            "errors": "replace",
+            "model_max_length": 131072,
+            "pad_token": "<|endoftext|>",
+            "split_special_tokens": False,
+            "tokenizer_class": "Qwen2Tokenizer",
+            "unk_token": None,
+        })
+        # scripts/gen_audio_model.py, verbatim but for the paths.
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(base), model_max_length=131072, padding_side="right", use_fast=False)
+        tokenizer.add_tokens(["<|audio_pad|>"])
+        tokenizer.save_pretrained(str(folder))
+    dump_json(folder / "chat_template.json", {"chat_template": QWEN25VL_CHAT_TEMPLATE})
+    dump_json(folder / "preprocessor_config.json", QWEN25VL_PREPROCESSOR)
+    assert not (folder / "tokenizer.json").exists()
+
+    # Loads offline as inference.py loads it; the specials sit at their ids.
+    tok = AutoTokenizer.from_pretrained(str(folder), model_max_length=131072, padding_side="right", use_fast=False)
+    assert type(tok).__name__ == "Qwen2Tokenizer", type(tok)
+    assert len(tok) == AUDIO_PAD + 1 and tok.eos_token_id == IM_END and tok.pad_token_id == ENDOFTEXT
+    text = "<|im_start|>user\n<|vision_start|><|audio_pad|><|audio_pad|><|vision_end|>\nWhat is it?<|im_end|>"
+    ids = tok(text)["input_ids"]
+    user, nl = tok.convert_tokens_to_ids(["user", "\u010a"])  # byte-level BPE: "\n" is "Ċ"
+    assert ids[:8] == [IM_START, user, nl, VISION_START, AUDIO_PAD, AUDIO_PAD, VISION_END, nl], ids
+    assert ids[-1] == IM_END and tok.decode(ids) == text, ids
+    for i, (name, special) in enumerate(QWEN25VL_ADDED_TOKENS):
+        assert tok.convert_tokens_to_ids(name) == ENDOFTEXT + i, name
+        assert tok.added_tokens_decoder[ENDOFTEXT + i].special == special, name
+    assert tok.added_tokens_decoder[AUDIO_PAD].content == "<|audio_pad|>"
+    assert not tok.added_tokens_decoder[AUDIO_PAD].special  # as add_tokens leaves it
+    return tok
 
 
 def randomize_(model: torch.nn.Module, seed: int):
@@ -238,7 +368,7 @@ def rope(model, t: dict, training: bool) -> torch.Tensor:
     grid = t.get("video_grid_thw")
     audio = [int(x) for x in t["audio_lengths"]] if (training and "audio_lengths" in t) else None
     spg = [float(x) for x in t["second_per_grid_ts"]] if (training and "second_per_grid_ts" in t) else None
-    pos, _ = model.get_rope_index(t["input_ids"], None, grid, audio, spg, t["attention_mask"])
+    pos, _ = model.get_rope_index(t["input_ids"], t.get("image_grid_thw"), grid, audio, spg, t["attention_mask"])
     return pos[:, 0, :]
 
 
@@ -249,6 +379,8 @@ def forward(model, t: dict, position_ids: torch.Tensor) -> torch.Tensor:
             input_ids=t["input_ids"],
             attention_mask=t["attention_mask"],
             position_ids=position_ids[:, None, :],
+            pixel_values=t.get("pixel_values"),
+            image_grid_thw=t.get("image_grid_thw"),
             pixel_values_videos=t.get("pixel_values_videos"),
             video_grid_thw=t.get("video_grid_thw"),
             audio_feature=t.get("audio_feature"),
@@ -387,7 +519,361 @@ def make_case(model, case: str, split_into_groups, seed: int):
           f"{meta['top1_training']}, last logits differ by up to {diff:.3g})")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Processor goldens: the authors' dataset code (LazySupervisedDataset._get_item, as inference.py drives it) on the
+# media under tests/fixtures/media, decoding with the real torchcodec.
+
+MEDIA = FIXTURES / "media"
+QUESTION = "What is happening in the clip?"
+# (case, media fields of the input dict (paths relative to tests/fixtures/media), media tags of the question)
+PREP_CASES = [
+    ("av", {"video": "video/basic.mkv", "use_audio": True}, "<video>\n"),
+    ("video_silent", {"video": "video/noaudio.mkv", "use_audio": True}, "<video>\n"),
+    ("video", {"video": "video/basic.mkv", "use_audio": False}, "<video>\n"),
+    ("audio", {"audio": "audio/mono16k.wav"}, "<audio>\n"),
+    ("audio_stereo", {"audio": "audio/stereo44k.wav"}, "<audio>\n"),
+    ("image_audio", {"image": "video/still.png", "audio": "audio/mono16k.wav"}, "<image>\n<audio>\n"),
+]
+
+
+def prepare_dataset(folder: Path):
+    """``inference.py``'s ``prepare_dataset``, ``AutoTokenizer`` and ``make_supervised_data_module`` on the tiny
+    checkpoint (``dataset_use`` stays "": no annotation file is read). Returns the dataset, the tokenizer and the
+    dataset module."""
+    from transformers import AutoTokenizer, WhisperFeatureExtractor
+    from qwenvl.data import dataset as dataset_module
+    from qwenvl.data.dataset import make_supervised_data_module
+    from qwenvl.data.image_processing_qwen2_vl_fast import Qwen2VLImageProcessorFast
+    from qwenvl.train.argument import DataArguments
+
+    data_args = DataArguments()
+    data_args.video_max_frames = 768
+    data_args.video_min_frames = 16
+    data_args.base_interval = 0.1
+    data_args.max_pixels = 61250
+    data_args.video_max_frame_pixels = 61250
+    data_args.run_test = True
+    data_args.image_processor = Qwen2VLImageProcessorFast.from_pretrained(str(folder))
+    data_args.audio_processor = WhisperFeatureExtractor(
+        feature_size=data_args.feature_size,
+        sampling_rate=data_args.sampling_rate,
+        hop_length=data_args.hop_length,
+        chunk_length=data_args.chunk_length,
+    )
+    data_args.model_type = "qwen2.5vl"
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(folder), model_max_length=131072, padding_side="right", use_fast=False)
+    dataset = make_supervised_data_module(tokenizer=tokenizer, data_args=data_args)["train_dataset"]
+    assert len(dataset) == 0
+    return dataset, tokenizer, dataset_module
+
+
+def instrument(dataset, dataset_module):
+    """Records what their code decodes and returns, without changing it: the instance's ``process_*`` methods
+    are wrapped, and the dataset module's ``VideoDecoder``/``AudioDecoder`` are the real torchcodec classes
+    subclassed only to record. Their ``get_rope_index_25`` hard-codes the real Qwen2.5-VL ids (151652,
+    151655, 151656, 151665): it is called on the ids shifted back to the real ones (+151195 for the added tokens),
+    which changes nothing but the ids it compares."""
+    from torchcodec.decoders import AudioDecoder, VideoDecoder
+
+    rec: dict = {}
+
+    class RecordingVideoDecoder(VideoDecoder):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            rec.setdefault("video_decoders", []).append(self)
+
+    class RecordingAudioDecoder(AudioDecoder):
+        def __init__(self, *args, **kwargs):
+            rec.setdefault("audio_decoder_args", []).append((args, kwargs))
+            try:
+                super().__init__(*args, **kwargs)
+            except Exception as e:  # their process_audio swallows it; keep it for meta.json
+                rec.setdefault("audio_errors", []).append(f"{type(e).__name__}: {e}")
+                raise
+
+        def get_all_samples(self):
+            samples = super().get_all_samples()
+            rec.setdefault("audio_samples", []).append(samples)
+            return samples
+
+    dataset_module.VideoDecoder = RecordingVideoDecoder
+    dataset_module.AudioDecoder = RecordingAudioDecoder
+
+    def wrap(name):
+        original = getattr(dataset, name)
+
+        def wrapper(*args):
+            out = original(*args)
+            rec.setdefault(name, []).append((args, out))
+            return out
+
+        setattr(dataset, name, wrapper)
+
+    for name in ["process_video", "video_torchcodec", "process_video_frames", "process_audio",
+                 "process_image_unified"]:
+        wrap(name)
+
+    rope25 = dataset.get_rope_index
+
+    def rope_on_real_ids(merge_size, input_ids, **kwargs):
+        real = input_ids.clone()
+        real[real >= ENDOFTEXT] += OFFSET
+        return rope25(merge_size, real, **kwargs)
+
+    dataset.get_rope_index = rope_on_real_ids
+    return rec
+
+
+def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict, tags: str):
+    out = FIXTURES / "goldens" / f"salmonn_prep_{case}"
+    out.mkdir(parents=True, exist_ok=True)
+    rec.clear()
+    # inference.py's input dict, with absolute paths.
+    input_dict = {k: (str(MEDIA / v) if k in ("video", "audio", "image") else v) for k, v in fields.items()}
+    input_dict["conversations"] = [{"from": "human", "value": tags + QUESTION}, {"from": "gpt", "value": ""}]
+    sample = dataset._get_item(input_dict)
+
+    t: dict[str, torch.Tensor] = {}
+    t["input_ids"] = sample["input_ids"]
+    t["attention_mask"] = sample["attention_mask"]
+    seq = int(t["input_ids"].shape[1])
+    media: dict[str, torch.Tensor] = {}
+    meta: dict = {"model": MODEL, "case": f"prep_{case}"}
+    meta["media"] = {k: v for k, v in fields.items() if k in ("video", "audio", "image")}
+    meta["use_audio"] = fields.get("use_audio")
+    meta["question"] = QUESTION
+    meta["human_value"] = tags + QUESTION
+    notes = []
+
+    video_s = None
+    if "video" in fields:
+        # Their torchcodec reader ran (decord, the fallback, is stubbed to fail) and returned.
+        assert len(rec.get("video_torchcodec", [])) == 1 and len(rec.get("process_video", [])) == 1, rec.keys()
+        (_, (pixel_values_videos, grid_thw, spg)) = rec["process_video"][0]
+        (_, vt_out) = rec["video_torchcodec"][0]
+        assert vt_out is rec["process_video"][0][1]
+        ((frames, frame_idx, video_length), _) = rec["process_video_frames"][0]
+        decoder = rec["video_decoders"][0]
+        md = decoder.metadata
+        assert video_length == md.num_frames / md.average_fps
+        n = len(frame_idx)
+        per_frame_max = dataset.data_args.video_max_frame_pixels
+        if n < dataset.data_args.video_max_frames:  # process_video_frames, same float operations
+            per_frame_max = 0.95 * dataset.data_args.video_max_frames / n * per_frame_max
+        assert torch.equal(sample["pixel_values_videos"], pixel_values_videos)
+        assert torch.equal(sample["video_grid_thw"], grid_thw[None])
+        assert spg == [spg[0]] * 3, spg
+        video_s = spg[0]
+        t["pixel_values_videos"] = sample["pixel_values_videos"]
+        t["video_grid_thw"] = sample["video_grid_thw"]
+        # A python float (f64) in their code; torch rounds it to f32 where it multiplies a tensor.
+        t["second_per_grid_ts"] = torch.tensor([video_s], dtype=torch.float64)
+        media["frame_idx"] = torch.as_tensor(np.asarray(frame_idx), dtype=torch.int64)
+        media["frames"] = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 2, 3, 1)))
+        media["video_length_s"] = torch.tensor([video_length], dtype=torch.float64)
+        media["avg_fps"] = torch.tensor([md.average_fps], dtype=torch.float64)
+        media["num_frames"] = torch.tensor([md.num_frames], dtype=torch.int64)
+        assert media["frames"].dtype == torch.uint8
+        meta["video"] = {
+            "decoder": "torchcodec 0.4.0 VideoDecoder (seek_mode exact: the file is scanned)",
+            "decord_fallback": False,
+            "num_frames": md.num_frames,
+            "num_frames_from_header": md.num_frames_from_header,
+            "num_frames_from_content": md.num_frames_from_content,
+            "average_fps": md.average_fps,
+            "average_fps_from_header": md.average_fps_from_header,
+            "begin_stream_seconds_from_content": md.begin_stream_seconds_from_content,
+            "end_stream_seconds_from_content": md.end_stream_seconds_from_content,
+            "video_length_s": video_length,
+            "frame_idx": [int(x) for x in frame_idx],
+            "frame_count": n,
+            "frame_size_hw": [int(frames.shape[2]), int(frames.shape[3])],
+            "per_frame_max_pixels": per_frame_max,
+            "per_frame_min_pixels": dataset.data_args.video_min_frame_pixels,
+            "resized_hw": [int(grid_thw[1]) * 14, int(grid_thw[2]) * 14],
+            "video_grid_thw": [int(x) for x in grid_thw],
+            "second_per_grid_ts": video_s,
+            "second_per_grid_ts_as_returned": spg,
+        }
+    if "image" in fields:
+        assert len(rec.get("process_image_unified", [])) == 1
+        (_, (pixel_values, grid_thw)) = rec["process_image_unified"][0]
+        assert torch.equal(sample["pixel_values"], pixel_values)
+        t["pixel_values"] = sample["pixel_values"]
+        t["image_grid_thw"] = sample["image_grid_thw"]
+        from PIL import Image
+
+        image = np.asarray(Image.open(MEDIA / fields["image"]).convert("RGB"))
+        media["image"] = torch.from_numpy(image.copy())
+        ip = dataset.data_args.image_processor
+        meta["image"] = {
+            "decoder": "PIL Image.open(...).convert('RGB') (process_image_unified; not torchcodec)",
+            "size_hw": [int(image.shape[0]), int(image.shape[1])],
+            "max_pixels": ip.max_pixels,
+            "min_pixels": ip.min_pixels,
+            "resized_hw": [int(grid_thw[1]) * 14, int(grid_thw[2]) * 14],
+            "image_grid_thw": [int(x) for x in grid_thw],
+        }
+
+    audio_file = fields.get("audio") or (fields.get("video") if fields.get("use_audio") else None)
+    audio_lengths = None
+    if audio_file is not None:
+        assert len(rec.get("process_audio", [])) == 1
+        (_, (features, audio_lengths)) = rec["process_audio"][0]
+        if features is None:
+            assert audio_lengths is None and sample["audio_feature"] is None
+            assert len(rec.get("audio_errors", [])) == 1, rec.get("audio_errors")
+            meta["audio"] = {
+                "file": audio_file,
+                "process_audio_returned": "(None, None)",
+                "swallowed_exception": rec["audio_errors"][0],
+            }
+            notes.append("use_audio is true but the file has no audio stream: torchcodec's AudioDecoder raises, "
+                         "their process_audio catches every exception and returns (None, None), and the sample "
+                         "silently becomes video-only (no <|audio_pad|>, no audio_feature).")
+        else:
+            (samples,) = rec["audio_samples"]
+            ((args, kwargs),) = rec["audio_decoder_args"]
+            assert kwargs == {"sample_rate": 16000, "num_channels": 1}, kwargs
+            wave = samples.data.numpy().squeeze(0)
+            assert samples.sample_rate == 16000 and wave.dtype == np.float32
+            media["wave"] = torch.from_numpy(wave.copy())
+            t["audio_feature"] = sample["audio_feature"]
+            assert torch.equal(t["audio_feature"], features[0])
+            t["audio_lengths"] = torch.tensor(audio_lengths, dtype=torch.int64)
+            assert audio_lengths == [math.ceil(max(len(wave), 16000) / 480000) * 60], audio_lengths
+            meta["audio"] = {
+                "file": audio_file,
+                "decoder": "torchcodec 0.4.0 AudioDecoder(sample_rate=16000, num_channels=1).get_all_samples()",
+                "samples": int(len(wave)),
+                "samples_after_padding_to_1s": int(max(len(wave), 16000)),
+                "pts_seconds": samples.pts_seconds,
+                "source_sample_rate": decoder_rate(args[0]),
+                "audio_lengths": audio_lengths,
+                "segments": int(t["audio_feature"].shape[0]),
+            }
+    else:
+        assert sample["audio_feature"] is None
+
+    pos_train = sample["position_ids"][:, 0, :]
+    t["position_ids_training"] = pos_train.contiguous()
+    assert sample["position_ids"].shape == (3, 1, seq) and pos_train.dtype == torch.int64
+    assert torch.equal(t["attention_mask"], torch.ones_like(t["input_ids"]))
+    save_file({k: v.contiguous() for k, v in t.items()}, str(out / "inputs.safetensors"))
+    save_file({k: v.contiguous() for k, v in media.items()}, str(out / "media.safetensors"))
+
+    # Their dataset numbering equals the model's get_rope_index with audio_lengths and second_per_grid_ts (the
+    # existing goldens' "training" numbering).
+    assert torch.equal(rope(model, t, training=True), pos_train), f"{case}: dataset vs model training positions"
+    pos_inf = rope(model, t, training=False)
+    logits_inf = forward(model, t, pos_inf)
+    logits_train = forward(model, t, pos_train)
+    model.rope_deltas = None
+    with torch.no_grad():
+        own = model(
+            input_ids=t["input_ids"],
+            attention_mask=t["attention_mask"],
+            pixel_values=t.get("pixel_values"),
+            image_grid_thw=t.get("image_grid_thw"),
+            pixel_values_videos=t.get("pixel_values_videos"),
+            video_grid_thw=t.get("video_grid_thw"),
+            audio_feature=t.get("audio_feature"),
+            use_cache=False,
+        ).logits[0]
+    assert torch.equal(own, logits_inf), f"{case}: the prefill's own positions are not the inference ones"
+    save_file({
+        "position_ids_inference": pos_inf.contiguous(),
+        "logits_inference": logits_inf.contiguous(),
+        "logits_training": logits_train.contiguous(),
+    }, str(out / "expected.safetensors"))
+
+    ids = t["input_ids"][0].tolist()
+    prompt_text = tokenizer.decode(ids, skip_special_tokens=False)
+    assert tokenizer(prompt_text)["input_ids"] == ids, f"{case}: the prompt does not re-tokenise to its ids"
+    counts = {name: ids.count(tid) for name, tid in
+              [("video_pad", VIDEO_PAD), ("audio_pad", AUDIO_PAD), ("image_pad", IMAGE_PAD)]}
+    meta.update({
+        "seq_len": seq,
+        "prompt_text": prompt_text,
+        "placeholder_counts": counts,
+        "second_per_grid_ts_dtype": "float64 (a python float in their code)" if video_s is not None else None,
+        "positions_equal": bool(torch.equal(pos_inf, pos_train)),
+        "last_logits_training_vs_inference_max_abs_diff": float((logits_inf[-1] - logits_train[-1]).abs().max()),
+        "top1_inference": int(logits_inf[-1].argmax()),
+        "top1_training": int(logits_train[-1].argmax()),
+        "notes": notes,
+    })
+    if video_s is not None and audio_lengths is not None:
+        counts_av = audio_counts(ids, t["video_grid_thw"])
+        meta["interleave_audio_counts"] = counts_av
+        notes.append(
+            f"Interleaved block: per grid step {int(t['video_grid_thw'][0, 1] * t['video_grid_thw'][0, 2] // 4)} "
+            f"video pads then the step's audio pads from split_into_groups (counts above; the last step takes the "
+            f"remainder {counts_av[-1]}). audio_lengths is ceil(samples/480000)*60 = {audio_lengths[0]}: one "
+            f"30-s Whisper segment is always 60 tokens, whatever the clip's length.")
+    if "video" in fields and fields.get("use_audio") is False:
+        notes.append("use_audio false: process_audio is not called; video pads only, between <|vision_start|> and "
+                     "<|vision_end|>.")
+    if video_s is not None:
+        notes.append("second_per_grid_ts: process_video_frames returns [temporal_patch_size / fps] * "
+                     "len(grid_thw), i.e. three copies (len of a [t, h, w] row); only the first is read. fps = "
+                     "len(frame_idx) / video_length.")
+    if "image" in fields and "audio" in fields:
+        notes.append("The image block comes first: generate_id_target replaces <image> before <audio> and keeps "
+                     "the question's order; each block has its own <|vision_start|> ... <|vision_end|>. "
+                     "get_rope_index_25 takes the image/video branch (an image grid and no video grid) which "
+                     "ignores audio_lengths: the audio pads are numbered like text, so the training and the "
+                     "inference numberings coincide.")
+    elif "audio" in fields:
+        notes.append("Audio only: the training numbering is their audio branch (audio pad j at (j, j, 0) + offset; "
+                     "the text after it from the block's max temporal index + 1); inference (no audio_lengths "
+                     "passed) is the plain 1-D numbering.")
+    dump_json(out / "meta.json", meta)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    parts = [f"seq {seq}"]
+    if "video" in meta:
+        v = meta["video"]
+        parts.append(f"{v['frame_count']} frames of {v['num_frames']} (idx {v['frame_idx'][0]}..{v['frame_idx'][-1]})"
+                     f", video grid {v['video_grid_thw']}, s {video_s:.6g}, per-frame max_pixels "
+                     f"{v['per_frame_max_pixels']:.6g}")
+    if "image" in meta:
+        parts.append(f"image grid {meta['image']['image_grid_thw']}")
+    if audio_lengths is not None:
+        parts.append(f"audio {meta['audio']['samples']} samples, audio_lengths {audio_lengths}")
+    elif audio_file is not None:
+        parts.append("no audio (process_audio swallowed: " + meta["audio"]["swallowed_exception"] + ")")
+    parts.append(f"{counts['video_pad']}V/{counts['audio_pad']}A/{counts['image_pad']}I pads, {size / 1e6:.2f} MB")
+    print(f"[salmonn_prep_{case}] " + ", ".join(parts))
+    return meta
+
+
+def decoder_rate(path: str):
+    from torchcodec.decoders import AudioDecoder
+
+    return AudioDecoder(path).metadata.sample_rate
+
+
+def audio_counts(ids: list[int], grid: torch.Tensor) -> list[int]:
+    """The audio pads after each grid step's video pads in the interleaved block."""
+    per_step = int(grid[0, 1] * grid[0, 2] // 4)
+    start = ids.index(VISION_START) + 1
+    end = ids.index(VISION_END, start)
+    block = ids[start:end]
+    counts, i = [], 0
+    while i < len(block):
+        assert block[i:i + per_step] == [VIDEO_PAD] * per_step
+        i += per_step
+        c = 0
+        while i < len(block) and block[i] == AUDIO_PAD:
+            c, i = c + 1, i + 1
+        counts.append(c)
+    assert len(counts) == int(grid[0, 0])
+    return counts
+
+
 def main():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local
     repo = Path(os.environ.get("SALMONN_REPO", ""))
     Config, Model, split_into_groups = import_authors(repo)
     torch.manual_seed(0)
@@ -395,10 +881,15 @@ def main():
     folder = FIXTURES / MODEL
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder), safe_serialization=True)
+    tok = write_tokenizer_files(folder)
     for case, seed in [("av", 1), ("video", 2), ("audio", 3)]:
         make_case(model, case, split_into_groups, seed)
     sizes = sum(p.stat().st_size for p in folder.iterdir())
-    print(f"{MODEL}: {sizes / 1e6:.2f} MB")
+    print(f"{MODEL}: {sizes / 1e6:.2f} MB ({len(tok)} tokens, slow Qwen2Tokenizer files, no tokenizer.json)")
+    dataset, tokenizer, dataset_module = prepare_dataset(folder)
+    rec = instrument(dataset, dataset_module)
+    for case, fields, tags in PREP_CASES:
+        make_prep_case(model, dataset, tokenizer, rec, case, fields, tags)
 
 
 if __name__ == "__main__":

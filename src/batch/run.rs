@@ -39,6 +39,12 @@ pub struct RunSettings {
     /// Assistant-turn prefix for multiple-choice samples (default [`OPTION_PREFIX`]).
     pub option_prefix: String,
     pub dtype: String,
+    /// The model family (absent in runs written before it was recorded: the same `model` implies it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// The position numbering, for families with more than one (video-SALMONN 2+); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positions: Option<crate::session::Positions>,
     pub avflow_version: String,
 }
 
@@ -49,7 +55,7 @@ impl RunSettings {
             system: sample.system.clone(),
             ..Default::default()
         }
-        .with_sampling(self.fps, self.min_pixels, self.max_pixels);
+        .with_sampling(Some(self.fps), self.min_pixels, self.max_pixels);
         // Multiple choice: the answer is a letter, asked for by the prefix.
         if sample.prompt.contains("\n(A) ") && !self.option_prefix.is_empty() {
             o.answer_prefix = Some(self.option_prefix.clone());
@@ -178,8 +184,11 @@ pub fn run_manifest(
 fn check_or_write_settings(out_dir: &Path, settings: &RunSettings) -> anyhow::Result<()> {
     let path = out_dir.join("run.json");
     if path.exists() {
-        let old: RunSettings = serde_json::from_slice(&std::fs::read(&path)?)
+        let mut old: RunSettings = serde_json::from_slice(&std::fs::read(&path)?)
             .with_context(|| format!("reading {}", path.display()))?;
+        if old.family.is_none() {
+            old.family.clone_from(&settings.family);
+        }
         let (a, b) = (serde_json::to_value(&old)?, serde_json::to_value(settings)?);
         if a != b {
             let diff: Vec<String> = a
@@ -369,6 +378,12 @@ fn write_aggregate_figure(
             .with_setting("window", s.window)
             .with_setting("align", serde_json::to_value(s.align)?)
             .with_setting("fps", s.fps);
+        if let Some(f) = &s.family {
+            prov = prov.with_family(f);
+        }
+        if let Some(p) = s.positions {
+            prov = prov.with_setting("positions", p.name());
+        }
         if let Ok(p) = prov.clone().with_file(&s.manifest) {
             prov = p;
         }

@@ -7,14 +7,14 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use avflow::export::{data, FigureKind, FigureSpec, Provenance};
+use avflow::export::{data, FigureKind, FigureSpec};
 use avflow::session::{
     default_pairs, parse_pairs, DropSpec, KnockoutSpec, Model, Session, SweepSpec, Watch,
 };
 
 use avflow::model::LoadOptions;
 
-use super::{parse_layers, positions_field, positions_setting, FlowInput};
+use super::{model_provenance, parse_layers, positions_field, FlowInput};
 
 #[derive(clap::Args, Debug)]
 pub struct KnockoutArgs {
@@ -88,14 +88,9 @@ pub fn attention_cmd(a: &AttentionArgs, opts: &LoadOptions) -> anyhow::Result<se
     positions_field(&s.model, &mut report);
     let mut figures = Vec::new();
     if let Some(stem) = &a.figure {
-        let prov = Provenance::default()
-            .with_model(&a.input.model)
+        let prov = model_provenance(&s.model, &a.input.model)
             .with_file(&a.input.inputs)?
             .with_setting("rows", a.rows.clone());
-        let prov = match positions_setting(&s.model) {
-            Some(p) => prov.with_setting("positions", p.name()),
-            None => prov,
-        };
         let map64: Vec<Vec<f64>> = out
             .map
             .iter()
@@ -230,13 +225,7 @@ pub fn sweep(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Va
     avflow::tensor_io::write_atomic(&a.out, body.as_bytes())?;
     let figure = match &a.figure {
         Some(stem) => {
-            let prov = Provenance::default()
-                .with_model(&input.model)
-                .with_file(&input.inputs)?;
-            let prov = match positions_setting(&s.model) {
-                Some(p) => prov.with_setting("positions", p.name()),
-                None => prov,
-            };
+            let prov = model_provenance(&s.model, &input.model).with_file(&input.inputs)?;
             avflow::export::sweep_figure(&recs, a.window, a.align, prov, a.preset, stem)?
         }
         None => vec![],
@@ -319,8 +308,7 @@ pub fn drop_cmd(a: &DropArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::
                 base_prob: f64::from(r.base_prob),
             })
             .collect();
-        let prov = Provenance::default()
-            .with_model(&a.input.model)
+        let prov = model_provenance(&s.model, &a.input.model)
             .with_file(&a.input.inputs)?
             .with_setting("groups", a.groups.clone())
             .with_setting("token", r.token_id)
@@ -328,10 +316,6 @@ pub fn drop_cmd(a: &DropArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::
                 "prefill_speedup_at_from_layer",
                 v["prefill_speedup"].clone(),
             );
-        let prov = match positions_setting(&s.model) {
-            Some(p) => prov.with_setting("positions", p.name()),
-            None => prov,
-        };
         let mut spec = FigureSpec::new(FigureKind::DropCurve, a.preset, prov);
         spec.title = Some(format!(
             "prefill {:.2}× faster dropping from layer {}",

@@ -33,21 +33,23 @@ pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde
                 .map(|(s, t)| (s.to_string(), t.to_string()))
                 .collect()
         });
+    let model = std::sync::Arc::new(Model::open_with(&a.model, opts)?);
     let settings = RunSettings {
         model: a.model.clone(),
         manifest: manifest_path.clone(),
         pairs,
         window: a.window,
         align: a.align,
-        fps: a.sampling.fps,
+        fps: a.sampling.fps.unwrap_or_else(|| model.arch().default_fps()),
         min_pixels: a.sampling.min_pixels,
         max_pixels: a.sampling.max_pixels,
         use_audio_in_video: !a.sampling.no_audio_in_video,
         option_prefix: a.option_prefix.clone(),
         dtype: format!("{dtype:?}").to_lowercase(),
+        family: Some(model.arch().family().to_string()),
+        positions: super::positions_setting(&model),
         avflow_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let model = std::sync::Arc::new(Model::open_with(&a.model, opts)?);
     let cancel = AtomicBool::new(false);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use avflow::export::Provenance;
 use avflow::model::{LoadOptions, Positions};
 use avflow::session::{Model, Session};
 
@@ -41,13 +42,15 @@ impl FlowInput {
 /// How videos and images are sampled into tokens (`prepare` and batch sweeps).
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
-    /// Video sampling rate (frames per second).
-    #[arg(long, default_value_t = 2.0)]
-    pub fps: f64,
-    /// Lower bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    /// Video sampling rate, frames per second (default: the model's processor: 2 for Qwen2.5-Omni as
+    /// qwen-omni-utils, 10 for video-SALMONN 2+, one frame per 0.1 s).
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Lower bound on a frame's or image's pixels after resizing (default: the model's processor).
     #[arg(long)]
     pub min_pixels: Option<usize>,
-    /// Upper bound on a frame's or image's pixels after resizing (default: qwen-omni-utils').
+    /// Upper bound on a frame's or image's pixels after resizing (default: the model's processor; for
+    /// video-SALMONN 2+ the bound at 768 frames, scaled up for fewer).
     #[arg(long)]
     pub max_pixels: Option<usize>,
     /// Leave a video's own audio track out of the prompt.
@@ -79,7 +82,19 @@ pub fn positions_field(model: &Model, v: &mut serde_json::Value) {
     }
 }
 
-/// The position numbering as figure provenance, for families that have more than one.
+/// A figure's provenance for a run of `model` (as the user named it `source`): the model, its family and,
+/// for families with more than one, the position numbering.
+pub fn model_provenance(model: &Model, source: &str) -> Provenance {
+    let prov = Provenance::default()
+        .with_model(source)
+        .with_family(model.arch().family());
+    match positions_setting(model) {
+        Some(p) => prov.with_setting("positions", p.name()),
+        None => prov,
+    }
+}
+
+/// The position numbering, for families that have more than one.
 pub fn positions_setting(model: &Model) -> Option<Positions> {
     (model.arch().position_numberings().len() > 1).then_some(model.positions)
 }

@@ -133,6 +133,9 @@ pub struct Provenance {
     /// Model folder or hub id as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The model family (`qwen2_5_omni`, `video_salmonn2_plus`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
     /// Hub revision (branch, tag or commit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
@@ -155,6 +158,7 @@ impl Default for Provenance {
     fn default() -> Self {
         Self {
             model: None,
+            family: None,
             revision: None,
             weights_sha256: None,
             media: Vec::new(),
@@ -176,6 +180,11 @@ impl Provenance {
             }
             _ => self.model = Some(model.to_string()),
         }
+        self
+    }
+
+    pub fn with_family(mut self, family: &str) -> Self {
+        self.family = Some(family.to_string());
         self
     }
 

@@ -24,7 +24,8 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 
 pub use mel::{
-    mel_filter_bank, n_valid_frames, HOP, MAX_FRAMES, N_FFT, N_MELS, N_SAMPLES, SAMPLE_RATE,
+    log_mel_padded, mel_filter_bank, n_valid_frames, HOP, MAX_FRAMES, N_FFT, N_MELS, N_SAMPLES,
+    SAMPLE_RATE,
 };
 
 /// A decoded clip: mono samples (channel mean) at the file's own sample rate.
@@ -84,6 +85,12 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
 pub fn load_16k(path: impl AsRef<Path>) -> Result<Vec<f32>> {
     let d = decode_audio(path)?;
     Ok(resample(&d.samples, d.sample_rate, SAMPLE_RATE))
+}
+
+/// 16 kHz mono through FFmpeg's resampler and downmix, as torchcodec's `AudioDecoder(sample_rate=16000,
+/// num_channels=1)` gives it (video-SALMONN 2+'s dataset code); librosa's is [`load_16k`].
+pub fn load_16k_ffmpeg(path: impl AsRef<Path>) -> Result<Vec<f32>> {
+    decode::ffmpeg_resampled(path.as_ref(), SAMPLE_RATE)
 }
 
 /// Whisper log-mel of a 16 kHz mono clip, as `WhisperFeatureExtractor` (Qwen2.5-Omni settings) returns

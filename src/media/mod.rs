@@ -6,6 +6,7 @@ pub mod audio;
 pub mod cache;
 pub mod prepare;
 pub mod preview;
+pub mod tokenizer;
 pub mod video;
 
 /// FFmpeg's Rust bindings take paths as UTF-8 and panic on anything else: such paths are refused here

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::media::video::{ImageOptions, VideoOptions};
 
 /// One media item of the user turn, in order.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,10 +43,15 @@ impl Item {
     }
 }
 
+/// How a prompt is prepared. The sampling fields are the user's overrides (`None`: the model family's own
+/// processor defaults, e.g. 2 fps for Qwen2.5-Omni, one frame per 0.1 s for video-SALMONN 2+).
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
-    pub video: VideoOptions,
-    pub image: ImageOptions,
+    /// Video frames per second.
+    pub fps: Option<f64>,
+    /// Bounds on a frame's or an image's pixels after resizing.
+    pub min_pixels: Option<usize>,
+    pub max_pixels: Option<usize>,
     pub use_audio_in_video: bool,
     pub system: Option<String>,
     /// Refuse prompts whose estimated token count exceeds this (before any heavy work).
@@ -59,22 +63,16 @@ pub struct PrepareOptions {
 
 impl PrepareOptions {
     /// Video sampling rate and pixel bounds (videos and images), as the CLI, the app and manifests give
-    /// them; `None` keeps qwen-omni-utils' defaults.
+    /// them; `None` keeps the family's defaults.
     pub fn with_sampling(
         mut self,
-        fps: f64,
+        fps: Option<f64>,
         min_pixels: Option<usize>,
         max_pixels: Option<usize>,
     ) -> Self {
-        self.video.fps = fps;
-        self.video.min_pixels = min_pixels.or(self.video.min_pixels);
-        self.video.max_pixels = max_pixels.or(self.video.max_pixels);
-        if let Some(m) = min_pixels {
-            self.image.min_pixels = m;
-        }
-        if let Some(m) = max_pixels {
-            self.image.max_pixels = m;
-        }
+        self.fps = fps.or(self.fps);
+        self.min_pixels = min_pixels.or(self.min_pixels);
+        self.max_pixels = max_pixels.or(self.max_pixels);
         self
     }
 }
@@ -82,8 +80,9 @@ impl PrepareOptions {
 impl Default for PrepareOptions {
     fn default() -> Self {
         Self {
-            video: VideoOptions::default(),
-            image: ImageOptions::default(),
+            fps: None,
+            min_pixels: None,
+            max_pixels: None,
             use_audio_in_video: true,
             system: None,
             token_budget: 32_768,
@@ -157,12 +156,4 @@ fn chat_template(dir: &Path) -> Result<String> {
     })
 }
 
-/// The model folder's `tokenizer.json`, with the file and the fix in the error.
-pub fn load_tokenizer(model_dir: &Path) -> Result<tokenizers::Tokenizer> {
-    let tk_path = model_dir.join("tokenizer.json");
-    tokenizers::Tokenizer::from_file(&tk_path).map_err(|e| Error::Model {
-        path: tk_path.clone(),
-        reason: format!("cannot read the tokenizer: {e}"),
-        fix: "download tokenizer.json with the checkpoint".into(),
-    })
-}
+pub use crate::media::tokenizer::load_tokenizer;

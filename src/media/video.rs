@@ -281,76 +281,16 @@ pub fn sample_video(path: &Path, opts: &VideoOptions) -> Result<SampledVideo> {
     if !(opts.fps > 0.0 && opts.fps.is_finite()) {
         return Err(err(format!("sampling fps must be > 0, got {}", opts.fps)));
     }
-    let mut o = decode::open(path)?;
-    if o.avg_fps <= 0.0 {
-        return Err(err("the video stream reports no frame rate".into()));
-    }
-    let video_fps = o.avg_fps;
-    let index = decode::index(&mut o);
-    let total_frames = match &index {
-        Some(e) => e.len(),
-        None => {
-            let mut o2 = decode::open(path)?;
-            decode::decode_sequential(path, &mut o2, None, &mut |_, _, _| Ok(()))?
-        }
-    };
-    if total_frames == 0 {
-        return Err(err("no video frames (truncated or empty stream)".into()));
-    }
+    let stream = FrameIndex::read(path)?;
+    let (total_frames, video_fps) = (stream.total_frames, stream.fps);
     let nframes = smart_nframes(total_frames, video_fps, opts.fps).map_err(err)?;
     let indices = sample_indices(total_frames, nframes);
     let (min_pixels, max_pixels) = video_pixel_bounds(opts, nframes);
-    let (rh, rw) = if o.width > 0 && o.height > 0 {
-        Some(
-            smart_resize(
-                o.height as usize,
-                o.width as usize,
-                IMAGE_FACTOR,
-                min_pixels,
-                max_pixels,
-            )
-            .map_err(err)?,
-        )
-    } else {
-        None
-    }
-    .unwrap_or((0, 0));
-
-    let mut frames: Vec<Option<RgbFrame>> = vec![None; nframes];
-    let mut pts_out = vec![0i64; nframes];
-    let mut size = (rh, rw);
-    let mut sink = |k: usize, pts: i64, f: RgbFrame| -> Result<()> {
-        if size.0 == 0 {
-            // Header lacked the size: use the first decoded frame's.
-            size = smart_resize(f.height, f.width, IMAGE_FACTOR, min_pixels, max_pixels)
-                .map_err(err)?;
-        }
-        frames[k] = Some(resize::resize(&f, size.0, size.1, Filter::TorchBicubicAa));
-        pts_out[k] = pts;
-        Ok(())
-    };
-    let mut o = decode::open(path)?; // fresh demuxer at the first packet
-    match &index {
-        Some(entries) => {
-            let wanted: Vec<i64> = indices.iter().map(|&i| entries[i].pts).collect();
-            decode::decode_by_pts(path, &mut o, entries, &wanted, &mut sink)?;
-        }
-        None => {
-            decode::decode_sequential(path, &mut o, Some(&indices), &mut sink)?;
-        }
-    }
-    let frames: Vec<RgbFrame> =
-        frames
-            .into_iter()
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                err("some sampled frames could not be decoded (truncated or corrupt file)".into())
-            })?;
-    let start = o.start_time;
-    let timestamps_s = pts_out
-        .iter()
-        .map(|&p| (p - start) as f64 * o.time_base)
-        .collect();
+    let (frames, timestamps_s) = stream.decode(
+        &indices,
+        &|h, w| smart_resize(h, w, IMAGE_FACTOR, min_pixels, max_pixels),
+        Filter::TorchBicubicAa,
+    )?;
     Ok(SampledVideo {
         frames,
         timestamps_s,
@@ -361,6 +301,127 @@ pub fn sample_video(path: &Path, opts: &VideoOptions) -> Result<SampledVideo> {
         min_pixels,
         max_pixels,
     })
+}
+
+/// A video stream's frames in presentation order, counted by demuxing (no decoding): what readers that
+/// decode every frame (torchvision, torchcodec's exact mode) call the frame count.
+pub struct FrameIndex {
+    path: std::path::PathBuf,
+    entries: Option<Vec<decode::Entry>>,
+    /// Frames in the stream.
+    pub total_frames: usize,
+    /// The stream's average frame rate.
+    pub fps: f64,
+    /// Frame size from the header (0 when it has none).
+    pub width: usize,
+    pub height: usize,
+    /// The first frame's start and the last frame's end, seconds, from the packets' timestamps and durations
+    /// (torchcodec's `begin_stream_seconds` / `end_stream_seconds` in its exact mode); `None` when the packets
+    /// carry no timestamps or durations.
+    pub content_span: Option<(f64, f64)>,
+}
+
+impl FrameIndex {
+    /// Opens the file and counts its video frames (a sequential decode for streams without timestamps).
+    pub fn read(path: &Path) -> Result<Self> {
+        let err = |reason: String| decode::err(path, reason);
+        let mut o = decode::open(path)?;
+        if o.avg_fps <= 0.0 {
+            return Err(err("the video stream reports no frame rate".into()));
+        }
+        let entries = decode::index(&mut o);
+        let total_frames = match &entries {
+            Some(e) => e.len(),
+            None => {
+                let mut o2 = decode::open(path)?;
+                decode::decode_sequential(path, &mut o2, None, &mut |_, _, _| Ok(()))?
+            }
+        };
+        if total_frames == 0 {
+            return Err(err("no video frames (truncated or empty stream)".into()));
+        }
+        let content_span = entries.as_ref().and_then(|e| {
+            let begin = e.iter().map(|x| x.pts).min()?;
+            let end = e.iter().map(|x| x.pts + x.duration).max()?;
+            (e.iter().all(|x| x.duration > 0) && end > begin)
+                .then_some((begin as f64 * o.time_base, end as f64 * o.time_base))
+        });
+        Ok(Self {
+            path: path.to_path_buf(),
+            entries,
+            total_frames,
+            content_span,
+            fps: o.avg_fps,
+            width: o.width as usize,
+            height: o.height as usize,
+        })
+    }
+
+    /// Decodes the frames at `indices` (sorted positions in presentation order; repeats allowed), each resized
+    /// as it is decoded to `size(height, width)` of the source (bicubic with antialiasing, as torchvision), so
+    /// memory is one full-size frame plus the resized ones. Returns the frames and their presentation times
+    /// (seconds from the stream start).
+    pub fn decode(
+        &self,
+        indices: &[usize],
+        size: &dyn Fn(usize, usize) -> std::result::Result<(usize, usize), String>,
+        filter: Filter,
+    ) -> Result<(Vec<RgbFrame>, Vec<f64>)> {
+        let path = self.path.as_path();
+        let err = |reason: String| decode::err(path, reason);
+        let mut target = if self.width > 0 && self.height > 0 {
+            Some(size(self.height, self.width).map_err(err)?)
+        } else {
+            None
+        };
+        let n = indices.len();
+        let mut frames: Vec<Option<RgbFrame>> = vec![None; n];
+        let mut pts_out = vec![0i64; n];
+        let mut sink = |k: usize, pts: i64, f: RgbFrame| -> Result<()> {
+            let (h, w) = match target {
+                Some(t) => t,
+                None => {
+                    // Header lacked the size: use the first decoded frame's.
+                    let t = size(f.height, f.width).map_err(err)?;
+                    target = Some(t);
+                    t
+                }
+            };
+            frames[k] = Some(if (h, w) == (f.height, f.width) {
+                f
+            } else {
+                resize::resize(&f, h, w, filter)
+            });
+            pts_out[k] = pts;
+            Ok(())
+        };
+        let mut o = decode::open(path)?; // fresh demuxer at the first packet
+        match &self.entries {
+            Some(entries) => {
+                let wanted: Vec<i64> = indices.iter().map(|&i| entries[i].pts).collect();
+                decode::decode_by_pts(path, &mut o, entries, &wanted, &mut sink)?;
+            }
+            None => {
+                decode::decode_sequential(path, &mut o, Some(indices), &mut sink)?;
+            }
+        }
+        let frames: Vec<RgbFrame> =
+            frames
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    err(
+                        "some sampled frames could not be decoded (truncated or corrupt file)"
+                            .into(),
+                    )
+                })?;
+        let start = o.start_time;
+        let timestamps_s = pts_out
+            .iter()
+            .map(|&p| (p - start) as f64 * o.time_base)
+            .collect();
+        Ok((frames, timestamps_s))
+    }
 }
 
 /// transformers fused rescale+normalise: `(x - mean/rescale) / (std/rescale)` in float32.
@@ -498,6 +559,22 @@ pub fn preprocess_image(image: &RgbFrame, opts: &ImageOptions) -> Result<ImageIn
         pixel_values,
         image_grid_thw,
     })
+}
+
+/// An image as transformers' fast Qwen2-VL processor makes it: resized to `(h, w)` with torchvision v2's
+/// uint8 bicubic (not Pillow's), normalised, one temporal patch of two copies.
+pub fn preprocess_image_torchvision(image: &RgbFrame, h: usize, w: usize) -> ImageInputs {
+    let r = if (h, w) == (image.height, image.width) {
+        image.clone()
+    } else {
+        resize::resize(image, h, w, Filter::TorchBicubicAaU8)
+    };
+    let refs = vec![&r; TEMPORAL_PATCH_SIZE];
+    let (pixel_values, image_grid_thw) = patchify(&refs);
+    ImageInputs {
+        pixel_values,
+        image_grid_thw,
+    }
 }
 
 /// [`load_image`] + [`preprocess_image`], naming the file in errors.

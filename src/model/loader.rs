@@ -22,6 +22,7 @@ use crate::model::Architecture;
 const AUX_FILES: &[&str] = &[
     "tokenizer.json",
     "tokenizer_config.json",
+    "added_tokens.json",
     "special_tokens_map.json",
     "chat_template.json",
     "chat_template.jinja",
@@ -117,11 +118,6 @@ pub struct TensorEntry {
 }
 
 impl ResolvedModel {
-    pub fn tokenizer_path(&self) -> Option<PathBuf> {
-        let p = self.dir.join("tokenizer.json");
-        p.exists().then_some(p)
-    }
-
     /// Number of parameters the model reads (from the headers, without loading anything).
     pub fn parameters(&self) -> usize {
         self.tensors

@@ -179,6 +179,10 @@ pub trait Architecture: Send + Sync + std::fmt::Debug {
     fn position_numberings(&self) -> &'static [Positions] {
         &[Positions::Inference]
     }
+    /// Video frames per second the family's processor samples when the user names no rate.
+    fn default_fps(&self) -> f64 {
+        crate::media::video::FPS
+    }
     /// The decoder's settings (layers, width, vocabulary).
     fn text(&self) -> &TextConfig;
     /// The ids prompts are classified with.

@@ -27,11 +27,11 @@ use crate::error::{Error, Result};
 use crate::flow::Trace;
 use crate::media::prepare::{Item, PrepareOptions, Prepared};
 use crate::model::{
-    self, Architecture, AvModel, Decoder, Embedded, LoadOptions, ModelSource, Positions, Prompt,
-    ResolvedModel,
+    self, Architecture, AvModel, Decoder, Embedded, LoadOptions, ModelSource, Prompt, ResolvedModel,
 };
 use crate::prompt::{Groups, Selector, TokenMap};
 
+pub use crate::model::Positions;
 pub use drop::{DropOutcome, DropSpec, Generated};
 pub use inspect::{Answer, AttentionOutcome, LensOutcome};
 pub use knockout::{KnockoutBlock, KnockoutOutcome, KnockoutSpec};
@@ -118,18 +118,16 @@ impl Model {
         let net = model::load_with(&resolved, opts)?;
         let load_seconds = t0.elapsed().as_secs_f64();
         let mut notes = Vec::new();
-        let tokenizer = match resolved.tokenizer_path() {
-            None => None,
-            Some(p) => match tokenizers::Tokenizer::from_file(&p) {
+        let tokenizer = if crate::media::tokenizer::has_tokenizer(&resolved.dir) {
+            match crate::media::tokenizer::load_tokenizer(&resolved.dir) {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    notes.push(format!(
-                        "Tokenizer {} unreadable ({e}); showing token ids.",
-                        p.display()
-                    ));
+                    notes.push(format!("{e}; showing token ids."));
                     None
                 }
-            },
+            }
+        } else {
+            None
         };
         if !resolved
             .arch

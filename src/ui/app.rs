@@ -24,6 +24,8 @@ mod export_drop;
 #[cfg(test)]
 mod knockout_tests;
 #[cfg(test)]
+mod salmonn_tests;
+#[cfg(test)]
 mod test_support;
 
 /// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
@@ -203,7 +205,10 @@ pub fn model_line(m: &ModelSummary) -> String {
             "no tokenizer · "
         },
         m.load_seconds
-    )
+    ) + &m
+        .positions
+        .map(|p| format!(" · {} positions", p.name()))
+        .unwrap_or_default()
 }
 
 /// `1234` → `1.2 K`, `3_000_000_000` → `3.0 B`.
@@ -233,6 +238,7 @@ pub enum Status {
 pub struct AvflowApp {
     device: Device,
     dtype: DType,
+    positions: crate::model::Positions,
     ctx: egui::Context,
     worker: Option<Worker>,
     model_field: String,
@@ -302,6 +308,7 @@ impl AvflowApp {
         let mut app = Self {
             device: opts.device,
             dtype: opts.dtype,
+            positions: opts.positions,
             ctx: ctx.clone(),
             worker: None,
             model_field: plan.model_field,
@@ -364,6 +371,40 @@ impl AvflowApp {
         job
     }
 
+    /// For families with two position numberings (video-SALMONN 2+): which one the loaded model runs; a
+    /// change reloads the model with the other (the weights come from the page cache).
+    fn positions_choice(&mut self, ui: &mut egui::Ui) {
+        use crate::model::Positions;
+        let Some((current, source)) = self
+            .view
+            .model
+            .as_ref()
+            .and_then(|m| Some((m.positions?, m.source.clone())))
+        else {
+            return;
+        };
+        let mut chosen = current;
+        egui::ComboBox::from_label("positions")
+            .selected_text(current.name())
+            .show_ui(ui, |ui| {
+                for p in [Positions::Inference, Positions::Training] {
+                    ui.selectable_value(&mut chosen, p, p.name());
+                }
+            })
+            .response
+            .on_hover_text(
+                "Position ids: `inference` is what the authors' released inference computes (the video-only \
+                 numbering), `training` what the model was trained with (audio and video on one time axis). \
+                 Changing it reloads the model.",
+            );
+        if chosen != current && !self.view.busy {
+            self.positions = chosen;
+            // The worker re-reads the inputs for the reloaded model: answer them again.
+            self.autorun = self.view.inputs.is_some();
+            self.load_model(source);
+        }
+    }
+
     fn load_model(&mut self, source: String) {
         let source = source.trim().to_string();
         if source.is_empty() {
@@ -378,6 +419,7 @@ impl AvflowApp {
             source,
             dtype: self.dtype,
             device: self.device.clone(),
+            positions: self.positions,
         });
     }
 
@@ -893,6 +935,7 @@ impl AvflowApp {
                 Some(m) => ui.weak(model_line(m)),
                 None => ui.weak("No model loaded."),
             };
+            self.positions_choice(ui);
         });
     }
 
@@ -1253,6 +1296,7 @@ mod tests {
             device: "cpu".into(),
             has_tokenizer: false,
             load_seconds: 0.31,
+            positions: None,
         };
         assert_eq!(
             model_line(&m),
@@ -1536,6 +1580,7 @@ mod tests {
             question: question.map(str::to_string),
             device: Device::Cpu,
             dtype: DType::F32,
+            positions: crate::model::Positions::Inference,
             demo_clip: false,
         }
     }

@@ -206,8 +206,12 @@ pub fn figure_plan(
     };
     let mut prov = Provenance::default()
         .with_model(&model.source)
+        .with_family(&model.family)
         .with_setting("dtype", model.dtype.clone())
         .with_setting("device", model.device.clone());
+    if let Some(p) = model.positions {
+        prov = prov.with_setting("positions", p.name());
+    }
     if let Some(m) = state.media.as_ref().filter(|m| m.inputs == inputs.path) {
         prov.question = Some(m.preview.question.clone());
     }
@@ -475,6 +479,7 @@ mod tests {
             device: "cpu".into(),
             has_tokenizer: true,
             load_seconds: 0.0,
+            positions: None,
         }
     }
 
@@ -556,6 +561,7 @@ mod tests {
         let plan = figure_plan(FigureView::Sweep, &s, Preset::Double).expect("plan");
         let prov = Provenance::default()
             .with_model("Qwen/Qwen2.5-Omni-3B@main")
+            .with_family("qwen2_5_omni")
             .with_setting("dtype", "bf16")
             .with_setting("device", "cpu");
         let (spec, data) =
@@ -565,8 +571,16 @@ mod tests {
         assert_eq!(plan.inputs, PathBuf::from("prompt.safetensors"));
         let p = &plan.spec.provenance;
         assert_eq!(
-            (p.model.as_deref(), p.revision.as_deref()),
-            (Some("Qwen/Qwen2.5-Omni-3B"), Some("main"))
+            (
+                p.model.as_deref(),
+                p.revision.as_deref(),
+                p.family.as_deref()
+            ),
+            (
+                Some("Qwen/Qwen2.5-Omni-3B"),
+                Some("main"),
+                Some("qwen2_5_omni")
+            )
         );
         assert_eq!(p.settings["window"], 9);
         assert_eq!(p.settings["pairs"], "audio:last");

@@ -1355,6 +1355,7 @@ mod tests {
                 device: "cpu".into(),
                 has_tokenizer: true,
                 load_seconds: 0.0,
+                positions: None,
             }),
             inputs: Some(inputs),
             ..ViewState::default()

@@ -38,6 +38,8 @@ pub struct AppOptions {
     pub question: Option<String>,
     pub device: Device,
     pub dtype: DType,
+    /// The position numbering models are loaded with (families with two: video-SALMONN 2+).
+    pub positions: crate::model::Positions,
     /// With no model, inputs or history: ask the bundled demo clip (`assets/demo/clip.mkv`) instead of
     /// reading the demo's prepared inputs (the rendered tests keep the fixed prepared prompt).
     pub demo_clip: bool,

@@ -41,6 +41,7 @@ impl SessionEngine {
         source: &str,
         dtype: DType,
         device: &Device,
+        positions: crate::model::Positions,
         ctx: &Ctx,
     ) -> Outcome<ModelSummary> {
         let t0 = Instant::now();
@@ -68,7 +69,10 @@ impl SessionEngine {
         let m = Model::load(
             parsed.display(),
             resolved,
-            &crate::model::LoadOptions::new(dtype, device),
+            &crate::model::LoadOptions {
+                positions,
+                ..crate::model::LoadOptions::new(dtype, device)
+            },
         )?;
         ctx.check_cancel()?;
         for note in &m.notes {
@@ -87,6 +91,7 @@ impl SessionEngine {
             device: device_name(device),
             has_tokenizer: m.tokenizer.is_some(),
             load_seconds: t0.elapsed().as_secs_f32(),
+            positions: (m.arch().position_numberings().len() > 1).then_some(m.positions),
         };
         self.model = Some(Arc::new(m));
         Ok(summary)
@@ -177,8 +182,9 @@ impl Engine for SessionEngine {
                 source,
                 dtype,
                 device,
+                positions,
             } => {
-                let summary = self.load_model(source, *dtype, device, ctx)?;
+                let summary = self.load_model(source, *dtype, device, *positions, ctx)?;
                 let mut out = vec![Reply::ModelLoaded(summary)];
                 if let Some(path) = self.inputs_path.clone() {
                     out.push(self.load_inputs(&path, ctx)?);

@@ -48,6 +48,8 @@ pub enum Request {
         source: String,
         dtype: DType,
         device: Device,
+        /// The position numbering (families with two; ignored, with a note, by the others).
+        positions: crate::model::Positions,
     },
     /// Read a prepared inputs file (the family processor's tensors).
     LoadInputs(PathBuf),
@@ -152,6 +154,8 @@ pub struct ModelSummary {
     pub device: String,
     pub has_tokenizer: bool,
     pub load_seconds: f32,
+    /// The position numbering in use, for families with more than one (video-SALMONN 2+).
+    pub positions: Option<crate::model::Positions>,
 }
 
 /// The next tokens after the prompt.

@@ -92,6 +92,7 @@ impl Engine for Fake {
                 source,
                 dtype,
                 device,
+                ..
             } => {
                 if source == "missing" {
                     return Err(crate::Error::Model {
@@ -113,6 +114,7 @@ impl Engine for Fake {
                     device: crate::device::device_name(device),
                     has_tokenizer: false,
                     load_seconds: 0.0,
+                    positions: None,
                 })];
                 if let Some(path) = &self.inputs {
                     out.push(Reply::InputsLoaded {
@@ -319,6 +321,7 @@ fn load(source: &str) -> Request {
         source: source.into(),
         dtype: DType::F32,
         device: Device::Cpu,
+        positions: crate::model::Positions::Inference,
     }
 }
 

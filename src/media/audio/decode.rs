@@ -384,3 +384,111 @@ fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
     };
     Ok(Some(out))
 }
+
+/// The audio stream through FFmpeg alone, converted by its resampler (swresample, default options) to mono
+/// float at `rate`: what torchcodec's `AudioDecoder(sample_rate=rate, num_channels=1)` returns, and so what
+/// video-SALMONN 2+'s dataset code hears. `no audio stream` (see [`super::is_no_audio`]) for a silent video.
+pub(super) fn ffmpeg_resampled(path: &Path, rate: u32) -> Result<Vec<f32>> {
+    use ffmpeg_next::format::sample::Type as SType;
+    use ffmpeg_next::format::Sample;
+    use ffmpeg_next::software::resampling;
+    use ffmpeg_next::ChannelLayout;
+
+    check_file(path)?;
+    ffmpeg_init();
+    let mut ictx = ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?)
+        .map_err(|e| not_media(path, "", &e.to_string()))?;
+    let Some(stream) = ictx.streams().best(ffmpeg_next::media::Type::Audio) else {
+        return Err(no_audio_error(path));
+    };
+    let used_as = match ictx.streams().best(ffmpeg_next::media::Type::Video) {
+        Some(_) => crate::media::StreamUse::AudioOfVideo,
+        None => crate::media::StreamUse::Audio,
+    };
+    crate::media::check_decodable(path, &stream.parameters(), used_as)?;
+    let index = stream.index();
+    let broken = |what: &str, e: &dyn std::fmt::Display| {
+        err(path, format!("{what} ({e}); re-export the file or convert its audio, e.g. `ffmpeg -i <file> out.wav`"))
+    };
+    let ctx = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| broken("cannot read the audio stream's parameters", &e))?;
+    let mut decoder = ctx
+        .decoder()
+        .audio()
+        .map_err(|e| broken("no decoder for the audio stream's codec", &e))?;
+    let out_fmt = Sample::F32(SType::Packed);
+    let mut swr: Option<resampling::Context> = None;
+    let mut out = Vec::new();
+    let mut frame = ffmpeg_next::frame::Audio::empty();
+    let take = |f: &ffmpeg_next::frame::Audio, out: &mut Vec<f32>| {
+        let n = f.samples();
+        if n > 0 {
+            let bytes = &f.data(0)[..n * 4];
+            out.extend(
+                bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+    };
+    let mut drain = |decoder: &mut ffmpeg_next::decoder::Audio,
+                     swr: &mut Option<resampling::Context>,
+                     out: &mut Vec<f32>|
+     -> Result<()> {
+        while decoder.receive_frame(&mut frame).is_ok() {
+            if frame.channel_layout().is_empty() {
+                frame.set_channel_layout(ChannelLayout::default(frame.channels() as i32));
+            }
+            let c = match swr {
+                Some(c) => c,
+                None => swr.insert(
+                    resampling::Context::get(
+                        frame.format(),
+                        frame.channel_layout(),
+                        frame.rate(),
+                        out_fmt,
+                        ChannelLayout::MONO,
+                        rate,
+                    )
+                    .map_err(|e| broken("FFmpeg cannot resample the audio", &e))?,
+                ),
+            };
+            let room =
+                (frame.samples() as u64 * rate as u64 / frame.rate().max(1) as u64) as usize + 64;
+            let mut o = ffmpeg_next::frame::Audio::new(out_fmt, room, ChannelLayout::MONO);
+            c.run(&frame, &mut o)
+                .map_err(|e| broken("FFmpeg's resampler failed", &e))?;
+            take(&o, out);
+        }
+        Ok(())
+    };
+    let mut packet = ffmpeg_next::Packet::empty();
+    loop {
+        match packet.read(&mut ictx) {
+            Ok(()) => {}
+            Err(ffmpeg_next::Error::Eof) => break,
+            Err(ffmpeg_next::Error::InvalidData) => continue,
+            Err(e) => return Err(broken("reading the file failed", &e)),
+        }
+        if packet.stream() != index {
+            continue;
+        }
+        let _ = decoder.send_packet(&packet);
+        drain(&mut decoder, &mut swr, &mut out)?;
+    }
+    let _ = decoder.send_eof();
+    drain(&mut decoder, &mut swr, &mut out)?;
+    if let Some(c) = swr.as_mut() {
+        // What the resampler still holds (its filter delay).
+        loop {
+            let mut o = ffmpeg_next::frame::Audio::new(out_fmt, 4096, ChannelLayout::MONO);
+            c.flush(&mut o)
+                .map_err(|e| broken("FFmpeg's resampler failed", &e))?;
+            if o.samples() == 0 {
+                break;
+            }
+            take(&o, &mut out);
+        }
+    }
+    Ok(out)
+}

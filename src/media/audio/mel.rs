@@ -139,12 +139,49 @@ pub fn log_mel(samples: &[f32]) -> (Vec<f32>, usize) {
     if n_valid == 0 {
         return (Vec::new(), 0);
     }
-    let x = &samples[..len];
+    let (logmel, floor) = log10_mel(&samples[..len], N_SAMPLES);
+    let mut out = vec![0f32; N_MELS * n_valid];
+    for f in 0..n_valid {
+        for m in 0..N_MELS {
+            out[m * n_valid + f] = ((logmel[f * N_MELS + m].max(floor) + 4.0) / 4.0) as f32;
+        }
+    }
+    (out, n_valid)
+}
+
+/// The whole padded spectrogram of a clip cut or zero-padded to `n_samples` (a multiple of [`HOP`]), as
+/// `WhisperFeatureExtractor(chunk_length = n_samples / 16000)` returns `input_features[0]`: row-major
+/// `[128, n_samples / 160]`, the frames past the clip included (silence: `log10(1e-10)` floored at the max − 8).
+/// video-SALMONN 2+ feeds each 30-s segment so (`n_samples` = 480 000, 3000 frames).
+pub fn log_mel_padded(samples: &[f32], n_samples: usize) -> Vec<f32> {
+    let total = n_samples / HOP;
+    let len = samples.len().min(n_samples);
+    let (logmel, floor) = log10_mel(&samples[..len], n_samples);
+    let computed = logmel.len() / N_MELS;
+    let silence = ((-10f64).max(floor) + 4.0) / 4.0;
+    let mut out = vec![silence as f32; N_MELS * total];
+    for f in 0..computed.min(total) {
+        for m in 0..N_MELS {
+            out[m * total + f] = ((logmel[f * N_MELS + m].max(floor) + 4.0) / 4.0) as f32;
+        }
+    }
+    out
+}
+
+/// log10 mel of the frames of `x` zero-padded to `n_samples` whose window reaches into `x` (frame-major
+/// `[n][128]`), and the floor `max − 8` over the whole padded spectrogram (the silent frames past them
+/// count as −10).
+fn log10_mel(x: &[f32], n_samples: usize) -> (Vec<f64>, f64) {
+    let len = x.len();
+    let max_frames = n_samples / HOP;
     // Frames whose window reaches into the clip: f with 160f − 200 < len. They all take part in the max.
-    let n_frames = (len + N_FFT / 2).div_ceil(HOP).min(MAX_FRAMES).max(n_valid);
-    // Sample of the padded (to N_SAMPLES, zeros) array, reflect-extended by 200 on both ends.
+    let n_frames = (len + N_FFT / 2)
+        .div_ceil(HOP)
+        .min(max_frames)
+        .max(len.div_ceil(HOP).min(max_frames));
+    // Sample of the padded (to n_samples, zeros) array, reflect-extended by 200 on both ends.
     let at = |i: i64| -> f64 {
-        let n = N_SAMPLES as i64;
+        let n = n_samples as i64;
         let mut j = i;
         if j < 0 {
             j = -j;
@@ -214,15 +251,8 @@ pub fn log_mel(samples: &[f32]) -> (Vec<f32>, usize) {
         f += 2;
     }
     let mut max = logmel.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    if n_frames < MAX_FRAMES {
+    if n_frames < max_frames {
         max = max.max(-10.0); // the silent frames past the clip
     }
-    let floor = max - 8.0;
-    let mut out = vec![0f32; N_MELS * n_valid];
-    for f in 0..n_valid {
-        for m in 0..N_MELS {
-            out[m * n_valid + f] = ((logmel[f * N_MELS + m].max(floor) + 4.0) / 4.0) as f32;
-        }
-    }
-    (out, n_valid)
+    (logmel, max - 8.0)
 }

@@ -106,6 +106,8 @@ pub(super) fn open_as(path: &Path, used_as: StreamUse) -> Result<Opened> {
 pub(super) struct Entry {
     pub pts: i64,
     pub key: bool,
+    /// The packet's duration (0 when the container gives none).
+    pub duration: i64,
 }
 
 /// Demuxes (no decoding) the video packets: the frame count torchvision's reader got by decoding every
@@ -121,6 +123,7 @@ pub(super) fn index(o: &mut Opened) -> Option<Vec<Entry>> {
             Some(pts) => entries.push(Entry {
                 pts,
                 key: packet.is_key(),
+                duration: packet.duration(),
             }),
             None => have_ts = false,
         }

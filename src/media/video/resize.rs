@@ -14,6 +14,9 @@
 //! rounded uint8 intermediate after the horizontal pass ([`Filter::PillowBicubic`]).
 //!
 //! The transformers processor then resizes to the size it already has, which is the identity.
+//!
+//! video-SALMONN 2+: transformers' fast Qwen2-VL processor resizes the decoded uint8 frames (and images)
+//! with torchvision v2, which keeps uint8 through ATen's native kernels ([`Filter::TorchBicubicAaU8`]).
 
 use super::RgbFrame;
 
@@ -72,6 +75,11 @@ pub enum Filter {
     TorchBicubicAa,
     /// Pillow `Image.resize(BICUBIC)` on 8-bit RGB (images).
     PillowBicubic,
+    /// torchvision v2 `F.resize(uint8 tensor, BICUBIC, antialias=True)`, which ATen runs natively on uint8
+    /// (`_upsample_bicubic2d_aa`'s uint8 kernels): int16 fixed-point weights, a uint8 intermediate. The fast
+    /// Qwen2-VL image processor resizes so (video-SALMONN 2+'s frames and images). Up to ~20 levels from
+    /// [`Filter::TorchBicubicAa`] on sharp edges, where the intermediate clips the overshoot.
+    TorchBicubicAaU8,
 }
 
 /// Keys cubic with a = -0.5, as Pillow's `bicubic_filter` and ATen's `HelperInterpCubic::aa_filter`.
@@ -176,6 +184,123 @@ pub fn resize(src: &RgbFrame, out_h: usize, out_w: usize, filter: Filter) -> Rgb
     match filter {
         Filter::TorchBicubicAa => resize_torch(src, out_h, out_w),
         Filter::PillowBicubic => resize_pillow(src, out_h, out_w),
+        Filter::TorchBicubicAaU8 => resize_torch_u8(src, out_h, out_w),
+    }
+}
+
+/// ATen's int16 weights for the uint8 aa kernels (`_compute_index_ranges_int16_weights`): float64 weights as
+/// for the float kernels, then scaled by `2^precision` (the largest precision at which the largest weight of
+/// the dimension still fits in int16) and rounded half away from zero.
+fn taps_torch_u8(in_size: usize, out_size: usize) -> (Vec<usize>, Vec<Vec<i32>>, u32) {
+    let scale = in_size as f64 / out_size as f64;
+    let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    let max_taps = support.ceil() as usize * 2 + 1;
+    let mut starts = Vec::with_capacity(out_size);
+    let mut weights = Vec::with_capacity(out_size);
+    let mut wt_max = 0f64;
+    for i in 0..out_size {
+        let center = scale * (i as f64 + 0.5);
+        let xmin = ((center - support + 0.5) as i64).max(0);
+        let xsize = (((center + support + 0.5) as i64).min(in_size as i64) - xmin)
+            .clamp(0, max_taps as i64);
+        let mut w: Vec<f64> = (0..xsize)
+            .map(|j| cubic(((j + xmin) as f64 - center + 0.5) * invscale))
+            .collect();
+        let total: f64 = w.iter().sum();
+        if total != 0.0 {
+            for v in &mut w {
+                *v /= total;
+                wt_max = wt_max.max(*v);
+            }
+        }
+        starts.push(xmin as usize);
+        weights.push(w);
+    }
+    let mut precision = 0u32;
+    while precision < 22 {
+        if (0.5 + wt_max * (1u64 << (precision + 1)) as f64) as i64 >= 1 << 15 {
+            break;
+        }
+        precision += 1;
+    }
+    let scale_i = (1u64 << precision) as f64;
+    let ints = weights
+        .iter()
+        .map(|w| {
+            w.iter()
+                .map(|&v| {
+                    let v = v * scale_i;
+                    if v < 0.0 {
+                        (-0.5 + v) as i32
+                    } else {
+                        (0.5 + v) as i32
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    (starts, ints, precision)
+}
+
+/// One fixed-point tap sum: rounding bias, integer products, arithmetic shift, saturation to uint8.
+#[inline]
+fn fixed_tap(acc: i32, precision: u32) -> u8 {
+    (acc >> precision).clamp(0, 255) as u8
+}
+
+fn resize_torch_u8(src: &RgbFrame, out_h: usize, out_w: usize) -> RgbFrame {
+    let (in_h, in_w) = (src.height, src.width);
+    let mut cur = src.data.clone();
+    let mut cur_w = in_w;
+    if out_w != in_w {
+        let (starts, wi, prec) = taps_torch_u8(in_w, out_w);
+        let bias = 1i32 << (prec.max(1) - 1);
+        let mut out = vec![0u8; in_h * out_w * 3];
+        for (row, out_row) in cur
+            .chunks_exact(in_w * 3)
+            .zip(out.chunks_exact_mut(out_w * 3))
+        {
+            for ((o, &s), w) in out_row.chunks_exact_mut(3).zip(&starts).zip(&wi) {
+                let px = &row[s * 3..(s + w.len()) * 3];
+                let mut acc = [bias; 3];
+                for (p, &wk) in px.chunks_exact(3).zip(w) {
+                    for c in 0..3 {
+                        acc[c] += p[c] as i32 * wk;
+                    }
+                }
+                for c in 0..3 {
+                    o[c] = fixed_tap(acc[c], prec);
+                }
+            }
+        }
+        cur = out;
+        cur_w = out_w;
+    }
+    if out_h != in_h {
+        let (starts, wi, prec) = taps_torch_u8(in_h, out_h);
+        let bias = 1i32 << (prec.max(1) - 1);
+        let stride = cur_w * 3;
+        let mut out = vec![0u8; out_h * stride];
+        let mut acc = vec![0i32; stride];
+        for y in 0..out_h {
+            acc.iter_mut().for_each(|a| *a = bias);
+            for (k, &wk) in wi[y].iter().enumerate() {
+                let srow = &cur[(starts[y] + k) * stride..(starts[y] + k + 1) * stride];
+                for (a, &v) in acc.iter_mut().zip(srow) {
+                    *a += v as i32 * wk;
+                }
+            }
+            for (d, &a) in out[y * stride..(y + 1) * stride].iter_mut().zip(&acc) {
+                *d = fixed_tap(a, prec);
+            }
+        }
+        cur = out;
+    }
+    RgbFrame {
+        width: out_w,
+        height: out_h,
+        data: cur,
     }
 }
 

@@ -200,13 +200,23 @@ pub fn prepare(
         ));
     }
     let mut notes = Vec::new();
+    let video_opts = video::VideoOptions {
+        fps: opts.fps.unwrap_or(video::FPS),
+        min_pixels: opts.min_pixels,
+        max_pixels: opts.max_pixels,
+        total_pixels: None,
+    };
+    let image_opts = video::ImageOptions {
+        min_pixels: opts.min_pixels.unwrap_or(video::IMAGE_MIN_PIXELS),
+        max_pixels: opts.max_pixels.unwrap_or(video::IMAGE_MAX_PIXELS),
+    };
     // Cheap estimate before any decoding: refuse absurd prompts with the numbers.
     let mut estimate = 0usize;
     let (mut silent, mut with_sound) = (None, 0usize);
     for it in items {
         if let Item::Video(p) = it {
             let info = video::probe_video(p)?;
-            estimate += video::estimate_tokens(&info, &opts.video)?;
+            estimate += video::estimate_tokens(&info, &video_opts)?;
             if opts.use_audio_in_video && info.has_audio {
                 estimate += (info.duration_s * 25.0).ceil() as usize;
                 with_sound += 1;
@@ -229,7 +239,7 @@ pub fn prepare(
     for it in items {
         match it {
             Item::Video(p) => {
-                let sampled = video::sample_video(p, &opts.video)?;
+                let sampled = video::sample_video(p, &video_opts)?;
                 let v = video::preprocess_video(&sampled)?;
                 let a = if opts.use_audio_in_video {
                     match AudioFeatures::from_path(p, device) {
@@ -254,7 +264,7 @@ pub fn prepare(
                 kinds.push("audio");
             }
             Item::Image(p) => {
-                media.push(Media::Image(video::preprocess_image_file(p, &opts.image)?));
+                media.push(Media::Image(video::preprocess_image_file(p, &image_opts)?));
                 kinds.push("image");
             }
         }

@@ -11,6 +11,7 @@ pub mod audio;
 pub mod bench;
 pub mod config;
 pub mod inputs;
+pub mod processor;
 pub mod rope;
 pub mod token_map;
 pub mod weights;
@@ -142,21 +143,16 @@ impl Architecture for SalmonnArch {
     fn prepare(
         &self,
         model_dir: &Path,
-        _: &[Item],
-        _: &str,
-        _: &PrepareOptions,
-        _: &Device,
+        items: &[Item],
+        question: &str,
+        opts: &PrepareOptions,
+        device: &Device,
     ) -> Result<Prepared> {
-        Err(Error::Model {
-            path: model_dir.to_path_buf(),
-            reason: "preparing media for video-SALMONN 2+ (its frame sampling, 30-s Whisper segments and \
-                     interleaved prompt) is not in avflow yet"
-                .into(),
-            fix: "prepare the inputs with the authors' dataset code (qwenvl/data/dataset.py) and open the \
-                  tensors file it writes (input_ids, pixel_values_videos, video_grid_thw, second_per_grid_ts, \
-                  audio_feature, audio_lengths)"
-                .into(),
-        })
+        processor::prepare(model_dir, &self.cfg, items, question, opts, device)
+    }
+
+    fn default_fps(&self) -> f64 {
+        1.0 / processor::BASE_INTERVAL
     }
 
     fn media_views(&self, prompt: &Prompt) -> Result<MediaViews> {

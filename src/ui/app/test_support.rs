@@ -42,6 +42,7 @@ pub fn demo_options() -> AppOptions {
         question: None,
         device: Device::Cpu,
         dtype: DType::F32,
+        positions: crate::model::Positions::Inference,
         demo_clip: false,
     }
 }
