@@ -551,3 +551,34 @@ fn a_dataset_sweep_runs_on_the_family() {
         (Some("video_salmonn2_plus"), Some("training"))
     );
 }
+
+/// Greedy answers through the session equal the authors' `generate()` (inference positions while decoding),
+/// with the repetition penalty a checkpoint's `generation_config.json` gives (1, Qwen2.5-VL's 1.05, 1.5).
+#[test]
+fn generation_follows_the_checkpoints_repetition_penalty() {
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(case_dir("av").join("generate.json")).unwrap(),
+    )
+    .unwrap();
+    let n = golden["max_new_tokens"].as_u64().unwrap() as usize;
+    for run in golden["runs"].as_array().unwrap() {
+        let mut m = open(Positions::Inference);
+        m.repetition_penalty = run["repetition_penalty"].as_f64().unwrap() as f32;
+        let prompt = m
+            .read_prompt(&case_dir("av").join("inputs.safetensors"))
+            .unwrap();
+        let s = Session::new(std::sync::Arc::new(m), prompt);
+        let answer = s.generate(n, &Watch::none()).unwrap();
+        let want: Vec<u32> = run["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            answer.generated.ids, want,
+            "penalty {}",
+            run["repetition_penalty"]
+        );
+    }
+}

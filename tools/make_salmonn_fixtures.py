@@ -30,7 +30,8 @@ Writes, under tests/fixtures:
   (``position_ids_inference`` and ``position_ids_training`` ``[3, seq]``, ``audio_embeds``, ``video_embeds``,
   ``inputs_embeds``, ``logits_inference``, ``logits_training``), ``meta.json``; for the audio-visual case also
   ``knockouts.json`` (knockouts with the inference positions, per-layer 4-D masks on the authors' decoder layers)
-  and ``drop.json`` (positions removed from a layer on).
+  and ``drop.json`` (positions removed from a layer on), ``generate.json`` (greedy answers through their
+  ``generate()``, with repetition penalties 1, 1.05 and 1.5).
 * ``goldens/salmonn_prep_<case>/`` (av, video_silent, video, audio, audio_stereo, image_audio; PREP_CASES): the
   authors' preprocessing on the files of tests/fixtures/media, driven as ``inference.py`` drives it
   (``prepare_dataset``'s DataArguments, the slow tokenizer, ``LazySupervisedDataset._get_item(input_dict)``),
@@ -512,6 +513,29 @@ def make_case(model, case: str, split_into_groups, seed: int):
             f.write("\n")
         meta["knockouts"] = {r["name"]: r["prob"] for r in results}
         meta["drop_prob"] = drop["prob"]
+        # Greedy generation as inference.py runs it (generate() computes the inference positions), with the
+        # checkpoint's repetition_penalty (the released models inherit 1.05 from Qwen2.5-VL) and without.
+        runs = []
+        for penalty in (1.0, 1.05, 1.5):
+            model.rope_deltas = None
+            with torch.no_grad():
+                out_ids = model.generate(
+                    input_ids=t["input_ids"],
+                    attention_mask=t["attention_mask"],
+                    pixel_values_videos=t.get("pixel_values_videos"),
+                    video_grid_thw=t.get("video_grid_thw"),
+                    audio_feature=t.get("audio_feature"),
+                    max_new_tokens=12,
+                    do_sample=False,
+                    repetition_penalty=penalty,
+                    eos_token_id=IM_END,
+                    pad_token_id=ENDOFTEXT,
+                )
+            runs.append(dict(repetition_penalty=penalty,
+                             tokens=[int(x) for x in out_ids[0, t["input_ids"].shape[1]:]]))
+        with open(out / "generate.json", "w", encoding="utf-8") as f:
+            json.dump(dict(max_new_tokens=12, eos_token_id=IM_END, runs=runs), f)
+            f.write("\n")
     with open(out / "meta.json", "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2)
         f.write("\n")

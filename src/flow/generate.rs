@@ -98,6 +98,49 @@ pub fn prefill(
     })
 }
 
+/// How greedy decoding picks each token, as transformers' `generate(do_sample=False)` does with the
+/// checkpoint's `generation_config.json`: stop after any of `stop`; with a `repetition_penalty` ≠ 1
+/// (`RepetitionPenaltyLogitsProcessor`), every id already in the sequence — the prompt's included — has its
+/// logit divided by the penalty when positive, multiplied when negative, before the argmax.
+#[derive(Debug, Clone, Default)]
+pub struct Decoding {
+    pub stop: Vec<u32>,
+    pub repetition_penalty: f32,
+    /// The prompt's ids (what the penalty sees before the first generated token).
+    pub prompt: Vec<u32>,
+}
+
+impl Decoding {
+    /// Plain greedy decoding stopping at `stop`.
+    pub fn greedy(stop: &[u32]) -> Self {
+        Self {
+            stop: stop.to_vec(),
+            repetition_penalty: 1.0,
+            prompt: Vec::new(),
+        }
+    }
+
+    /// The next token after `logits` given the ids so far (`seen`: one flag per vocabulary id).
+    fn pick(&self, logits: &Tensor, seen: &[bool]) -> Result<u32> {
+        let p = self.repetition_penalty;
+        if p == 1.0 || p <= 0.0 {
+            return Ok(top_k(logits, 1)?[0].0);
+        }
+        let mut v: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        for (x, _) in v.iter_mut().zip(seen).filter(|(_, &s)| s) {
+            *x = if *x < 0.0 { *x * p } else { *x / p };
+        }
+        // First index of the maximum, as torch.argmax.
+        let mut best = 0;
+        for (i, &x) in v.iter().enumerate() {
+            if x > v[best] {
+                best = i;
+            }
+        }
+        Ok(best as u32)
+    }
+}
+
 /// Greedy decoding from a prefilled cache: up to `max_new` tokens, stopping after any of `stop`.
 pub fn generate(
     decoder: &Decoder,
@@ -105,7 +148,13 @@ pub fn generate(
     max_new: usize,
     stop: &[u32],
 ) -> Result<(Vec<u32>, Vec<Duration>)> {
-    generate_until(decoder, cache, max_new, stop, &AtomicBool::new(false))
+    generate_until(
+        decoder,
+        cache,
+        max_new,
+        &Decoding::greedy(stop),
+        &AtomicBool::new(false),
+    )
 }
 
 /// [`generate`] that also stops (keeping the tokens so far) once `cancel` is set: the app's worker
@@ -114,15 +163,25 @@ pub fn generate_until(
     decoder: &Decoder,
     cache: &mut Cache,
     max_new: usize,
-    stop: &[u32],
+    rules: &Decoding,
     cancel: &AtomicBool,
 ) -> Result<(Vec<u32>, Vec<Duration>)> {
     let mut tokens = Vec::new();
     let mut times = Vec::new();
-    let mut next = top_k(&cache.last_logits, 1)?[0].0;
+    let vocab = cache.last_logits.dim(cache.last_logits.rank() - 1)?;
+    let mut seen = vec![false; vocab];
+    for &id in &rules.prompt {
+        if let Some(s) = seen.get_mut(id as usize) {
+            *s = true;
+        }
+    }
+    let mut next = rules.pick(&cache.last_logits, &seen)?;
     for step in 0..max_new {
         tokens.push(next);
-        if stop.contains(&next) || step + 1 == max_new || cancel.load(Ordering::SeqCst) {
+        if let Some(s) = seen.get_mut(next as usize) {
+            *s = true;
+        }
+        if rules.stop.contains(&next) || step + 1 == max_new || cancel.load(Ordering::SeqCst) {
             break;
         }
         let t0 = Instant::now();
@@ -138,7 +197,7 @@ pub fn generate_until(
             x = out.hidden;
         }
         let logits = decoder.logits(&decoder.final_norm(&x)?)?.squeeze(0)?;
-        next = top_k(&logits, 1)?[0].0;
+        next = rules.pick(&logits, &seen)?;
         times.push(t0.elapsed());
     }
     Ok((tokens, times))

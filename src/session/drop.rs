@@ -104,7 +104,7 @@ impl Session {
                     .into(),
             });
         }
-        let stop = self.model.stop_ids();
+        let rules = self.model.decoding(&self.prompt.input_ids);
         let token = self.watched(spec.token);
         let token_text = self.model.token_text(token);
         let model = self.model.clone();
@@ -157,7 +157,7 @@ impl Session {
                     spec.generate
                 ));
                 let t = Instant::now();
-                let (ids, times) = generate_until(dec, cache, spec.generate, &stop, watch.cancel)?;
+                let (ids, times) = generate_until(dec, cache, spec.generate, &rules, watch.cancel)?;
                 let decode_s = t.elapsed().as_secs_f64();
                 watch.check()?;
                 let per_token_s = if times.is_empty() {

@@ -73,7 +73,7 @@ impl Session {
             dec,
             &mut cache,
             max_new,
-            &self.model.stop_ids(),
+            &self.model.decoding(&self.prompt.input_ids),
             watch.cancel,
         )?;
         let per_token_s =

@@ -97,6 +97,9 @@ pub struct Model {
     pub load_seconds: f64,
     /// The position numbering the model runs with.
     pub positions: Positions,
+    /// `repetition_penalty` of the folder's `generation_config.json` (1 when absent), applied by greedy
+    /// generation as transformers' `generate` applies it.
+    pub repetition_penalty: f32,
 }
 
 impl Model {
@@ -140,6 +143,7 @@ impl Model {
                 opts.positions.name()
             ));
         }
+        let repetition_penalty = repetition_penalty(&resolved.dir);
         Ok(Self {
             source,
             resolved,
@@ -148,6 +152,7 @@ impl Model {
             notes,
             load_seconds,
             positions: opts.positions,
+            repetition_penalty,
         })
     }
 
@@ -209,6 +214,15 @@ impl Model {
     /// Tokens that end a generated answer.
     pub fn stop_ids(&self) -> Vec<u32> {
         self.arch().special_tokens().stop
+    }
+
+    /// How greedy generation picks tokens after `prompt`: the stop ids and the checkpoint's repetition penalty.
+    pub fn decoding(&self, prompt: &[u32]) -> crate::flow::generate::Decoding {
+        crate::flow::generate::Decoding {
+            stop: self.stop_ids(),
+            repetition_penalty: self.repetition_penalty,
+            prompt: prompt.to_vec(),
+        }
     }
 
     /// The family's processor: media and a question → its tensors, on the CPU (they go to a file or to
@@ -410,4 +424,13 @@ impl Session {
             .or(self.traced.as_ref().map(|t| t.trace.top1_id))
             .unwrap_or(0)
     }
+}
+
+/// `repetition_penalty` of `generation_config.json` in `dir` (1 when the file or the key is absent).
+fn repetition_penalty(dir: &Path) -> f32 {
+    std::fs::read_to_string(dir.join("generation_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("repetition_penalty")?.as_f64())
+        .map_or(1.0, |p| p as f32)
 }
