@@ -170,6 +170,16 @@ impl LoadOptions {
     }
 }
 
+/// `repetition_penalty` of `generation_config.json` in `dir` (1 when the file or the key is absent): what
+/// transformers' `generate` applies when the model it runs was loaded with that file.
+pub fn generation_config_penalty(dir: &Path) -> f32 {
+    std::fs::read_to_string(dir.join("generation_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("repetition_penalty")?.as_f64())
+        .map_or(1.0, |p| p as f32)
+}
+
 /// What a checkpoint's `config.json` describes, before any weight is read: enough to prepare prompts, build
 /// token maps and check or write the weights.
 pub trait Architecture: Send + Sync + std::fmt::Debug {
@@ -178,6 +188,11 @@ pub trait Architecture: Send + Sync + std::fmt::Debug {
     /// The position numberings the family's code has (most have one: its inference's).
     fn position_numberings(&self) -> &'static [Positions] {
         &[Positions::Inference]
+    }
+    /// The repetition penalty the reference's greedy `generate()` applies for a checkpoint in `dir`: 1 (none)
+    /// unless the family's generation reads it from the folder (see [`generation_config_penalty`]).
+    fn repetition_penalty(&self, _dir: &Path) -> f32 {
+        1.0
     }
     /// Video frames per second the family's processor samples when the user names no rate.
     fn default_fps(&self) -> f64 {

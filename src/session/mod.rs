@@ -97,8 +97,7 @@ pub struct Model {
     pub load_seconds: f64,
     /// The position numbering the model runs with.
     pub positions: Positions,
-    /// `repetition_penalty` of the folder's `generation_config.json` (1 when absent), applied by greedy
-    /// generation as transformers' `generate` applies it.
+    /// The repetition penalty greedy generation applies ([`Architecture::repetition_penalty`]).
     pub repetition_penalty: f32,
 }
 
@@ -143,7 +142,7 @@ impl Model {
                 opts.positions.name()
             ));
         }
-        let repetition_penalty = repetition_penalty(&resolved.dir);
+        let repetition_penalty = resolved.arch.repetition_penalty(&resolved.dir);
         Ok(Self {
             source,
             resolved,
@@ -424,13 +423,4 @@ impl Session {
             .or(self.traced.as_ref().map(|t| t.trace.top1_id))
             .unwrap_or(0)
     }
-}
-
-/// `repetition_penalty` of `generation_config.json` in `dir` (1 when the file or the key is absent).
-fn repetition_penalty(dir: &Path) -> f32 {
-    std::fs::read_to_string(dir.join("generation_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("repetition_penalty")?.as_f64())
-        .map_or(1.0, |p| p as f32)
 }

@@ -151,6 +151,12 @@ impl Architecture for SalmonnArch {
         processor::prepare(model_dir, &self.cfg, items, question, opts, device)
     }
 
+    /// `video_SALMONN2_plus.generate` runs with the checkpoint's `generation_config.json` (the released
+    /// models inherit Qwen2.5-VL's `repetition_penalty` 1.05).
+    fn repetition_penalty(&self, dir: &Path) -> f32 {
+        crate::model::generation_config_penalty(dir)
+    }
+
     fn default_fps(&self) -> f64 {
         1.0 / processor::BASE_INTERVAL
     }
