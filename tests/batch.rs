@@ -140,6 +140,34 @@ fn manifest_sweep_records_samples_and_failures() {
     );
 }
 
+/// `--answer`/`--options` in a dataset run: every sample's windows carry the scores, recorded in
+/// run.json so a resume scores the same.
+#[test]
+fn manifest_sweep_scores_a_typed_answer_and_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 1);
+    let out = tmp.path().join("run");
+    run_ok(sweep_cmd(
+        &m,
+        &out,
+        &["--answer", "a tone", "--options", "A,B"],
+    ));
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["answers"]["answer"], "a tone", "{run}");
+    let recs = records(&out);
+    let ok: Vec<&SampleRecord> = recs.iter().filter(|r| r.status == Status::Ok).collect();
+    assert!(!ok.is_empty());
+    for r in ok {
+        assert_eq!(r.answer_scores.len(), r.records.len(), "{}", r.id);
+        for s in &r.answer_scores {
+            let a = s.answer.as_ref().unwrap();
+            assert!(a.ids.len() >= 2 && a.logprob < 0.0 && a.base_logprob < 0.0);
+            assert_eq!(s.options.len(), 2);
+        }
+    }
+}
+
 #[test]
 fn killed_run_resumes_to_the_uninterrupted_result() {
     let tmp = tempfile::tempdir().unwrap();

@@ -241,6 +241,123 @@ fn knockout_sets_equal_full_masked_forwards() {
     }
 }
 
+/// Teacher-forced answer scoring: the prompt continued by the answer's tokens, each row's log-probability
+/// read off a full forward over prompt ‖ answer with the knockout mask (whose targets, when they hold the
+/// last prompt position, take the answer's positions too), against the incremental run on the trace.
+#[test]
+fn answers_scored_by_teacher_forcing_equal_full_masked_forwards() {
+    use avflow::flow::answer::{next_position, token_logprobs, Continuation};
+    use avflow::flow::knockout::run_batch_answer;
+    use avflow::flow::KnockoutSet;
+    use avflow::model::decoder::{mask_for_rows, AttnMask};
+    for case in ["av_a", "image_audio_a"] {
+        let c = open(case);
+        let dec = c.model.decoder();
+        let layers = dec.num_layers();
+        let seq = c.trace.seq_len;
+        let vocab = c.trace.last_logits.dim(0).unwrap() as u32;
+        let answer: Vec<u32> = vec![7 % vocab, 123 % vocab, 55 % vocab, 9 % vocab];
+        let n = answer.len();
+        let cont = Continuation::run(dec, &c.trace, &answer).unwrap();
+        assert_eq!(cont.extra(), n - 1);
+        // Reference: one full forward over prompt ‖ answer[..n-1] with `blocks`' masks.
+        let next = next_position(&c.trace);
+        let mut pos = c.trace.position_ids.clone();
+        pos.extend((0..n as i64 - 1).map(|i| [next + i; 3]));
+        let rot = dec.rotary(&pos).unwrap();
+        let embeds = Tensor::cat(
+            &[
+                &c.embeds.to_dtype(dec.dtype()).unwrap(),
+                &dec.embed(&answer[..n - 1]).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let total = seq + n - 1;
+        let full = |blocks: &[Knockout]| -> Tensor {
+            let mut x = embeds.clone();
+            for l in 0..layers {
+                let active: Vec<&Knockout> = blocks
+                    .iter()
+                    .filter(|b| b.start <= l && l < b.end)
+                    .collect();
+                let blocked = |q: usize, j: usize| {
+                    active.iter().any(|b| {
+                        let target =
+                            b.targets.contains(&q) || (q >= seq && b.targets.contains(&(seq - 1)));
+                        target && b.sources.contains(&j)
+                    })
+                };
+                let mask = mask_for_rows(0..total, total, blocked, dec.device()).unwrap();
+                x = dec
+                    .layer(l)
+                    .forward(&x, &rot, None, &AttnMask::Additive(mask), false)
+                    .unwrap()
+                    .hidden;
+            }
+            let rows = dec.final_norm(&x.narrow(0, seq - 1, n).unwrap()).unwrap();
+            dec.logits(&rows).unwrap()
+        };
+        // The baseline: no block at all.
+        let base = full(&[]);
+        let base_lp = token_logprobs(&base, &answer).unwrap();
+        for (a, b) in base_lp.iter().zip(&cont.base_logprobs) {
+            assert!((a - b).abs() <= 1e-5, "{case}: baseline {a} vs {b}");
+        }
+        let block = |s: &str, t: &str, start: usize, end: usize| Knockout {
+            sources: c.groups.select(s).unwrap(),
+            targets: c.groups.select(t).unwrap(),
+            start,
+            end,
+        };
+        let media = if c.groups.spans.get("video").is_some_and(|v| !v.is_empty()) {
+            "video"
+        } else {
+            "image"
+        };
+        let specs = vec![
+            block("audio", "last", 0, layers),
+            block(media, "question", 0, 1),
+            block("question", "last", layers - 1, layers),
+        ];
+        let rows = run_batch_answer(dec, &c.trace, &cont, &specs, &mut |_, _| true)
+            .unwrap()
+            .unwrap();
+        let mut moved = 0;
+        for (k, r) in specs.iter().zip(&rows) {
+            assert_eq!(r.dims2().unwrap(), (n, vocab as usize));
+            let reference = full(std::slice::from_ref(k));
+            let d = max_diff(r, &reference);
+            assert!(d <= 1e-5, "{case}: {k:?}: rows differ by {d}");
+            // Row 0 is the plain knockout's last-position logits.
+            let plain = k.run(dec, &c.trace).unwrap();
+            assert!(max_diff(&r.get(0).unwrap(), &plain) <= 1e-5, "{case}");
+            let lp: f32 = token_logprobs(r, &answer).unwrap().iter().sum();
+            if (lp - cont.base_logprob()).abs() > 1e-3 {
+                moved += 1;
+            }
+        }
+        assert!(
+            moved > 0,
+            "{case}: no knockout moved the answer's log-probability"
+        );
+        // A set of blocks, and a one-token answer (no appended rows: row 0 alone).
+        let set = KnockoutSet {
+            blocks: specs.clone(),
+        };
+        let d = max_diff(
+            &set.run_answer(dec, &c.trace, &cont).unwrap(),
+            &full(&specs),
+        );
+        assert!(d <= 1e-5, "{case}: set rows differ by {d}");
+        let one = Continuation::run(dec, &c.trace, &answer[..1]).unwrap();
+        let r = set.run_answer(dec, &c.trace, &one).unwrap();
+        assert_eq!(r.dims2().unwrap(), (1, vocab as usize));
+        assert!(max_diff(&r.get(0).unwrap(), &set.run(dec, &c.trace).unwrap()) <= 1e-6);
+        assert!(Continuation::run(dec, &c.trace, &[]).is_err());
+    }
+}
+
 #[test]
 fn groups_of_the_av_prompt() {
     let c = open("av_a");
@@ -331,6 +448,152 @@ fn knockout_and_sweep_commands() {
         spec.contains("inputs.safetensors") && spec.contains("sha256"),
         "{spec}"
     );
+}
+
+/// `--answer TEXT` and `--options A,B,…` on knockout and sweep: the answer's ids and log-probabilities
+/// with and without the knockout, each option's probability (a one-token option's equals the knockout's
+/// own metric for that token), the same numbers per window in a sweep (JSON and CSV), clear errors.
+#[test]
+fn answers_and_options_on_the_command_line() {
+    let json = |c: &mut std::process::Command| -> serde_json::Value {
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let f = |v: &serde_json::Value| v.as_f64().unwrap();
+    let ko = |layers: &str, extra: &[&str]| {
+        json(
+            demo_cmd("knockout")
+                .args(["--source", "audio", "--target", "last", "--layers", layers])
+                .args(extra),
+        )
+    };
+    let v = ko(
+        "0..3",
+        &["--answer", " a violin and a piano", "--options", "A, B,C"],
+    );
+    let ids: Vec<u64> = v["answer_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert!(ids.len() > 2, "{v}");
+    let (lp, base) = (f(&v["answer_logprob"]), f(&v["base_answer_logprob"]));
+    assert!(lp < 0.0 && base < 0.0, "{v}");
+    assert!(
+        (lp - base).abs() > 1e-4,
+        "the knockout did not move the answer: {v}"
+    );
+    let opts = v["options"].as_array().unwrap();
+    assert_eq!(opts.len(), 3);
+    let texts: Vec<&str> = opts.iter().map(|o| o["text"].as_str().unwrap()).collect();
+    assert_eq!(texts, ["A", "B", "C"]);
+    let best = opts
+        .iter()
+        .max_by(|a, b| f(&a["prob"]).total_cmp(&f(&b["prob"])))
+        .unwrap();
+    assert_eq!(v["option_argmax"], best["text"]);
+    assert!(v["base_option_argmax"].is_string());
+    // A one-token option's probability is the knockout's metric for that token.
+    let a = &opts[0];
+    assert_eq!(a["ids"].as_array().unwrap().len(), 1, "{a}");
+    let token = a["ids"][0].as_u64().unwrap().to_string();
+    let t = ko("0..3", &["--token", &token]);
+    assert!(
+        (f(&t["prob"]) - f(&a["prob"])).abs() <= 1e-6 * f(&t["prob"]).max(1e-12),
+        "{t} vs {a}"
+    );
+    assert!(
+        (f(&t["base_prob"]) - f(&a["base_prob"])).abs() <= 1e-6 * f(&t["base_prob"]).max(1e-12)
+    );
+
+    // The sweep scores the same answer in every window, equal to the knockout of that window.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep.json");
+    json(
+        demo_cmd("sweep")
+            .args(["--pairs", "audio:last,video:question", "--window", "2"])
+            .args([
+                "--answer",
+                " a violin and a piano",
+                "--options",
+                "A,B,C",
+                "--out",
+            ])
+            .arg(&out),
+    );
+    let recs: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(recs.len(), 2 * 3);
+    for r in &recs {
+        assert_eq!(r["answer_ids"].as_array().unwrap().len(), ids.len());
+        assert_eq!(r["options"].as_array().unwrap().len(), 3);
+        assert!((f(&r["base_answer_logprob"]) - base).abs() <= 1e-5, "{r}");
+    }
+    for r in recs.iter().filter(|r| r["source"] == "audio") {
+        let layers = format!("{}..{}", r["start"], r["end"]);
+        let k = ko(&layers, &["--answer", " a violin and a piano"]);
+        let d = (f(&k["answer_logprob"]) - f(&r["answer_logprob"])).abs();
+        assert!(d <= 1e-5, "window {layers}: sweep {r} vs knockout {k}");
+    }
+    let csv = dir.path().join("sweep.csv");
+    json(
+        demo_cmd("sweep")
+            .args([
+                "--pairs",
+                "audio:last",
+                "--window",
+                "2",
+                "--answer",
+                "x y",
+                "--options",
+                "A,B",
+            ])
+            .arg("--out")
+            .arg(&csv)
+            .arg("--figure")
+            .arg(dir.path().join("fig")),
+    );
+    // The figure's spec names what was scored.
+    let spec = std::fs::read_to_string(dir.path().join("fig.spec.json")).unwrap();
+    let spec: serde_json::Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(
+        spec["provenance"]["settings"]["answers"],
+        serde_json::json!({"answer": "x y", "options": ["A", "B"]}),
+        "{spec}"
+    );
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header = text.lines().next().unwrap();
+    assert!(
+        header.ends_with(",answer_logprob,base_answer_logprob,prob[A],base_prob[A],prob[B],base_prob[B],option_argmax"),
+        "{header}"
+    );
+    assert!(text
+        .lines()
+        .skip(1)
+        .all(|l| l.split(',').count() == header.split(',').count()));
+
+    // Mistakes say what to do.
+    let bad = demo_cmd("knockout")
+        .args([
+            "--source",
+            "audio",
+            "--target",
+            "last",
+            "--layers",
+            "0..1",
+            "--options",
+            "A,A",
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("listed twice"));
 }
 
 /// Knockouts against transformers: an attention function registered in transformers sets the blocked

@@ -45,6 +45,9 @@ pub struct RunSettings {
     /// The position numbering, for families with more than one (video-SALMONN 2+); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub positions: Option<crate::session::Positions>,
+    /// `--answer`/`--options`: scored in every sample's windows (absent when none).
+    #[serde(default, skip_serializing_if = "crate::session::AnswerSpec::is_empty")]
+    pub answers: crate::session::AnswerSpec,
     pub avflow_version: String,
 }
 
@@ -275,8 +278,10 @@ pub fn run_sample(
         window: settings.window,
         align: settings.align,
         tokens,
+        answers: settings.answers.clone(),
     };
     let outcome = session.sweep(&spec, &watch)?;
+    let answer_scores = outcome.answers;
     let mut lists = outcome.records;
     let answer_records = if lists.len() > 1 {
         lists.pop().unwrap_or_default()
@@ -316,6 +321,7 @@ pub fn run_sample(
         },
         records,
         answer_records,
+        answer_scores,
     })
 }
 

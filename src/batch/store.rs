@@ -70,6 +70,10 @@ pub struct SampleRecord {
     /// The same sweep scored on the answer token, when there is one and it differs from the prediction.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub answer_records: Vec<SweepRecord>,
+    /// With `--answer`/`--options`: each window's scores of the typed answer and the options, in the
+    /// order of `records`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answer_scores: Vec<crate::session::AnswerScores>,
 }
 
 impl SampleRecord {
@@ -95,6 +99,7 @@ impl SampleRecord {
             timings: Timings::default(),
             records: vec![],
             answer_records: vec![],
+            answer_scores: vec![],
         }
     }
 

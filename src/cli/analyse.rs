@@ -9,7 +9,8 @@ use anyhow::Context;
 
 use avflow::export::{data, FigureKind, FigureSpec};
 use avflow::session::{
-    default_pairs, parse_pairs, DropSpec, KnockoutSpec, Model, Session, SweepSpec, Watch,
+    default_pairs, parse_pairs, AnswerScores, AnswerSpec, DropSpec, KnockoutSpec, Model, Session,
+    SweepSpec, Watch,
 };
 
 use avflow::model::LoadOptions;
@@ -35,6 +36,30 @@ pub struct KnockoutArgs {
     /// Also run a size-matched random control (random sources, same count) with this seed.
     #[arg(long)]
     pub control_seed: Option<u64>,
+    #[command(flatten)]
+    pub answers: AnswerArgs,
+}
+
+/// A typed answer and multiple-choice options, scored with and without the edit.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AnswerArgs {
+    /// Also score this answer text (its tokens as written, after the prompt) by teacher forcing: adds
+    /// answer_ids, answer_logprob and base_answer_logprob (natural log, summed over its tokens).
+    #[arg(long)]
+    pub answer: Option<String>,
+    /// Also score each of these comma-separated options (e.g. A,B,C,D) the same way: adds options
+    /// [{text, ids, prob, base_prob, logprob, base_logprob}], option_argmax and base_option_argmax.
+    #[arg(long)]
+    pub options: Option<String>,
+}
+
+impl AnswerArgs {
+    pub fn spec(&self) -> anyhow::Result<AnswerSpec> {
+        Ok(AnswerSpec::from_args(
+            self.answer.as_deref(),
+            self.options.as_deref(),
+        )?)
+    }
 }
 
 pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
@@ -43,6 +68,7 @@ pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_js
     let mut spec = KnockoutSpec::single(a.source.parse()?, a.target.parse()?, start, end);
     spec.token = a.token;
     spec.control_seed = a.control_seed;
+    spec.answers = a.answers.spec()?;
     let r = s.knockout(&spec, &Watch::none())?;
     let mut v = serde_json::to_value(&r.result)?;
     v["source"] = a.source.clone().into();
@@ -53,10 +79,28 @@ pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_js
     v["trace_s"] = s.traced().map_or(0.0, |t| t.seconds).into();
     v["groups"] = s.groups().summary().into();
     positions_field(&s.model, &mut v);
+    r.answers.write_json(&mut v);
     if let Some(c) = r.control {
         v["control"] = serde_json::json!({"seed": c.seed, "sources": c.sources, "prob": c.result.prob, "rel_change": c.result.rel_change, "top1_id": c.result.top1_id});
     }
     Ok(v)
+}
+
+/// Sweep records as JSON, each with its window's answer scores (the knockout command's fields) when the
+/// sweep scored answers.
+pub fn records_json(
+    recs: &[avflow::flow::SweepRecord],
+    answers: &[AnswerScores],
+) -> anyhow::Result<serde_json::Value> {
+    let mut out = Vec::with_capacity(recs.len());
+    for (i, r) in recs.iter().enumerate() {
+        let mut v = serde_json::to_value(r)?;
+        if let Some(a) = answers.get(i) {
+            a.write_json(&mut v);
+        }
+        out.push(v);
+    }
+    Ok(out.into())
 }
 
 #[derive(clap::Args, Debug)]
@@ -150,6 +194,10 @@ pub struct SweepArgs {
     /// Score this token id instead of the baseline's top-1 (single-clip mode).
     #[arg(long, conflicts_with = "manifest")]
     pub token: Option<u32>,
+    /// --answer TEXT / --options A,B,…: scored in every window too (each record gains the knockout
+    /// command's answer fields; with --manifest, every sample's records).
+    #[command(flatten)]
+    pub answers: AnswerArgs,
     /// results.json or results.csv (single clip); a folder (with --manifest).
     #[arg(long)]
     pub out: PathBuf,
@@ -196,6 +244,7 @@ pub fn sweep(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Va
         window: a.window,
         align: a.align,
         tokens: vec![a.token],
+        answers: a.answers.spec()?,
     };
     let t0 = Instant::now();
     let progress = |done: usize, total: usize| {
@@ -215,17 +264,22 @@ pub fn sweep(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Va
     };
     let outcome = s.sweep(&spec, &watch)?;
     let sweep_s = outcome.seconds;
+    let answers = outcome.answers.clone();
     let recs = outcome.first();
     eprintln!();
     let body = if a.out.extension().is_some_and(|e| e == "csv") {
-        avflow::flow::sweep::to_csv(&recs)
+        let (header, cells) = avflow::session::answer_csv_columns(&answers);
+        avflow::flow::sweep::to_csv_with(&recs, &header, &cells)
     } else {
-        serde_json::to_string_pretty(&recs)?
+        serde_json::to_string_pretty(&records_json(&recs, &answers)?)?
     };
     avflow::tensor_io::write_atomic(&a.out, body.as_bytes())?;
     let figure = match &a.figure {
         Some(stem) => {
-            let prov = model_provenance(&s.model, &input.model).with_file(&input.inputs)?;
+            let mut prov = model_provenance(&s.model, &input.model).with_file(&input.inputs)?;
+            if !spec.answers.is_empty() {
+                prov = prov.with_setting("answers", serde_json::to_value(&spec.answers)?);
+            }
             avflow::export::sweep_figure(&recs, a.window, a.align, prov, a.preset, stem)?
         }
         None => vec![],

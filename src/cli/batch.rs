@@ -48,6 +48,7 @@ pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde
         dtype: format!("{dtype:?}").to_lowercase(),
         family: Some(model.arch().family().to_string()),
         positions: super::positions_setting(&model),
+        answers: a.answers.spec()?,
         avflow_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let cancel = AtomicBool::new(false);

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::flow::answer::Continuation;
 use crate::flow::trace::{prob_of, Trace};
 use crate::model::decoder::{mask_for_rows, top_k, AttnMask, Decoder, KvPair};
 
@@ -150,7 +151,22 @@ pub fn run_batch_with(
     step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Option<Vec<Tensor>>> {
     let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
-    run_sets(decoder, trace, &sets, step)
+    run_sets(decoder, trace, None, &sets, step)
+}
+
+/// [`run_batch_with`] on the prompt continued by an answer ([`Continuation`]): each knockout's logits
+/// `[n, vocab]` at the last prompt position and at the answer's first `n - 1` tokens (row `i` predicts
+/// answer token `i`; row 0 is what [`run_batch_with`] returns). Knockouts whose targets hold the last
+/// prompt position block the answer's queries too.
+pub fn run_batch_answer(
+    decoder: &Decoder,
+    trace: &Trace,
+    answer: &Continuation,
+    specs: &[Knockout],
+    step: &mut dyn FnMut(usize, usize) -> bool,
+) -> Result<Option<Vec<Tensor>>> {
+    let sets: Vec<&[Knockout]> = specs.iter().map(std::slice::from_ref).collect();
+    run_sets(decoder, trace, Some(answer), &sets, step)
 }
 
 /// Several knockout blocks applied together, each with its own sources, targets and layers: in layer `l`
@@ -202,9 +218,28 @@ impl KnockoutSet {
     /// The set's effect computed incrementally from a trace (see [`run_sets`]). Returns the last
     /// position's logits.
     pub fn run(&self, decoder: &Decoder, trace: &Trace) -> Result<Tensor> {
-        run_sets(decoder, trace, &[&self.blocks], &mut |_, _| true)?
+        run_sets(decoder, trace, None, &[&self.blocks], &mut |_, _| true)?
             .and_then(|mut v| v.pop())
             .ok_or_else(|| Error::Other("a knockout produced no result".into()))
+    }
+
+    /// [`Self::run`] on the prompt continued by `answer`: logits `[n, vocab]`, row `i` predicting answer
+    /// token `i` (see [`run_batch_answer`]).
+    pub fn run_answer(
+        &self,
+        decoder: &Decoder,
+        trace: &Trace,
+        answer: &Continuation,
+    ) -> Result<Tensor> {
+        run_sets(
+            decoder,
+            trace,
+            Some(answer),
+            &[&self.blocks],
+            &mut |_, _| true,
+        )?
+        .and_then(|mut v| v.pop())
+        .ok_or_else(|| Error::Other("a knockout produced no result".into()))
     }
 
     /// Reference: a full forward over every position with each layer's union mask.
@@ -503,11 +538,38 @@ pub fn batch_work(decoder: &Decoder, trace: &Trace, specs: &[Knockout]) -> Resul
 fn run_sets(
     decoder: &Decoder,
     trace: &Trace,
+    answer: Option<&Continuation>,
     sets: &[&[Knockout]],
     step: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Option<Vec<Tensor>>> {
-    let seq = trace.seq_len;
     let layers = decoder.num_layers();
+    // With an answer the sequence runs on past the prompt: its rows are recomputed with the prompt rows,
+    // and they are targets wherever the last prompt position is one.
+    let extra = answer.map_or(0, Continuation::extra);
+    let seq = trace.seq_len + extra;
+    let extended: Vec<Vec<Knockout>>;
+    let sets: Vec<&[Knockout]> = if extra > 0 {
+        let last = trace.seq_len - 1;
+        extended = sets
+            .iter()
+            .map(|set| {
+                set.iter()
+                    .map(|k| {
+                        let mut k = k.clone();
+                        if k.targets.contains(&last) {
+                            k.targets.extend(trace.seq_len..seq);
+                        }
+                        k
+                    })
+                    .collect()
+            })
+            .collect();
+        extended.iter().map(Vec::as_slice).collect()
+    } else {
+        sets.to_vec()
+    };
+    let sets = &sets[..];
+    let tail = extra + 1;
     let by_first = group_sets(sets, seq, layers)?;
     let plans = plan_sets(sets, seq, layers, &by_first);
     let total: usize = plans.iter().map(|p| plan_work(p).cost()).sum();
@@ -517,7 +579,10 @@ fn run_sets(
     for plan in &plans {
         let t0 = std::time::Instant::now();
         let (first, rows) = (plan.first, plan.rows);
-        let rot = trace.rot.narrow(first, rows)?;
+        let rot = match answer {
+            Some(a) => a.rot_from(trace, first)?,
+            None => trace.rot.narrow(first, rows)?,
+        };
         let masks: Vec<AttnMask> = plan
             .masks
             .iter()
@@ -530,7 +595,10 @@ fn run_sets(
         let mut prev: Option<Tensor> = None;
         for call in &plan.calls {
             let l = call.layer;
-            let traced = trace.residuals[l].narrow(0, first, rows)?;
+            let traced = match answer {
+                Some(a) => a.rows_from(trace, l, first)?,
+                None => trace.residuals[l].narrow(0, first, rows)?,
+            };
             let inputs: Vec<Tensor> = call
                 .blocks
                 .iter()
@@ -550,15 +618,15 @@ fn run_sets(
                 v: kv.v.narrow(1, 0, first)?,
             };
             let past = (first > 0).then_some(&past);
-            // After the last layer only each block's last row is read (its logits).
-            let last_only = l + 1 == layers;
+            // After the last layer only each block's last `tail` rows are read (their logits).
+            let keep = if l + 1 == layers { tail } else { 0 };
             // Every call stacks a new number of rows: compile its products' kernels on all threads first.
             let n = call.blocks.len();
-            decoder.prepare_products(n * rows, if last_only { n } else { n * rows });
+            decoder.prepare_products(n * rows, if keep > 0 { n * keep } else { n * rows });
             prev = Some(
                 decoder
                     .layer(l)
-                    .forward_many_rows(&stacked, &rot, past, &ms, last_only)?,
+                    .forward_many_rows(&stacked, &rot, past, &ms, keep)?,
             );
             done += call_work(call, rows).cost();
             if !step(done, total) {
@@ -566,10 +634,13 @@ fn run_sets(
             }
         }
         let last = prev.ok_or_else(|| Error::Other("knockout never started".into()))?;
-        // `last` holds one row per block of the last call (`last_only`).
+        // `last` holds `tail` rows per block of the last call.
         let logits = decoder.logits(&decoder.final_norm(&last)?)?;
         for (&i, &b) in plan.runs.iter().zip(&plan.last_block) {
-            out[i] = Some(logits.get(b)?);
+            out[i] = Some(match answer {
+                Some(_) => logits.narrow(0, b * tail, tail)?,
+                None => logits.get(b)?,
+            });
         }
         tracing::debug!(
             runs = plan.runs.len(),

@@ -2,6 +2,7 @@
 //! attention maps. Everything here works on a [`crate::model::Decoder`], a traced sequence and positions
 //! (or [`crate::prompt::Groups`] of them), never on a model family or a selector.
 
+pub mod answer;
 pub mod attention;
 pub mod generate;
 pub mod heatmap;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use candle_core::Tensor;
 
 use crate::error::{Error, Result};
+use crate::flow::answer::Continuation;
 use crate::flow::knockout::Knockout;
 use crate::flow::trace::Trace;
 use crate::model::decoder::Decoder;
@@ -122,78 +123,40 @@ pub fn sweep_tokens(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<SweepRecord>>> {
-    if k == 0 {
-        return Err(Error::Prompt("window must be at least 1 layer".into()));
-    }
     if tokens.is_empty() {
         return Err(Error::Other(
             "a sweep needs at least one token to score".into(),
         ));
     }
+    let logits = sweep_logits(decoder, trace, pairs, k, align, None, cancel, progress)?;
+    records(decoder, trace, pairs, k, align, &logits, tokens)
+}
+
+/// The records of a sweep's logits ([`sweep_logits`] without an answer), one list per entry of `tokens`,
+/// in the order the pairs were asked for; pairs without logits (a cancelled sweep) are left out.
+pub fn records(
+    decoder: &Decoder,
+    trace: &Trace,
+    pairs: &[Pair],
+    k: usize,
+    align: Align,
+    logits: &[Option<Vec<Tensor>>],
+    tokens: &[Option<u32>],
+) -> Result<Vec<Vec<SweepRecord>>> {
     let layers = decoder.num_layers();
-    let resolved: Vec<(&String, &String, &[usize], &[usize])> = pairs
+    let mut out: Vec<Vec<SweepRecord>> = tokens
         .iter()
-        .map(|p| (&p.source, &p.target, &p.sources[..], &p.targets[..]))
+        .map(|_| Vec::with_capacity(pairs.len() * layers))
         .collect();
-    let total = resolved.len() * layers;
-    let mut out: Vec<Vec<SweepRecord>> = tokens.iter().map(|_| Vec::with_capacity(total)).collect();
-    // Pairs whose targets start at the same position recompute the same rows: their windows run as one
-    // batch (audio→question and video→question share every layer call, and so do the →last pairs).
-    // Groups run in the order of their first pair; progress within a group is per layer call.
-    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
-    for (i, (_, _, _, tgt)) in resolved.iter().enumerate() {
-        let first = tgt.iter().min().copied().unwrap_or(0);
-        match groups.iter_mut().find(|(f, _)| *f == first) {
-            Some((_, members)) => members.push(i),
-            None => groups.push((first, vec![i])),
-        }
-    }
-    let specs: Vec<Vec<Knockout>> = groups
-        .iter()
-        .map(|(_, members)| {
-            members
-                .iter()
-                .flat_map(|&i| {
-                    let (_, _, src, tgt) = &resolved[i];
-                    window_specs(src, tgt, layers, k, align)
-                })
-                .collect()
-        })
-        .collect();
-    // Progress is reported in configurations but advances with the work done: a →last batch is one row
-    // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
-    let costs: Vec<usize> = specs
-        .iter()
-        .map(|s| Ok(crate::flow::knockout::batch_work(decoder, trace, s)?.cost()))
-        .collect::<Result<_>>()?;
-    let cost_total = costs.iter().sum::<usize>().max(1);
-    let mut results: Vec<Option<Vec<Tensor>>> = vec![None; resolved.len()];
-    let mut cost_done = 0;
-    for (((_, members), specs), cost) in groups.iter().zip(&specs).zip(&costs) {
-        if cancel.load(Ordering::Relaxed) {
-            break;
-        }
-        let logits = crate::flow::knockout::run_batch_with(decoder, trace, specs, &mut |d, _| {
-            progress(total * (cost_done + d) / cost_total, total);
-            !cancel.load(Ordering::Relaxed)
-        })?;
-        let Some(logits) = logits else { break };
-        let mut logits = logits.into_iter();
-        for &i in members {
-            results[i] = Some(logits.by_ref().take(layers).collect());
-        }
-        cost_done += cost;
-    }
-    // Records in the order the pairs were asked for; a cancelled sweep keeps the pairs it finished.
-    for ((s, t, _, _), lgs) in resolved.iter().zip(results) {
+    for (p, lgs) in pairs.iter().zip(logits) {
         let Some(lgs) = lgs else { continue };
         for (l, lg) in lgs.iter().enumerate() {
             let (start, end) = window(l, k, layers, align);
             for (recs, token) in out.iter_mut().zip(tokens) {
                 let r = crate::flow::knockout::score_logits(lg, trace, *token)?;
                 recs.push(SweepRecord {
-                    source: s.to_string(),
-                    target: t.to_string(),
+                    source: p.source.clone(),
+                    target: p.target.clone(),
                     layer: l,
                     start,
                     end,
@@ -209,13 +172,96 @@ pub fn sweep_tokens(
     Ok(out)
 }
 
+/// Every window for every pair, as logits: per pair (in order) one tensor per layer's window, the
+/// last-position logits `[vocab]`, or with `answer` the rows `[n, vocab]` over the prompt continued by it
+/// ([`crate::flow::knockout::run_batch_answer`]). `None` for the pairs a cancel left undone.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_logits(
+    decoder: &Decoder,
+    trace: &Trace,
+    pairs: &[Pair],
+    k: usize,
+    align: Align,
+    answer: Option<&Continuation>,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Option<Vec<Tensor>>>> {
+    if k == 0 {
+        return Err(Error::Prompt("window must be at least 1 layer".into()));
+    }
+    let layers = decoder.num_layers();
+    let total = pairs.len() * layers;
+    // Pairs whose targets start at the same position recompute the same rows: their windows run as one
+    // batch (audio→question and video→question share every layer call, and so do the →last pairs).
+    // Groups run in the order of their first pair; progress within a group is per layer call.
+    let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let first = p.targets.iter().min().copied().unwrap_or(0);
+        match groups.iter_mut().find(|(f, _)| *f == first) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((first, vec![i])),
+        }
+    }
+    let specs: Vec<Vec<Knockout>> = groups
+        .iter()
+        .map(|(_, members)| {
+            members
+                .iter()
+                .flat_map(|&i| window_specs(&pairs[i].sources, &pairs[i].targets, layers, k, align))
+                .collect()
+        })
+        .collect();
+    // Progress is reported in configurations but advances with the work done: a →last batch is one row
+    // per run and a →question batch 25, so counting layer calls alike made the ETA 10× too short.
+    let costs: Vec<usize> = specs
+        .iter()
+        .map(|s| Ok(crate::flow::knockout::batch_work(decoder, trace, s)?.cost()))
+        .collect::<Result<_>>()?;
+    let cost_total = costs.iter().sum::<usize>().max(1);
+    let mut results: Vec<Option<Vec<Tensor>>> = vec![None; pairs.len()];
+    let mut cost_done = 0;
+    for (((_, members), specs), cost) in groups.iter().zip(&specs).zip(&costs) {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut step = |d: usize, _| {
+            progress(total * (cost_done + d) / cost_total, total);
+            !cancel.load(Ordering::Relaxed)
+        };
+        let logits = match answer {
+            None => crate::flow::knockout::run_batch_with(decoder, trace, specs, &mut step)?,
+            Some(a) => {
+                crate::flow::knockout::run_batch_answer(decoder, trace, a, specs, &mut step)?
+            }
+        };
+        let Some(logits) = logits else { break };
+        let mut logits = logits.into_iter();
+        for &i in members {
+            results[i] = Some(logits.by_ref().take(layers).collect());
+        }
+        cost_done += cost;
+    }
+    Ok(results)
+}
+
 /// CSV with a header row.
 pub fn to_csv(records: &[SweepRecord]) -> String {
+    to_csv_with(records, &[], &[])
+}
+
+/// [`to_csv`] with extra columns: `header` names them, `extra[i]` holds record `i`'s cells (e.g. an
+/// answer's log-probability per window).
+pub fn to_csv_with(records: &[SweepRecord], header: &[String], extra: &[Vec<String>]) -> String {
     let mut s =
-        String::from("source,target,layer,start,end,prob,base_prob,rel_change,top1_id,token_id\n");
-    for r in records {
+        String::from("source,target,layer,start,end,prob,base_prob,rel_change,top1_id,token_id");
+    for h in header {
+        s.push(',');
+        s.push_str(&csv_cell(h));
+    }
+    s.push('\n');
+    for (i, r) in records.iter().enumerate() {
         s.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{}",
             r.source,
             r.target,
             r.layer,
@@ -227,8 +273,22 @@ pub fn to_csv(records: &[SweepRecord]) -> String {
             r.top1_id,
             r.token_id
         ));
+        for cell in extra.get(i).into_iter().flatten() {
+            s.push(',');
+            s.push_str(&csv_cell(cell));
+        }
+        s.push('\n');
     }
     s
+}
+
+/// A CSV cell, quoted when it holds a comma, a quote or a line break.
+fn csv_cell(c: &str) -> String {
+    if c.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_string()
+    }
 }
 
 #[cfg(test)]

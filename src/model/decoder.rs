@@ -501,24 +501,26 @@ impl DecoderLayer {
         past: Option<&KvPair>,
         masks: &[&AttnMask],
     ) -> Result<Tensor> {
-        self.forward_many_rows(x, rot, past, masks, false)
+        self.forward_many_rows(x, rot, past, masks, 0)
     }
 
-    /// [`Self::forward_many`], keeping only each run's last row (`[c, hidden]`) when `last_only`: for the
-    /// model's last layer, where nothing reads the other rows' outputs. Every row's keys and values still
-    /// enter the attention, but `o_proj` and the MLP (≈ 93 % of a row's cost) run for `c` rows, not `c·r`.
+    /// [`Self::forward_many`], keeping only each run's last `keep_last` rows (`[c · keep_last, hidden]`;
+    /// 0 keeps every row): for the model's last layer, where nothing reads the other rows' outputs (the
+    /// last prompt position, plus the answer tokens scored by teacher forcing). Every row's keys and values
+    /// still enter the attention, but `o_proj` and the MLP (≈ 93 % of a row's cost) run for the kept rows.
     pub fn forward_many_rows(
         &self,
         x: &Tensor,
         rot: &Rotary,
         past: Option<&KvPair>,
         masks: &[&AttnMask],
-        last_only: bool,
+        keep_last: usize,
     ) -> Result<Tensor> {
-        let keep = if last_only {
+        let keep = if keep_last > 0 {
             let (c, n) = (masks.len(), x.dim(0)?);
             let r = n / c.max(1);
-            let last: Vec<usize> = (1..=c).map(|i| i * r - 1).collect();
+            let k = keep_last.min(r);
+            let last: Vec<usize> = (1..=c).flat_map(|i| i * r - k..i * r).collect();
             Some(index_tensor(&last, x.device())?)
         } else {
             None

@@ -4,11 +4,12 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::flow::knockout::score_logits;
 use crate::flow::{Knockout, KnockoutResult, KnockoutSet};
 use crate::prompt::groups::random_control;
 use crate::prompt::Selector;
 
-use super::{Session, Watch};
+use super::{AnswerScores, AnswerSpec, Session, Watch};
 
 /// One block: `target`'s queries lose `source`'s keys in decoder layers `start..end` (half-open).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,6 +40,8 @@ pub struct KnockoutSpec {
     /// Also run the main block with random sources (as many, drawn with this seed from the positions
     /// before the last target that are neither sources nor targets): the research protocol's control.
     pub control_seed: Option<u64>,
+    /// A typed answer and multiple-choice options scored with and without the knockout.
+    pub answers: AnswerSpec,
 }
 
 impl KnockoutSpec {
@@ -53,6 +56,7 @@ impl KnockoutSpec {
             }],
             token: None,
             control_seed: None,
+            answers: AnswerSpec::default(),
         }
     }
 
@@ -100,6 +104,8 @@ pub struct KnockoutOutcome {
     /// Seconds of the knockout alone (the trace excluded).
     pub seconds: f64,
     pub control: Option<ControlOutcome>,
+    /// The request's answer and options, scored with and without the knockout.
+    pub answers: AnswerScores,
 }
 
 impl Session {
@@ -128,12 +134,16 @@ impl Session {
                 end: b.end,
             });
         }
+        let texts = self.answer_texts(&spec.answers)?;
         watch.status(&format!("Knocking out {}…", spec.describe()));
         let (dec, trace) = self.parts()?;
         let t0 = Instant::now();
         // One block or several: the set runs them together (one block is exactly `Knockout::score`).
         let main = blocks[0].clone();
-        let result = KnockoutSet { blocks }.score(dec, trace, spec.token)?;
+        let set = KnockoutSet { blocks };
+        let logits = set.run(dec, trace)?;
+        let result = score_logits(&logits, trace, spec.token)?;
+        let answers = self.score_texts(&texts, &logits, &mut |c| set.run_answer(dec, trace, c))?;
         let seconds = t0.elapsed().as_secs_f64();
         let control = match spec.control_seed {
             None => None,
@@ -158,6 +168,7 @@ impl Session {
             result,
             seconds,
             control,
+            answers,
         })
     }
 }

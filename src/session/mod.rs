@@ -11,6 +11,7 @@
 //! Requests and outcomes are plain values ([`KnockoutSpec`], [`SweepSpec`], [`DropSpec`] …) so a worker can
 //! carry them over a channel unchanged. Long work reports through a [`Watch`] (status, progress, cancel).
 
+mod answer;
 mod drop;
 mod inspect;
 mod knockout;
@@ -32,6 +33,7 @@ use crate::model::{
 use crate::prompt::{Groups, Selector, TokenMap};
 
 pub use crate::model::Positions;
+pub use answer::{csv_columns as answer_csv_columns, AnswerScores, AnswerSpec, Scored};
 pub use drop::{DropOutcome, DropSpec, Generated};
 pub use inspect::{Answer, AttentionOutcome, LensOutcome};
 pub use knockout::{KnockoutBlock, KnockoutOutcome, KnockoutSpec};
@@ -273,6 +275,8 @@ pub struct Session {
     pub model: Arc<Model>,
     pub prompt: Prompt,
     traced: Option<Traced>,
+    /// Answers appended after this prompt for teacher forcing, by their ids (built on first use).
+    continuations: answer::Continuations,
 }
 
 impl Session {
@@ -281,6 +285,7 @@ impl Session {
             model,
             prompt,
             traced: None,
+            continuations: Default::default(),
         }
     }
 

@@ -5,11 +5,12 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::flow::knockout::Work;
-use crate::flow::sweep::{sweep_tokens, sweep_work};
+use crate::flow::sweep::{records as sweep_records, sweep_logits, sweep_work};
 use crate::flow::{Align, Pair, SweepRecord};
 use crate::prompt::{Groups, Selector};
 
-use super::{Session, Watch};
+use super::{AnswerScores, AnswerSpec, Session, Watch};
+use candle_core::Tensor;
 
 /// A sweep request.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,8 @@ pub struct SweepSpec {
     pub align: Align,
     /// Tokens scored, one record list each; `None` is the baseline top-1.
     pub tokens: Vec<Option<u32>>,
+    /// A typed answer and multiple-choice options scored in every window too.
+    pub answers: AnswerSpec,
 }
 
 impl SweepSpec {
@@ -31,6 +34,7 @@ impl SweepSpec {
             window,
             align: Align::Center,
             tokens: vec![None],
+            answers: AnswerSpec::default(),
         }
     }
 }
@@ -40,6 +44,8 @@ impl SweepSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SweepOutcome {
     pub records: Vec<Vec<SweepRecord>>,
+    /// With answers to score: one entry per record of each list (the windows, in the records' order).
+    pub answers: Vec<AnswerScores>,
     /// Seconds of the sweep alone (the trace excluded).
     pub seconds: f64,
     pub cancelled: bool,
@@ -125,22 +131,89 @@ impl Session {
             pairs.len()
         ));
         watch.progress(0, total);
+        if spec.tokens.is_empty() {
+            return Err(Error::Other(
+                "a sweep needs at least one token to score".into(),
+            ));
+        }
+        let texts = self.answer_texts(&spec.answers)?;
+        let long = texts.long();
         let (dec, trace) = self.parts()?;
         let t0 = Instant::now();
-        let records = sweep_tokens(
+        // One pass for the tokens and one-token texts, then one per multi-token text (its windows rerun
+        // over the prompt continued by it); progress spans all passes.
+        let passes = 1 + long.len();
+        let pass_progress = |pass: usize| {
+            move |done: usize, total: usize| watch.progress((pass * total + done) / passes, total)
+        };
+        let base = sweep_logits(
             dec,
             trace,
             &pairs,
             spec.window,
             spec.align,
-            &spec.tokens,
+            None,
             watch.cancel,
-            &mut |done, total| watch.progress(done, total),
+            &mut pass_progress(0),
         )?;
+        let records = sweep_records(
+            dec,
+            trace,
+            &pairs,
+            spec.window,
+            spec.align,
+            &base,
+            &spec.tokens,
+        )?;
+        let mut answers = Vec::new();
+        if !spec.answers.is_empty() {
+            let mut rows: Vec<Vec<Option<Vec<Tensor>>>> = Vec::with_capacity(long.len());
+            for (i, ids) in long.iter().enumerate() {
+                let cont = self.continuation(ids)?;
+                rows.push(sweep_logits(
+                    dec,
+                    trace,
+                    &pairs,
+                    spec.window,
+                    spec.align,
+                    Some(cont),
+                    watch.cancel,
+                    &mut pass_progress(1 + i),
+                )?);
+            }
+            // Windows every pass finished, in the records' order.
+            for (p, lgs) in base.iter().enumerate() {
+                let Some(lgs) = lgs else { continue };
+                if rows.iter().any(|r| r[p].is_none()) {
+                    break;
+                }
+                for (l, last) in lgs.iter().enumerate() {
+                    let scores = self.score_texts(&texts, last, &mut |c| {
+                        let i = long.iter().position(|ids| **ids == c.ids).ok_or_else(|| {
+                            Error::Other("a sweep scored an answer it did not run".into())
+                        })?;
+                        rows[i][p]
+                            .as_ref()
+                            .map(|v| v[l].clone())
+                            .ok_or_else(|| Error::Other("a sweep pass was not finished".into()))
+                    })?;
+                    answers.push(scores);
+                }
+            }
+        }
+        let cancelled = watch.cancelled();
+        let mut records = records;
+        if !spec.answers.is_empty() {
+            // A cancel between passes: keep the windows every pass scored.
+            for list in &mut records {
+                list.truncate(answers.len());
+            }
+        }
         Ok(SweepOutcome {
             records,
+            answers,
             seconds: t0.elapsed().as_secs_f64(),
-            cancelled: watch.cancelled(),
+            cancelled,
         })
     }
 

@@ -711,7 +711,7 @@ impl AvflowApp {
                         }
                     ));
                 }
-                self.view.knockout = Some(outcome);
+                self.view.knockout = Some(*outcome);
             }
             Reply::Sweep(records) => {
                 let sweep = &mut self.view.sweep;

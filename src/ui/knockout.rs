@@ -1260,6 +1260,7 @@ mod tests {
             token: (3, "Hi".into()),
             seconds: 0.0,
             control: None,
+            answers: Default::default(),
         }
     }
 

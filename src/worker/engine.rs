@@ -206,7 +206,7 @@ impl Engine for SessionEngine {
             Request::Knockout(spec) => {
                 let s = self.session()?;
                 let outcome = ctx.with_watch(|w| s.knockout(spec, w))?;
-                Ok(vec![Reply::Knockout(outcome)])
+                Ok(vec![Reply::Knockout(Box::new(outcome))])
             }
             Request::Sweep(spec) => {
                 let s = self.session()?;

@@ -196,7 +196,7 @@ pub enum Reply {
         preview: Arc<MediaPreview>,
     },
     Forward(ForwardResult),
-    Knockout(KnockoutOutcome),
+    Knockout(Box<KnockoutOutcome>),
     /// A sweep's records (fewer than requested when it was cancelled).
     Sweep(Vec<SweepRecord>),
     Heatmap(HeatmapOutcome),

@@ -159,20 +159,23 @@ impl Engine for Fake {
                     .main()
                     .ok_or_else(|| Failure::new("no block", "add one"))?;
                 let prob = 0.5 / (1 + main.end - main.start) as f32;
-                Ok(vec![Reply::Knockout(crate::session::KnockoutOutcome {
-                    spec: spec.clone(),
-                    result: KnockoutResult {
-                        prob,
-                        base_prob: 0.5,
-                        rel_change: crate::flow::knockout::rel_change(prob, 0.5),
-                        top1_id: 3,
-                        token_id: 1,
+                Ok(vec![Reply::Knockout(Box::new(
+                    crate::session::KnockoutOutcome {
+                        spec: spec.clone(),
+                        result: KnockoutResult {
+                            prob,
+                            base_prob: 0.5,
+                            rel_change: crate::flow::knockout::rel_change(prob, 0.5),
+                            top1_id: 3,
+                            token_id: 1,
+                        },
+                        top1: (3, String::new()),
+                        token: (1, String::new()),
+                        seconds: 0.0,
+                        control: None,
+                        answers: Default::default(),
                     },
-                    top1: (3, String::new()),
-                    token: (1, String::new()),
-                    seconds: 0.0,
-                    control: None,
-                })])
+                ))])
             }
             Request::Sweep(spec) => {
                 for (s, t) in &spec.pairs {
