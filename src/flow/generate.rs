@@ -11,7 +11,10 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::decoder::{index_tensor, top_k, AttnMask, Decoder, KvPair, PositionIds};
+use crate::flow::knockout::{Knockout, KnockoutSet};
+use crate::model::decoder::{
+    index_tensor, mask_for_rows, top_k, AttnMask, Decoder, KvPair, PositionIds,
+};
 
 /// Per-layer K/V after a prefill, plus where decoding continues.
 pub struct Cache {
@@ -19,6 +22,10 @@ pub struct Cache {
     /// Rotary position of the next generated token (max prompt position + 1).
     pub next_position: i64,
     pub last_logits: Tensor,
+    /// Per layer, the prompt positions generated tokens may not attend to (a knockout whose targets hold
+    /// the last prompt position goes on blocking them while decoding); empty everywhere after a plain
+    /// prefill.
+    pub blocked: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +102,70 @@ pub fn prefill(
         kv,
         next_position,
         last_logits,
+        blocked: vec![Vec::new(); layers],
+    })
+}
+
+/// Prefill under a knockout: one forward over the prompt in which every layer applies the mask of the
+/// blocks covering it ([`KnockoutSet::mask_at`]), keeping the K/V the knocked-out model computes. The
+/// generated tokens continue the last prompt position, so in each block's layers they lose that block's
+/// sources when its targets hold the last position ([`Cache::blocked`]); the rule
+/// [`crate::flow::answer`] scores answers by.
+pub fn prefill_knockout(
+    decoder: &Decoder,
+    embeds: &Tensor,
+    pos: &PositionIds,
+    set: &KnockoutSet,
+) -> Result<Cache> {
+    let n = embeds.dim(0)?;
+    if n != pos.len() || n == 0 {
+        return Err(Error::Prompt(
+            "embeddings and position ids differ in length".into(),
+        ));
+    }
+    let layers = decoder.num_layers();
+    set.validate(n, layers)?;
+    let rot = decoder.rotary(pos)?;
+    let mut x = embeds.to_dtype(decoder.dtype())?;
+    let mut kv = Vec::with_capacity(layers);
+    let mut blocked = Vec::with_capacity(layers);
+    for l in 0..layers {
+        let active: Vec<&Knockout> = set
+            .blocks
+            .iter()
+            .filter(|b| b.start <= l && l < b.end)
+            .collect();
+        let mask = if active.is_empty() {
+            AttnMask::Causal
+        } else {
+            AttnMask::Additive(set.mask_at(l, 0, n, n, decoder.device())?)
+        };
+        let out = decoder.layer(l).forward(&x, &rot, None, &mask, false)?;
+        kv.push(out.kv);
+        x = out.hidden;
+        let mut keys: Vec<usize> = active
+            .iter()
+            .filter(|b| b.targets.contains(&(n - 1)))
+            .flat_map(|b| b.sources.iter().copied())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        blocked.push(keys);
+    }
+    let last = decoder.final_norm(&x.narrow(0, n - 1, 1)?)?;
+    let last_logits = decoder.logits(&last)?.squeeze(0)?;
+    let next_position = pos
+        .iter()
+        .flat_map(|p| p.iter())
+        .copied()
+        .max()
+        .unwrap_or(0)
+        + 1;
+    Ok(Cache {
+        kv,
+        next_position,
+        last_logits,
+        blocked,
     })
 }
 
@@ -166,6 +237,19 @@ pub fn generate_until(
     rules: &Decoding,
     cancel: &AtomicBool,
 ) -> Result<(Vec<u32>, Vec<Duration>)> {
+    generate_streaming(decoder, cache, max_new, rules, cancel, &mut |_| {})
+}
+
+/// [`generate_until`] calling `on_token(tokens so far)` after each token: the app shows the answer as it
+/// grows.
+pub fn generate_streaming(
+    decoder: &Decoder,
+    cache: &mut Cache,
+    max_new: usize,
+    rules: &Decoding,
+    cancel: &AtomicBool,
+    on_token: &mut dyn FnMut(&[u32]),
+) -> Result<(Vec<u32>, Vec<Duration>)> {
     let mut tokens = Vec::new();
     let mut times = Vec::new();
     let vocab = cache.last_logits.dim(cache.last_logits.rank() - 1)?;
@@ -178,6 +262,7 @@ pub fn generate_until(
     let mut next = rules.pick(&cache.last_logits, &seen)?;
     for step in 0..max_new {
         tokens.push(next);
+        on_token(&tokens);
         if let Some(s) = seen.get_mut(next as usize) {
             *s = true;
         }
@@ -189,10 +274,21 @@ pub fn generate_until(
         let rot = decoder.rotary(&[[p; 3]])?;
         let mut x = decoder.embed(&[next])?;
         for l in 0..decoder.num_layers() {
-            let out =
-                decoder
-                    .layer(l)
-                    .forward(&x, &rot, Some(&cache.kv[l]), &AttnMask::Causal, false)?;
+            let mask = match cache.blocked.get(l) {
+                Some(keys) if !keys.is_empty() => {
+                    let past = cache.kv[l].rows();
+                    AttnMask::Additive(mask_for_rows(
+                        past..past + 1,
+                        past + 1,
+                        |_, j| keys.binary_search(&j).is_ok(),
+                        decoder.device(),
+                    )?)
+                }
+                _ => AttnMask::Causal,
+            };
+            let out = decoder
+                .layer(l)
+                .forward(&x, &rot, Some(&cache.kv[l]), &mask, false)?;
             cache.kv[l] = cache.kv[l].cat(&out.kv)?;
             x = out.hidden;
         }

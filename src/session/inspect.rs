@@ -5,12 +5,14 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::flow::attention::{attention_rows, summarise, GroupMass};
-use crate::flow::generate::{generate_until, logit_lens, prefill, LensRow};
+use crate::flow::generate::{
+    generate_streaming, generate_until, logit_lens, prefill, prefill_knockout, Cache, LensRow,
+};
 use crate::flow::heatmap::{HeatMetric, Heatmap, EFFECT_BINS};
 use crate::model::decoder::top_k;
 use crate::prompt::Selector;
 
-use super::{Generated, Session, Watch};
+use super::{Generated, KnockoutSpec, Session, Watch};
 
 /// A greedy answer to the prompt and what it took.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,53 @@ impl Session {
             max_new,
             &self.model.decoding(&self.prompt.input_ids),
             watch.cancel,
+        )?;
+        let per_token_s =
+            times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;
+        Ok(Answer {
+            generated: Generated {
+                text: self.model.decode(&ids).unwrap_or_default(),
+                ids,
+                decode_s: t1.elapsed().as_secs_f64(),
+                per_token_s,
+            },
+            prefill_s,
+        })
+    }
+
+    /// The greedy answer under a knockout (the baseline's with `None`), from the trace: its K/V serve the
+    /// baseline as they are, and a knockout prefills once with its masks ([`prefill_knockout`]: the
+    /// generated tokens go on losing the sources of blocks into `last`). `on_token(ids so far)` follows
+    /// each token; a cancel stops between tokens, keeping those so far.
+    pub fn generate_with(
+        &mut self,
+        knockout: Option<&KnockoutSpec>,
+        max_new: usize,
+        watch: &Watch,
+        on_token: &mut dyn FnMut(&[u32]),
+    ) -> Result<Answer> {
+        self.trace(watch)?;
+        let set = knockout.map(|k| self.knockout_set(k)).transpose()?;
+        let (dec, trace) = self.parts()?;
+        let t0 = Instant::now();
+        let mut cache = match &set {
+            Some(set) => prefill_knockout(dec, &trace.residuals[0], &trace.position_ids, set)?,
+            None => Cache {
+                kv: trace.kv.clone(),
+                next_position: crate::flow::answer::next_position(trace),
+                last_logits: trace.last_logits.clone(),
+                blocked: vec![Vec::new(); trace.kv.len()],
+            },
+        };
+        let prefill_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let (ids, times) = generate_streaming(
+            dec,
+            &mut cache,
+            max_new,
+            &self.model.decoding(&self.prompt.input_ids),
+            watch.cancel,
+            on_token,
         )?;
         let per_token_s =
             times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;

@@ -109,9 +109,8 @@ pub struct KnockoutOutcome {
 }
 
 impl Session {
-    /// Runs a knockout from the trace (built first when needed).
-    pub fn knockout(&mut self, spec: &KnockoutSpec, watch: &Watch) -> Result<KnockoutOutcome> {
-        self.trace(watch)?;
+    /// A request's blocks as positions, checked against the model's layers.
+    pub(crate) fn knockout_set(&self, spec: &KnockoutSpec) -> Result<KnockoutSet> {
         let layers = self.decoder().num_layers();
         if spec.blocks.is_empty() {
             return Err(Error::Prompt("a knockout needs at least one block".into()));
@@ -134,13 +133,19 @@ impl Session {
                 end: b.end,
             });
         }
+        Ok(KnockoutSet { blocks })
+    }
+
+    /// Runs a knockout from the trace (built first when needed).
+    pub fn knockout(&mut self, spec: &KnockoutSpec, watch: &Watch) -> Result<KnockoutOutcome> {
+        self.trace(watch)?;
+        let set = self.knockout_set(spec)?;
         let texts = self.answer_texts(&spec.answers)?;
         watch.status(&format!("Knocking out {}…", spec.describe()));
         let (dec, trace) = self.parts()?;
         let t0 = Instant::now();
         // One block or several: the set runs them together (one block is exactly `Knockout::score`).
-        let main = blocks[0].clone();
-        let set = KnockoutSet { blocks };
+        let main = set.blocks[0].clone();
         let logits = set.run(dec, trace)?;
         let result = score_logits(&logits, trace, spec.token)?;
         let answers = self.score_texts(&texts, &logits, &mut |c| set.run_answer(dec, trace, c))?;
