@@ -1,8 +1,10 @@
-//! Answer panel: the model's top next tokens after the prompt, with probabilities.
+//! Answer panel: the model's top next tokens after the prompt, with probabilities; which answer knockouts
+//! follow (a clicked token, a typed answer, the options of a multiple-choice question); and the model's
+//! own greedy answer with and without the shown knockout.
 
 use egui::{Color32, CornerRadius, Sense, Vec2};
 
-use super::panel::{Action, Panel, ViewState};
+use super::panel::{Action, Panel, Tracked, ViewState};
 use super::tokens::quoted;
 
 /// How many next tokens the worker is asked for.
@@ -76,8 +78,183 @@ pub fn timing_line(seconds: f32, positions: usize) -> String {
     }
 }
 
+/// Labels of the answer panel's fields and button (tests find them by these).
+pub const ANSWER_FIELD: &str = "answer";
+pub const OPTIONS_FIELD: &str = "options";
+pub const GENERATE_BUTTON: &str = "Generate";
+
+/// Most tokens of a generated answer.
+pub const MAX_NEW: usize = 64;
+
+/// The option letters a multiple-choice prompt lists (`(A) … (B) …` in its text), in order; empty when it
+/// lists fewer than two.
+pub fn option_letters(prompt: &str) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for c in 'A'..='Z' {
+        if prompt.contains(&format!("({c})")) {
+            v.push(c.to_string());
+        } else {
+            break;
+        }
+    }
+    if v.len() < 2 {
+        v.clear();
+    }
+    v
+}
+
+/// What the panel says it follows: "the baseline top-1", `token "A"`, plus the answer and options.
+pub fn tracking_line(t: &Tracked) -> String {
+    let mut parts = vec![match &t.token {
+        None => "the baseline top-1".to_string(),
+        Some((id, text)) if text.is_empty() => format!("token id {id}"),
+        Some((_, text)) => format!("token {}", quoted(text)),
+    }];
+    if let Some(a) = &t.answers.answer {
+        parts.push(format!("the answer {}", quoted(a)));
+    }
+    if !t.answers.options.is_empty() {
+        parts.push(format!("options {}", t.answers.options.join(", ")));
+    }
+    format!("Knockouts follow {}.", parts.join(", "))
+}
+
+/// A streamed answer for display: its text (or ids without a tokenizer) and whether it is complete.
+pub fn generation_text(g: &crate::worker::Generation) -> String {
+    let text = if g.text.is_empty() && !g.ids.is_empty() {
+        format!("{:?}", g.ids)
+    } else {
+        g.text.clone()
+    };
+    if g.done {
+        format!("{text}  ({} tokens, {:.1} s)", g.ids.len(), g.seconds)
+    } else {
+        format!("{text} …")
+    }
+}
+
 #[derive(Default)]
-pub struct AnswerPanel;
+pub struct AnswerPanel {
+    /// The typed answer and the options being edited (applied with Enter or Follow).
+    answer: String,
+    options: String,
+    /// The last error of these fields (an option listed twice).
+    error: Option<String>,
+    /// The tracked answer these fields were last synced from.
+    synced: Option<Tracked>,
+}
+
+impl AnswerPanel {
+    /// The fields follow the app's tracked answer when it changes elsewhere (a restart, a reset).
+    fn sync(&mut self, t: &Tracked) {
+        if self.synced.as_ref() != Some(t) {
+            self.answer = t.answers.answer.clone().unwrap_or_default();
+            self.options = t.answers.options.join(",");
+            self.synced = Some(t.clone());
+        }
+    }
+
+    fn follow(&mut self, view: &ViewState, actions: &mut Vec<Action>) {
+        let answer = Some(self.answer.as_str()).filter(|a| !a.is_empty());
+        match crate::session::AnswerSpec::from_args(answer, Some(&self.options)) {
+            Ok(answers) => {
+                self.error = None;
+                actions.push(Action::Track(Tracked {
+                    token: view.tracked.token.clone(),
+                    answers,
+                }));
+            }
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    fn tracking(&mut self, ui: &mut egui::Ui, view: &ViewState, actions: &mut Vec<Action>) {
+        self.sync(&view.tracked);
+        let mut apply = false;
+        ui.horizontal_wrapped(|ui| {
+            let l = ui.label(ANSWER_FIELD);
+            let r = ui
+                .add(egui::TextEdit::singleline(&mut self.answer).desired_width(160.0).hint_text("typed answer"))
+                .labelled_by(l.id)
+                .on_hover_text("Scored by teacher forcing: the sum of its tokens' log-probabilities, with and without the knockout");
+            apply |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let l = ui.label(OPTIONS_FIELD);
+            let r = ui
+                .add(egui::TextEdit::singleline(&mut self.options).desired_width(100.0).hint_text("A,B,C,D"))
+                .labelled_by(l.id)
+                .on_hover_text("Comma-separated options of a multiple-choice question: each one's probability, the preferred one highlighted");
+            apply |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+            let prompt = view.inputs.as_ref().map(|i| i.texts.concat()).unwrap_or_default();
+            let letters = option_letters(&prompt);
+            if !letters.is_empty() && self.options.is_empty() {
+                let label = format!("Use {}", letters.join(", "));
+                if ui.button(label).on_hover_text("The options the question lists").clicked() {
+                    self.options = letters.join(",");
+                    apply = true;
+                }
+            }
+            apply |= ui.button("Follow").on_hover_text("Score this answer and these options in every knockout and sweep").clicked();
+            if view.tracked != Tracked::default()
+                && ui.button("Top-1").on_hover_text("Follow the baseline's top-1 token only").clicked()
+            {
+                self.answer.clear();
+                self.options.clear();
+                actions.push(Action::Track(Tracked::default()));
+            }
+        });
+        if apply {
+            self.follow(view, actions);
+        }
+        if let Some(e) = &self.error {
+            ui.colored_label(ui.visuals().error_fg_color, e);
+        }
+        ui.weak(tracking_line(&view.tracked));
+    }
+
+    fn generation(&self, ui: &mut egui::Ui, view: &ViewState, actions: &mut Vec<Action>) {
+        let g = &view.generation;
+        ui.horizontal(|ui| {
+            ui.strong("Model's answer");
+            let can = view.model.is_some() && view.inputs.is_some() && !g.running();
+            let b = ui
+                .add_enabled(can, egui::Button::new(GENERATE_BUTTON))
+                .on_hover_text("Greedy answers of the unedited model and of the model with the shown knockout, side by side");
+            if b.clicked() {
+                actions.push(Action::Generate);
+            }
+            if g.running() && ui.button("Stop").clicked() {
+                actions.push(Action::CancelGenerate);
+            }
+        });
+        if g.base.is_none() && g.edited.is_none() {
+            return;
+        }
+        ui.columns(2, |cols| {
+            cols[0].weak("unedited");
+            if let Some(b) = &g.base {
+                cols[0].label(generation_text(b));
+            }
+            let edited = g.edited.as_ref();
+            cols[1].weak(match edited.and_then(|e| e.spec.knockout.as_ref()) {
+                Some(k) => format!("with {} knocked out", k.describe()),
+                None => "with the knockout".to_string(),
+            });
+            match edited {
+                Some(e) => {
+                    let differs = g
+                        .base
+                        .as_ref()
+                        .is_some_and(|b| b.done && e.done && b.ids != e.ids);
+                    let text = egui::RichText::new(generation_text(e));
+                    cols[1].label(if differs { text.strong() } else { text });
+                }
+                None => {
+                    cols[1].weak("set a knockout to compare");
+                }
+            }
+        });
+    }
+}
 
 impl Panel for AnswerPanel {
     fn name(&self) -> &'static str {
@@ -95,27 +272,44 @@ impl Panel for AnswerPanel {
             {
                 actions.push(Action::Run);
             }
-            ui.weak("top-5 next tokens after the prompt");
+            ui.weak("top-5 next tokens after the prompt; click one to follow it");
         });
-        let Some(answer) = &view.answer else {
-            return;
-        };
-        let rows = answer_rows(&answer.top_k);
-        egui::Grid::new("answer_grid")
-            .num_columns(4)
-            .striped(true)
-            .spacing([12.0, 4.0])
-            .show(ui, |ui| {
-                for row in &rows {
-                    ui.label(format!("{}.", row.rank));
-                    ui.monospace(&row.text)
-                        .on_hover_text(format!("id {}", row.id));
-                    ui.label(&row.percent);
-                    bar(ui, row.bar);
-                    ui.end_row();
-                }
-            });
-        ui.weak(timing_line(answer.seconds, answer.positions));
+        if let Some(answer) = &view.answer {
+            let rows = answer_rows(&answer.top_k);
+            let followed = view.tracked.token.as_ref().map(|t| t.0);
+            egui::Grid::new("answer_grid")
+                .num_columns(4)
+                .striped(true)
+                .spacing([12.0, 4.0])
+                .show(ui, |ui| {
+                    for (row, (_, text, _)) in rows.iter().zip(&answer.top_k) {
+                        ui.label(format!("{}.", row.rank));
+                        let on = followed == Some(row.id) || (followed.is_none() && row.rank == 1);
+                        let r = ui
+                            .selectable_label(on, egui::RichText::new(&row.text).monospace())
+                            .on_hover_text(format!(
+                                "id {} · click to follow this token in knockouts and sweeps",
+                                row.id
+                            ));
+                        if r.clicked() {
+                            // The first row is the baseline top-1, which knockouts follow by default.
+                            let token = (row.rank > 1).then(|| (row.id, text.clone()));
+                            actions.push(Action::Track(Tracked {
+                                token,
+                                answers: view.tracked.answers.clone(),
+                            }));
+                        }
+                        ui.label(&row.percent);
+                        bar(ui, row.bar);
+                        ui.end_row();
+                    }
+                });
+            ui.weak(timing_line(answer.seconds, answer.positions));
+        }
+        ui.separator();
+        self.tracking(ui, view, actions);
+        ui.separator();
+        self.generation(ui, view, actions);
     }
 }
 

@@ -19,6 +19,8 @@ use super::panel::{
 };
 use super::AppOptions;
 
+#[cfg(test)]
+mod answer_tests;
 mod ask;
 mod export_drop;
 #[cfg(test)]
@@ -549,12 +551,53 @@ impl AvflowApp {
         self.submit(Request::Knockout(spec));
     }
 
+    /// Follows another answer from now on; the shown knockout is rerun for it.
+    fn track(&mut self, tracked: super::panel::Tracked) {
+        self.view.tracked = tracked;
+        if let Some(k) = &self.view.knockout {
+            let mut spec = k.spec.clone();
+            self.view.tracked.apply(&mut spec);
+            self.run_knockout(spec);
+        }
+    }
+
+    /// The model's own answers: unedited, and with the shown knockout when there is one.
+    fn generate(&mut self) {
+        if self.view.model.is_none() || self.view.inputs.is_none() {
+            return;
+        }
+        self.cancel_generate();
+        self.view.generation = Default::default();
+        let knockout = self.view.knockout.as_ref().map(|k| k.spec.clone());
+        let mut jobs = Vec::new();
+        let sides = std::iter::once(None).chain(knockout.map(Some));
+        for k in sides {
+            let spec = crate::worker::GenerateSpec {
+                knockout: k,
+                max_new: super::answer::MAX_NEW,
+            };
+            jobs.extend(self.submit(Request::Generate(spec)));
+        }
+        self.view.generation.jobs = jobs;
+        self.status = Status::Info("Generating the model's answers…".into());
+    }
+
+    fn cancel_generate(&mut self) {
+        if let Some(w) = &self.worker {
+            for &job in &self.view.generation.jobs {
+                w.cancel(job);
+            }
+        }
+    }
+
     fn run_sweep(&mut self, pairs: Vec<(Selector, Selector)>, window: usize) {
         if self.view.model.is_none() || self.view.inputs.is_none() || self.view.sweep.running {
             return;
         }
         self.status = Status::Info("Sweeping…".into());
-        let job = self.submit(Request::Sweep(SweepSpec::centred(pairs, window)));
+        let mut spec = SweepSpec::centred(pairs, window);
+        spec.tokens = vec![self.view.tracked.token.as_ref().map(|t| t.0)];
+        let job = self.submit(Request::Sweep(spec));
         self.view.sweep = SweepView {
             running: job.is_some(),
             job,
@@ -623,6 +666,10 @@ impl AvflowApp {
             ..HeatmapView::default()
         };
         self.view.drop = super::drop::DropView::default();
+        self.cancel_generate();
+        self.view.generation = Default::default();
+        // A picked token belongs to the old prompt's top-k; a typed answer and options carry over.
+        self.view.tracked.token = None;
     }
 
     fn on_event(&mut self, e: Event) {
@@ -713,6 +760,7 @@ impl AvflowApp {
                 }
                 self.view.knockout = Some(*outcome);
             }
+            Reply::Generated(g) => self.view.generation.update(g),
             Reply::Sweep(records) => {
                 let sweep = &mut self.view.sweep;
                 self.status = Status::Info(if sweep.job == Some(job) && sweep.stopped {
@@ -787,6 +835,7 @@ impl AvflowApp {
             v.drop.progress = None;
             v.drop.job = None;
         }
+        v.generation.jobs.retain(|&j| j != job);
         let status = match finish {
             // A superseded job's newer twin reports for it.
             Finish::Done | Finish::Superseded => return,
@@ -1038,6 +1087,9 @@ impl eframe::App for AvflowApp {
                 Action::Drop(req) => self.run_drop(req),
                 Action::CancelDrop => self.cancel_drop(),
                 Action::Export(req) => self.export_figure(req),
+                Action::Track(t) => self.track(t),
+                Action::Generate => self.generate(),
+                Action::CancelGenerate => self.cancel_generate(),
             }
         }
     }

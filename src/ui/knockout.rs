@@ -665,7 +665,8 @@ impl Panel for KnockoutPanel {
         } else {
             self.history.observe(&sel, gesture);
         }
-        let request = sel.request();
+        let mut request = sel.request();
+        view.tracked.apply(&mut request);
         if run || sel != before {
             actions.push(Action::Knockout(request.clone()));
         }
@@ -695,6 +696,7 @@ impl Panel for KnockoutPanel {
                 self.pinned = None;
             }
         });
+        answers_readout(ui, &result.answers);
         if s.stale {
             ui.weak(format!("{} · updating…", s.request));
         } else {
@@ -704,6 +706,62 @@ impl Panel for KnockoutPanel {
             comparison_table(ui, &compare(a, result));
         }
     }
+}
+
+/// One line per scored text: the typed answer's log-probability before → after, and each option's
+/// probability before → after, the preferred option in bold (and a note when the knockout flips it).
+pub fn answer_lines(a: &crate::session::AnswerScores) -> Vec<(String, bool)> {
+    let mut v = Vec::new();
+    if let Some(s) = &a.answer {
+        v.push((
+            format!(
+                "answer {:?}: log p {:.3} → {:.3} (×{:.3})",
+                s.text,
+                s.base_logprob,
+                s.logprob,
+                (s.logprob - s.base_logprob).exp()
+            ),
+            false,
+        ));
+    }
+    let (choice, base) = (a.choice(), a.base_choice());
+    for (i, o) in a.options.iter().enumerate() {
+        v.push((
+            format!(
+                "({}) {} → {}",
+                o.text,
+                format_percent(o.base_prob()),
+                format_percent(o.prob())
+            ),
+            choice == Some(i),
+        ));
+    }
+    if let (Some(c), Some(b)) = (choice, base) {
+        if c != b {
+            v.push((
+                format!(
+                    "the knockout flips the choice: ({}) → ({})",
+                    a.options[b].text, a.options[c].text
+                ),
+                true,
+            ));
+        }
+    }
+    v
+}
+
+fn answers_readout(ui: &mut egui::Ui, a: &crate::session::AnswerScores) {
+    let lines = answer_lines(a);
+    if lines.is_empty() {
+        return;
+    }
+    ui.horizontal_wrapped(|ui| {
+        for (text, strong) in lines {
+            let t = RichText::new(text);
+            ui.label(if strong { t.strong() } else { t });
+            ui.separator();
+        }
+    });
 }
 
 impl KnockoutPanel {

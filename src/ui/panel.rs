@@ -44,6 +44,53 @@ pub enum Action {
     CancelDrop,
     /// Save a view's figure (sweep, heatmap, drop curve) with the command line's writers.
     Export(ExportRequest),
+    /// Follow this answer in every knockout and sweep from now on (and rerun the shown knockout).
+    Track(Tracked),
+    /// Generate the model's own answer with and without the shown knockout.
+    Generate,
+    /// Stop the answers being generated (keeping their tokens so far).
+    CancelGenerate,
+}
+
+/// The answer knockouts and sweeps follow: a token (the baseline top-1 when `None`), a typed answer of
+/// several tokens and the options of a multiple-choice question (both scored by teacher forcing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Tracked {
+    /// A token picked in the top-k list: id and text.
+    pub token: Option<(u32, String)>,
+    pub answers: crate::session::AnswerSpec,
+}
+
+impl Tracked {
+    /// `spec` following this answer.
+    pub fn apply(&self, spec: &mut KnockoutSpec) {
+        spec.token = self.token.as_ref().map(|t| t.0);
+        spec.answers = self.answers.clone();
+    }
+}
+
+/// The model's own answers: the unedited model's and the knocked-out one's, as they stream in.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationView {
+    pub base: Option<crate::worker::Generation>,
+    pub edited: Option<crate::worker::Generation>,
+    /// The worker's jobs generating them (Stop cancels both).
+    pub jobs: Vec<JobId>,
+}
+
+impl GenerationView {
+    pub fn running(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+
+    /// Files a streamed answer under the side it answers.
+    pub fn update(&mut self, g: crate::worker::Generation) {
+        if g.spec.knockout.is_some() {
+            self.edited = Some(g);
+        } else {
+            self.base = Some(g);
+        }
+    }
 }
 
 /// The loaded inputs, split into columns of the worker's token map so the strip draws without per-frame
@@ -154,6 +201,10 @@ pub struct ViewState {
     pub span_pick: Option<SpanPick>,
     /// A command is running in the worker.
     pub busy: bool,
+    /// The answer knockouts and sweeps follow.
+    pub tracked: Tracked,
+    /// The model's own answers, with and without the knockout.
+    pub generation: GenerationView,
 }
 
 pub trait Panel {
@@ -168,7 +219,7 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
     vec![
         Box::new(super::strip::TokenStripPanel::default()),
         Box::new(super::media::MediaPanel::default()),
-        Box::new(super::answer::AnswerPanel),
+        Box::new(super::answer::AnswerPanel::default()),
         Box::new(super::knockout::KnockoutPanel::default()),
         Box::new(super::sweep::SweepPanel::default()),
         Box::new(super::heatmap::HeatmapPanel::default()),

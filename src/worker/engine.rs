@@ -13,8 +13,8 @@ use crate::model::{self, ModelSource};
 use crate::session::{Model, Session};
 
 use super::{
-    item_names, Ctx, Engine, Failure, ForwardResult, HeatmapOutcome, MediaRequest, ModelSummary,
-    Outcome, Reply, Request, TOP_K,
+    item_names, Ctx, Engine, Failure, ForwardResult, Generation, HeatmapOutcome, MediaRequest,
+    ModelSummary, Outcome, Reply, Request, TOP_K,
 };
 
 /// [`Engine`] over [`Session`].
@@ -232,6 +232,26 @@ impl Engine for SessionEngine {
                 let s = self.session()?;
                 let outcome = ctx.with_watch(|w| s.drop_positions(spec, w))?;
                 Ok(vec![Reply::Drop(Arc::new(outcome))])
+            }
+            Request::Generate(spec) => {
+                let t0 = Instant::now();
+                let s = self.session()?;
+                let model = Arc::clone(&s.model);
+                let reply = |ids: &[u32], done: bool| {
+                    Reply::Generated(Generation {
+                        spec: spec.clone(),
+                        ids: ids.to_vec(),
+                        text: model.decode(ids).unwrap_or_default(),
+                        done,
+                        seconds: t0.elapsed().as_secs_f32(),
+                    })
+                };
+                let answer = ctx.with_watch(|w| {
+                    s.generate_with(spec.knockout.as_ref(), spec.max_new, w, &mut |ids| {
+                        ctx.reply(reply(ids, false))
+                    })
+                })?;
+                Ok(vec![reply(&answer.generated.ids, true)])
             }
         }
     }

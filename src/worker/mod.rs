@@ -67,6 +67,28 @@ pub enum Request {
     Heatmap(HeatMetric),
     /// The drop view: what removing positions costs and saves.
     Drop(DropSpec),
+    /// The model's own greedy answer, with the knockout or without (`None`); streamed: a
+    /// [`Reply::Generated`] per token, the last one `done`.
+    Generate(GenerateSpec),
+}
+
+/// A greedy answer to ask for: under this knockout (`None`: the unedited model), at most `max_new` tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GenerateSpec {
+    pub knockout: Option<KnockoutSpec>,
+    pub max_new: usize,
+}
+
+/// A greedy answer so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The request it answers.
+    pub spec: GenerateSpec,
+    pub ids: Vec<u32>,
+    pub text: String,
+    /// The answer is complete (an end token, `max_new` or a cancel).
+    pub done: bool,
+    pub seconds: f32,
 }
 
 impl Request {
@@ -94,6 +116,10 @@ impl Request {
             Request::Heatmap(metric) => format!("computing the {} heatmap", metric.name()),
             Request::PrepareMedia(r) => format!("preparing {}", item_names(&r.items)),
             Request::Drop(d) => format!("dropping {} from layer {}", d.selector, d.from_layer),
+            Request::Generate(g) => match &g.knockout {
+                Some(k) => format!("generating the answer with {} knocked out", k.describe()),
+                None => "generating the answer".into(),
+            },
         }
     }
 
@@ -121,6 +147,9 @@ impl Request {
             }
             Request::Drop(_) => {
                 "tick a media group this prompt has (or select seconds with sound or pictures) and a layer below the model's layer count"
+            }
+            Request::Generate(_) => {
+                "load a model with its tokenizer and an inputs file first; a knockout needs groups this prompt has"
             }
         }
     }
@@ -201,6 +230,8 @@ pub enum Reply {
     Sweep(Vec<SweepRecord>),
     Heatmap(HeatmapOutcome),
     Drop(Arc<DropOutcome>),
+    /// A greedy answer as it grows (one per token), the last one `done`.
+    Generated(Generation),
 }
 
 /// How a job ended.
@@ -323,6 +354,14 @@ impl Ctx<'_> {
         self.emit(Event::Status {
             job: self.job,
             text: text.into(),
+        });
+    }
+
+    /// A reply before the job ends (a streamed answer's tokens).
+    pub fn reply(&self, reply: Reply) {
+        self.emit(Event::Reply {
+            job: self.job,
+            reply,
         });
     }
 

@@ -272,6 +272,10 @@ impl Engine for Fake {
                     seconds: 0.0,
                 })])
             }
+            Request::Generate(_) => Err(Failure::new(
+                "the scheduling engine does not generate",
+                "generation is tested on the real engine",
+            )),
             Request::Drop(spec) => {
                 fake_select(&spec.selector)?;
                 self.started();

@@ -1,0 +1,148 @@
+//! Any answer, driven by mouse and keyboard on the bundled demo: click a top-k token to follow it, type an
+//! answer and options, knock out, and generate the model's own answers with and without the knockout.
+//! Every number shown is checked against the library's session on the same demo.
+
+use std::time::Duration;
+
+use egui_kittest::kittest::Queryable;
+
+use crate::session::{AnswerSpec, KnockoutSpec, Watch};
+use crate::ui::answer::{ANSWER_FIELD, GENERATE_BUTTON, OPTIONS_FIELD};
+use crate::ui::tokens::quoted;
+
+use super::test_support::{require_demo, step_until};
+use super::AvflowApp;
+
+type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
+
+/// Steps until the shown knockout answers a request with these answers and token and the worker is idle.
+fn knockout_with(
+    harness: &mut Harness<'_>,
+    token: Option<u32>,
+    answers: &AnswerSpec,
+) -> KnockoutSpec {
+    let done = step_until(harness, Duration::from_secs(300), |app| {
+        !app.view().busy
+            && app
+                .view()
+                .knockout
+                .as_ref()
+                .is_some_and(|k| k.spec.token == token && &k.spec.answers == answers)
+    });
+    assert!(
+        done,
+        "no knockout for {token:?} / {answers:?}: {:?} / {:?}",
+        harness.state().status(),
+        harness.state().view().knockout.as_ref().map(|k| &k.spec)
+    );
+    harness.run_steps(2);
+    harness
+        .state()
+        .view()
+        .knockout
+        .as_ref()
+        .expect("result")
+        .spec
+        .clone()
+}
+
+fn type_into(harness: &mut Harness<'_>, label: &str, text: &str) {
+    harness.get_by_label(label).focus();
+    harness.step();
+    harness.get_by_label(label).type_text(text);
+    harness.step();
+}
+
+#[test]
+fn follow_a_token_an_answer_and_options_then_generate_on_the_demo() {
+    let demo = require_demo();
+    let mut harness = super::test_support::demo_app(egui::vec2(1100.0, 1600.0));
+    let mut session = demo.open_session();
+
+    // 1. Knock out (the panel's button), then click the second token of the top-k list: the shown
+    // knockout reruns following it, equal to the library's.
+    harness.get_by_label("Knock out").click();
+    harness.run_steps(2);
+    knockout_with(&mut harness, None, &AnswerSpec::default());
+    let (id, text) = {
+        let a = harness.state().view().answer.as_ref().expect("top-k");
+        (a.top_k[1].0, a.top_k[1].1.clone())
+    };
+    harness
+        .query_all_by_label(&quoted(&text))
+        .next()
+        .expect("second row")
+        .click();
+    harness.run_steps(2);
+    assert_eq!(
+        harness.state().view().tracked.token,
+        Some((id, text.clone()))
+    );
+    let spec = knockout_with(&mut harness, Some(id), &AnswerSpec::default());
+    let shown = harness.state().view().knockout.clone().expect("shown");
+    let lib = session.knockout(&spec, &Watch::none()).expect("library");
+    assert_eq!(shown.token.0, id);
+    assert_eq!(shown.result, lib.result);
+
+    // 2. Type an answer and options, press Follow: the knockout scores them, as the library does.
+    type_into(&mut harness, ANSWER_FIELD, " a tone");
+    type_into(&mut harness, OPTIONS_FIELD, "A,B");
+    harness.get_by_label("Follow").click();
+    harness.run_steps(2);
+    let answers = AnswerSpec {
+        answer: Some(" a tone".into()),
+        options: vec!["A".into(), "B".into()],
+    };
+    let spec = knockout_with(&mut harness, Some(id), &answers);
+    let shown = harness.state().view().knockout.clone().expect("shown");
+    let lib = session.knockout(&spec, &Watch::none()).expect("library");
+    assert_eq!(shown.answers, lib.answers);
+    let a = shown.answers.answer.as_ref().expect("answer scored");
+    assert!(a.ids.len() >= 2 && a.logprob.is_finite());
+    assert_eq!(shown.answers.options.len(), 2);
+    // The readout shows them.
+    let line = format!("answer {:?}: log p {:.3}", a.text, a.base_logprob);
+    assert!(
+        harness.query_by_label_contains(&line).is_some(),
+        "no readout line {line:?}"
+    );
+    for o in &shown.answers.options {
+        assert!(harness
+            .query_by_label_contains(&format!("({}) ", o.text))
+            .is_some());
+    }
+    // Typing the same option twice says so and keeps the tracked answer.
+    harness.get_by_label(OPTIONS_FIELD).focus();
+    harness.step();
+    harness.get_by_label(OPTIONS_FIELD).type_text(",A");
+    harness.step();
+    harness.get_by_label("Follow").click();
+    harness.run_steps(2);
+    assert!(harness.query_by_label_contains("listed twice").is_some());
+    assert_eq!(harness.state().view().tracked.answers, answers);
+
+    // 3. Generate: the unedited answer and the knocked-out one, each equal to the library's.
+    harness.get_by_label(GENERATE_BUTTON).click();
+    let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+        let g = &app.view().generation;
+        !g.running()
+            && g.base.as_ref().is_some_and(|b| b.done)
+            && g.edited.as_ref().is_some_and(|e| e.done)
+    });
+    assert!(done, "{:?}", harness.state().status());
+    harness.run_steps(2);
+    let g = harness.state().view().generation.clone();
+    let (base, edited) = (g.base.expect("base"), g.edited.expect("edited"));
+    assert_eq!(edited.spec.knockout.as_ref(), Some(&spec));
+    let max = crate::ui::answer::MAX_NEW;
+    let lib_base = session
+        .generate_with(None, max, &Watch::none(), &mut |_| {})
+        .expect("base");
+    let lib_edit = session
+        .generate_with(Some(&spec), max, &Watch::none(), &mut |_| {})
+        .expect("edited");
+    assert_eq!(base.ids, lib_base.generated.ids);
+    assert_eq!(edited.ids, lib_edit.generated.ids);
+    assert!(harness.query_by_label_contains("unedited").is_some());
+    assert!(harness.query_by_label_contains("knocked out").is_some());
+}
