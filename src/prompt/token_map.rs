@@ -29,7 +29,7 @@ pub struct TokenInfo {
     pub text: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TokenMap {
     pub tokens: Vec<TokenInfo>,
     pub groups: Groups,

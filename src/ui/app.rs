@@ -1079,6 +1079,8 @@ impl eframe::App for AvflowApp {
                         serial,
                         role,
                         selector,
+                        layers: None,
+                        add: false,
                     });
                 }
                 Action::CancelSweep => self.cancel_sweep(),
@@ -1087,6 +1089,21 @@ impl eframe::App for AvflowApp {
                 Action::Drop(req) => self.run_drop(req),
                 Action::CancelDrop => self.cancel_drop(),
                 Action::Export(req) => self.export_figure(req),
+                Action::PickSpan {
+                    role,
+                    selector,
+                    layers,
+                    add,
+                } => {
+                    let serial = self.view.span_pick.as_ref().map_or(0, |p| p.serial) + 1;
+                    self.view.span_pick = Some(super::media::SpanPick {
+                        serial,
+                        role,
+                        selector,
+                        layers,
+                        add,
+                    });
+                }
                 Action::Track(t) => self.track(t),
                 Action::Generate => self.generate(),
                 Action::CancelGenerate => self.cancel_generate(),

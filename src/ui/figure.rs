@@ -491,6 +491,7 @@ mod tests {
             times: vec![None; groups.len()],
             groups,
             flow_groups: Vec::new(),
+            map: Default::default(),
         }
     }
 

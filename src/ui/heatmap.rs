@@ -1293,6 +1293,7 @@ mod tests {
             groups,
             times,
             flow_groups: Vec::new(),
+            map: Default::default(),
         }
     }
 

@@ -102,6 +102,8 @@ pub struct KnockoutSettings {
     /// The toggle grid: per modality row, the layers whose keys are hidden from `target` as well. Rows
     /// with no layer are left out, so equal grids compare equal.
     pub toggles: BTreeMap<String, BTreeSet<usize>>,
+    /// More blocks into the same target (Shift on the heatmap adds them): each its own source and layers.
+    pub extra: Vec<KnockoutBlock>,
 }
 
 impl KnockoutSettings {
@@ -112,6 +114,7 @@ impl KnockoutSettings {
             start,
             end,
             toggles: BTreeMap::new(),
+            extra: Vec::new(),
         }
     }
 
@@ -126,7 +129,43 @@ impl KnockoutSettings {
         );
         spec.blocks
             .extend(toggle_blocks(&self.toggles, &self.target));
+        spec.blocks.extend(self.extra.iter().map(|b| KnockoutBlock {
+            target: self.target.clone(),
+            ..b.clone()
+        }));
         spec
+    }
+
+    /// Applies a span sent from the heatmap, the media timeline or the token strip: as the source or the
+    /// target, with its layers when it has them; added as one more block instead when `add`.
+    pub fn apply_pick(&mut self, p: &super::media::SpanPick, layers: usize) {
+        let (start, end) = p
+            .layers
+            .map_or((self.start, self.end), |(a, b)| clamp_range(a, b, layers));
+        match (p.role, p.add) {
+            (super::media::SpanRole::Source, true) => {
+                let block = KnockoutBlock {
+                    source: p.selector.clone(),
+                    target: self.target.clone(),
+                    start,
+                    end,
+                };
+                if !self.extra.contains(&block) {
+                    self.extra.push(block);
+                }
+            }
+            (super::media::SpanRole::Source, false) => {
+                self.source = p.selector.clone();
+                (self.start, self.end) = (start, end);
+                self.extra.clear();
+            }
+            (super::media::SpanRole::Target, _) => {
+                self.target = p.selector.clone();
+                if p.layers.is_some() {
+                    (self.start, self.end) = (start, end);
+                }
+            }
+        }
     }
 }
 
@@ -156,10 +195,20 @@ pub fn reconcile(
                 })
                 .filter(|(_, ls)| !ls.is_empty())
                 .collect();
+            let extra = c
+                .extra
+                .iter()
+                .filter(|b| still_offered(&b.source, &offered) && b.start < layers)
+                .map(|b| KnockoutBlock {
+                    end: b.end.min(layers),
+                    ..b.clone()
+                })
+                .collect();
             return Some(KnockoutSettings {
                 start,
                 end,
                 toggles,
+                extra,
                 ..c.clone()
             });
         }
@@ -602,10 +651,7 @@ impl Panel for KnockoutPanel {
             .filter(|p| p.serial > self.seen_pick)
         {
             self.seen_pick = p.serial;
-            match p.role {
-                super::media::SpanRole::Source => sel.source = p.selector.clone(),
-                super::media::SpanRole::Target => sel.target = p.selector.clone(),
-            }
+            sel.apply_pick(p, layers);
         }
         let (undo, redo) = self.shortcuts(ui);
         let timeline = view
@@ -651,6 +697,7 @@ impl Panel for KnockoutPanel {
         });
         self.layer_axis(ui, &mut sel, layers);
         self.toggle_grid(ui, &mut sel, &inputs.flow_groups, layers);
+        extra_blocks(ui, &mut sel);
 
         // A drag (on the axis or a number field) is one undo step, recorded when the pointer lets go.
         let gesture = ui.input(|i| i.pointer.any_down());
@@ -705,6 +752,37 @@ impl Panel for KnockoutPanel {
         if let Some(a) = &self.pinned {
             comparison_table(ui, &compare(a, result));
         }
+    }
+}
+
+/// The blocks added on the heatmap (Shift+click or Shift+drag), each removable.
+fn extra_blocks(ui: &mut egui::Ui, sel: &mut KnockoutSettings) {
+    if sel.extra.is_empty() {
+        return;
+    }
+    let mut remove = None;
+    ui.horizontal_wrapped(|ui| {
+        ui.label("also");
+        for (i, b) in sel.extra.iter().enumerate() {
+            let text = format!("{} in layers {}..{}", b.source, b.start, b.end);
+            if ui
+                .button(format!("{text} ✕"))
+                .on_hover_text("Remove this block")
+                .clicked()
+            {
+                remove = Some(i);
+            }
+        }
+        if ui.small_button("Clear blocks").clicked() {
+            remove = Some(usize::MAX);
+        }
+    });
+    match remove {
+        Some(usize::MAX) => sel.extra.clear(),
+        Some(i) => {
+            sel.extra.remove(i);
+        }
+        None => {}
     }
 }
 

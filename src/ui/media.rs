@@ -798,6 +798,10 @@ pub struct SpanPick {
     pub serial: u64,
     pub role: SpanRole,
     pub selector: Selector,
+    /// The layers it applies in (a rectangle dragged on the heatmap); `None` keeps the panel's.
+    pub layers: Option<(usize, usize)>,
+    /// Add it as one more block (Shift on the heatmap) instead of replacing the source.
+    pub add: bool,
 }
 
 #[cfg(test)]

@@ -44,6 +44,14 @@ pub enum Action {
     CancelDrop,
     /// Save a view's figure (sweep, heatmap, drop curve) with the command line's writers.
     Export(ExportRequest),
+    /// A span picked on the heatmap: as the knockout's source or target, with its layers when dragged,
+    /// added as one more block with Shift.
+    PickSpan {
+        role: SpanRole,
+        selector: Selector,
+        layers: Option<(usize, usize)>,
+        add: bool,
+    },
     /// Follow this answer in every knockout and sweep from now on (and rerun the shown knockout).
     Track(Tracked),
     /// Generate the model's own answer with and without the shown knockout.
@@ -106,10 +114,13 @@ pub struct InputsView {
     pub times: Vec<Option<[f64; 2]>>,
     /// The flow engine's groups (`system`, `video`, …, `last`) with their sizes: what knockouts can name.
     pub flow_groups: Vec<(String, usize)>,
+    /// The token map itself: what selectors resolve against (the heatmap draws the shown knockout's
+    /// blocks with it).
+    pub map: Arc<TokenMap>,
 }
 
 impl InputsView {
-    pub fn new(path: PathBuf, map: &TokenMap) -> Self {
+    pub fn new(path: PathBuf, map: &Arc<TokenMap>) -> Self {
         let tokens = &map.tokens;
         Self {
             path,
@@ -118,6 +129,7 @@ impl InputsView {
             groups: tokens.iter().map(Group::of).collect(),
             times: tokens.iter().map(|t| t.time).collect(),
             flow_groups: map.group_sizes(),
+            map: Arc::clone(map),
         }
     }
 }
@@ -268,7 +280,7 @@ mod tests {
             groups,
             seconds_per_chunk: 2.0,
         };
-        let v = InputsView::new(PathBuf::from("x.safetensors"), &map);
+        let v = InputsView::new(PathBuf::from("x.safetensors"), &Arc::new(map));
         assert_eq!(v.ids, vec![1, 2]);
         assert_eq!(v.texts, vec!["a".to_string(), String::new()]);
         assert_eq!(v.groups, vec![Group::System, Group::Audio]);
