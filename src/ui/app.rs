@@ -1,4 +1,5 @@
-//! The window: top bar (model + inputs), status line, and the registered panels.
+//! The window: top bar (model + inputs), status line, and the registered panels as the panes of the
+//! [`super::workspace`].
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ use super::dialog::{dialog_support, pick_inputs_file, DialogSupport};
 use super::panel::{
     registry, Action, AnswerView, HeatResult, HeatmapView, InputsView, Panel, SweepView, ViewState,
 };
+use super::workspace::{Workspace, RESET_LABEL, RESET_SHORTCUT};
 use super::AppOptions;
 
 #[cfg(test)]
@@ -29,8 +31,10 @@ mod knockout_tests;
 mod salmonn_tests;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod workspace_tests;
 
-/// Opens (scrolls to) the heatmap and computes its metric. Not Cmd+H: macOS hides the app with it.
+/// Opens the heatmap's pane and computes its metric. Not Cmd+H: macOS hides the app with it.
 pub const HEATMAP_SHORTCUT: KeyboardShortcut =
     KeyboardShortcut::new(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::H);
 
@@ -262,10 +266,13 @@ pub struct AvflowApp {
     prompt: ask::AskState,
     /// Numbers media previews, so the media panel makes its textures once per preview.
     media_serial: u64,
-    /// Scroll this panel (by name) into view on the next frame (keyboard shortcuts).
+    /// The panels as dockable panes: their layout (saved between runs) and which tabs are open.
+    workspace: Workspace,
+    /// Bring this panel's pane (by name) into view on the next frame: its tab opens and it scrolls to the
+    /// top (keyboard shortcuts, tests).
     focus_panel: Option<&'static str>,
-    /// The heatmap was opened by its shortcut: scroll to it again when its result arrives (the panel
-    /// grows then, and the first scroll could not reach it).
+    /// The heatmap was opened by its shortcut: focus it again when its result arrives (another tab may
+    /// have been opened over it meanwhile).
     focus_heatmap_on_result: bool,
     /// Numbers heatmap results, so the GPU uploads a matrix only when a new one arrives.
     heatmap_generation: u64,
@@ -307,6 +314,8 @@ impl AvflowApp {
             &recent,
             &demo,
         );
+        let panels = registry();
+        let workspace = Workspace::load(storage, panels.iter().map(|p| p.name()).collect());
         let mut app = Self {
             device: opts.device,
             dtype: opts.dtype,
@@ -316,7 +325,8 @@ impl AvflowApp {
             model_field: plan.model_field,
             inputs_field: plan.inputs_field,
             view: ViewState::default(),
-            panels: registry(),
+            panels,
+            workspace,
             status: Status::Info("Ready.".into()),
             notes: plan.notes,
             demo,
@@ -851,12 +861,16 @@ impl AvflowApp {
     fn shortcuts(&mut self, ctx: &egui::Context) {
         let open = KeyboardShortcut::new(Modifiers::COMMAND, Key::O);
         let run = KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter);
-        let (open, run, heatmap) = ctx.input_mut(|i| {
+        let (open, run, heatmap, reset) = ctx.input_mut(|i| {
             let open = i.consume_shortcut(&open);
             let run = i.consume_shortcut(&run) | i.consume_key(Modifiers::NONE, Key::F5);
             let heatmap = i.consume_shortcut(&HEATMAP_SHORTCUT);
-            (open, run, heatmap)
+            let reset = i.consume_shortcut(&RESET_SHORTCUT);
+            (open, run, heatmap, reset)
         });
+        if reset {
+            self.workspace.reset();
+        }
         if open {
             self.open_dialog();
         }
@@ -902,7 +916,7 @@ impl AvflowApp {
                 .add(
                     egui::TextEdit::singleline(&mut self.inputs_field)
                         .hint_text("prepared inputs .safetensors")
-                        .desired_width((ui.available_width() - 150.0).max(120.0)),
+                        .desired_width((ui.available_width() - 260.0).max(120.0)),
                 )
                 .labelled_by(label.id);
             if std::mem::take(&mut self.focus_inputs) {
@@ -923,6 +937,17 @@ impl AvflowApp {
                 || enter
             {
                 self.open_typed(PathBuf::from(self.inputs_field.trim()));
+            }
+            ui.separator();
+            if ui
+                .button(RESET_LABEL)
+                .on_hover_text(format!(
+                    "Put the panes back where they start ({})",
+                    ui.ctx().format_shortcut(&RESET_SHORTCUT)
+                ))
+                .clicked()
+            {
+                self.workspace.reset();
             }
         });
     }
@@ -1044,21 +1069,12 @@ impl eframe::App for AvflowApp {
             ui.add_space(4.0);
         });
         let mut actions = Vec::new();
+        if let Some(panel) = self.focus_panel.take() {
+            self.workspace.focus(panel);
+        }
         egui::CentralPanel::default().show(ui, |ui| {
-            egui::ScrollArea::vertical()
-                .auto_shrink([false, false])
-                .show(ui, |ui| {
-                    let focus = self.focus_panel.take();
-                    for panel in &mut self.panels {
-                        let heading = ui.heading(panel.name());
-                        if focus == Some(panel.name()) {
-                            heading.scroll_to_me(Some(egui::Align::TOP));
-                        }
-                        panel.ui(ui, &self.view, &mut actions);
-                        ui.add_space(8.0);
-                        ui.separator();
-                    }
-                });
+            self.workspace
+                .ui(ui, &mut self.panels, &self.view, &mut actions);
         });
         for a in actions {
             match a {
@@ -1113,6 +1129,7 @@ impl eframe::App for AvflowApp {
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         eframe::set_value(storage, STORAGE_KEY, &self.recent);
+        self.workspace.save(storage);
     }
 }
 
@@ -1412,8 +1429,14 @@ mod tests {
         let answer = app.view().answer.as_ref().map(|a| a.top_k.len());
         assert_eq!(answer, Some(crate::worker::TOP_K));
         harness.state_mut().freeze_timings();
-        // Hover a cell of the token strip so the picture shows its card.
-        harness.hover_at(egui::pos2(420.0, 167.0));
+        // Hover a cell of the token strip (cells of 7 points, 1-point gaps) so the picture shows its card.
+        let strip = {
+            use egui_kittest::kittest::Queryable;
+            harness
+                .get_by_label(super::super::strip::STRIP_LABEL)
+                .rect()
+        };
+        harness.hover_at(strip.left_top() + egui::vec2(20.0 * 8.0 + 3.5, 3.5));
         harness.run_steps(4);
         save_screenshot(&mut harness, "app.png");
     }

@@ -1,7 +1,8 @@
 //! The desktop app (eframe + wgpu).
 //!
 //! Layout after the rerun viewer: every panel is a pure "prepare view data" function, unit-tested, plus a
-//! draw function behind the small [`panel::Panel`] trait; [`panel::registry`] lists the panels. The model
+//! draw function behind the small [`panel::Panel`] trait; [`panel::registry`] lists the panels, which
+//! [`workspace`] arranges as dockable panes. The model
 //! lives in the background [`crate::worker`]; the UI thread only submits requests and drains events.
 
 pub mod answer;
@@ -20,6 +21,7 @@ pub mod panel;
 pub mod strip;
 pub mod sweep;
 pub mod tokens;
+pub mod workspace;
 
 use std::path::PathBuf;
 
