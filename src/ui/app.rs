@@ -26,6 +26,8 @@ mod answer_tests;
 mod ask;
 mod export_drop;
 #[cfg(test)]
+mod heatmap_tests;
+#[cfg(test)]
 mod knockout_tests;
 #[cfg(test)]
 mod salmonn_tests;
@@ -1120,6 +1122,7 @@ impl eframe::App for AvflowApp {
                         add,
                     });
                 }
+                Action::Focus(panel) => self.focus_panel = Some(panel),
                 Action::Track(t) => self.track(t),
                 Action::Generate => self.generate(),
                 Action::CancelGenerate => self.cancel_generate(),

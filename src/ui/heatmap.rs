@@ -22,6 +22,9 @@ pub const PANEL_NAME: &str = "Heatmap";
 /// Accessible name of the cell area.
 pub const CELLS_LABEL: &str = "heatmap cells";
 
+/// Accessible name of the group strip under the cells (a click picks a whole group).
+pub const GROUPS_LABEL: &str = "heatmap groups";
+
 /// Most positions one pixel's colour is taken from (spread evenly over its span); `MAX_SAMPLES` in the
 /// shader.
 pub const MAX_SAMPLES: usize = 64;
@@ -610,6 +613,12 @@ pub struct HeatmapPanel {
     /// Stats of the shown result, by generation.
     stats: Option<(u64, Stats)>,
     export: ExportControls,
+    /// The cell a rectangle is being dragged from.
+    drag_from: Option<(usize, usize)>,
+    /// The rectangle being dragged: its layers and positions, last sent to the knockout.
+    dragged: Option<((usize, usize), (usize, usize))>,
+    /// The cell the context menu was opened on.
+    menu_cell: Option<(usize, usize)>,
 }
 
 impl Panel for HeatmapPanel {
@@ -686,8 +695,36 @@ impl Panel for HeatmapPanel {
                 result.token.0
             ));
         }
-        self.draw(ui, result, inputs);
+        knockout_readout(ui, view);
+        self.draw(ui, view, result, inputs, actions);
     }
+}
+
+/// The shown knockout's numbers beside the map: what is knocked out and the answer before → after.
+fn knockout_readout(ui: &mut egui::Ui, view: &ViewState) {
+    ui.horizontal_wrapped(|ui| match &view.knockout {
+        Some(k) => {
+            let r = &k.result;
+            ui.label(format!(
+                "{}: p({}) {} → {}",
+                k.spec.describe(),
+                super::tokens::quoted(&k.token.1),
+                super::answer::format_percent(r.base_prob),
+                super::answer::format_percent(r.prob)
+            ));
+            ui.label(
+                egui::RichText::new(super::knockout::format_change(r.rel_change))
+                    .strong()
+                    .color(super::knockout::change_color(r.rel_change)),
+            );
+            if view.busy {
+                ui.weak("updating…");
+            }
+        }
+        None => {
+            ui.weak("Click a band or drag a rectangle to knock it out of the answer (Shift adds a block; right-click for more).");
+        }
+    });
 }
 
 fn progress_row(
@@ -724,7 +761,14 @@ fn progress_row(
 }
 
 impl HeatmapPanel {
-    fn draw(&mut self, ui: &mut egui::Ui, result: &HeatResult, inputs: &InputsView) {
+    fn draw(
+        &mut self,
+        ui: &mut egui::Ui,
+        view: &ViewState,
+        result: &HeatResult,
+        inputs: &InputsView,
+        actions: &mut Vec<Action>,
+    ) {
         let m = &result.matrix;
         if m.layers == 0 || m.positions == 0 {
             ui.weak("The matrix is empty.");
@@ -765,7 +809,11 @@ impl HeatmapPanel {
         // Named for screen readers (and tests, which hover it).
         response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, CELLS_LABEL));
 
-        // Navigation first, so this frame already draws the new window.
+        // Navigation first, so this frame already draws the new window: Ctrl+wheel or pinch zooms,
+        // Ctrl+drag, the middle button or the horizontal scroll pans (a plain drag picks a rectangle).
+        let (modifiers, scroll_x) = ui.input(|i| (i.modifiers, i.smooth_scroll_delta.x));
+        let panning = response.dragged_by(egui::PointerButton::Middle)
+            || (response.dragged_by(egui::PointerButton::Primary) && modifiers.command);
         if let Some(p) = response.hover_pos() {
             let zoom = ui.input(|i| i.zoom_delta());
             if zoom != 1.0 {
@@ -773,10 +821,16 @@ impl HeatmapPanel {
                 window = window.zoom(anchor, f64::from(zoom), m.positions);
             }
         }
-        if response.dragged() {
-            let dx = f64::from(response.drag_delta().x);
+        let dx = if panning {
+            response.drag_delta().x
+        } else if response.hovered() {
+            scroll_x
+        } else {
+            0.0
+        };
+        if dx != 0.0 {
             window = window.pan(
-                -dx * window.count / f64::from(heat_rect.width()),
+                -f64::from(dx) * window.count / f64::from(heat_rect.width()),
                 m.positions,
             );
         }
@@ -790,6 +844,8 @@ impl HeatmapPanel {
             positions: m.positions,
             window,
         };
+        let dragging = self.pick(ui, &response, &geo, inputs, modifiers, panning, actions);
+        self.context_menu(&response, &geo, view, inputs, actions);
 
         let painter = ui.painter_at(area);
         let max_dim = heatmap_gpu::installed(ui.ctx());
@@ -853,8 +909,44 @@ impl HeatmapPanel {
             weak,
         );
 
+        // The shown knockout's blocks, and the rectangle being dragged.
+        let blocks = view
+            .knockout
+            .as_ref()
+            .map(|k| super::heatmap_pick::block_rects(&inputs.map, &k.spec, &geo))
+            .unwrap_or_default();
+        super::heatmap_pick::draw_overlay(
+            &painter,
+            &blocks,
+            dragging,
+            ui.visuals().strong_text_color(),
+        );
+
         // Token axis: groups, then time ticks.
         let strip_y = heat_rect.max.y + 1.0;
+        let strip = ui.interact(
+            Rect::from_min_max(
+                Pos2::new(heat_rect.min.x, strip_y),
+                Pos2::new(heat_rect.max.x, strip_y + GROUP_STRIP),
+            ),
+            ui.scope_id().with("heatmap_groups"),
+            Sense::click(),
+        );
+        strip.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Canvas, true, GROUPS_LABEL));
+        if strip.clicked() {
+            let p = strip.interact_pointer_pos();
+            let pos = p.and_then(|p| geo.cell_at(Pos2::new(p.x, heat_rect.center().y)));
+            if let Some(sel) =
+                pos.and_then(|(_, pos)| super::heatmap_pick::group_selector(&inputs.map, pos))
+            {
+                actions.push(Action::PickSpan {
+                    role: super::media::SpanRole::Source,
+                    selector: sel,
+                    layers: None,
+                    add: modifiers.shift,
+                });
+            }
+        }
         for (x0, x1, g) in group_runs(&inputs.groups, &geo) {
             painter.rect_filled(
                 Rect::from_min_max(Pos2::new(x0, strip_y), Pos2::new(x1, strip_y + GROUP_STRIP)),
@@ -906,6 +998,132 @@ impl HeatmapPanel {
             geo.positions_per_point(),
             result.seconds,
         ));
+    }
+}
+
+impl HeatmapPanel {
+    /// A click picks the run under the pointer, a drag the rectangle (live; with Shift on release).
+    /// Returns the rectangle being dragged, to draw.
+    #[allow(clippy::too_many_arguments)]
+    fn pick(
+        &mut self,
+        ui: &egui::Ui,
+        response: &egui::Response,
+        geo: &Geometry,
+        inputs: &InputsView,
+        modifiers: egui::Modifiers,
+        panning: bool,
+        actions: &mut Vec<Action>,
+    ) -> Option<Rect> {
+        use super::heatmap_pick::{rect_cells, run_at, span_selector};
+        let source = super::media::SpanRole::Source;
+        if response.clicked() && !modifiers.command {
+            let cell = response.interact_pointer_pos().and_then(|p| geo.cell_at(p));
+            if let Some((a, b, _)) = cell.and_then(|(_, pos)| run_at(&inputs.map, pos)) {
+                actions.push(Action::PickSpan {
+                    role: source,
+                    selector: span_selector(&inputs.map, a, b),
+                    layers: None,
+                    add: modifiers.shift,
+                });
+            }
+        }
+        if response.drag_started_by(egui::PointerButton::Primary) && !panning {
+            let origin = ui.input(|i| i.pointer.press_origin());
+            self.drag_from = origin.and_then(|p| geo.cell_at(p));
+            self.dragged = None;
+        }
+        let mut shown = None;
+        if let Some(from) = self.drag_from.filter(|_| !panning) {
+            let to = response
+                .interact_pointer_pos()
+                .map(|p| p.clamp(geo.rect.min, geo.rect.max - egui::vec2(0.01, 0.01)))
+                .and_then(|p| geo.cell_at(p));
+            if let Some(to) = to {
+                let ((l0, l1), (a, b)) = rect_cells(from, to);
+                let changed = self.dragged != Some(((l0, l1), (a, b)));
+                self.dragged = Some(((l0, l1), (a, b)));
+                let stopped = response.drag_stopped();
+                // Live while dragging; a Shift-drag adds its block once, on release.
+                if (changed && !modifiers.shift) || (stopped && modifiers.shift) {
+                    actions.push(Action::PickSpan {
+                        role: source,
+                        selector: span_selector(&inputs.map, a, b),
+                        layers: Some((l0, l1)),
+                        add: modifiers.shift,
+                    });
+                }
+                let (top, _) = geo.row_span(l1 - 1);
+                let (_, bottom) = geo.row_span(l0);
+                shown = Some(Rect::from_min_max(
+                    Pos2::new(geo.x_of(a as f64), top),
+                    Pos2::new(geo.x_of(b as f64), bottom),
+                ));
+            }
+            if response.drag_stopped() || !response.dragged() {
+                self.drag_from = None;
+                self.dragged = None;
+            }
+        }
+        shown
+    }
+
+    /// Right-click: the run under the pointer as the source, the target, one more block, or dropped from
+    /// the clicked layer.
+    fn context_menu(
+        &mut self,
+        response: &egui::Response,
+        geo: &Geometry,
+        view: &ViewState,
+        inputs: &InputsView,
+        actions: &mut Vec<Action>,
+    ) {
+        use super::heatmap_pick::{run_at, span_selector};
+        use super::media::SpanRole;
+        if response.secondary_clicked() {
+            self.menu_cell = response.interact_pointer_pos().and_then(|p| geo.cell_at(p));
+        }
+        let Some((layer, pos)) = self.menu_cell else {
+            return;
+        };
+        let Some((a, b, _)) = run_at(&inputs.map, pos) else {
+            return;
+        };
+        let sel = span_selector(&inputs.map, a, b);
+        response.context_menu(|ui| {
+            let pick = |role, add| Action::PickSpan {
+                role,
+                selector: sel.clone(),
+                layers: None,
+                add,
+            };
+            if ui.button(format!("Knock out {sel} (source)")).clicked() {
+                actions.push(pick(SpanRole::Source, false));
+                ui.close();
+            }
+            if ui.button(format!("Add {sel} as a block")).clicked() {
+                actions.push(pick(SpanRole::Source, true));
+                ui.close();
+            }
+            if ui.button(format!("Use {sel} as the target")).clicked() {
+                actions.push(pick(SpanRole::Target, false));
+                ui.close();
+            }
+            if ui
+                .button(format!("Drop {sel} from layer {layer}"))
+                .clicked()
+            {
+                actions.push(Action::Drop(crate::session::DropSpec {
+                    selector: sel.clone(),
+                    from_layer: layer,
+                    generate: 0,
+                    curve: true,
+                    token: view.tracked.token.as_ref().map(|t| t.0),
+                }));
+                actions.push(Action::Focus(super::drop::PANEL_NAME));
+                ui.close();
+            }
+        });
     }
 }
 

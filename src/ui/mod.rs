@@ -14,6 +14,7 @@ pub mod drop;
 pub mod figure;
 pub mod heatmap;
 pub mod heatmap_gpu;
+pub mod heatmap_pick;
 pub mod knockout;
 pub mod media;
 pub mod media_input;

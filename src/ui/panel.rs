@@ -54,6 +54,8 @@ pub enum Action {
     },
     /// Follow this answer in every knockout and sweep from now on (and rerun the shown knockout).
     Track(Tracked),
+    /// Show this panel (activate its tab).
+    Focus(&'static str),
     /// Generate the model's own answer with and without the shown knockout.
     Generate,
     /// Stop the answers being generated (keeping their tokens so far).
