@@ -12,7 +12,7 @@ use crate::prompt::Selector;
 use super::{AnswerScores, AnswerSpec, Session, Watch};
 
 /// One block: `target`'s queries lose `source`'s keys in decoder layers `start..end` (half-open).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KnockoutBlock {
     pub source: Selector,
     pub target: Selector,
@@ -32,7 +32,7 @@ impl KnockoutBlock {
 
 /// A knockout request: its blocks (the first is the main one; the app's toggle grid adds more, applied
 /// together), the token to watch, and optionally a size-matched random control.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KnockoutSpec {
     pub blocks: Vec<KnockoutBlock>,
     /// Token whose probability is reported; `None`: the baseline top-1.
@@ -41,6 +41,7 @@ pub struct KnockoutSpec {
     /// before the last target that are neither sources nor targets): the research protocol's control.
     pub control_seed: Option<u64>,
     /// A typed answer and multiple-choice options scored with and without the knockout.
+    #[serde(default, skip_serializing_if = "AnswerSpec::is_empty")]
     pub answers: AnswerSpec,
 }
 

@@ -28,6 +28,8 @@ mod export_drop;
 #[cfg(test)]
 mod heatmap_tests;
 #[cfg(test)]
+mod history_tests;
+#[cfg(test)]
 mod knockout_tests;
 #[cfg(test)]
 mod salmonn_tests;
@@ -563,6 +565,40 @@ impl AvflowApp {
         self.submit(Request::Knockout(spec));
     }
 
+    /// The knockout history of the loaded model on `inputs`, from its file (an empty one when new).
+    fn load_history(&mut self, inputs: &Path) {
+        let Some(model) = self.view.model.as_ref().map(|m| m.source.clone()) else {
+            return;
+        };
+        let dir = self.prompt.cache_dir.parent().map_or_else(
+            || self.prompt.cache_dir.join("history"),
+            |p| p.join("history"),
+        );
+        let file = super::history::KnockoutHistory::file_in(&dir, &model, inputs);
+        let (history, note) = super::history::KnockoutHistory::load(&file, &model, inputs);
+        if let Some(n) = &note {
+            self.notes.push(n.clone());
+        }
+        self.view.history = super::history::HistoryView {
+            history,
+            file: Some(file),
+            note,
+        };
+    }
+
+    /// Writes the history file (atomically); a failure is shown in the panel, nothing else stops.
+    fn save_history(&mut self) {
+        let h = &mut self.view.history;
+        if let Some(file) = &h.file {
+            if let Err(e) = h.history.save(file) {
+                h.note = Some(format!(
+                    "The knockout history could not be saved to {}: {e}",
+                    file.display()
+                ));
+            }
+        }
+    }
+
     /// Follows another answer from now on; the shown knockout is rerun for it.
     fn track(&mut self, tracked: super::panel::Tracked) {
         self.view.tracked = tracked;
@@ -722,6 +758,7 @@ impl AvflowApp {
                 }
             }
             Reply::InputsLoaded { path, map } => {
+                self.load_history(&path);
                 self.status = Status::Info(format!(
                     "Read {} positions from {}.",
                     map.seq_len(),
@@ -770,6 +807,8 @@ impl AvflowApp {
                         }
                     ));
                 }
+                self.view.history.history.record(&outcome);
+                self.save_history();
                 self.view.knockout = Some(*outcome);
             }
             Reply::Generated(g) => self.view.generation.update(g),
@@ -1123,6 +1162,25 @@ impl eframe::App for AvflowApp {
                     });
                 }
                 Action::Focus(panel) => self.focus_panel = Some(panel),
+                Action::History(e) => {
+                    let export = matches!(e, super::history::HistoryEdit::Export(_));
+                    let note = super::history::edit(&mut self.view.history, e);
+                    if !export {
+                        self.save_history();
+                    }
+                    if note.is_some() {
+                        self.view.history.note = note;
+                    }
+                }
+                Action::ApplyKnockout(spec, token) => {
+                    self.view.tracked = super::panel::Tracked {
+                        token: spec.token.map(|id| (id, token.1.clone())),
+                        answers: spec.answers.clone(),
+                    };
+                    let serial = self.view.apply.as_ref().map_or(0, |a| a.0) + 1;
+                    self.view.apply = Some((serial, spec));
+                    self.focus_panel = Some("Knockout");
+                }
                 Action::Track(t) => self.track(t),
                 Action::Generate => self.generate(),
                 Action::CancelGenerate => self.cancel_generate(),
@@ -1406,7 +1464,14 @@ mod tests {
             // Token texts are model data (CJK, emoji, byte-level forms) that the built-in Latin font may
             // lack; the app draws tofu for those, so must the test.
             .allow_missing_glyphs()
-            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+            .build_eframe(|cc| {
+                AvflowApp::with_cache_dir(
+                    &cc.egui_ctx,
+                    None,
+                    opts,
+                    super::test_support::test_cache_dir(),
+                )
+            });
         let t0 = Instant::now();
         loop {
             harness.step();
@@ -1462,7 +1527,14 @@ mod tests {
             .with_size(egui::vec2(1100.0, 760.0))
             .allow_missing_glyphs()
             .renderer(renderer)
-            .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+            .build_eframe(|cc| {
+                AvflowApp::with_cache_dir(
+                    &cc.egui_ctx,
+                    None,
+                    opts,
+                    super::test_support::test_cache_dir(),
+                )
+            });
         let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
             !app.view().busy
                 && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))

@@ -136,6 +136,21 @@ impl KnockoutSettings {
         spec
     }
 
+    /// The settings that ask for `spec` again: its first block is the main one, the others extra blocks
+    /// (the toggle grid's blocks come back as such too, into the same target). `None` without blocks.
+    pub fn from_spec(spec: &KnockoutSpec, layers: usize) -> Option<Self> {
+        let (main, rest) = spec.blocks.split_first()?;
+        let (start, end) = clamp_range(main.start, main.end, layers);
+        Some(Self {
+            source: main.source.clone(),
+            target: main.target.clone(),
+            start,
+            end,
+            toggles: BTreeMap::new(),
+            extra: rest.to_vec(),
+        })
+    }
+
     /// Applies a span sent from the heatmap, the media timeline or the token strip: as the source or the
     /// target, with its layers when it has them; added as one more block instead when `add`.
     pub fn apply_pick(&mut self, p: &super::media::SpanPick, layers: usize) {
@@ -599,6 +614,8 @@ pub struct KnockoutPanel {
     settings: Option<KnockoutSettings>,
     /// The last [`super::media::SpanPick`] applied.
     seen_pick: u64,
+    /// The last request re-applied from the knockout history.
+    seen_apply: u64,
     history: History<KnockoutSettings>,
     /// Columns of the toggle grid.
     columns: usize,
@@ -614,6 +631,7 @@ impl Default for KnockoutPanel {
         Self {
             settings: None,
             seen_pick: 0,
+            seen_apply: 0,
             history: History::new(HISTORY_LEN),
             columns: 3,
             axis_from: None,
@@ -652,6 +670,12 @@ impl Panel for KnockoutPanel {
         {
             self.seen_pick = p.serial;
             sel.apply_pick(p, layers);
+        }
+        if let Some((serial, spec)) = view.apply.as_ref().filter(|(s, _)| *s > self.seen_apply) {
+            self.seen_apply = *serial;
+            if let Some(s) = KnockoutSettings::from_spec(spec, layers) {
+                sel = s;
+            }
         }
         let (undo, redo) = self.shortcuts(ui);
         let timeline = view

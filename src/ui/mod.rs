@@ -15,6 +15,7 @@ pub mod figure;
 pub mod heatmap;
 pub mod heatmap_gpu;
 pub mod heatmap_pick;
+pub mod history;
 pub mod knockout;
 pub mod media;
 pub mod media_input;

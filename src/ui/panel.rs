@@ -56,6 +56,10 @@ pub enum Action {
     Track(Tracked),
     /// Show this panel (activate its tab).
     Focus(&'static str),
+    /// Change the knockout history (pin, rename, remove, export).
+    History(super::history::HistoryEdit),
+    /// Set the knockout panel to this request and follow its token (id and text) again.
+    ApplyKnockout(KnockoutSpec, (u32, String)),
     /// Generate the model's own answer with and without the shown knockout.
     Generate,
     /// Stop the answers being generated (keeping their tokens so far).
@@ -219,6 +223,11 @@ pub struct ViewState {
     pub tracked: Tracked,
     /// The model's own answers, with and without the knockout.
     pub generation: GenerationView,
+    /// The knockouts tried on this model and prompt.
+    pub history: super::history::HistoryView,
+    /// A request for the knockout panel to adopt (re-applied from the history); `serial` grows with
+    /// each so the panel applies each one once.
+    pub apply: Option<(u64, KnockoutSpec)>,
 }
 
 pub trait Panel {
@@ -235,6 +244,7 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
         Box::new(super::media::MediaPanel::default()),
         Box::new(super::answer::AnswerPanel::default()),
         Box::new(super::knockout::KnockoutPanel::default()),
+        Box::new(super::history::HistoryPanel::default()),
         Box::new(super::sweep::SweepPanel::default()),
         Box::new(super::heatmap::HeatmapPanel::default()),
         Box::new(super::drop::DropPanel::default()),
@@ -250,7 +260,7 @@ mod tests {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
         assert_eq!(
             names,
-            vec!["Tokens", "Media", "Answer", "Knockout", "Sweep", "Heatmap", "Drop"]
+            vec!["Tokens", "Media", "Answer", "Knockout", "History", "Sweep", "Heatmap", "Drop"]
         );
     }
 

@@ -53,8 +53,9 @@ const PROMPT_COLUMN: Column = &[(&["Media"], 0.5), (&["Tokens"], 0.5)];
 /// The default's centre: the heatmap, which gets the most room, over the sweep and drop curves as tabs.
 const CENTRE_COLUMN: Column = &[(&["Heatmap"], 0.62), (&["Sweep", "Drop"], 0.38)];
 
-/// The default's readout column, right of the heatmap: the answer and the knockout that changes it.
-const READOUT_COLUMN: Column = &[(&["Answer"], 0.32), (&["Knockout"], 0.68)];
+/// The default's readout column, right of the heatmap: the answer and the knockout that changes it, with
+/// the knockouts tried as a tab beside it.
+const READOUT_COLUMN: Column = &[(&["Answer"], 0.32), (&["Knockout", "History"], 0.68)];
 
 /// The columns left to right with their width shares, fitted to a 1366×768 window: every pane keeps a
 /// usable size and the heatmap stays the largest.
@@ -399,10 +400,13 @@ mod tests {
         assert_eq!(tabs_of(&tree, "Drop"), vec!["Sweep", "Drop"]);
         let ws = Workspace::new(names());
         assert!(ws.is_shown("Sweep") && !ws.is_shown("Drop"));
-        for solo in ["Media", "Tokens", "Heatmap", "Answer", "Knockout"] {
+        for solo in ["Media", "Tokens", "Heatmap", "Answer"] {
             assert_eq!(tabs_of(&tree, solo), vec![solo]);
             assert!(ws.is_shown(solo), "{solo}");
         }
+        // The knockouts tried sit as a tab beside the knockout, which is open.
+        assert_eq!(tabs_of(&tree, "History"), vec!["Knockout", "History"]);
+        assert!(ws.is_shown("Knockout") && !ws.is_shown("History"));
         // Root: three columns; Media above Tokens, the heatmap above Sweep/Drop, Answer above Knockout.
         let root = tree.root.expect("root");
         let Some(Container::Linear(cols)) = tree.tiles.get_container(root) else {
@@ -516,14 +520,14 @@ mod tests {
         }
         assert!(ws.focus("Drop"));
         assert!(!ws.is_default());
-        assert_eq!(tabs_of(&ws.tree, "Drop"), vec!["Knockout", "Drop"]);
+        assert_eq!(tabs_of(&ws.tree, "Drop"), vec!["Knockout", "Drop", "History"]);
 
         let mut storage = MemoryStorage::default();
         ws.save(&mut storage);
         let back = Workspace::load(Some(&storage), names());
         assert_eq!(back.tree, ws.tree);
         assert!(back.is_shown("Drop") && !back.is_shown("Knockout"));
-        assert_eq!(tabs_of(&back.tree, "Drop"), vec!["Knockout", "Drop"]);
+        assert_eq!(tabs_of(&back.tree, "Drop"), vec!["Knockout", "Drop", "History"]);
 
         let mut back = back;
         back.reset();

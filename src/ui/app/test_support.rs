@@ -81,12 +81,33 @@ pub fn require_fixture(path: &Path) {
 
 /// The app of `size` on the demo, loaded and answered; fails without the demo.
 pub fn demo_app(size: egui::Vec2) -> egui_kittest::Harness<'static, AvflowApp> {
+    demo_app_in(size, &test_cache_dir())
+}
+
+/// A fresh folder for what an app writes (prepared inputs, the knockout history), under the system's
+/// temporary folder: tests never write into the user's own data folder.
+pub fn test_cache_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    std::env::temp_dir()
+        .join(format!("avflow-ui-tests-{}", std::process::id()))
+        .join(format!("app-{n}"))
+        .join("prepared")
+}
+
+/// [`demo_app`] writing into `cache_dir` (its parent holds the knockout history): two apps on the same
+/// folder see the same history, as two runs of the app do.
+pub fn demo_app_in(
+    size: egui::Vec2,
+    cache_dir: &Path,
+) -> egui_kittest::Harness<'static, AvflowApp> {
     require_demo();
     let opts = demo_options();
+    let cache = cache_dir.to_path_buf();
     let mut harness = egui_kittest::Harness::builder()
         .with_size(size)
         .allow_missing_glyphs()
-        .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+        .build_eframe(|cc| AvflowApp::with_cache_dir(&cc.egui_ctx, None, opts, cache));
     let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
         !app.view().busy
             && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))

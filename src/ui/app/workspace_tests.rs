@@ -63,7 +63,14 @@ fn the_default_layout_fits_a_laptop_screen() {
         .with_size(LAPTOP)
         .allow_missing_glyphs()
         .renderer(renderer)
-        .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, None, opts));
+        .build_eframe(|cc| {
+            AvflowApp::with_cache_dir(
+                &cc.egui_ctx,
+                None,
+                opts,
+                super::test_support::test_cache_dir(),
+            )
+        });
     let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
         !app.view().busy
             && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
@@ -162,7 +169,14 @@ fn a_dragged_layout_is_saved_restored_and_reset() {
     let mut again = egui_kittest::Harness::builder()
         .with_size(LAPTOP)
         .allow_missing_glyphs()
-        .build_eframe(|cc| AvflowApp::new(&cc.egui_ctx, Some(&storage), opts));
+        .build_eframe(|cc| {
+            AvflowApp::with_cache_dir(
+                &cc.egui_ctx,
+                Some(&storage),
+                opts,
+                super::test_support::test_cache_dir(),
+            )
+        });
     again.run_steps(2);
     assert_eq!(again.state().workspace, layout);
     assert!(again.state().workspace.is_shown("Drop"));
