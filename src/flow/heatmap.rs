@@ -293,19 +293,82 @@ pub fn knockout_effect_matrix(
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Option<Heatmap>> {
-    use crate::flow::knockout::{run_batch, score_logits, Knockout};
-    use crate::flow::sweep::{window as layer_window, Align};
-    let (layers, seq) = (decoder.num_layers(), trace.seq_len);
-    if window == 0 || max_bins == 0 {
+    if max_bins == 0 {
         return Err(Error::Prompt(
             "the window and the number of bins must be at least 1".into(),
         ));
     }
-    let width = seq.div_ceil(max_bins);
-    let bins: Vec<std::ops::Range<usize>> = (0..seq)
+    let bins = position_bins(trace.seq_len, max_bins);
+    knockout_effect_bins(decoder, trace, window, &bins, cancel, progress)
+}
+
+/// At most `max_bins` contiguous bins of equal width over `seq` positions.
+pub fn position_bins(seq: usize, max_bins: usize) -> Vec<Vec<usize>> {
+    let width = seq.div_ceil(max_bins.max(1)).max(1);
+    (0..seq)
         .step_by(width)
-        .map(|a| a..(a + width).min(seq))
-        .collect();
+        .map(|a| (a..(a + width).min(seq)).collect())
+        .collect()
+}
+
+/// The stages of the knockout-effect map, coarse to fine: each group as one span (`system`, `audio`,
+/// `video`, `question` …, `last`), then each contiguous run of one group (a 2-s chunk of audio or video
+/// in an interleaved prompt), then positions in at most [`EFFECT_BINS`] bins. A stage that would repeat
+/// the previous one is left out.
+pub fn effect_stages(groups: &Groups, seq: usize) -> Vec<(&'static str, Vec<Vec<usize>>)> {
+    let mut group_of: Vec<Option<&str>> = vec![None; seq];
+    let mut by_group: Vec<Vec<usize>> = Vec::new();
+    for (name, pos) in &groups.spans {
+        let pos: Vec<usize> = pos.iter().copied().filter(|&p| p < seq).collect();
+        if pos.is_empty() {
+            continue;
+        }
+        for &p in &pos {
+            group_of[p] = Some(name.as_str());
+        }
+        by_group.push(pos);
+    }
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for p in 0..seq {
+        let Some(g) = group_of[p] else { continue };
+        match runs.last_mut() {
+            Some(r) if r.last() == Some(&(p - 1)) && group_of[p - 1] == Some(g) => r.push(p),
+            _ => runs.push(vec![p]),
+        }
+    }
+    let fine = position_bins(seq, EFFECT_BINS);
+    let mut stages: Vec<(&'static str, Vec<Vec<usize>>)> = Vec::new();
+    for (name, bins) in [("groups", by_group), ("runs", runs), ("positions", fine)] {
+        if bins.is_empty()
+            || stages
+                .last()
+                .is_some_and(|(_, prev)| prev.len() == bins.len())
+        {
+            continue;
+        }
+        stages.push((name, bins));
+    }
+    stages
+}
+
+/// [`knockout_effect_matrix`] over given bins: each bin (any set of positions) blocked from the last
+/// position as one span over each layer's window, its value written at its positions (0 elsewhere).
+pub fn knockout_effect_bins(
+    decoder: &Decoder,
+    trace: &Trace,
+    window: usize,
+    bins: &[Vec<usize>],
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Option<Heatmap>> {
+    use crate::flow::knockout::{run_batch, score_logits, Knockout};
+    use crate::flow::sweep::{window as layer_window, Align};
+    let (layers, seq) = (decoder.num_layers(), trace.seq_len);
+    if window == 0 {
+        return Err(Error::Prompt(
+            "the window and the number of bins must be at least 1".into(),
+        ));
+    }
     let mut values = vec![0f32; layers * seq];
     // A few bins per batch: every window of a bin shares its one recomputed row per layer.
     let per_batch = (256 / layers.max(1)).max(1);
@@ -319,7 +382,7 @@ pub fn knockout_effect_matrix(
                 (0..layers).map(move |l| {
                     let (start, end) = layer_window(l, window, layers, Align::Center);
                     Knockout {
-                        sources: b.clone().collect(),
+                        sources: b.clone(),
                         targets: vec![seq - 1],
                         start,
                         end,
@@ -331,7 +394,9 @@ pub fn knockout_effect_matrix(
         for (i, lg) in logits.iter().enumerate() {
             let (b, l) = (&chunk[i / layers], i % layers);
             let change = score_logits(lg, trace, None)?.rel_change;
-            values[l * seq + b.start..l * seq + b.end].fill(change);
+            for &p in b {
+                values[l * seq + p] = change;
+            }
         }
         progress(((done + 1) * per_batch).min(bins.len()), bins.len());
     }
@@ -458,6 +523,51 @@ mod tests {
                 .expect("ok")
                 .is_none()
         );
+    }
+
+    /// The coarse-to-fine stages: groups (each one span), then contiguous runs, then position bins; every
+    /// cell of a stage is the knockout of its span from the last position over that layer's window.
+    #[test]
+    fn knockout_effect_stages_go_from_groups_to_runs_to_positions() {
+        let s = demo();
+        let (dec, trace) = (s.model.decoder(), &s.trace);
+        let seq = trace.seq_len;
+        let stages = effect_stages(&s.groups, seq);
+        let names: Vec<&str> = stages.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["groups", "runs", "positions"]);
+        let (groups, runs) = (&stages[0].1, &stages[1].1);
+        assert!(groups.len() < runs.len() && runs.len() < stages[2].1.len());
+        // Runs are contiguous, of one group each, and cover what the groups cover.
+        let covered = |bins: &Vec<Vec<usize>>| {
+            let mut v: Vec<usize> = bins.iter().flatten().copied().collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(covered(groups), covered(runs));
+        assert!(runs.iter().all(|r| r.windows(2).all(|w| w[1] == w[0] + 1)));
+        let no = AtomicBool::new(false);
+        let layers = dec.num_layers();
+        for (name, bins) in &stages[..2] {
+            let m = knockout_effect_bins(dec, trace, 2, bins, &no, &mut |_, _| {})
+                .expect("map")
+                .expect("not cancelled");
+            for bin in bins.iter().take(4) {
+                for l in 0..layers {
+                    let (start, end) =
+                        crate::flow::sweep::window(l, 2, layers, crate::flow::Align::Center);
+                    let ko = crate::flow::Knockout {
+                        sources: bin.clone(),
+                        targets: vec![seq - 1],
+                        start,
+                        end,
+                    };
+                    let want = ko.score(dec, trace, None).expect("knockout").rel_change;
+                    for &p in bin {
+                        assert!(close(m.get(l, p).expect("cell"), want), "{name} ({l}, {p})");
+                    }
+                }
+            }
+        }
     }
 
     /// The lens at every position is the single-position logit lens, chunked or not; its last row at the

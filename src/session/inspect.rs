@@ -167,6 +167,46 @@ impl Session {
         Ok(AttentionOutcome { rows, map, mass })
     }
 
+    /// The knockout-effect map coarse to fine ([`crate::flow::heatmap::effect_stages`]): groups, then
+    /// contiguous runs, then position bins; `on_stage(stage, matrix)` gets each one as it is done (the
+    /// app shows it while the next one computes). `watch.progress` counts bins over all stages. Returns
+    /// the finest matrix and the token it follows (the baseline top-1).
+    pub fn knockout_effect_stages(
+        &mut self,
+        watch: &Watch,
+        on_stage: &mut dyn FnMut(&str, &Heatmap),
+    ) -> Result<(Heatmap, u32)> {
+        self.select(&Selector::group("last"))?;
+        self.trace(watch)?;
+        let groups = self.groups().clone();
+        let (dec, trace) = self.parts()?;
+        let stages = crate::flow::heatmap::effect_stages(&groups, trace.seq_len);
+        let total: usize = stages.iter().map(|(_, b)| b.len()).sum();
+        let mut done = 0;
+        let mut last = None;
+        for (name, bins) in &stages {
+            watch.status(&format!(
+                "Knockout effect by {name}: {} layers × {} spans…",
+                dec.num_layers(),
+                bins.len()
+            ));
+            let m = crate::flow::heatmap::knockout_effect_bins(
+                dec,
+                trace,
+                9,
+                bins,
+                watch.cancel,
+                &mut |d, _| watch.progress(done + d, total),
+            )?
+            .ok_or(Error::Cancelled)?;
+            done += bins.len();
+            on_stage(name, &m);
+            last = Some(m);
+        }
+        let m = last.ok_or_else(|| Error::Other("the prompt has no positions".into()))?;
+        Ok((m, trace.top1_id))
+    }
+
     /// A layer × position matrix of `metric` ([`crate::flow::heatmap`]); the lens metrics follow the
     /// baseline top-1 (returned with the matrix). `watch.progress` counts the metric's steps; a cancel gives
     /// [`Error::Cancelled`].

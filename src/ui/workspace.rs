@@ -520,14 +520,20 @@ mod tests {
         }
         assert!(ws.focus("Drop"));
         assert!(!ws.is_default());
-        assert_eq!(tabs_of(&ws.tree, "Drop"), vec!["Knockout", "Drop", "History"]);
+        assert_eq!(
+            tabs_of(&ws.tree, "Drop"),
+            vec!["Knockout", "Drop", "History"]
+        );
 
         let mut storage = MemoryStorage::default();
         ws.save(&mut storage);
         let back = Workspace::load(Some(&storage), names());
         assert_eq!(back.tree, ws.tree);
         assert!(back.is_shown("Drop") && !back.is_shown("Knockout"));
-        assert_eq!(tabs_of(&back.tree, "Drop"), vec!["Knockout", "Drop", "History"]);
+        assert_eq!(
+            tabs_of(&back.tree, "Drop"),
+            vec!["Knockout", "Drop", "History"]
+        );
 
         let mut back = back;
         back.reset();

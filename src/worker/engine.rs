@@ -220,7 +220,28 @@ impl Engine for SessionEngine {
             Request::Heatmap(metric) => {
                 let t0 = Instant::now();
                 let s = self.session()?;
-                let (matrix, token) = ctx.with_watch(|w| s.heatmap(*metric, w))?;
+                let (matrix, token) = if *metric == crate::flow::heatmap::HeatMetric::KnockoutEffect
+                {
+                    // Coarse to fine: each stage is shown while the next one computes.
+                    ctx.with_watch(|w| s.trace(w).map(|_| ()))?;
+                    let top1 = s.traced().map(|t| t.trace.top1_id);
+                    let text = |t: u32| s.model.token_text(t);
+                    let token = top1.map(|t| (t, text(t)));
+                    ctx.with_watch(|w| {
+                        s.knockout_effect_stages(w, &mut |_, m| {
+                            if let Some(token) = &token {
+                                ctx.reply(Reply::Heatmap(HeatmapOutcome {
+                                    metric: *metric,
+                                    matrix: Arc::new(m.clone()),
+                                    token: token.clone(),
+                                    seconds: t0.elapsed().as_secs_f32(),
+                                }));
+                            }
+                        })
+                    })?
+                } else {
+                    ctx.with_watch(|w| s.heatmap(*metric, w))?
+                };
                 Ok(vec![Reply::Heatmap(HeatmapOutcome {
                     metric: *metric,
                     matrix: Arc::new(matrix),

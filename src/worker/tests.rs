@@ -1259,3 +1259,58 @@ fn real_engine_drops_as_the_library_does() {
     assert!(failed(&f).1.is_some_and(|f| f.contains("from 0 to 2")));
     assert!(w.shutdown(Duration::from_secs(5)));
 }
+
+/// The knockout-effect map arrives coarse to fine: one reply per stage (groups, runs, positions), each
+/// with fewer distinct columns than the next, the last equal to the library's map; the generation streams
+/// token by token and ends with the library's answer.
+#[test]
+fn real_engine_streams_the_effect_map_and_the_answer() {
+    let w = demo_worker();
+    let (r, f) = run(&w, Request::LoadInputs(demo_inputs()));
+    assert_eq!(f, Finish::Done, "{r:?}");
+    let (r, f) = run(&w, Request::Heatmap(HeatMetric::KnockoutEffect));
+    assert_eq!(f, Finish::Done);
+    let maps: Vec<&Heatmap> = r
+        .iter()
+        .filter_map(|x| match x {
+            Reply::Heatmap(h) => Some(&*h.matrix),
+            _ => None,
+        })
+        .collect();
+    // Three stages, then the final reply (the finest stage again).
+    assert_eq!(maps.len(), 4, "{}", maps.len());
+    let distinct = |m: &Heatmap| {
+        let mut v: Vec<u32> = m.row(0).iter().map(|x| x.to_bits()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    assert!(distinct(maps[0]) < distinct(maps[1]), "groups then runs");
+    assert_eq!(maps[2], maps[3]);
+    let mut lib = demo_session();
+    let (want, _) = lib
+        .heatmap(HeatMetric::KnockoutEffect, &Watch::none())
+        .expect("library map");
+    assert_eq!(*maps[3], want);
+
+    let spec = crate::worker::GenerateSpec {
+        knockout: Some(KnockoutSpec::single(sel("audio"), sel("last"), 0, 3)),
+        max_new: 5,
+    };
+    let (r, f) = run(&w, Request::Generate(spec.clone()));
+    assert_eq!(f, Finish::Done);
+    let steps: Vec<&crate::worker::Generation> = r
+        .iter()
+        .filter_map(|x| match x {
+            Reply::Generated(g) => Some(g),
+            _ => None,
+        })
+        .collect();
+    let last = steps.last().expect("replies");
+    assert!(last.done && steps[..steps.len() - 1].iter().all(|g| !g.done));
+    assert_eq!(steps.len(), last.ids.len() + 1, "one reply per token, then the answer");
+    let want = lib
+        .generate_with(spec.knockout.as_ref(), 5, &Watch::none(), &mut |_| {})
+        .expect("library answer");
+    assert_eq!(last.ids, want.generated.ids);
+}
