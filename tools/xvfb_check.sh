@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Manual check (issue 5) that the real window opens and responds, on a machine without a desktop: starts
 # Xvfb on a free display, opens `avflow` (the bundled demo) there, waits for its window, presses the heatmap
-# shortcut (Ctrl+Shift+H) and clicks in it, and captures the screen before and after. Passes when the window
-# appeared, the pictures are not blank, the key and click changed the picture, and the app is still running.
+# shortcut (Ctrl+Shift+H), clicks on the heatmap until a click knocks a band out of the answer, and captures
+# the screen before and after. Passes when the window appeared, the pictures are not blank, the key changed
+# the picture, a click on the heatmap gave a knockout, and the app is still running.
 #
 # Builds nothing: run `cargo build` first (it uses target/debug/avflow, or $AVFLOW_BIN). Not part of CI
 # (the rendered kittests cover the panels); run it after changes to start-up, windowing or the renderer.
@@ -54,7 +55,7 @@ mkdir -p "$work/data" "$work/run"
 chmod 700 "$work/run"
 # RUST_LOG=warn: egui_wgpu names the adapter it got (a software one here) at that level.
 XDG_DATA_HOME="$work/data" XDG_RUNTIME_DIR="$work/run" WGPU_BACKEND="${WGPU_BACKEND:-vulkan}" \
-    RUST_LOG="${RUST_LOG:-warn}" "$bin" >"$work/app.log" 2>&1 &
+    RUST_LOG="${RUST_LOG:-warn,avflow=info}" "$bin" >"$work/app.log" 2>&1 &
 apid=$!
 
 wid="$(timeout 60 xdotool search --sync --name '^avflow$' | head -1 || true)"
@@ -90,17 +91,33 @@ std_after="$(std_of "$work/after-w.png")"
 cp "$work/after-w.png" "$out"
 echo "standard deviation: before $std_before, after $std_after; pixels changed by the key press: $changed"
 
-# Mouse: a click inside the window (through XTEST too); the app must take it and keep running.
-xdotool mousemove --window "$wid" 600 300 click 1
-sleep 2
+# Mouse: clicks down the middle of the heatmap pane (the centre column of the default workspace) until
+# one lands on the cells: the app logs the knockout it then shows ("knockout shown", the run under the
+# pointer knocked out of the answer).
+eval "$(xdotool getwindowgeometry --shell "$wid")"
+hx=$((WIDTH * 50 / 100))
+knocked=""
+for y in $(seq $((HEIGHT * 15 / 100)) 12 $((HEIGHT * 70 / 100))); do
+    xdotool mousemove --window "$wid" "$hx" "$y" click 1
+    sleep 1
+    if grep -q "knockout shown" "$work/app.log"; then
+        knocked="$(grep "knockout shown" "$work/app.log" | tail -1 | sed 's/.*knockout shown//')"
+        echo "a click at ($hx, $y) on the heatmap knocked out:$knocked"
+        import -window root "$work/knocked.png"
+        convert "$work/knocked.png" -crop "${WIDTH}x${HEIGHT}+${X}+${Y}" +repage "${out%.png}-knockout.png"
+        break
+    fi
+done
+sleep 1
 
 fail=0
 awk -v s="$std_before" 'BEGIN { exit !(s > 0.02) }' || { echo "FAIL: the window looks blank before the key press" >&2; fail=1; }
 awk -v s="$std_after" 'BEGIN { exit !(s > 0.02) }' || { echo "FAIL: the window looks blank after the key press" >&2; fail=1; }
 [ "${changed%% *}" != "0" ] || { echo "FAIL: Ctrl+Shift+H changed nothing on screen" >&2; fail=1; }
+[ -n "$knocked" ] || { echo "FAIL: no click on the heatmap gave a knockout" >&2; fail=1; }
 kill -0 "$apid" 2>/dev/null || { echo "FAIL: avflow exited after the input:" >&2; cat "$work/app.log" >&2; fail=1; }
 if [ "$fail" = 0 ]; then
-    echo "OK: the window opened, rendered, responded to Ctrl+Shift+H and a click, and is still running; picture: $out"
+    echo "OK: the window opened, rendered, responded to Ctrl+Shift+H, a click on the heatmap knocked out a band, and it is still running; pictures: $out, ${out%.png}-knockout.png"
 else
     echo "app log:" >&2
     tail -20 "$work/app.log" >&2

@@ -793,6 +793,13 @@ impl AvflowApp {
                 });
             }
             Reply::Knockout(outcome) => {
+                // Logged for tools/xvfb_check.sh, which clicks the real window's heatmap.
+                tracing::info!(
+                    request = %outcome.spec.describe(),
+                    prob = outcome.result.prob,
+                    change = outcome.result.rel_change,
+                    "knockout shown"
+                );
                 if let Some(main) = outcome.spec.main() {
                     self.status = Status::Info(format!(
                         "Knocked out {} -> {} in layers {}..{}{}.",

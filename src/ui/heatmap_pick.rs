@@ -151,6 +151,82 @@ pub fn draw_overlay(
     }
 }
 
+/// How the heatmap's columns are shown: one per position, or merged over each run of one group (a 2-s
+/// chunk in interleaved prompts) or each group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Merge {
+    #[default]
+    Positions,
+    Runs,
+    Groups,
+}
+
+impl Merge {
+    pub const ALL: [Merge; 3] = [Merge::Positions, Merge::Runs, Merge::Groups];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Merge::Positions => "positions",
+            Merge::Runs => "runs (2-s chunks)",
+            Merge::Groups => "groups",
+        }
+    }
+}
+
+/// The columns merged: every position of a run (or group) takes the bin's total when `sum` (attention mass:
+/// how much the whole span gets) or its mean otherwise (probabilities and changes); positions of the chat
+/// template keep their own values.
+pub fn merged(
+    m: &crate::flow::heatmap::Heatmap,
+    map: &TokenMap,
+    merge: Merge,
+    sum: bool,
+) -> crate::flow::heatmap::Heatmap {
+    let n = m.positions;
+    let mut bins: Vec<Vec<usize>> = Vec::new();
+    match merge {
+        Merge::Positions => return m.clone(),
+        Merge::Runs => {
+            let mut p = 0;
+            while p < n {
+                match run_at(map, p) {
+                    Some((_, b, _)) => {
+                        bins.push((p..b.min(n)).collect());
+                        p = b.max(p + 1);
+                    }
+                    None => p += 1,
+                }
+            }
+        }
+        Merge::Groups => {
+            let mut by: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+            for p in 0..n {
+                let g = group_of(map, p);
+                if pickable(g) {
+                    by.entry(g).or_default().push(p);
+                }
+            }
+            bins = by.into_values().collect();
+        }
+    }
+    let mut values = m.values.clone();
+    for l in 0..m.layers {
+        let row = &m.values[l * n..(l + 1) * n];
+        for bin in &bins {
+            let total: f32 = bin.iter().map(|&p| row[p]).sum();
+            let v = if sum {
+                total
+            } else {
+                total / bin.len().max(1) as f32
+            };
+            for &p in bin {
+                values[l * n + p] = v;
+            }
+        }
+    }
+    crate::flow::heatmap::Heatmap::new(m.layers, n, values).unwrap_or_else(|_| m.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +292,22 @@ mod tests {
             );
         }
         assert_eq!(group_selector(&m, 7).unwrap().to_string(), "audio");
+    }
+
+    #[test]
+    fn merged_columns_sum_attention_and_average_the_rest() {
+        let m = map();
+        let h =
+            crate::flow::heatmap::Heatmap::new(1, 12, (0..12).map(|v| v as f32).collect()).unwrap();
+        let runs = merged(&h, &m, Merge::Runs, true);
+        // Audio run 2..5 sums 2+3+4 = 9; the second audio run 7..9 sums 15.
+        assert_eq!(runs.row(0)[2..5], [9.0, 9.0, 9.0]);
+        assert_eq!(runs.row(0)[7..9], [15.0, 15.0]);
+        let groups = merged(&h, &m, Merge::Groups, false);
+        // Audio as a group: the mean of 2, 3, 4, 7, 8.
+        assert_eq!(groups.row(0)[7], 24.0 / 5.0);
+        assert_eq!(groups.row(0)[2], 24.0 / 5.0);
+        assert_eq!(merged(&h, &m, Merge::Positions, true), h);
     }
 
     #[test]

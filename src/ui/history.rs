@@ -269,7 +269,7 @@ impl Panel for HistoryPanel {
             .spacing([8.0, 3.0])
             .show(ui, |ui| {
                 for (i, e) in h.ordered() {
-                    let star = if e.pinned { "★" } else { "☆" };
+                    let star = if e.pinned { "Unpin" } else { "Pin" };
                     if ui
                         .button(star)
                         .on_hover_text(if e.pinned {
@@ -290,7 +290,7 @@ impl Panel for HistoryPanel {
                             actions.push(Action::ApplyKnockout(e.spec.clone(), e.token.clone()));
                         }
                         if ui
-                            .small_button("✕")
+                            .small_button("Remove")
                             .on_hover_text("Remove from the history")
                             .clicked()
                         {
@@ -319,7 +319,7 @@ impl Panel for HistoryPanel {
                         }
                     }
                     ui.label(format!(
-                        "{} → {}",
+                        "{} -> {}",
                         format_percent(e.base_prob),
                         format_percent(e.prob)
                     ));

@@ -790,7 +790,7 @@ fn extra_blocks(ui: &mut egui::Ui, sel: &mut KnockoutSettings) {
         for (i, b) in sel.extra.iter().enumerate() {
             let text = format!("{} in layers {}..{}", b.source, b.start, b.end);
             if ui
-                .button(format!("{text} ✕"))
+                .button(format!("{text} (remove)"))
                 .on_hover_text("Remove this block")
                 .clicked()
             {
@@ -817,7 +817,7 @@ pub fn answer_lines(a: &crate::session::AnswerScores) -> Vec<(String, bool)> {
     if let Some(s) = &a.answer {
         v.push((
             format!(
-                "answer {:?}: log p {:.3} → {:.3} (×{:.3})",
+                "answer {:?}: log p {:.3} -> {:.3} (×{:.3})",
                 s.text,
                 s.base_logprob,
                 s.logprob,
@@ -830,7 +830,7 @@ pub fn answer_lines(a: &crate::session::AnswerScores) -> Vec<(String, bool)> {
     for (i, o) in a.options.iter().enumerate() {
         v.push((
             format!(
-                "({}) {} → {}",
+                "({}) {} -> {}",
                 o.text,
                 format_percent(o.base_prob()),
                 format_percent(o.prob())
@@ -842,7 +842,7 @@ pub fn answer_lines(a: &crate::session::AnswerScores) -> Vec<(String, bool)> {
         if c != b {
             v.push((
                 format!(
-                    "the knockout flips the choice: ({}) → ({})",
+                    "the knockout flips the choice: ({}) -> ({})",
                     a.options[b].text, a.options[c].text
                 ),
                 true,

@@ -1308,7 +1308,11 @@ fn real_engine_streams_the_effect_map_and_the_answer() {
         .collect();
     let last = steps.last().expect("replies");
     assert!(last.done && steps[..steps.len() - 1].iter().all(|g| !g.done));
-    assert_eq!(steps.len(), last.ids.len() + 1, "one reply per token, then the answer");
+    assert_eq!(
+        steps.len(),
+        last.ids.len() + 1,
+        "one reply per token, then the answer"
+    );
     let want = lib
         .generate_with(spec.knockout.as_ref(), 5, &Watch::none(), &mut |_| {})
         .expect("library answer");

@@ -167,4 +167,21 @@ fn click_drag_shift_click_and_menu_on_the_heatmap() {
         harness.query_by_label_contains(&describe).is_some(),
         "no readout {describe:?}"
     );
+
+    // The README's picture: a rectangle knocked out of the answer, with the options followed.
+    harness.state_mut().track(crate::ui::panel::Tracked {
+        token: None,
+        answers: crate::session::AnswerSpec {
+            answer: None,
+            options: vec!["A".into(), "B".into()],
+        },
+    });
+    drag(&mut harness, at(0, a), at(1, q));
+    shown(&mut harness, "options", |s| {
+        s.answers.options.len() == 2
+            && s.blocks.len() == 1
+            && (s.blocks[0].start, s.blocks[0].end) == (0, 2)
+    });
+    harness.run_steps(3);
+    super::test_support::save_screenshot(&mut harness, "explorer.png");
 }

@@ -53,7 +53,7 @@ fn history_lists_pins_renames_applies_exports_and_survives_a_restart() {
         );
     }
     // Pin the older one (its star is the second row's): it moves on top.
-    h.query_all_by_label("☆")
+    h.query_all_by_label("Pin")
         .nth(1)
         .expect("second star")
         .click();

@@ -104,9 +104,13 @@ pub fn demo_app_in(
     require_demo();
     let opts = demo_options();
     let cache = cache_dir.to_path_buf();
+    // The app's own wgpu renderer, so the heatmap's pipeline is installed and draws in screenshots.
+    let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
+        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe)");
     let mut harness = egui_kittest::Harness::builder()
         .with_size(size)
         .allow_missing_glyphs()
+        .renderer(renderer)
         .build_eframe(|cc| AvflowApp::with_cache_dir(&cc.egui_ctx, None, opts, cache));
     let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
         !app.view().busy
