@@ -112,17 +112,10 @@ impl Continuation {
     }
 }
 
-/// The rotary position of the first token after the prompt: its largest id + 1 (what
-/// [`crate::flow::generate::prefill`] continues from).
+/// The rotary position of the first token after the traced prompt (see
+/// [`crate::flow::generate::next_position`]).
 pub fn next_position(trace: &Trace) -> i64 {
-    trace
-        .position_ids
-        .iter()
-        .flat_map(|p| p.iter())
-        .copied()
-        .max()
-        .unwrap_or(-1)
-        + 1
+    crate::flow::generate::next_position(&trace.position_ids)
 }
 
 /// `log softmax(rows[i])[ids[i]]` for each row of `rows` (`[n, vocab]`, one row per scored token).

@@ -91,19 +91,24 @@ pub fn prefill(
     let rows = x.dim(0)?;
     let last = decoder.final_norm(&x.narrow(0, rows - 1, 1)?)?;
     let last_logits = decoder.logits(&last)?.squeeze(0)?;
-    let next_position = pos
-        .iter()
-        .flat_map(|p| p.iter())
-        .copied()
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let next_position = next_position(pos);
     Ok(Cache {
         kv,
         next_position,
         last_logits,
         blocked: vec![Vec::new(); layers],
     })
+}
+
+/// The rotary position of the first token after a prompt: its largest id + 1 (as transformers continues
+/// Qwen2-VL-style positions: `cache_position + rope_deltas`).
+pub fn next_position(pos: &PositionIds) -> i64 {
+    pos.iter()
+        .flat_map(|p| p.iter())
+        .copied()
+        .max()
+        .unwrap_or(-1)
+        + 1
 }
 
 /// Prefill under a knockout: one forward over the prompt in which every layer applies the mask of the
@@ -154,13 +159,7 @@ pub fn prefill_knockout(
     }
     let last = decoder.final_norm(&x.narrow(0, n - 1, 1)?)?;
     let last_logits = decoder.logits(&last)?.squeeze(0)?;
-    let next_position = pos
-        .iter()
-        .flat_map(|p| p.iter())
-        .copied()
-        .max()
-        .unwrap_or(0)
-        + 1;
+    let next_position = next_position(pos);
     Ok(Cache {
         kv,
         next_position,

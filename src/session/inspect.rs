@@ -78,9 +78,20 @@ impl Session {
             &self.model.decoding(&self.prompt.input_ids),
             watch.cancel,
         )?;
+        Ok(self.answer(ids, &times, t1, prefill_s))
+    }
+
+    /// A generated answer with its timings: `times` per token after the first, decoding since `t1`.
+    fn answer(
+        &self,
+        ids: Vec<u32>,
+        times: &[std::time::Duration],
+        t1: Instant,
+        prefill_s: f64,
+    ) -> Answer {
         let per_token_s =
             times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;
-        Ok(Answer {
+        Answer {
             generated: Generated {
                 text: self.model.decode(&ids).unwrap_or_default(),
                 ids,
@@ -88,7 +99,7 @@ impl Session {
                 per_token_s,
             },
             prefill_s,
-        })
+        }
     }
 
     /// The greedy answer under a knockout (the baseline's with `None`), from the trace: its K/V serve the
@@ -125,17 +136,7 @@ impl Session {
             watch.cancel,
             on_token,
         )?;
-        let per_token_s =
-            times.iter().map(|d| d.as_secs_f64()).sum::<f64>() / times.len().max(1) as f64;
-        Ok(Answer {
-            generated: Generated {
-                text: self.model.decode(&ids).unwrap_or_default(),
-                ids,
-                decode_s: t1.elapsed().as_secs_f64(),
-                per_token_s,
-            },
-            prefill_s,
-        })
+        Ok(self.answer(ids, &times, t1, prefill_s))
     }
 
     /// The logit lens at the first position of `at`: per layer, `token`'s probability (the baseline top-1
@@ -168,8 +169,8 @@ impl Session {
     }
 
     /// The knockout-effect map coarse to fine ([`crate::flow::heatmap::effect_stages`]): groups, then
-    /// contiguous runs, then position bins; `on_stage(stage, matrix)` gets each one as it is done (the
-    /// app shows it while the next one computes). `watch.progress` counts bins over all stages. Returns
+    /// contiguous runs, then position bins; `on_stage(next stage, matrix)` gets each coarser one as it is
+    /// done (the app shows it while the next one computes), the finest is returned. `watch.progress` counts bins over all stages. Returns
     /// the finest matrix and the token it follows (the baseline top-1).
     pub fn knockout_effect_stages(
         &mut self,
@@ -200,8 +201,9 @@ impl Session {
             )?
             .ok_or(Error::Cancelled)?;
             done += bins.len();
-            on_stage(name, &m);
-            last = Some(m);
+            if let Some(prev) = last.replace(m) {
+                on_stage(name, &prev);
+            }
         }
         let m = last.ok_or_else(|| Error::Other("the prompt has no positions".into()))?;
         Ok((m, trace.top1_id))

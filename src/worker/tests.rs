@@ -1076,7 +1076,8 @@ fn real_engine_computes_heatmaps_on_the_demo() {
     let mut lib = demo_session();
     for metric in HeatMetric::ALL {
         let (r, _) = run(&w, Request::Heatmap(metric));
-        let [Reply::Heatmap(h)] = &r[..] else {
+        // The knockout-effect map streams its coarser stages first: the last reply is the map.
+        let Some(Reply::Heatmap(h)) = r.last() else {
             panic!("{metric:?}: {r:?}");
         };
         let (want, token) = lib
@@ -1277,8 +1278,8 @@ fn real_engine_streams_the_effect_map_and_the_answer() {
             _ => None,
         })
         .collect();
-    // Three stages, then the final reply (the finest stage again).
-    assert_eq!(maps.len(), 4, "{}", maps.len());
+    // The two coarser stages as they finish, then the map itself.
+    assert_eq!(maps.len(), 3, "{}", maps.len());
     let distinct = |m: &Heatmap| {
         let mut v: Vec<u32> = m.row(0).iter().map(|x| x.to_bits()).collect();
         v.sort_unstable();
@@ -1286,12 +1287,12 @@ fn real_engine_streams_the_effect_map_and_the_answer() {
         v.len()
     };
     assert!(distinct(maps[0]) < distinct(maps[1]), "groups then runs");
-    assert_eq!(maps[2], maps[3]);
+    assert!(distinct(maps[1]) < distinct(maps[2]), "runs then positions");
     let mut lib = demo_session();
     let (want, _) = lib
         .heatmap(HeatMetric::KnockoutEffect, &Watch::none())
         .expect("library map");
-    assert_eq!(*maps[3], want);
+    assert_eq!(*maps[2], want);
 
     let spec = crate::worker::GenerateSpec {
         knockout: Some(KnockoutSpec::single(sel("audio"), sel("last"), 0, 3)),
