@@ -818,7 +818,21 @@ impl AvflowApp {
                 self.save_history();
                 self.view.knockout = Some(*outcome);
             }
-            Reply::Generated(g) => self.view.generation.update(g),
+            Reply::Generated(g) => {
+                if g.done {
+                    self.status = Status::Info(format!(
+                        "The model's answer {}: {} tokens in {:.1} s.",
+                        if g.spec.knockout.is_some() {
+                            "with the knockout"
+                        } else {
+                            "unedited"
+                        },
+                        g.ids.len(),
+                        g.seconds
+                    ));
+                }
+                self.view.generation.update(g);
+            }
             Reply::Sweep(records) => {
                 let sweep = &mut self.view.sweep;
                 self.status = Status::Info(if sweep.job == Some(job) && sweep.stopped {

@@ -152,22 +152,24 @@ pub fn draw_overlay(
 }
 
 /// How the heatmap's columns are shown: one per position, or merged over each run of one group (a 2-s
-/// chunk in interleaved prompts) or each group.
+/// chunk in interleaved prompts), each media item's modality (a clip's sound, its pictures) or each group.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Merge {
     #[default]
     Positions,
     Runs,
+    Items,
     Groups,
 }
 
 impl Merge {
-    pub const ALL: [Merge; 3] = [Merge::Positions, Merge::Runs, Merge::Groups];
+    pub const ALL: [Merge; 4] = [Merge::Positions, Merge::Runs, Merge::Items, Merge::Groups];
 
     pub fn name(self) -> &'static str {
         match self {
             Merge::Positions => "positions",
             Merge::Runs => "runs (2-s chunks)",
+            Merge::Items => "media items",
             Merge::Groups => "groups",
         }
     }
@@ -198,12 +200,20 @@ pub fn merged(
                 }
             }
         }
-        Merge::Groups => {
-            let mut by: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        Merge::Items | Merge::Groups => {
+            // Items: one bin per (item, group), so a clip's sound and pictures stay apart; text groups
+            // (no item) are merged whole.
+            let mut by: std::collections::BTreeMap<(Option<usize>, &str), Vec<usize>> =
+                Default::default();
             for p in 0..n {
                 let g = group_of(map, p);
                 if pickable(g) {
-                    by.entry(g).or_default().push(p);
+                    let item = if merge == Merge::Items {
+                        map.tokens.get(p).and_then(|t| t.item)
+                    } else {
+                        None
+                    };
+                    by.entry((item, g)).or_default().push(p);
                 }
             }
             bins = by.into_values().collect();
@@ -308,6 +318,18 @@ mod tests {
         assert_eq!(groups.row(0)[7], 24.0 / 5.0);
         assert_eq!(groups.row(0)[2], 24.0 / 5.0);
         assert_eq!(merged(&h, &m, Merge::Positions, true), h);
+        // Items: the second audio run belongs to another item, so it stays apart from the first.
+        let mut m2 = m.clone();
+        for p in 7..9 {
+            m2.tokens[p].item = Some(1);
+        }
+        for p in 2..7 {
+            m2.tokens[p].item = Some(0);
+        }
+        let items = merged(&h, &m2, Merge::Items, true);
+        assert_eq!(items.row(0)[2], 9.0);
+        assert_eq!(items.row(0)[7], 15.0);
+        assert_eq!(items.row(0)[5], 11.0);
     }
 
     #[test]

@@ -182,6 +182,18 @@ fn click_drag_shift_click_and_menu_on_the_heatmap() {
             && s.blocks.len() == 1
             && (s.blocks[0].start, s.blocks[0].end) == (0, 2)
     });
+    // The model's own answers with and without this knockout, in the Answer pane (its Generate button
+    // is clicked in answer_tests).
+    harness.state_mut().generate();
+    let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+        let g = &app.view().generation;
+        !g.running()
+            && g.base.as_ref().is_some_and(|b| b.done)
+            && g.edited.as_ref().is_some_and(|e| e.done)
+    });
+    assert!(done, "{:?}", harness.state().status());
+    harness.run_steps(2);
+    harness.get_by_label_contains("unedited").scroll_to_me();
     harness.run_steps(3);
     super::test_support::save_screenshot(&mut harness, "explorer.png");
 }
