@@ -56,6 +56,27 @@ impl SweepOutcome {
     pub fn first(self) -> Vec<SweepRecord> {
         self.records.into_iter().next().unwrap_or_default()
     }
+
+    /// The first token's records re-scored on the typed answer: `prob` and `base_prob` are its
+    /// teacher-forced probability (the product over its tokens) with and without each window's knockout,
+    /// `rel_change` their relative change and `token_id` its first token; `None` without a typed answer.
+    pub fn answer_records(&self) -> Option<Vec<SweepRecord>> {
+        let recs = self.records.first()?;
+        recs.iter()
+            .zip(&self.answers)
+            .map(|(r, a)| {
+                let s = a.answer.as_ref()?;
+                let (prob, base_prob) = (s.prob(), s.base_prob());
+                Some(SweepRecord {
+                    prob,
+                    base_prob,
+                    rel_change: crate::flow::knockout::rel_change(prob, base_prob),
+                    token_id: s.ids.first().copied().unwrap_or(r.token_id),
+                    ..r.clone()
+                })
+            })
+            .collect()
+    }
 }
 
 /// Parses `audio:last,video:question` into selector pairs. A side may be any selector without a comma

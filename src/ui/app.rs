@@ -645,6 +645,9 @@ impl AvflowApp {
         self.status = Status::Info("Sweeping…".into());
         let mut spec = SweepSpec::centred(pairs, window);
         spec.tokens = vec![self.view.tracked.token.as_ref().map(|t| t.0)];
+        // A typed answer is what the curves follow then (its teacher-forced probability per window);
+        // options are read in the knockout pane, not plotted.
+        spec.answers.answer = self.view.tracked.answers.answer.clone();
         let job = self.submit(Request::Sweep(spec));
         self.view.sweep = SweepView {
             running: job.is_some(),

@@ -157,8 +157,13 @@ impl Panel for SweepPanel {
                 });
             }
             let names: Vec<String> = pairs.iter().map(|(s, t)| format!("{s} -> {t}")).collect();
+            let follows = match (&view.tracked.answers.answer, &view.tracked.token) {
+                (Some(a), _) => format!("; curves follow the answer {a:?}"),
+                (None, Some((_, t))) => format!("; curves follow the token {t:?}"),
+                (None, None) => String::new(),
+            };
             ui.weak(format!(
-                "{}; window {SWEEP_WINDOW} layers",
+                "{}; window {SWEEP_WINDOW} layers{follows}",
                 if names.is_empty() {
                     "no pairs in this prompt".to_string()
                 } else {

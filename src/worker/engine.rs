@@ -215,7 +215,12 @@ impl Engine for SessionEngine {
                     let n: usize = outcome.records.first().map_or(0, Vec::len);
                     ctx.status(format!("Sweep stopped; keeping {n} finished windows."));
                 }
-                Ok(vec![Reply::Sweep(outcome.first())])
+                // A sweep asked with a typed answer plots that answer's probability.
+                let records = match outcome.answer_records() {
+                    Some(r) if spec.answers.answer.is_some() => r,
+                    _ => outcome.first(),
+                };
+                Ok(vec![Reply::Sweep(records)])
             }
             Request::Heatmap(metric) => {
                 let t0 = Instant::now();

@@ -1319,3 +1319,29 @@ fn real_engine_streams_the_effect_map_and_the_answer() {
         .expect("library answer");
     assert_eq!(last.ids, want.generated.ids);
 }
+
+/// A sweep asked with a typed answer plots that answer: each window's record carries its teacher-forced
+/// probability with and without the knockout, as the library's sweep scores it.
+#[test]
+fn real_engine_sweeps_follow_a_typed_answer() {
+    let w = demo_worker();
+    let (_, f) = run(&w, Request::LoadInputs(demo_inputs()));
+    assert_eq!(f, Finish::Done);
+    let mut spec = crate::session::SweepSpec::centred(vec![(sel("audio"), sel("last"))], 2);
+    spec.answers.answer = Some(" a tone".into());
+    let (r, f) = run(&w, Request::Sweep(spec.clone()));
+    assert_eq!(f, Finish::Done);
+    let [Reply::Sweep(records)] = &r[..] else {
+        panic!("{r:?}");
+    };
+    let mut lib = demo_session();
+    let outcome = lib.sweep(&spec, &Watch::none()).expect("library sweep");
+    assert_eq!(records.len(), 3);
+    for (rec, a) in records.iter().zip(&outcome.answers) {
+        let a = a.answer.as_ref().expect("scored");
+        assert_eq!(rec.prob, a.logprob.exp());
+        assert_eq!(rec.base_prob, a.base_logprob.exp());
+        assert_eq!(rec.token_id, a.ids[0]);
+    }
+    assert!(records.iter().any(|r| r.rel_change.abs() > 1e-3));
+}

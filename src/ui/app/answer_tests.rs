@@ -145,4 +145,28 @@ fn follow_a_token_an_answer_and_options_then_generate_on_the_demo() {
     assert_eq!(edited.ids, lib_edit.generated.ids);
     assert!(harness.query_by_label_contains("unedited").is_some());
     assert!(harness.query_by_label_contains("knocked out").is_some());
+
+    // 4. Run sweep: the curves follow the typed answer (its teacher-forced probability per window).
+    harness.get_by_label("Run sweep").click();
+    let done = step_until(&mut harness, Duration::from_secs(300), |app| {
+        !app.view().busy && !app.view().sweep.running && !app.view().sweep.records.is_empty()
+    });
+    assert!(done, "{:?}", harness.state().status());
+    let records = harness.state().view().sweep.records.clone();
+    let first = &records[0];
+    let mut sweep = crate::session::SweepSpec::centred(
+        vec![(first.source.parse().unwrap(), first.target.parse().unwrap())],
+        crate::ui::sweep::SWEEP_WINDOW,
+    );
+    sweep.tokens = vec![Some(id)];
+    sweep.answers.answer = Some(" a tone".into());
+    let lib = session
+        .sweep(&sweep, &Watch::none())
+        .expect("library sweep");
+    let lib = lib.answer_records().expect("answer records");
+    assert_eq!(first.token_id, a.ids[0]);
+    assert_eq!(&records[..lib.len()], &lib[..]);
+    assert!(harness
+        .query_by_label_contains("curves follow the answer")
+        .is_some());
 }
