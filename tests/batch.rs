@@ -155,6 +155,15 @@ fn manifest_sweep_scores_a_typed_answer_and_options() {
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["answers"]["answer"], "a tone", "{run}");
+    // The dataset figure's spec names them too.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("figure-sweep.spec.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        spec["provenance"]["settings"]["answers"],
+        serde_json::json!({"answer": "a tone", "options": ["A", "B"]}),
+        "{spec}"
+    );
     let recs = records(&out);
     let ok: Vec<&SampleRecord> = recs.iter().filter(|r| r.status == Status::Ok).collect();
     assert!(!ok.is_empty());

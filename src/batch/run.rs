@@ -390,6 +390,9 @@ fn write_aggregate_figure(
         if let Some(p) = s.positions {
             prov = prov.with_setting("positions", p.name());
         }
+        if !s.answers.is_empty() {
+            prov = prov.with_setting("answers", serde_json::to_value(&s.answers)?);
+        }
         if let Ok(p) = prov.clone().with_file(&s.manifest) {
             prov = p;
         }
