@@ -1544,26 +1544,7 @@ mod tests {
         use egui_kittest::kittest::Queryable;
         use std::time::Duration;
         let demo = require_demo();
-        let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
-            .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe)");
-        let opts = super::test_support::demo_options();
-        let mut harness = egui_kittest::Harness::builder()
-            .with_size(egui::vec2(1100.0, 760.0))
-            .allow_missing_glyphs()
-            .renderer(renderer)
-            .build_eframe(|cc| {
-                AvflowApp::with_cache_dir(
-                    &cc.egui_ctx,
-                    None,
-                    opts,
-                    super::test_support::test_cache_dir(),
-                )
-            });
-        let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
-            !app.view().busy
-                && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
-        });
-        assert!(loaded, "demo did not load: {:?}", harness.state().status());
+        let mut harness = super::test_support::demo_app(egui::vec2(1100.0, 760.0));
         let session = demo.open_session();
         let trace = &session.traced().expect("the demo session is traced").trace;
         let library = |metric| {

@@ -21,29 +21,9 @@ fn knockout_with(
     token: Option<u32>,
     answers: &AnswerSpec,
 ) -> KnockoutSpec {
-    let done = step_until(harness, Duration::from_secs(300), |app| {
-        !app.view().busy
-            && app
-                .view()
-                .knockout
-                .as_ref()
-                .is_some_and(|k| k.spec.token == token && &k.spec.answers == answers)
-    });
-    assert!(
-        done,
-        "no knockout for {token:?} / {answers:?}: {:?} / {:?}",
-        harness.state().status(),
-        harness.state().view().knockout.as_ref().map(|k| &k.spec)
-    );
-    harness.run_steps(2);
-    harness
-        .state()
-        .view()
-        .knockout
-        .as_ref()
-        .expect("result")
-        .spec
-        .clone()
+    super::test_support::knockout_shown(harness, &format!("{token:?} / {answers:?}"), |s| {
+        s.token == token && &s.answers == answers
+    })
 }
 
 fn type_into(harness: &mut Harness<'_>, label: &str, text: &str) {

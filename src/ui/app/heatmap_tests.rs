@@ -36,30 +36,8 @@ fn click_at(harness: &mut Harness<'_>, p: Pos2, button: PointerButton, modifiers
     harness.run_steps(2);
 }
 
-/// Steps until the shown knockout is the first one satisfying `want` and the worker is idle.
-fn shown(
-    harness: &mut Harness<'_>,
-    what: &str,
-    want: impl Fn(&KnockoutSpec) -> bool,
-) -> KnockoutSpec {
-    let done = step_until(harness, Duration::from_secs(300), |app| {
-        !app.view().busy && app.view().knockout.as_ref().is_some_and(|k| want(&k.spec))
-    });
-    assert!(
-        done,
-        "{what}: {:?} / {:?}",
-        harness.state().status(),
-        harness.state().view().knockout.as_ref().map(|k| &k.spec)
-    );
-    harness.run_steps(2);
-    harness
-        .state()
-        .view()
-        .knockout
-        .as_ref()
-        .expect("shown")
-        .spec
-        .clone()
+fn shown(h: &mut Harness<'_>, what: &str, want: impl Fn(&KnockoutSpec) -> bool) -> KnockoutSpec {
+    super::test_support::knockout_shown(h, what, want)
 }
 
 #[test]

@@ -153,3 +153,30 @@ pub fn save_screenshot<S>(harness: &mut egui_kittest::Harness<'_, S>, name: &str
         eprintln!("wrote {}", path.display());
     }
 }
+
+/// Steps until the shown knockout's request satisfies `want` and the worker is idle; returns that request.
+/// `what` names the step in the failure message.
+pub fn knockout_shown(
+    harness: &mut egui_kittest::Harness<'_, AvflowApp>,
+    what: &str,
+    want: impl Fn(&crate::session::KnockoutSpec) -> bool,
+) -> crate::session::KnockoutSpec {
+    let done = step_until(harness, Duration::from_secs(300), |app| {
+        !app.view().busy && app.view().knockout.as_ref().is_some_and(|k| want(&k.spec))
+    });
+    assert!(
+        done,
+        "{what}: {:?} / {:?}",
+        harness.state().status(),
+        harness.state().view().knockout.as_ref().map(|k| &k.spec)
+    );
+    harness.run_steps(2);
+    harness
+        .state()
+        .view()
+        .knockout
+        .as_ref()
+        .expect("shown")
+        .spec
+        .clone()
+}

@@ -9,10 +9,8 @@ use egui_kittest::kittest::{NodeT, Queryable};
 
 use crate::ui::workspace::{MemoryStorage, RESET_LABEL, RESET_SHORTCUT};
 
-use super::test_support::{
-    demo_app, demo_options, drag, require_demo, save_screenshot, step_until,
-};
-use super::{AvflowApp, Status, HEATMAP_SHORTCUT};
+use super::test_support::{demo_app, demo_options, drag, save_screenshot, step_until};
+use super::{AvflowApp, HEATMAP_SHORTCUT};
 
 type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
 
@@ -54,29 +52,7 @@ fn tab_selected(harness: &Harness<'_>, panel: &str) -> bool {
 /// largest, the panes where the layout puts them; Ctrl+Shift+R undoes a change of tab.
 #[test]
 fn the_default_layout_fits_a_laptop_screen() {
-    require_demo();
-    // The app's own wgpu renderer, so the heatmap's shader draws in the picture (as `heatmap_on_the_demo`).
-    let renderer = std::panic::catch_unwind(egui_kittest::wgpu::WgpuTestRenderer::new)
-        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe)");
-    let opts = demo_options();
-    let mut harness = egui_kittest::Harness::builder()
-        .with_size(LAPTOP)
-        .allow_missing_glyphs()
-        .renderer(renderer)
-        .build_eframe(|cc| {
-            AvflowApp::with_cache_dir(
-                &cc.egui_ctx,
-                None,
-                opts,
-                super::test_support::test_cache_dir(),
-            )
-        });
-    let loaded = step_until(&mut harness, Duration::from_secs(300), |app| {
-        !app.view().busy
-            && (app.view().answer.is_some() || matches!(app.status(), Status::Error { .. }))
-    });
-    assert!(loaded, "demo did not load: {:?}", harness.state().status());
-    harness.run_steps(2);
+    let mut harness = super::test_support::demo_app(LAPTOP);
     assert!(harness.state().workspace.is_default());
     let screen = harness.ctx.content_rect();
     let mut rects = Vec::new();
