@@ -29,13 +29,22 @@ pub fn parse_device(s: &str) -> Result<Device> {
     }
 }
 
+/// `--dtype`: `auto` (the checkpoint's own, `f32` where it names none) or a dtype; `(dtype, auto)`.
+pub fn parse_dtype_choice(s: &str) -> Result<(DType, bool)> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        Ok((DType::F32, true))
+    } else {
+        Ok((parse_dtype(s)?, false))
+    }
+}
+
 pub fn parse_dtype(s: &str) -> Result<DType> {
     match s.trim().to_ascii_lowercase().as_str() {
         "f32" | "float32" => Ok(DType::F32),
         "bf16" | "bfloat16" => Ok(DType::BF16),
         "f16" | "float16" | "half" => Ok(DType::F16),
         other => Err(Error::Other(format!(
-            "unknown dtype {other:?}: use f32, bf16 or f16"
+            "unknown dtype {other:?}: use auto, f32, bf16 or f16"
         ))),
     }
 }

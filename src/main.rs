@@ -34,8 +34,8 @@ struct Cli {
     /// cpu, cuda, cuda:N or metal.
     #[arg(long, default_value = "cpu", global = true)]
     device: String,
-    /// Weights dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "f32", global = true)]
+    /// Weights dtype: auto (the checkpoint's own `torch_dtype`, as transformers loads it), f32, bf16 or f16.
+    #[arg(long, default_value = "auto", global = true)]
     dtype: String,
     /// Position numbering, for families with two (video-SALMONN 2+): what the authors' released inference
     /// computes, or what the model was trained with. Ignored, with a note, for Qwen2.5-Omni.
@@ -135,9 +135,10 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let device = avflow::device::parse_device(&cli.device)?;
-    let dtype = avflow::device::parse_dtype(&cli.dtype)?;
+    let (dtype, auto_dtype) = avflow::device::parse_dtype_choice(&cli.dtype)?;
     let opts = avflow::model::LoadOptions {
         positions: cli.positions,
+        auto_dtype,
         ..avflow::model::LoadOptions::new(dtype, &device)
     };
     // Headless commands print one JSON object on stdout.
@@ -172,6 +173,7 @@ fn run() -> anyhow::Result<()> {
                 question: cli.question,
                 device,
                 dtype,
+                auto_dtype,
                 positions: cli.positions,
                 demo_clip: true,
             })

@@ -157,3 +157,53 @@ fn resolves_hub_ids_from_the_cache_offline() {
         .to_string();
     assert!(e.contains("HF_HUB_OFFLINE") && e.contains("Fix:"), "{e}");
 }
+
+/// `--dtype auto` (the default) loads a checkpoint in its own `torch_dtype`, as transformers does; an
+/// explicit dtype wins; a config naming none falls back to the given one. The command line reports the
+/// dtype that ran.
+#[test]
+fn auto_dtype_follows_the_checkpoint() {
+    use avflow::model::{checkpoint_dtype, LoadOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bf16");
+    copy_dir(&fixture("omni-tiny-a"), &dir);
+    let cfg = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"torch_dtype\": \"float32\""));
+    assert_eq!(checkpoint_dtype(&dir), Some(DType::F32));
+    std::fs::write(&cfg, text.replace("\"float32\"", "\"bfloat16\"")).unwrap();
+    assert_eq!(checkpoint_dtype(&dir), Some(DType::BF16));
+    let auto = LoadOptions {
+        auto_dtype: true,
+        ..LoadOptions::new(DType::F32, &Device::Cpu)
+    };
+    let m = avflow::session::Model::open_with(dir.to_str().unwrap(), &auto).unwrap();
+    assert_eq!(m.dtype, DType::BF16);
+    let fixed = LoadOptions::new(DType::F32, &Device::Cpu);
+    let m = avflow::session::Model::open_with(dir.to_str().unwrap(), &fixed).unwrap();
+    assert_eq!(m.dtype, DType::F32);
+    // No torch_dtype anywhere: the given dtype.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let strip = |mut v: serde_json::Value| {
+        fn walk(v: &mut serde_json::Value) {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("torch_dtype");
+                o.values_mut().for_each(walk);
+            }
+        }
+        walk(&mut v);
+        v
+    };
+    std::fs::write(&cfg, strip(v).to_string()).unwrap();
+    assert_eq!(checkpoint_dtype(&dir), None);
+    assert_eq!(auto.dtype_for(&dir), DType::F32);
+    assert!(avflow::device::parse_dtype_choice("AUTO").unwrap().1);
+    assert_eq!(
+        avflow::device::parse_dtype_choice("bf16").unwrap(),
+        (DType::BF16, false)
+    );
+    assert!(avflow::device::parse_dtype_choice("f8")
+        .unwrap_err()
+        .to_string()
+        .contains("use auto, f32, bf16 or f16"));
+}

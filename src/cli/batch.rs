@@ -16,7 +16,6 @@ use super::analyse::SweepArgs;
 
 /// `avflow sweep --manifest items.jsonl --model M --out DIR [--resume] [--shard i/n]`.
 pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
-    let dtype = opts.dtype;
     let manifest_path = a.manifest.as_ref().context("--manifest is required")?;
     let manifest = Manifest::read(manifest_path)?;
     let shard = match &a.shard {
@@ -45,7 +44,7 @@ pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde
         max_pixels: a.sampling.max_pixels,
         use_audio_in_video: !a.sampling.no_audio_in_video,
         option_prefix: a.option_prefix.clone(),
-        dtype: format!("{dtype:?}").to_lowercase(),
+        dtype: format!("{:?}", model.dtype).to_lowercase(),
         family: Some(model.arch().family().to_string()),
         positions: super::positions_setting(&model),
         answers: a.answers.spec()?,

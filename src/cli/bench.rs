@@ -63,7 +63,7 @@ pub enum BenchCommand {
 }
 
 pub fn bench(args: &BenchArgs, opts: &LoadOptions) -> anyhow::Result<()> {
-    let (dtype, device) = (opts.dtype, &opts.device);
+    let device = &opts.device;
     match &args.what {
         BenchCommand::MakeModel {
             out,
@@ -134,7 +134,7 @@ pub fn bench(args: &BenchArgs, opts: &LoadOptions) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({
                     "impl": "avflow",
-                    "dtype": format!("{dtype:?}"),
+                    "dtype": format!("{:?}", m.dtype),
                     "threads": avflow::kernels::parallel::threads(),
                     "cpu_gemm": avflow::kernels::gemm::backend_name(),
                     "seq_len": e.input_ids.len(),

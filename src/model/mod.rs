@@ -154,8 +154,11 @@ impl Positions {
 /// How a model is loaded and run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Weights dtype.
+    /// Weights dtype (with `auto_dtype`, only when the checkpoint names none).
     pub dtype: DType,
+    /// Load in the checkpoint's own dtype (`torch_dtype` of its `config.json`), as transformers does:
+    /// `--dtype auto`.
+    pub auto_dtype: bool,
     pub device: Device,
     pub positions: Positions,
 }
@@ -164,10 +167,33 @@ impl LoadOptions {
     pub fn new(dtype: DType, device: &Device) -> Self {
         Self {
             dtype,
+            auto_dtype: false,
             device: device.clone(),
             positions: Positions::default(),
         }
     }
+
+    /// The dtype a checkpoint in `dir` loads in with these options.
+    pub fn dtype_for(&self, dir: &Path) -> DType {
+        if self.auto_dtype {
+            checkpoint_dtype(dir).unwrap_or(self.dtype)
+        } else {
+            self.dtype
+        }
+    }
+}
+
+/// The dtype a checkpoint was saved in: `torch_dtype` of its `config.json` (top level, else the first
+/// sub-config naming one); `None` when it names none or one avflow does not run.
+pub fn checkpoint_dtype(dir: &Path) -> Option<DType> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let name = v.get("torch_dtype").and_then(|d| d.as_str()).or_else(|| {
+        v.as_object()?
+            .values()
+            .find_map(|sub| sub.get("torch_dtype")?.as_str())
+    })?;
+    crate::device::parse_dtype(name).ok()
 }
 
 /// `repetition_penalty` of `generation_config.json` in `dir` (1 when the file or the key is absent): what
@@ -378,9 +404,14 @@ pub fn load(model: &ResolvedModel, dtype: DType, device: &Device) -> Result<Box<
 /// fix.
 pub fn load_with(model: &ResolvedModel, opts: &LoadOptions) -> Result<Box<dyn AvModel>> {
     model.check_expected(&model.arch.expected_tensors())?;
+    let opts = LoadOptions {
+        dtype: opts.dtype_for(&model.dir),
+        auto_dtype: false,
+        ..opts.clone()
+    };
     model
         .arch
-        .load(model, opts)
+        .load(model, &opts)
         .map_err(|e| match e {
             Error::Candle(c) => Error::Weights {
                 path: model.dir.clone(),

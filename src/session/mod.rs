@@ -101,6 +101,8 @@ pub struct Model {
     pub positions: Positions,
     /// The repetition penalty greedy generation applies ([`Architecture::repetition_penalty`]).
     pub repetition_penalty: f32,
+    /// The weights' dtype (the checkpoint's own with `--dtype auto`); activations may be wider.
+    pub dtype: DType,
 }
 
 impl Model {
@@ -145,6 +147,7 @@ impl Model {
             ));
         }
         let repetition_penalty = resolved.arch.repetition_penalty(&resolved.dir);
+        let dtype = opts.dtype_for(&resolved.dir);
         Ok(Self {
             source,
             resolved,
@@ -154,6 +157,7 @@ impl Model {
             load_seconds,
             positions: opts.positions,
             repetition_penalty,
+            dtype,
         })
     }
 

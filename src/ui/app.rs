@@ -248,6 +248,8 @@ pub enum Status {
 pub struct AvflowApp {
     device: Device,
     dtype: DType,
+    /// Load in the checkpoint's own dtype (`dtype` where it names none).
+    auto_dtype: bool,
     positions: crate::model::Positions,
     ctx: egui::Context,
     worker: Option<Worker>,
@@ -323,6 +325,7 @@ impl AvflowApp {
         let mut app = Self {
             device: opts.device,
             dtype: opts.dtype,
+            auto_dtype: opts.auto_dtype,
             positions: opts.positions,
             ctx: ctx.clone(),
             worker: None,
@@ -434,6 +437,7 @@ impl AvflowApp {
         self.submit(Request::LoadModel {
             source,
             dtype: self.dtype,
+            auto_dtype: self.auto_dtype,
             device: self.device.clone(),
             positions: self.positions,
         });
@@ -1752,6 +1756,7 @@ mod tests {
             question: question.map(str::to_string),
             device: Device::Cpu,
             dtype: DType::F32,
+            auto_dtype: false,
             positions: crate::model::Positions::Inference,
             demo_clip: false,
         }

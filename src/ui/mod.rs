@@ -42,6 +42,8 @@ pub struct AppOptions {
     pub question: Option<String>,
     pub device: Device,
     pub dtype: DType,
+    /// Load models in their checkpoint's own dtype (`dtype` where it names none).
+    pub auto_dtype: bool,
     /// The position numbering models are loaded with (families with two: video-SALMONN 2+).
     pub positions: crate::model::Positions,
     /// With no model, inputs or history: ask the bundled demo clip (`assets/demo/clip.mkv`) instead of

@@ -39,7 +39,7 @@ impl SessionEngine {
     fn load_model(
         &mut self,
         source: &str,
-        dtype: DType,
+        (dtype, auto_dtype): (DType, bool),
         device: &Device,
         positions: crate::model::Positions,
         ctx: &Ctx,
@@ -56,6 +56,12 @@ impl SessionEngine {
         let resolved = model::resolve(&parsed)?;
         ctx.check_cancel()?;
         let parameters = resolved.parameters();
+        let opts = crate::model::LoadOptions {
+            positions,
+            auto_dtype,
+            ..crate::model::LoadOptions::new(dtype, device)
+        };
+        let dtype = opts.dtype_for(&resolved.dir);
         ctx.status(format!(
             "Loading {:.1} M parameters as {} on {}…",
             parameters as f64 / 1e6,
@@ -66,14 +72,7 @@ impl SessionEngine {
         // path stays, so the worker re-reads them for the new model.
         self.model = None;
         self.session = None;
-        let m = Model::load(
-            parsed.display(),
-            resolved,
-            &crate::model::LoadOptions {
-                positions,
-                ..crate::model::LoadOptions::new(dtype, device)
-            },
-        )?;
+        let m = Model::load(parsed.display(), resolved, &opts)?;
         ctx.check_cancel()?;
         for note in &m.notes {
             ctx.status(note.clone());
@@ -181,10 +180,12 @@ impl Engine for SessionEngine {
             Request::LoadModel {
                 source,
                 dtype,
+                auto_dtype,
                 device,
                 positions,
             } => {
-                let summary = self.load_model(source, *dtype, device, *positions, ctx)?;
+                let summary =
+                    self.load_model(source, (*dtype, *auto_dtype), device, *positions, ctx)?;
                 let mut out = vec![Reply::ModelLoaded(summary)];
                 if let Some(path) = self.inputs_path.clone() {
                     out.push(self.load_inputs(&path, ctx)?);

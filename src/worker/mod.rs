@@ -46,7 +46,10 @@ pub enum Request {
     /// the new model (device and special tokens may differ).
     LoadModel {
         source: String,
+        /// With `auto_dtype`, only where the checkpoint names none.
         dtype: DType,
+        /// Load in the checkpoint's own dtype.
+        auto_dtype: bool,
         device: Device,
         /// The position numbering (families with two; ignored, with a note, by the others).
         positions: crate::model::Positions,

@@ -327,6 +327,7 @@ fn load(source: &str) -> Request {
     Request::LoadModel {
         source: source.into(),
         dtype: DType::F32,
+        auto_dtype: false,
         device: Device::Cpu,
         positions: crate::model::Positions::Inference,
     }

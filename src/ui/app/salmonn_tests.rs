@@ -37,6 +37,7 @@ fn opens_a_salmonn_checkpoint_asks_a_clip_and_knocks_out() {
         question: Some("What is happening in the clip?".into()),
         device: Device::Cpu,
         dtype: DType::F32,
+        auto_dtype: false,
         positions: Positions::Training,
         demo_clip: false,
     };

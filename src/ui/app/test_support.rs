@@ -42,6 +42,8 @@ pub fn demo_options() -> AppOptions {
         question: None,
         device: Device::Cpu,
         dtype: DType::F32,
+        // The app's default: the checkpoint's own dtype (the fixtures are f32).
+        auto_dtype: true,
         positions: crate::model::Positions::Inference,
         demo_clip: false,
     }
