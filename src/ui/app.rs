@@ -245,7 +245,35 @@ pub enum Status {
     },
 }
 
+/// The first minute, measured from launch: when the model was ready, the prompt read (prepared first
+/// when asked in the app), and the first knockout's number shown (its trace included).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FirstMinute {
+    pub model_s: Option<f32>,
+    pub prompt_s: Option<f32>,
+    pub first_number_s: Option<f32>,
+}
+
+impl FirstMinute {
+    /// `first number 12.3 s after launch (model 10.1 s, prompt 11.0 s)`; `None` until there is one.
+    pub fn line(&self) -> Option<String> {
+        let total = self.first_number_s?;
+        let part = |name: &str, v: Option<f32>| v.map(|v| format!("{name} {v:.1} s"));
+        let parts: Vec<String> = [part("model", self.model_s), part("prompt", self.prompt_s)]
+            .into_iter()
+            .flatten()
+            .collect();
+        Some(format!(
+            "first number {total:.1} s after launch ({})",
+            parts.join(", ")
+        ))
+    }
+}
+
 pub struct AvflowApp {
+    /// When the app started, and the first minute's milestones since.
+    started: std::time::Instant,
+    first_minute: FirstMinute,
     device: Device,
     dtype: DType,
     /// Load in the checkpoint's own dtype (`dtype` where it names none).
@@ -323,6 +351,8 @@ impl AvflowApp {
         let panels = registry();
         let workspace = Workspace::load(storage, panels.iter().map(|p| p.name()).collect());
         let mut app = Self {
+            started: std::time::Instant::now(),
+            first_minute: FirstMinute::default(),
             device: opts.device,
             dtype: opts.dtype,
             auto_dtype: opts.auto_dtype,
@@ -751,6 +781,8 @@ impl AvflowApp {
     fn on_reply(&mut self, job: JobId, reply: Reply) {
         match reply {
             Reply::ModelLoaded(summary) => {
+                let now = self.started.elapsed().as_secs_f32();
+                self.first_minute.model_s.get_or_insert(now);
                 self.demo_loaded = self.demo.is_demo_model(&summary.dir);
                 self.status = Status::Info(format!("Loaded {}.", summary.source));
                 self.recent.model =
@@ -765,6 +797,8 @@ impl AvflowApp {
                 }
             }
             Reply::InputsLoaded { path, map } => {
+                let now = self.started.elapsed().as_secs_f32();
+                self.first_minute.prompt_s.get_or_insert(now);
                 self.load_history(&path);
                 self.status = Status::Info(format!(
                     "Read {} positions from {}.",
@@ -800,6 +834,8 @@ impl AvflowApp {
                 });
             }
             Reply::Knockout(outcome) => {
+                let now = self.started.elapsed().as_secs_f32();
+                self.first_minute.first_number_s.get_or_insert(now);
                 // Logged for tools/xvfb_check.sh, which clicks the real window's heatmap.
                 tracing::info!(
                     request = %outcome.spec.describe(),
@@ -1078,6 +1114,10 @@ impl AvflowApp {
                 Some(m) => ui.weak(model_line(m)),
                 None => ui.weak("No model loaded."),
             };
+            if let Some(line) = self.first_minute.line() {
+                ui.weak(format!("· {line}"))
+                    .on_hover_text("Time to the first number: launch → model ready → prompt read → trace and first knockout");
+            }
             self.positions_choice(ui);
         });
     }
@@ -1085,6 +1125,11 @@ impl AvflowApp {
     /// The current view (tests read it).
     pub fn view(&self) -> &ViewState {
         &self.view
+    }
+
+    /// The first minute's milestones so far.
+    pub fn first_minute(&self) -> FirstMinute {
+        self.first_minute
     }
 
     /// Replaces measured durations by fixed ones, so screenshots do not change from run to run.
@@ -1102,6 +1147,13 @@ impl AvflowApp {
         }
         for r in &mut self.view.heatmap.results {
             r.seconds = 0.1;
+        }
+        if self.first_minute.first_number_s.is_some() {
+            self.first_minute = FirstMinute {
+                model_s: Some(0.3),
+                prompt_s: Some(0.4),
+                first_number_s: Some(0.6),
+            };
         }
     }
 

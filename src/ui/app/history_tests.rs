@@ -38,6 +38,15 @@ fn history_lists_pins_renames_applies_exports_and_survives_a_restart() {
     let b = KnockoutSpec::single(Selector::group("video"), Selector::group("last"), 1, 3);
     knock_out(&mut h, &a);
     knock_out(&mut h, &b);
+    // The first minute: model ready, then the prompt, then the first number, all measured from launch.
+    let fm = h.state().first_minute();
+    let (m, p, n) = (
+        fm.model_s.expect("model"),
+        fm.prompt_s.expect("prompt"),
+        fm.first_number_s.expect("first number"),
+    );
+    assert!(0.0 < m && m <= p && p <= n, "{fm:?}");
+    assert!(h.query_by_label_contains("first number").is_some());
     let entries = &h.state().view().history.history.entries;
     assert_eq!(entries.len(), 2);
     assert_eq!(entries[0].spec, b, "newest first");
