@@ -1114,12 +1114,13 @@ impl AvflowApp {
                 Some(m) => ui.weak(model_line(m)),
                 None => ui.weak("No model loaded."),
             };
-            if let Some(line) = self.first_minute.line() {
-                ui.weak(format!("· {line}"))
-                    .on_hover_text("Time to the first number: launch → model ready → prompt read → trace and first knockout");
-            }
             self.positions_choice(ui);
         });
+        if let Some(line) = self.first_minute.line() {
+            ui.weak(line).on_hover_text(
+                "Time to the first number: launch, then model ready, prompt read, trace and first knockout",
+            );
+        }
     }
 
     /// The current view (tests read it).
