@@ -193,7 +193,12 @@ pub fn checkpoint_dtype(dir: &Path) -> Option<DType> {
             .values()
             .find_map(|sub| sub.get("torch_dtype")?.as_str())
     })?;
-    crate::device::parse_dtype(name).ok()
+    match name {
+        "float32" | "float" => Some(DType::F32),
+        "bfloat16" => Some(DType::BF16),
+        "float16" | "half" => Some(DType::F16),
+        _ => None,
+    }
 }
 
 /// `repetition_penalty` of `generation_config.json` in `dir` (1 when the file or the key is absent): what
