@@ -287,6 +287,36 @@ pub struct MediaViews {
     pub audio: Vec<MelView>,
 }
 
+/// A processor's flattened patch rows (`pixel_values` / `pixel_values_videos`, `[Σ t·h·w, PATCH_DIM]`)
+/// cut per item by its `[t, h, w]` grid, in f32; no tensor gives no rows. Both families' processors lay
+/// pixels out this way.
+pub fn patches_by_grid(
+    pixels: Option<&candle_core::Tensor>,
+    grids: &[[usize; 3]],
+) -> Result<Vec<([usize; 3], Vec<f32>)>> {
+    let all: Vec<f32> = match pixels {
+        Some(t) => t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?,
+        None => Vec::new(),
+    };
+    let pd = crate::media::video::PATCH_DIM;
+    let mut row = 0;
+    Ok(grids
+        .iter()
+        .map(|&g| {
+            let rows = g.iter().product::<usize>();
+            let part = all
+                .get(row * pd..(row + rows) * pd)
+                .unwrap_or_default()
+                .to_vec();
+            row += rows;
+            (g, part)
+        })
+        .collect())
+}
+
 /// The timeline of a prepared prompt: `views` are its media tensors, `map` its token map. `load_16k`
 /// decodes an item's sound for the waveform (the library's `audio::load_16k`; a parameter so tests need no
 /// file).

@@ -249,13 +249,26 @@ fn ffmpeg_init() {
     });
 }
 
-/// `Ok(None)`: a media file without an audio stream.
-fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
-    use ffmpeg_next::format::sample::Type as SType;
-    use ffmpeg_next::format::Sample;
+/// An FFmpeg failure on `path`'s audio, with the fix.
+fn ffmpeg_broken(path: &Path, what: &str, e: &dyn std::fmt::Display) -> crate::error::Error {
+    err(path, format!("{what} ({e}); re-export the file or convert its audio, e.g. `ffmpeg -i <file> out.wav`"))
+}
 
+/// Opens `path`'s best audio stream through FFmpeg, checked as decodable: the container, the stream's
+/// index and its decoder; `Ok(None)` for a media file without an audio stream. `sym_reason` is what
+/// symphonia said of the file, for the error when FFmpeg cannot read it either.
+fn ffmpeg_open_audio(
+    path: &Path,
+    sym_reason: &str,
+) -> Result<
+    Option<(
+        ffmpeg_next::format::context::Input,
+        usize,
+        ffmpeg_next::decoder::Audio,
+    )>,
+> {
     ffmpeg_init();
-    let mut ictx = ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?)
+    let ictx = ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?)
         .map_err(|e| not_media(path, sym_reason, &e.to_string()))?;
     let Some(stream) = ictx.streams().best(ffmpeg_next::media::Type::Audio) else {
         return Ok(None);
@@ -266,15 +279,25 @@ fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
     };
     crate::media::check_decodable(path, &stream.parameters(), used_as)?;
     let index = stream.index();
-    let broken = |what: &str, e: &dyn std::fmt::Display| {
-        err(path, format!("{what} ({e}); re-export the file or convert its audio, e.g. `ffmpeg -i <file> out.wav`"))
-    };
+    let broken = |what: &str, e: &dyn std::fmt::Display| ffmpeg_broken(path, what, e);
     let ctx = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| broken("cannot read the audio stream's parameters", &e))?;
-    let mut decoder = ctx
+    let decoder = ctx
         .decoder()
         .audio()
         .map_err(|e| broken("no decoder for the audio stream's codec", &e))?;
+    Ok(Some((ictx, index, decoder)))
+}
+
+/// `Ok(None)`: a media file without an audio stream.
+fn ffmpeg_decode(path: &Path, sym_reason: &str) -> Result<Option<Decoded>> {
+    use ffmpeg_next::format::sample::Type as SType;
+    use ffmpeg_next::format::Sample;
+
+    let Some((mut ictx, index, mut decoder)) = ffmpeg_open_audio(path, sym_reason)? else {
+        return Ok(None);
+    };
+    let broken = |what: &str, e: &dyn std::fmt::Display| ffmpeg_broken(path, what, e);
 
     let mut out = Decoded {
         samples: Vec::new(),
@@ -395,27 +418,9 @@ pub(super) fn ffmpeg_resampled(path: &Path, rate: u32) -> Result<Vec<f32>> {
     use ffmpeg_next::ChannelLayout;
 
     check_file(path)?;
-    ffmpeg_init();
-    let mut ictx = ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?)
-        .map_err(|e| not_media(path, "", &e.to_string()))?;
-    let Some(stream) = ictx.streams().best(ffmpeg_next::media::Type::Audio) else {
-        return Err(no_audio_error(path));
-    };
-    let used_as = match ictx.streams().best(ffmpeg_next::media::Type::Video) {
-        Some(_) => crate::media::StreamUse::AudioOfVideo,
-        None => crate::media::StreamUse::Audio,
-    };
-    crate::media::check_decodable(path, &stream.parameters(), used_as)?;
-    let index = stream.index();
-    let broken = |what: &str, e: &dyn std::fmt::Display| {
-        err(path, format!("{what} ({e}); re-export the file or convert its audio, e.g. `ffmpeg -i <file> out.wav`"))
-    };
-    let ctx = ffmpeg_next::codec::context::Context::from_parameters(stream.parameters())
-        .map_err(|e| broken("cannot read the audio stream's parameters", &e))?;
-    let mut decoder = ctx
-        .decoder()
-        .audio()
-        .map_err(|e| broken("no decoder for the audio stream's codec", &e))?;
+    let (mut ictx, index, mut decoder) =
+        ffmpeg_open_audio(path, "")?.ok_or_else(|| no_audio_error(path))?;
+    let broken = |what: &str, e: &dyn std::fmt::Display| ffmpeg_broken(path, what, e);
     let out_fmt = Sample::F32(SType::Packed);
     let mut swr: Option<resampling::Context> = None;
     let mut out = Vec::new();

@@ -26,7 +26,7 @@ use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::media::prepare::{Item, PrepareOptions, Prepared};
-use crate::media::preview::{ImageView, MediaViews, MelView, VideoView};
+use crate::media::preview::{patches_by_grid, ImageView, MediaViews, MelView, VideoView};
 use crate::model::decoder::{index_tensor, Decoder};
 use crate::model::loader::ResolvedModel;
 use crate::model::vision::VisionEncoder;
@@ -143,29 +143,7 @@ impl Architecture for OmniArch {
 
     fn media_views(&self, prompt: &Prompt) -> Result<MediaViews> {
         let inp = inputs_of(prompt)?;
-        let flat = |t: &Option<Tensor>| -> Result<Vec<f32>> {
-            match t {
-                Some(t) => Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-                None => Ok(Vec::new()),
-            }
-        };
-        let pd = crate::media::video::PATCH_DIM;
-        let cut = |all: &[f32], grids: &[[usize; 3]]| -> Vec<([usize; 3], Vec<f32>)> {
-            let mut row = 0;
-            grids
-                .iter()
-                .map(|&g| {
-                    let rows = g.iter().product::<usize>();
-                    let part = all
-                        .get(row * pd..(row + rows) * pd)
-                        .unwrap_or_default()
-                        .to_vec();
-                    row += rows;
-                    (g, part)
-                })
-                .collect()
-        };
-        let videos = cut(&flat(&inp.pixel_values_videos)?, &inp.video_grid_thw)
+        let videos = patches_by_grid(inp.pixel_values_videos.as_ref(), &inp.video_grid_thw)?
             .into_iter()
             .zip(&inp.video_second_per_grid)
             .map(|((grid, patches), &spg)| VideoView {
@@ -174,7 +152,7 @@ impl Architecture for OmniArch {
                 patches,
             })
             .collect();
-        let images = cut(&flat(&inp.pixel_values)?, &inp.image_grid_thw)
+        let images = patches_by_grid(inp.pixel_values.as_ref(), &inp.image_grid_thw)?
             .into_iter()
             .map(|(grid, patches)| ImageView { grid, patches })
             .collect();

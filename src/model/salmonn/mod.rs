@@ -21,11 +21,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::media::prepare::{Item, PrepareOptions, Prepared};
-use crate::media::preview::{ImageView, MediaViews, MelView, VideoView};
+use crate::media::preview::{patches_by_grid, ImageView, MediaViews, MelView, VideoView};
 use crate::model::decoder::{index_tensor, Decoder};
 use crate::model::loader::ResolvedModel;
 use crate::model::vision::VisionEncoder;
@@ -163,29 +163,7 @@ impl Architecture for SalmonnArch {
 
     fn media_views(&self, prompt: &Prompt) -> Result<MediaViews> {
         let inp = inputs_of(prompt)?;
-        let flat = |t: &Option<Tensor>| -> Result<Vec<f32>> {
-            match t {
-                Some(t) => Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?),
-                None => Ok(Vec::new()),
-            }
-        };
-        let pd = crate::media::video::PATCH_DIM;
-        let cut = |all: &[f32], grids: &[[usize; 3]]| -> Vec<([usize; 3], Vec<f32>)> {
-            let mut row = 0;
-            grids
-                .iter()
-                .map(|&g| {
-                    let rows = g.iter().product::<usize>();
-                    let part = all
-                        .get(row * pd..(row + rows) * pd)
-                        .unwrap_or_default()
-                        .to_vec();
-                    row += rows;
-                    (g, part)
-                })
-                .collect()
-        };
-        let videos = cut(&flat(&inp.pixel_values_videos)?, &inp.video_grid_thw)
+        let videos = patches_by_grid(inp.pixel_values_videos.as_ref(), &inp.video_grid_thw)?
             .into_iter()
             .zip(&inp.second_per_grid_ts)
             .map(|((grid, patches), &s)| VideoView {
@@ -194,14 +172,14 @@ impl Architecture for SalmonnArch {
                 patches,
             })
             .collect();
-        let images = cut(&flat(&inp.pixel_values)?, &inp.image_grid_thw)
+        let images = patches_by_grid(inp.pixel_values.as_ref(), &inp.image_grid_thw)?
             .into_iter()
             .map(|(grid, patches)| ImageView { grid, patches })
             .collect();
         // Each audio item's 30-s segments side by side: `[mel_bins, segments · frames]`.
         let mut audio = Vec::new();
         if let Some(f) = &inp.audio_feature {
-            let (segments, bins, frames) = f.dims3()?;
+            let (segments, _bins, frames) = f.dims3()?;
             let per = self.cfg.tokens_per_segment().max(1);
             let lens: Vec<usize> = if inp.audio_lengths.is_empty() {
                 vec![segments]
@@ -222,7 +200,6 @@ impl Architecture for SalmonnArch {
                     frames: n * frames,
                 });
                 first += n;
-                let _ = bins;
             }
         }
         Ok(MediaViews {
