@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod decoder;
+pub mod inputs;
 pub mod loader;
 pub mod nn;
 pub mod omni;

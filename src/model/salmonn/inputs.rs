@@ -8,7 +8,8 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::model::inputs::{err, grid_rows, ints, unbatch};
 
 #[derive(Debug, Clone)]
 pub struct SalmonnInputs {
@@ -25,22 +26,6 @@ pub struct SalmonnInputs {
     pub audio_lengths: Vec<usize>,
 }
 
-fn err(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Inputs {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
-}
-
-fn ints(t: &Tensor) -> Result<Vec<i64>> {
-    Ok(t.to_dtype(DType::F64)?
-        .flatten_all()?
-        .to_vec1::<f64>()?
-        .into_iter()
-        .map(|x| x as i64)
-        .collect())
-}
-
 fn grids(path: &Path, name: &str, t: &Tensor) -> Result<Vec<[usize; 3]>> {
     let v = ints(t)?;
     if v.len() % 3 != 0 || v.is_empty() {
@@ -49,39 +34,7 @@ fn grids(path: &Path, name: &str, t: &Tensor) -> Result<Vec<[usize; 3]>> {
             format!("{name} must have shape [n, 3], got {:?}", t.dims()),
         ));
     }
-    v.chunks(3)
-        .map(|c| {
-            if c.iter().any(|&x| x <= 0) {
-                Err(err(path, format!("{name} has a non-positive entry {c:?}")))
-            } else {
-                Ok([c[0] as usize, c[1] as usize, c[2] as usize])
-            }
-        })
-        .collect()
-}
-
-/// Drops leading batch dimensions of size one until the tensor has `rank` dims.
-fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tensor> {
-    let mut t = t.clone();
-    while t.rank() > rank {
-        if t.dim(0)? != 1 {
-            return Err(err(
-                path,
-                format!(
-                    "{name} has shape {:?}: only a batch of one prompt is supported",
-                    t.dims()
-                ),
-            ));
-        }
-        t = t.squeeze(0)?;
-    }
-    if t.rank() != rank {
-        return Err(err(
-            path,
-            format!("{name} has shape {:?}, expected {rank} dims", t.dims()),
-        ));
-    }
-    Ok(t)
+    grid_rows(path, name, &v)
 }
 
 impl SalmonnInputs {

@@ -1,0 +1,63 @@
+//! Reading a processor's tensors from an inputs file, for every family: errors that name the file,
+//! integer tensors as numbers, `[n, 3]` grids of positive entries and an optional leading batch of one.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+
+/// An inputs file that does not hold what the family's processor writes.
+pub fn err(path: &Path, reason: impl Into<String>) -> Error {
+    Error::Inputs {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// Every value of an integer (or float) tensor as `i64`.
+pub fn ints(t: &Tensor) -> Result<Vec<i64>> {
+    Ok(t.to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?
+        .into_iter()
+        .map(|x| x as i64)
+        .collect())
+}
+
+/// `[t, h, w]` rows of a grid tensor's values (`name` for the error), each entry positive.
+pub fn grid_rows(path: &Path, name: &str, v: &[i64]) -> Result<Vec<[usize; 3]>> {
+    v.chunks(3)
+        .map(|c| {
+            if c.len() != 3 || c.iter().any(|&x| x <= 0) {
+                Err(err(path, format!("{name} has a non-positive entry {c:?}")))
+            } else {
+                Ok([c[0] as usize, c[1] as usize, c[2] as usize])
+            }
+        })
+        .collect()
+}
+
+/// Drops leading batch dimensions of size one until the tensor has `rank` dims.
+pub fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tensor> {
+    let mut t = t.clone();
+    while t.rank() > rank {
+        if t.dim(0)? != 1 {
+            return Err(err(
+                path,
+                format!(
+                    "{name} has shape {:?}: only a batch of one prompt is supported",
+                    t.dims()
+                ),
+            ));
+        }
+        t = t.squeeze(0)?;
+    }
+    if t.rank() != rank {
+        return Err(err(
+            path,
+            format!("{name} has shape {:?}, expected {rank} dims", t.dims()),
+        ));
+    }
+    Ok(t)
+}
