@@ -1,9 +1,11 @@
-//! Reading a processor's tensors from an inputs file, for every family: errors that name the file,
-//! integer tensors as numbers, `[n, 3]` grids of positive entries and an optional leading batch of one.
+//! A processor's tensors, for every family: reading them from an inputs file (errors that name the file,
+//! integer tensors as numbers, `[n, 3]` grids of positive entries, an optional leading batch of one) and
+//! laying out the patch rows of several pictures with their grids.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -60,4 +62,22 @@ pub fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tenso
         ));
     }
     Ok(t)
+}
+
+/// Inserts the patch rows of several videos or images (concatenated, in prompt order) under `pixels` and
+/// their `[t, h, w]` grids (`[k, 3]`, i64) under `grid`; nothing when there are none. Returns `k`.
+pub fn insert_patches(
+    m: &mut HashMap<String, Tensor>,
+    (pixels, grid): (&str, &str),
+    parts: &[Tensor],
+    grids: Vec<i64>,
+    device: &Device,
+) -> Result<usize> {
+    if parts.is_empty() {
+        return Ok(0);
+    }
+    let k = grids.len() / 3;
+    m.insert(pixels.into(), Tensor::cat(parts, 0)?);
+    m.insert(grid.into(), Tensor::from_vec(grids, (k, 3), device)?);
+    Ok(k)
 }

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::media::audio::{self, AudioFeatures};
 use crate::media::prepare::{load_tokenizer, render_template, Item, PrepareOptions, Prepared};
 use crate::media::video::{self, VideoInputs};
+use crate::model::inputs::insert_patches;
 use crate::model::omni::audio::output_lengths;
 use crate::model::omni::config::ThinkerConfig;
 use crate::model::omni::prompt::video_with_audio_ids;
@@ -120,26 +121,20 @@ pub fn tensors(ids: &[u32], media: &[Media], device: &Device) -> Result<HashMap<
             }
         }
     }
-    if !pv.is_empty() {
-        let k = vg.len() / 3;
-        m.insert("pixel_values_videos".into(), Tensor::cat(&pv, 0)?);
-        m.insert(
-            "video_grid_thw".into(),
-            Tensor::from_vec(vg, (k, 3), device)?,
-        );
+    let k = insert_patches(
+        &mut m,
+        ("pixel_values_videos", "video_grid_thw"),
+        &pv,
+        vg,
+        device,
+    )?;
+    if k > 0 {
         m.insert(
             "video_second_per_grid".into(),
             Tensor::from_vec(spg, k, device)?,
         );
     }
-    if !pi.is_empty() {
-        let k = ig.len() / 3;
-        m.insert("pixel_values".into(), Tensor::cat(&pi, 0)?);
-        m.insert(
-            "image_grid_thw".into(),
-            Tensor::from_vec(ig, (k, 3), device)?,
-        );
-    }
+    insert_patches(&mut m, ("pixel_values", "image_grid_thw"), &pi, ig, device)?;
     if !feats.is_empty() {
         // One row per clip, padded to the longest, with the mask marking each clip's valid frames.
         let longest = feats.iter().map(|f| f.n_frames).max().unwrap_or(0);

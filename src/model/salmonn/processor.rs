@@ -32,6 +32,7 @@ use crate::media::prepare::{load_tokenizer, Item, PrepareOptions, Prepared};
 use crate::media::video::{
     self, preprocess_frames, Filter, FrameIndex, ImageInputs, VideoInputs, IMAGE_FACTOR,
 };
+use crate::model::inputs::insert_patches;
 use crate::model::salmonn::config::SalmonnConfig;
 
 /// The system prompt of the authors' dataset code.
@@ -492,26 +493,20 @@ fn tensors(ids: &[u32], media: &[Media], device: &Device) -> Result<HashMap<Stri
             }
         }
     }
-    if !pv.is_empty() {
-        let k = vg.len() / 3;
-        m.insert("pixel_values_videos".into(), Tensor::cat(&pv, 0)?);
-        m.insert(
-            "video_grid_thw".into(),
-            Tensor::from_vec(vg, (k, 3), device)?,
-        );
+    let k = insert_patches(
+        &mut m,
+        ("pixel_values_videos", "video_grid_thw"),
+        &pv,
+        vg,
+        device,
+    )?;
+    if k > 0 {
         m.insert(
             "second_per_grid_ts".into(),
             Tensor::from_vec(spg, k, device)?,
         );
     }
-    if !pi.is_empty() {
-        let k = ig.len() / 3;
-        m.insert("pixel_values".into(), Tensor::cat(&pi, 0)?);
-        m.insert(
-            "image_grid_thw".into(),
-            Tensor::from_vec(ig, (k, 3), device)?,
-        );
-    }
+    insert_patches(&mut m, ("pixel_values", "image_grid_thw"), &pi, ig, device)?;
     if segments > 0 {
         m.insert(
             "audio_feature".into(),
