@@ -1068,7 +1068,7 @@ fn attention_rows_match_the_full_forward() {
         let full = dec
             .layer(l)
             .forward(
-                &c.trace.residuals[l],
+                &c.trace.residuals.layer(l).unwrap(),
                 &c.trace.rot,
                 None,
                 &AttnMask::Causal,
@@ -1188,4 +1188,72 @@ fn time_range_and_item_selectors() {
     let sel: avflow::prompt::Selector = "@0-2".parse().unwrap();
     assert_eq!(sel.to_string(), "@0-2");
     assert_eq!(s.select(&sel).unwrap().len(), 62);
+}
+
+/// A trace whose residuals went to a mapped file answers every analysis bitwise as the in-memory one:
+/// knockouts (several first targets, so rows are read from several offsets), the drop curve, the lens
+/// heatmap and attention rows. The file is gone once the trace is.
+#[test]
+fn a_spilled_trace_equals_the_in_memory_one() {
+    use avflow::flow::trace::Placement;
+    let c = open("av_a");
+    let dec = c.model.decoder();
+    let dir = tempfile::tempdir().unwrap();
+    let spilled = Trace::run_placed(
+        dec,
+        &c.embeds,
+        &c.trace.position_ids,
+        &Placement::File(dir.path().to_path_buf()),
+    )
+    .unwrap();
+    assert!(spilled.residuals.file().is_some());
+    assert_eq!(spilled.memory_bytes(), c.trace.memory_bytes());
+    assert_eq!(max_diff(&spilled.last_logits, &c.trace.last_logits), 0.0);
+    for l in 0..c.trace.residuals.len() {
+        let a = c.trace.residuals.layer(l).unwrap();
+        let b = spilled.residuals.layer(l).unwrap();
+        assert_eq!(max_diff(&a, &b), 0.0, "residual {l}");
+    }
+    let seq = c.trace.seq_len;
+    let audio = c.groups.select("audio").unwrap();
+    let question = c.groups.select("question").unwrap();
+    let layers = dec.num_layers();
+    let specs = vec![
+        Knockout {
+            sources: audio.clone(),
+            targets: vec![seq - 1],
+            start: 0,
+            end: layers / 2,
+        },
+        Knockout {
+            sources: audio.clone(),
+            targets: question.clone(),
+            start: 1,
+            end: layers,
+        },
+    ];
+    let a = avflow::flow::knockout::run_batch(dec, &c.trace, &specs).unwrap();
+    let b = avflow::flow::knockout::run_batch(dec, &spilled, &specs).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(max_diff(x, y), 0.0);
+    }
+    let da = avflow::flow::generate::drop_curve(dec, &c.trace, &audio, None).unwrap();
+    let db = avflow::flow::generate::drop_curve(dec, &spilled, &audio, None).unwrap();
+    assert_eq!(format!("{da:?}"), format!("{db:?}"));
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let token = c.trace.top1_id;
+    let la = avflow::flow::heatmap::lens_matrix(dec, &c.trace, token, &never, &mut |_, _| {})
+        .unwrap()
+        .unwrap();
+    let lb = avflow::flow::heatmap::lens_matrix(dec, &spilled, token, &never, &mut |_, _| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(la.values, lb.values);
+    let ra = avflow::flow::attention::attention_rows(dec, &c.trace, &question, false).unwrap();
+    let rb = avflow::flow::attention::attention_rows(dec, &spilled, &question, false).unwrap();
+    for (x, y) in ra.iter().zip(&rb) {
+        assert_eq!(max_diff(x, y), 0.0);
+    }
+    drop(spilled);
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -92,7 +92,7 @@ impl Continuation {
     /// Rows `first..` of the prompt at layer `l` followed by the appended rows: the input of a knockout's
     /// recomputed rows.
     pub(crate) fn rows_from(&self, trace: &Trace, l: usize, first: usize) -> Result<Tensor> {
-        let prompt = trace.residuals[l].narrow(0, first, trace.seq_len - first)?;
+        let prompt = trace.residuals.rows(l, first, trace.seq_len - first)?;
         Ok(match self.residuals.get(l) {
             Some(r) => Tensor::cat(&[&prompt, r], 0)?,
             None => prompt,

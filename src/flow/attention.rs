@@ -26,7 +26,7 @@ pub fn attention_rows(
     let mask = AttnMask::Additive(mask_for_rows(rows.iter().copied(), seq, |_, _| false, dev)?);
     let mut out = Vec::with_capacity(decoder.num_layers());
     for l in 0..decoder.num_layers() {
-        let x = trace.residuals[l].index_select(&idx, 0)?;
+        let x = trace.residuals.select(l, rows)?;
         let p = decoder
             .layer(l)
             .attention_probs(&x, &rot, &trace.kv[l], &mask)?

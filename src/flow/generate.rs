@@ -143,7 +143,7 @@ pub fn prefill_knockout(
         let mask = if active.is_empty() {
             AttnMask::Causal
         } else {
-            AttnMask::Additive(set.mask_at(l, 0, n, n, decoder.device())?)
+            set.mask_at(l)
         };
         let out = decoder.layer(l).forward(&x, &rot, None, &mask, false)?;
         kv.push(out.kv);
@@ -305,14 +305,14 @@ pub type LensRow = (usize, f32, Vec<(u32, f32)>);
 /// per layer the top-k `(id, prob)` and the probability of `token`.
 pub fn logit_lens(
     decoder: &Decoder,
-    residuals: &[Tensor],
+    residuals: &crate::flow::trace::Residuals,
     position: usize,
     token: u32,
     k: usize,
 ) -> Result<Vec<LensRow>> {
     let mut out = Vec::new();
-    for (l, r) in residuals.iter().enumerate().skip(1) {
-        let row = r.narrow(0, position, 1)?;
+    for l in 1..residuals.len() {
+        let row = residuals.rows(l, position, 1)?;
         let logits = decoder.logits(&decoder.final_norm(&row)?)?.squeeze(0)?;
         let p = crate::flow::trace::prob_of(&logits, token)?;
         out.push((l - 1, p, top_k(&logits, k)?));

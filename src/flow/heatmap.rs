@@ -170,7 +170,7 @@ pub fn lens_chunk(vocab: usize) -> usize {
     (LENS_CHUNK_ELEMENTS / vocab.max(1)).max(1)
 }
 
-/// Logit lens at every position: `P(token)` from the residual leaving layer `l` (`trace.residuals[l + 1]`)
+/// Logit lens at every position: `P(token)` from the residual leaving layer `l` (`trace.residuals.layer(l + 1)`)
 /// through the final norm and `lm_head`, for every layer and position — [`super::generate::logit_lens`] for
 /// all positions at once. The last layer's row is the model's own next-token distribution at each position.
 ///
@@ -199,7 +199,7 @@ pub fn lens_matrix(
 }
 
 /// How much each layer adds to the answer's lens probability at each position, in percentage points:
-/// `100 · (P_l − P_{l−1})`, where `P_{−1}` is read from the embeddings (`trace.residuals[0]`). Positive
+/// `100 · (P_l − P_{l−1})`, where `P_{−1}` is read from the embeddings (`trace.residuals.layer(0)`). Positive
 /// cells are where the answer becomes readable; a row sums (over layers) to the last layer's probability
 /// minus the embeddings'. One lens row more than [`lens_matrix`].
 pub fn lens_gain_matrix(
@@ -256,7 +256,7 @@ pub fn lens_rows(
             }
             let start = c * chunk;
             let n = chunk.min(seq - start);
-            let x = trace.residuals[r].narrow(0, start, n)?;
+            let x = trace.residuals.rows(r, start, n)?;
             let logits = decoder.logits(&decoder.final_norm(&x)?)?;
             let vocab = logits.dim(1)?;
             if token as usize >= vocab {

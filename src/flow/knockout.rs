@@ -7,13 +7,13 @@
 //! nothing they attend to changes), attending to the traced K/V of the earlier positions. A knockout into
 //! `last` therefore recomputes one row per layer.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::flow::answer::Continuation;
 use crate::flow::trace::{prob_of, Trace};
-use crate::model::decoder::{mask_for_rows, top_k, AttnMask, Decoder, KvPair};
+use crate::model::decoder::{top_k, AttnMask, BlockedPairs, Decoder, KvPair};
 
 /// One knockout: which queries lose which keys, in which layers. Serialisable: experiments are data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,34 +72,6 @@ impl Knockout {
             )));
         }
         Ok(())
-    }
-
-    /// Additive mask `[rows, keys]` for query rows `first..first+rows` over keys `0..keys`: causal, plus
-    /// the knockout when `active`.
-    pub fn mask(
-        &self,
-        first: usize,
-        rows: usize,
-        keys: usize,
-        active: bool,
-        device: &Device,
-    ) -> Result<Tensor> {
-        let mut blocked_key = vec![false; keys];
-        let mut target = vec![false; first + rows];
-        if active {
-            for &s in self.sources.iter().filter(|&&s| s < keys) {
-                blocked_key[s] = true;
-            }
-            for &t in self.targets.iter().filter(|&&t| t < first + rows) {
-                target[t] = true;
-            }
-        }
-        mask_for_rows(
-            first..first + rows,
-            keys,
-            |q, j| target[q] && blocked_key[j],
-            device,
-        )
     }
 
     /// The knockout's effect computed incrementally from a trace (see [`run_batch`]). Returns the last
@@ -195,24 +167,9 @@ impl KnockoutSet {
         self.blocks.iter().try_for_each(|b| b.validate(seq, layers))
     }
 
-    /// Additive mask `[rows, keys]` for query rows `first..first+rows` in decoder layer `layer`: causal,
-    /// plus every block whose layers hold `layer`.
-    pub fn mask_at(
-        &self,
-        layer: usize,
-        first: usize,
-        rows: usize,
-        keys: usize,
-        device: &Device,
-    ) -> Result<Tensor> {
-        union_mask(
-            &self.blocks,
-            &active_at(&self.blocks, layer),
-            first,
-            rows,
-            keys,
-            device,
-        )
+    /// The mask of decoder layer `layer`: causal, plus the pairs of every block whose layers hold it.
+    pub fn mask_at(&self, layer: usize) -> AttnMask {
+        union_mask(&self.blocks, &active_at(&self.blocks, layer))
     }
 
     /// The set's effect computed incrementally from a trace (see [`run_sets`]). Returns the last
@@ -246,17 +203,11 @@ impl KnockoutSet {
     pub fn run_full(&self, decoder: &Decoder, embeds: &Tensor, trace: &Trace) -> Result<Tensor> {
         let seq = trace.seq_len;
         self.validate(seq, decoder.num_layers())?;
-        let dev = decoder.device();
         let mut x = embeds.to_dtype(decoder.dtype())?;
         for l in 0..decoder.num_layers() {
-            let mask = if self.blocks.iter().any(|b| b.start <= l && l < b.end) {
-                AttnMask::Additive(self.mask_at(l, 0, seq, seq, dev)?)
-            } else {
-                AttnMask::Causal
-            };
             x = decoder
                 .layer(l)
-                .forward(&x, &trace.rot, None, &mask, false)?
+                .forward(&x, &trace.rot, None, &self.mask_at(l), false)?
                 .hidden;
         }
         let last = decoder.final_norm(&x.narrow(0, seq - 1, 1)?)?;
@@ -283,38 +234,18 @@ fn active_at(blocks: &[Knockout], layer: usize) -> Vec<bool> {
         .collect()
 }
 
-/// Causal mask for rows `first..first+rows` over keys `0..keys`, plus the pairs of every active block.
-fn union_mask(
-    blocks: &[Knockout],
-    active: &[bool],
-    first: usize,
-    rows: usize,
-    keys: usize,
-    device: &Device,
-) -> Result<Tensor> {
-    // Per active block: which keys it hides and from which queries.
-    let marks: Vec<(Vec<bool>, Vec<bool>)> = blocks
-        .iter()
-        .zip(active)
-        .filter(|(_, &on)| on)
-        .map(|(b, _)| {
-            let mut key = vec![false; keys];
-            let mut query = vec![false; first + rows];
-            for &s in b.sources.iter().filter(|&&s| s < keys) {
-                key[s] = true;
-            }
-            for &t in b.targets.iter().filter(|&&t| t < first + rows) {
-                query[t] = true;
-            }
-            (key, query)
-        })
-        .collect();
-    mask_for_rows(
-        first..first + rows,
-        keys,
-        |q, j| marks.iter().any(|(key, query)| query[q] && key[j]),
-        device,
-    )
+/// The causal mask plus the pairs of every active block (written out a chunk of rows at a time by the
+/// attention, see [`AttnMask::Blocked`]).
+fn union_mask(blocks: &[Knockout], active: &[bool]) -> AttnMask {
+    let mut pairs = BlockedPairs::default();
+    for (b, _) in blocks.iter().zip(active).filter(|(_, &on)| on) {
+        pairs.add(&b.targets, &b.sources);
+    }
+    if pairs.is_empty() {
+        AttnMask::Causal
+    } else {
+        AttnMask::Blocked(std::sync::Arc::new(pairs))
+    }
 }
 
 /// Where a block of rows in one batched layer call comes from: the traced residual entering that layer
@@ -574,7 +505,6 @@ fn run_sets(
     let plans = plan_sets(sets, seq, layers, &by_first);
     let total: usize = plans.iter().map(|p| plan_work(p).cost()).sum();
     let mut out: Vec<Option<Tensor>> = vec![None; sets.len()];
-    let dev = decoder.device();
     let mut done = 0;
     for plan in &plans {
         let t0 = std::time::Instant::now();
@@ -586,18 +516,14 @@ fn run_sets(
         let masks: Vec<AttnMask> = plan
             .masks
             .iter()
-            .map(|(i, active)| {
-                Ok(AttnMask::Additive(union_mask(
-                    sets[*i], active, first, rows, seq, dev,
-                )?))
-            })
-            .collect::<Result<_>>()?;
+            .map(|(i, active)| union_mask(sets[*i], active))
+            .collect();
         let mut prev: Option<Tensor> = None;
         for call in &plan.calls {
             let l = call.layer;
             let traced = match answer {
                 Some(a) => a.rows_from(trace, l, first)?,
-                None => trace.residuals[l].narrow(0, first, rows)?,
+                None => trace.residuals.rows(l, first, rows)?,
             };
             let inputs: Vec<Tensor> = call
                 .blocks

@@ -8,6 +8,8 @@
 //! its own rows. That is what lets the flow engine replay a traced run from any layer, recompute only a
 //! suffix of positions, apply per-layer knockout masks and drop positions between layers.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
@@ -79,9 +81,92 @@ impl Rotary {
 pub enum AttnMask {
     /// Plain causal attention: query `i` (global row `past + i`) sees keys `0..=past + i`.
     Causal,
+    /// Causal, minus the pairs a knockout hides (by prompt position; query `i` is position `past + i`).
+    /// Kept as rules and written out one chunk of query rows at a time, so that no mask spans the whole
+    /// prompt: a dense one is `rows × keys` floats, 4 GB at 32 k tokens.
+    Blocked(Arc<BlockedPairs>),
     /// Additive mask `[rows, past + rows]` in f32: 0 where allowed, `f32::MIN` where blocked (as transformers'
-    /// eager path adds its 4-D mask).
+    /// eager path adds its 4-D mask). Any rows, e.g. chosen positions read against a whole trace.
     Additive(Tensor),
+}
+
+/// The (query, key) pairs a knockout hides besides the causal ones: rule `i` hides its sorted `sources`
+/// from the query positions marked in its `queries`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BlockedPairs {
+    rules: Vec<(Vec<bool>, Vec<usize>)>,
+}
+
+impl BlockedPairs {
+    /// Hides `sources` from the `queries` (prompt positions; both may be in any order).
+    pub fn add(&mut self, queries: &[usize], sources: &[usize]) {
+        let len = queries.iter().max().map_or(0, |&q| q + 1);
+        let mut marked = vec![false; len];
+        for &q in queries {
+            marked[q] = true;
+        }
+        let mut sources = sources.to_vec();
+        sources.sort_unstable();
+        sources.dedup();
+        self.rules.push((marked, sources));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether query position `q` may not see key `j` (besides causality).
+    pub fn blocked(&self, q: usize, j: usize) -> bool {
+        self.rules.iter().any(|(queries, sources)| {
+            queries.get(q).copied().unwrap_or(false) && sources.binary_search(&j).is_ok()
+        })
+    }
+
+    /// Sets `f32::MIN` in `row` (keys `0..row.len()`) at every key hidden from query position `q`.
+    fn hide(&self, q: usize, row: &mut [f32]) {
+        for (queries, sources) in &self.rules {
+            if queries.get(q).copied().unwrap_or(false) {
+                let keys = row.len();
+                for &s in sources.iter().take_while(|&&s| s < keys) {
+                    row[s] = f32::MIN;
+                }
+            }
+        }
+    }
+}
+
+impl AttnMask {
+    /// Whether query `i` never sees a key after position `past + i` (every form but `Additive`, whose rows
+    /// may be anywhere): a chunk of rows then reads only the keys up to its last row.
+    fn is_causal(&self) -> bool {
+        !matches!(self, AttnMask::Additive(_))
+    }
+
+    /// Rows `r0..r0 + n` of the mask of a call with `past` cached keys, over keys `0..keys`, in f32
+    /// (`[n · keys]`, 0 where allowed, `f32::MIN` where blocked).
+    fn chunk(&self, r0: usize, n: usize, past: usize, keys: usize) -> Result<Vec<f32>> {
+        match self {
+            AttnMask::Additive(m) => Ok(m
+                .narrow(0, r0, n)?
+                .narrow(1, 0, keys)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?),
+            AttnMask::Causal | AttnMask::Blocked(_) => {
+                let mut out = vec![0f32; n * keys];
+                for (i, row) in out.chunks_mut(keys.max(1)).enumerate() {
+                    let q = past + r0 + i;
+                    if q + 1 < keys {
+                        row[q + 1..].fill(f32::MIN);
+                    }
+                    if let AttnMask::Blocked(b) = self {
+                        b.hide(q, row);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// Builds the additive causal mask for `rows` queries after `past` cached keys.
@@ -90,8 +175,8 @@ pub fn causal_mask(rows: usize, past: usize, device: &Device) -> Result<Tensor> 
 }
 
 /// Additive mask `[rows, keys]` for the given query positions: query `q` sees keys `j ≤ q` except the
-/// pairs `blocked(q, j)` (0 where allowed, `f32::MIN` elsewhere). Causal masks, knockouts and the
-/// attention maps of chosen rows all build their masks here.
+/// pairs `blocked(q, j)` (0 where allowed, `f32::MIN` elsewhere). For chosen rows and tests; a layer call
+/// over a span of the prompt takes [`AttnMask::Blocked`] instead.
 pub fn mask_for_rows(
     rows: impl ExactSizeIterator<Item = usize>,
     keys: usize,
@@ -189,6 +274,11 @@ impl Attention {
 
     /// Attention of `q` (`[heads, n, hd]`) over `all` keys (past then the n rows) under `mask`; returns
     /// the heads' outputs `[n, heads·hd]` before `o_proj`, and the probabilities when asked.
+    ///
+    /// Memory does not grow with the square of the length: the query rows run in chunks whose scores
+    /// stay within [`MAX_SCORES`] floats, each with its own rows of the mask, and under a causal mask a
+    /// chunk reads only the keys up to its last row (half the products of a long prompt). Each row's
+    /// scores, softmax and weighted sum are the same computation whatever the chunk.
     fn attend(
         &self,
         q: &Tensor,
@@ -196,41 +286,92 @@ impl Attention {
         mask: &AttnMask,
         want_probs: bool,
     ) -> Result<(Tensor, Option<Tensor>)> {
+        self.attend_chunked(q, all, mask, want_probs, MAX_SCORES)
+    }
+
+    /// [`Self::attend`] with at most `max_scores` scores per chunk (tests compare chunkings).
+    fn attend_chunked(
+        &self,
+        q: &Tensor,
+        all: &KvPair,
+        mask: &AttnMask,
+        want_probs: bool,
+        max_scores: usize,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (h, n, _) = q.dims3()?;
+        let keys = all.rows();
+        if keys < n {
+            return Err(Error::Other(format!("{n} query rows but only {keys} keys")));
+        }
+        let past = keys - n;
+        if let AttnMask::Additive(m) = mask {
+            if m.dims() != [n, keys] {
+                return Err(Error::Other(format!(
+                    "attention mask has shape {:?}, expected [{n}, {keys}]",
+                    m.dims()
+                )));
+            }
+        }
+        let chunk = (max_scores / (h * keys).max(1)).clamp(1, n.max(1));
+        if chunk >= n {
+            let m = mask.chunk(0, n, past, keys)?;
+            return self.attend_rows(q, all, &m, want_probs);
+        }
+        // Probabilities are asked for a few chosen rows: every chunk then keeps all the keys so they stack.
+        let narrow_keys = mask.is_causal() && !want_probs;
+        let (mut outs, mut probs) = (Vec::new(), Vec::new());
+        for r0 in (0..n).step_by(chunk) {
+            let qn = chunk.min(n - r0);
+            let kn = if narrow_keys { past + r0 + qn } else { keys };
+            let kv = KvPair {
+                k: all.k.narrow(1, 0, kn)?,
+                v: all.v.narrow(1, 0, kn)?,
+            };
+            let m = mask.chunk(r0, qn, past, kn)?;
+            let qc = q.narrow(1, r0, qn)?.contiguous()?;
+            let (o, p) = self.attend_rows(&qc, &kv, &m, want_probs)?;
+            outs.push(o);
+            probs.extend(p);
+        }
+        let probs = if want_probs {
+            Some(Tensor::cat(&probs, 1)?)
+        } else {
+            None
+        };
+        Ok((Tensor::cat(&outs, 0)?, probs))
+    }
+
+    /// One chunk of [`Self::attend`]: queries `q` (`[heads, n, hd]`) over the keys of `kv` under the mask
+    /// rows `mask` (`[n · keys]` f32).
+    fn attend_rows(
+        &self,
+        q: &Tensor,
+        kv: &KvPair,
+        mask: &[f32],
+        want_probs: bool,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, n, hd) = q.dims3()?;
         let kvh = self.kv_heads;
-        let keys = all.rows();
-        let past_len = keys - n;
+        let keys = kv.rows();
         let g = h / kvh;
         // Heads h = kv * g + j share kv head `kv` (transformers' repeat_kv order), so grouping the query
         // heads lets one matmul per kv head serve its g query heads without materialising repeated K/V.
         let qg = q.reshape((kvh, g * n, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mask_t = match mask {
-            AttnMask::Causal => causal_mask(n, past_len, q.device())?,
-            AttnMask::Additive(m) => {
-                if m.dims() != [n, keys] {
-                    return Err(Error::Other(format!(
-                        "attention mask has shape {:?}, expected [{n}, {keys}]",
-                        m.dims()
-                    )));
-                }
-                m.to_dtype(DType::F32)?
-            }
-        };
         let probs = if q.device().is_cpu() && q.dtype() == DType::F32 {
             // One in-place pass (scale, mask, softmax) over the product, as `attend_many` does.
-            let mut s = gemm::bmm_nt_cpu_f32(&qg, &all.k, self.bf16)?
+            let mut s = gemm::bmm_nt_cpu_f32(&qg, &kv.k, self.bf16)?
                 .ok_or_else(|| Error::Other("fused attention needs f32 on CPU".into()))?;
-            let mask_rows: Vec<f32> = mask_t.flatten_all()?.to_vec1()?;
-            simd::softmax_past_own(&mut [], 0, &mut s, keys, &mask_rows, n, scale as f32);
+            simd::softmax_past_own(&mut [], 0, &mut s, keys, mask, n, scale as f32);
             Tensor::from_vec(s, (kvh, g, n, keys), q.device())?
         } else {
-            let scores = (gemm::bmm_nt(&qg, &all.k, self.bf16)? * scale)?
+            let mask_t = Tensor::from_slice(mask, (n, keys), q.device())?;
+            let scores = (gemm::bmm_nt(&qg, &kv.k, self.bf16)? * scale)?
                 .reshape((kvh, g, n, keys))?
                 .to_dtype(DType::F32)?;
             softmax_f32(&scores.broadcast_add(&mask_t)?, q.dtype())?
         };
-        let vt = all.v.transpose(1, 2)?.contiguous()?;
+        let vt = kv.v.transpose(1, 2)?.contiguous()?;
         let out = gemm::bmm_nt(&probs.reshape((kvh, g * n, keys))?, &vt, self.bf16)?
             .reshape((h, n, hd))?
             .transpose(0, 1)?
@@ -310,6 +451,19 @@ impl Attention {
         masks: &[&AttnMask],
         fused: bool,
     ) -> Result<Tensor> {
+        self.attend_many_bounded(q, past, own, masks, fused, MAX_SCORES)
+    }
+
+    /// [`Self::attend_many`] with at most `max_scores` scores per product (tests compare bounds).
+    fn attend_many_bounded(
+        &self,
+        q: &Tensor,
+        past: Option<&KvPair>,
+        own: &KvPair,
+        masks: &[&AttnMask],
+        fused: bool,
+        max_scores: usize,
+    ) -> Result<Tensor> {
         let (h, n, hd) = q.dims3()?;
         let (kvh, g) = (self.kv_heads, self.heads / self.kv_heads);
         let c = masks.len();
@@ -317,35 +471,50 @@ impl Attention {
         let p = past.map_or(0, KvPair::rows);
         let keys = p + r;
         let dev = q.device();
-        // The runs' masks stacked `[c·r, keys]` in f32 (a causal run shares one causal mask).
-        let mut causal = None;
-        let mut rows = Vec::with_capacity(c);
-        for mask in masks {
-            rows.push(match mask {
-                AttnMask::Causal => match &causal {
-                    Some(m) => Tensor::clone(m),
-                    None => {
-                        let m = causal_mask(r, p, dev)?;
-                        causal = Some(m.clone());
-                        m
-                    }
-                },
-                AttnMask::Additive(m) => {
-                    if m.dims() != [r, keys] {
-                        return Err(Error::Other(format!(
-                            "attention mask has shape {:?}, expected [{r}, {keys}]",
-                            m.dims()
-                        )));
-                    }
-                    m.to_dtype(DType::F32)?
-                }
-            });
+        if h * r * keys > max_scores {
+            // One run alone would exceed the scores' bound (a knockout whose targets span most of a long
+            // prompt): each run attends on its own, in chunks of rows.
+            let mut outs = Vec::with_capacity(c);
+            for (i, mask) in masks.iter().enumerate() {
+                let mine = KvPair {
+                    k: own.k.narrow(1, i * r, r)?,
+                    v: own.v.narrow(1, i * r, r)?,
+                };
+                let all = match past {
+                    Some(pv) if p > 0 => pv.cat(&mine)?,
+                    _ => mine,
+                };
+                let qi = q.narrow(1, i * r, r)?.contiguous()?;
+                outs.push(self.attend_chunked(&qi, &all, mask, false, max_scores)?.0);
+            }
+            return Ok(Tensor::cat(&outs, 0)?);
         }
-        let mask = Tensor::cat(&rows, 0)?;
-        let mask_cpu: Vec<f32> = if fused {
-            mask.flatten_all()?.to_vec1()?
+        // The runs' masks stacked `[c·r, keys]` in f32 (a causal run shares one causal mask).
+        let mut causal: Option<Vec<f32>> = None;
+        let mut mask_cpu: Vec<f32> = Vec::with_capacity(c * r * keys);
+        for mask in masks {
+            if let AttnMask::Additive(m) = mask {
+                if m.dims() != [r, keys] {
+                    return Err(Error::Other(format!(
+                        "attention mask has shape {:?}, expected [{r}, {keys}]",
+                        m.dims()
+                    )));
+                }
+            }
+            match mask {
+                AttnMask::Causal => {
+                    if causal.is_none() {
+                        causal = Some(mask.chunk(0, r, p, keys)?);
+                    }
+                    mask_cpu.extend_from_slice(causal.as_deref().unwrap_or_default());
+                }
+                _ => mask_cpu.extend(mask.chunk(0, r, p, keys)?),
+            }
+        }
+        let mask = if fused {
+            None
         } else {
-            Vec::new()
+            Some(Tensor::from_slice(&mask_cpu, (c * r, keys), dev)?)
         };
         let scale = 1.0 / (hd as f64).sqrt();
         // Past keys and transposed values, made contiguous once for all runs.
@@ -354,7 +523,7 @@ impl Attention {
             _ => None,
         };
         // Runs per chunk so that one chunk's scores stay within MAX_SCORES floats.
-        let per_chunk = (MAX_SCORES / (h * r * keys).max(1)).clamp(1, c.max(1));
+        let per_chunk = (max_scores / (h * r * keys).max(1)).clamp(1, c.max(1));
         let mut outs = Vec::with_capacity(c.div_ceil(per_chunk));
         for i0 in (0..c).step_by(per_chunk) {
             let cc = per_chunk.min(c - i0);
@@ -377,7 +546,6 @@ impl Attention {
                 .reshape((h * cc, r, hd))?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let mask_c = mask.narrow(0, i0 * r, m)?;
             let (pp, po) = if fused {
                 let mut sp = match &past_kv {
                     Some((pk, _)) => gemm::bmm_nt_cpu_f32(&qg, pk, self.bf16)?
@@ -394,6 +562,10 @@ impl Attention {
                 };
                 (pp, Tensor::from_vec(so, (h * cc, r, r), dev)?)
             } else {
+                let mask_c = mask
+                    .as_ref()
+                    .ok_or_else(|| Error::Other("unfused attention lost its mask".into()))?
+                    .narrow(0, i0 * r, m)?;
                 let so = (gemm::bmm_nt(&qo, &ko, self.bf16)? * scale)?
                     .to_dtype(DType::F32)?
                     .reshape((h, m, r))?
@@ -423,9 +595,13 @@ impl Attention {
     }
 }
 
-/// Most attention scores (`heads × rows × keys` floats) one chunk of runs in
-/// [`Attention::attend_many`] holds at once (128 MiB in f32).
-const MAX_SCORES: usize = 1 << 25;
+/// Most attention scores (`heads × rows × keys` floats) one chunk of rows holds at once in
+/// [`Attention::attend`] and [`Attention::attend_many`] (128 MiB in f32).
+pub const MAX_SCORES: usize = 1 << 25;
+
+/// Most rows the MLP of one layer call takes at once: its two intermediate products are `rows × 11 008`
+/// floats each at 3B (360 MB at 4096 rows); a long prompt's rows go through in chunks of this many.
+pub const MLP_ROWS: usize = 4096;
 
 /// `[rows, heads·hd]` → contiguous `[heads, rows, hd]`.
 fn split_heads(t: &Tensor, rows: usize, heads: usize, hd: usize) -> Result<Tensor> {
@@ -487,8 +663,7 @@ impl DecoderLayer {
         let h = self.input_layernorm.forward(x)?;
         let (attn, kv, probs) = self.self_attn.forward(&h, rot, past, mask, want_probs)?;
         let x = (x + attn)?;
-        let h = self.post_attention_layernorm.forward(&x)?;
-        let hidden = (&x + self.mlp.forward(&h)?)?;
+        let hidden = self.mlp_residual(&x)?;
         Ok(LayerOutput { hidden, kv, probs })
     }
 
@@ -533,8 +708,25 @@ impl DecoderLayer {
             Some(k) => (x.index_select(k, 0)? + attn)?,
             None => (x + attn)?,
         };
-        let h = self.post_attention_layernorm.forward(&x)?;
-        Ok((&x + self.mlp.forward(&h)?)?)
+        self.mlp_residual(&x)
+    }
+
+    /// `x + mlp(norm(x))`, row-wise, in chunks of [`MLP_ROWS`] rows (the MLP's intermediate products
+    /// would otherwise grow with the prompt: 2 GB at 16 k rows of a 3B layer).
+    fn mlp_residual(&self, x: &Tensor) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let one = |x: &Tensor| -> Result<Tensor> {
+            let h = self.post_attention_layernorm.forward(x)?;
+            Ok((x + self.mlp.forward(&h)?)?)
+        };
+        if n <= MLP_ROWS {
+            return one(x);
+        }
+        let parts = (0..n)
+            .step_by(MLP_ROWS)
+            .map(|r0| one(&x.narrow(0, r0, MLP_ROWS.min(n - r0))?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 0)?)
     }
 
     /// Attention probabilities `[heads, rows, keys]` of query rows `x` (the residual entering the layer)
@@ -905,6 +1097,119 @@ mod tests {
             .unwrap()
             .to_scalar::<f32>()
             .unwrap()
+    }
+
+    /// A knockout's rule-based mask written out a chunk at a time is the dense mask of the same pairs.
+    #[test]
+    fn blocked_pairs_chunks_equal_the_dense_mask() {
+        let (past, rows) = (7, 12);
+        let mut pairs = BlockedPairs::default();
+        pairs.add(&[9, 12, 18], &[0, 3, 8, 11]);
+        pairs.add(&[12, 13], &[5, 17, 2]);
+        let dense = mask_for_rows(
+            past..past + rows,
+            past + rows,
+            |q, j| pairs.blocked(q, j),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mask = AttnMask::Blocked(Arc::new(pairs));
+        for (r0, n, keys) in [(0, rows, past + rows), (3, 4, past + 7), (11, 1, past + 12)] {
+            let want: Vec<f32> = dense
+                .narrow(0, r0, n)
+                .unwrap()
+                .narrow(1, 0, keys)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(
+                mask.chunk(r0, n, past, keys).unwrap(),
+                want,
+                "rows {r0}+{n}"
+            );
+        }
+    }
+
+    /// Attention in chunks of query rows (and, under causal masks, only the keys up to each chunk's last
+    /// row) equals attention over all rows at once, for every kind of mask, with and without past keys.
+    #[test]
+    fn chunked_attention_equals_the_whole_product() {
+        let cfg = config(64, 96, 8, 2, 16);
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let layer = random_layer(&cfg, dtype);
+            let att = &layer.self_attn;
+            for (past_len, n) in [(0, 37), (19, 23)] {
+                let keys = past_len + n;
+                let x = Tensor::randn(0f32, 1f32, (keys, cfg.hidden_size), &dev).unwrap();
+                let (q, kv) = att.project(&x, &random_rotary(keys, cfg.head_dim)).unwrap();
+                let q = q.narrow(1, past_len, n).unwrap().contiguous().unwrap();
+                let mut pairs = BlockedPairs::default();
+                pairs.add(
+                    &[past_len + 2, past_len + 9, keys - 1],
+                    &[0, 1, 4, past_len + 3],
+                );
+                let masks = [
+                    AttnMask::Causal,
+                    AttnMask::Blocked(Arc::new(pairs.clone())),
+                    AttnMask::Additive(
+                        mask_for_rows(past_len..keys, keys, |q, j| pairs.blocked(q, j), &dev)
+                            .unwrap(),
+                    ),
+                ];
+                for mask in &masks {
+                    for want_probs in [false, true] {
+                        let (whole, pw) = att
+                            .attend_chunked(&q, &kv, mask, want_probs, usize::MAX)
+                            .unwrap();
+                        // 5 rows a chunk: the last chunk is short.
+                        let bound = 8 * keys * 5;
+                        let (parts, pp) = att
+                            .attend_chunked(&q, &kv, mask, want_probs, bound)
+                            .unwrap();
+                        let d = max_abs_diff(&whole, &parts);
+                        assert!(d <= 1e-6, "{dtype:?} past {past_len} {mask:?}: {d}");
+                        if let (Some(a), Some(b)) = (pw, pp) {
+                            assert!(max_abs_diff(&a, &b) <= 1e-7);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Batched runs whose single run exceeds the scores' bound attend run by run in chunks, with the same
+    /// outputs as the batched product.
+    #[test]
+    fn attend_many_over_the_bound_equals_the_batched_product() {
+        let cfg = config(64, 96, 8, 2, 16);
+        let layer = random_layer(&cfg, DType::F32);
+        let att = &layer.self_attn;
+        let dev = Device::Cpu;
+        let (c, r, past_len) = (4, 9, 30);
+        let x = Tensor::randn(0f32, 1f32, (c * r, cfg.hidden_size), &dev).unwrap();
+        let rot = random_rotary(r, cfg.head_dim);
+        let rot_all = Rotary {
+            cos: Tensor::cat(&vec![&rot.cos; c], 0).unwrap(),
+            sin: Tensor::cat(&vec![&rot.sin; c], 0).unwrap(),
+        };
+        let xp = Tensor::randn(0f32, 1f32, (past_len, cfg.hidden_size), &dev).unwrap();
+        let past = att.kv(&xp, &random_rotary(past_len, cfg.head_dim)).unwrap();
+        let (q, own) = att.project(&x, &rot_all).unwrap();
+        let ms = masks(c, r, past_len);
+        let ms: Vec<&AttnMask> = ms.iter().collect();
+        for fused in [true, false] {
+            let want = att
+                .attend_many_bounded(&q, Some(&past), &own, &ms, fused, usize::MAX)
+                .unwrap();
+            let got = att
+                .attend_many_bounded(&q, Some(&past), &own, &ms, fused, 8 * 4 * (past_len + r))
+                .unwrap();
+            let d = max_abs_diff(&want, &got);
+            assert!(d <= 1e-6, "fused {fused}: {d}");
+        }
     }
 
     #[test]

@@ -315,11 +315,18 @@ pub fn softmax_f32(scores: &Tensor, dtype: DType) -> Result<Tensor> {
     Ok(s.to_dtype(dtype)?)
 }
 
+/// Most attention scores (`segments × heads × len × len` floats) one call of the encoders' segment
+/// attention holds at once (256 MiB in f32): Whisper-large's 30-s segment (20 heads × 1500²) fits in one.
+const ENCODER_MAX_SCORES: usize = 1 << 26;
+
 /// Bidirectional attention inside segments (the encoders' `cu_seqlens` packing).
 ///
 /// `q`, `k`, `v`: `[N, heads, head_dim]`; `bounds`: cumulative boundaries `[0, …, N]`. Runs of segments of
-/// equal length are batched into one matmul. `bf16`: the products take bf16 operands (a bf16 encoder,
-/// see [`crate::kernels::gemm::bmm_nt`]). On the CPU in f32 the scaling and softmax are one in-place pass
+/// equal length are batched into one matmul, as many at a time as keep the scores within
+/// [`ENCODER_MAX_SCORES`]; a segment too long for that bound alone (a large image's full-attention
+/// layers) runs its query rows in chunks. Memory thus stays bounded however many frames or seconds come
+/// in. `bf16`: the products take bf16 operands (a bf16 encoder, see
+/// [`crate::kernels::gemm::bmm_nt`]). On the CPU in f32 the scaling and softmax are one in-place pass
 /// over the scores. Returns `[N, heads * head_dim]`.
 pub fn segment_attention(
     q: &Tensor,
@@ -329,8 +336,20 @@ pub fn segment_attention(
     scale: f64,
     bf16: bool,
 ) -> Result<Tensor> {
+    segment_attention_chunked(q, k, v, bounds, scale, bf16, ENCODER_MAX_SCORES)
+}
+
+/// [`segment_attention`] with at most `max_scores` scores per product (tests compare chunkings).
+fn segment_attention_chunked(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bounds: &[usize],
+    scale: f64,
+    bf16: bool,
+    max_scores: usize,
+) -> Result<Tensor> {
     let (n, heads, hd) = q.dims3()?;
-    let dtype = q.dtype();
     let mut outs = Vec::new();
     let mut i = 0;
     while i + 1 < bounds.len() {
@@ -340,31 +359,77 @@ pub fn segment_attention(
         while j + 1 < bounds.len() && bounds[j + 1] - bounds[j] == len {
             j += 1;
         }
-        let m = j - i;
         if len > 0 {
-            // [m, len, heads, hd] → [m, heads, len, hd].
-            let take = |t: &Tensor| -> Result<Tensor> {
-                swap_middle(&t.narrow(0, start, m * len)?, [m, len, heads, hd])
-            };
-            let (qs, ks, vs) = (take(q)?, take(k)?, take(v)?);
-            let bh = m * heads;
-            let (qs, ks) = (qs.reshape((bh, len, hd))?, ks.reshape((bh, len, hd))?);
-            let probs = match gemm::bmm_nt_cpu_f32(&qs, &ks, bf16)? {
-                Some(mut s) => {
-                    let zeros = vec![0f32; len];
-                    simd::softmax_past_own(&mut [], 0, &mut s, len, &zeros, 1, scale as f32);
-                    Tensor::from_vec(s, (bh, len, len), q.device())?
+            let per = max_scores / (heads * len * len).max(1);
+            if per == 0 {
+                // One segment alone exceeds the bound: its query rows in chunks, one segment at a time.
+                let rows = (max_scores / (heads * len)).clamp(1, len);
+                for s in 0..j - i {
+                    let seg = start + s * len;
+                    let keys = |t: &Tensor| -> Result<Tensor> {
+                        swap_middle(&t.narrow(0, seg, len)?, [1, len, heads, hd])
+                    };
+                    let (ks, vs) = (keys(k)?, keys(v)?);
+                    for r0 in (0..len).step_by(rows) {
+                        let qn = rows.min(len - r0);
+                        let qs = swap_middle(&q.narrow(0, seg + r0, qn)?, [1, qn, heads, hd])?;
+                        outs.push(segments_attend(&qs, &ks, &vs, 1, heads, scale, bf16)?);
+                    }
                 }
-                None => softmax_f32(&(gemm::bmm_nt(&qs, &ks, bf16)? * scale)?, dtype)?,
-            };
-            let vt = swap_middle(&vs, [bh, len, hd, 1])?.reshape((bh, hd, len))?;
-            let o = gemm::bmm_nt(&probs, &vt, bf16)?;
-            outs.push(swap_middle(&o, [m, heads, len, hd])?.reshape((m * len, heads * hd))?);
+            } else {
+                for s0 in (0..j - i).step_by(per) {
+                    let m = per.min(j - i - s0);
+                    // [m, len, heads, hd] → [m, heads, len, hd].
+                    let take = |t: &Tensor| -> Result<Tensor> {
+                        swap_middle(
+                            &t.narrow(0, start + s0 * len, m * len)?,
+                            [m, len, heads, hd],
+                        )
+                    };
+                    outs.push(segments_attend(
+                        &take(q)?,
+                        &take(k)?,
+                        &take(v)?,
+                        m,
+                        heads,
+                        scale,
+                        bf16,
+                    )?);
+                }
+            }
         }
         i = j;
     }
     debug_assert_eq!(bounds.last().copied().unwrap_or(0), n);
     Ok(Tensor::cat(&outs, 0)?)
+}
+
+/// Attention of `m` segments' queries `qs` (`[m, heads, rows, hd]`) over their keys and values `ks`, `vs`
+/// (`[m, heads, len, hd]`), no mask: `[m · rows, heads · hd]`.
+fn segments_attend(
+    qs: &Tensor,
+    ks: &Tensor,
+    vs: &Tensor,
+    m: usize,
+    heads: usize,
+    scale: f64,
+    bf16: bool,
+) -> Result<Tensor> {
+    let (rows, hd) = (qs.dim(2)?, qs.dim(3)?);
+    let len = ks.dim(2)?;
+    let bh = m * heads;
+    let (qs, ks) = (qs.reshape((bh, rows, hd))?, ks.reshape((bh, len, hd))?);
+    let probs = match gemm::bmm_nt_cpu_f32(&qs, &ks, bf16)? {
+        Some(mut s) => {
+            let zeros = vec![0f32; len];
+            simd::softmax_past_own(&mut [], 0, &mut s, len, &zeros, 1, scale as f32);
+            Tensor::from_vec(s, (bh, rows, len), qs.device())?
+        }
+        None => softmax_f32(&(gemm::bmm_nt(&qs, &ks, bf16)? * scale)?, qs.dtype())?,
+    };
+    let vt = swap_middle(vs, [bh, len, hd, 1])?.reshape((bh, hd, len))?;
+    let o = gemm::bmm_nt(&probs, &vt, bf16)?;
+    Ok(swap_middle(&o, [m, heads, rows, hd])?.reshape((m * rows, heads * hd))?)
 }
 
 /// `x` read as `[a, b, c, d]` (any shape with that many elements), returned contiguous as `[a, c, b, d]`.
@@ -456,6 +521,39 @@ fn rotary_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> 
 
 #[cfg(test)]
 mod tests {
+    /// The encoders' segment attention in bounded chunks (segments a product, rows of one long segment)
+    /// equals the one-product result.
+    #[test]
+    fn segment_attention_in_chunks_equals_one_product() {
+        let dev = candle_core::Device::Cpu;
+        let (heads, hd) = (4, 8);
+        // Three segments of 6, one of 17, two of 5.
+        let bounds = [0, 6, 12, 18, 35, 40, 45];
+        let n = 45;
+        let t = || Tensor::randn(0f32, 1f32, (n, heads, hd), &dev).unwrap();
+        let (q, k, v) = (t(), t(), t());
+        for bf16 in [false, true] {
+            let whole =
+                segment_attention_chunked(&q, &k, &v, &bounds, 0.3, bf16, usize::MAX).unwrap();
+            // Two 6-long segments a product; the 17-long one alone is over the bound: rows of 3.
+            for bound in [heads * 6 * 6 * 2, heads * 17 * 3] {
+                let parts =
+                    segment_attention_chunked(&q, &k, &v, &bounds, 0.3, bf16, bound).unwrap();
+                let d = (&whole - &parts)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(d <= 1e-6, "bf16 {bf16}, bound {bound}: {d}");
+            }
+        }
+    }
+
     use super::*;
     use candle_core::Device;
 

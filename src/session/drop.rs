@@ -128,10 +128,7 @@ impl Session {
             Vec::new()
         };
         // The trace's first residual is the embeddings in the decoder's dtype: what `prefill` starts from.
-        let embeds = trace
-            .residuals
-            .first()
-            .ok_or_else(|| Error::Other("the trace has no residuals".into()))?;
+        let embeds = &trace.residuals.layer(0)?;
         let pos = &trace.position_ids;
         watch.status(&format!("Timing the full prefill over {seq} positions…"));
         let t0 = Instant::now();

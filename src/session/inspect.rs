@@ -118,7 +118,9 @@ impl Session {
         let (dec, trace) = self.parts()?;
         let t0 = Instant::now();
         let mut cache = match &set {
-            Some(set) => prefill_knockout(dec, &trace.residuals[0], &trace.position_ids, set)?,
+            Some(set) => {
+                prefill_knockout(dec, &trace.residuals.layer(0)?, &trace.position_ids, set)?
+            }
             None => Cache {
                 kv: trace.kv.clone(),
                 next_position: crate::flow::answer::next_position(trace),

@@ -12,6 +12,7 @@
 //! carry them over a channel unchanged. Long work reports through a [`Watch`] (status, progress, cancel).
 
 mod answer;
+pub mod budget;
 mod drop;
 mod inspect;
 mod knockout;
@@ -264,6 +265,33 @@ impl Model {
     }
 }
 
+/// How big a trace is and where it lives (the app shows it under the answer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TraceInfo {
+    pub positions: usize,
+    /// Residuals and K/V together.
+    pub bytes: u64,
+    pub residual_bytes: u64,
+    pub kv_bytes: u64,
+    /// The folder whose mapped file holds the residuals (`None`: in memory).
+    pub spilled_to: Option<PathBuf>,
+}
+
+impl TraceInfo {
+    /// `trace 1.2 GB in memory` / `trace 17.4 GB: residuals (15.9 GB) mapped from /path`.
+    pub fn describe(&self) -> String {
+        match &self.spilled_to {
+            None => format!("trace {} in memory", budget::gb(self.bytes)),
+            Some(dir) => format!(
+                "trace {}: residuals ({}) mapped from a file in {}",
+                budget::gb(self.bytes),
+                budget::gb(self.residual_bytes),
+                dir.display()
+            ),
+        }
+    }
+}
+
 /// The traced baseline run and what it cost.
 pub struct Traced {
     pub trace: Trace,
@@ -389,6 +417,10 @@ impl Session {
     /// The traced baseline, built on first use.
     pub fn trace(&mut self, watch: &Watch) -> Result<&Traced> {
         if self.traced.is_none() {
+            // Before anything runs: does the trace fit, and where do its residuals go?
+            let dec = self.decoder();
+            let need = budget::trace_budget(&dec.cfg, self.prompt.len(), dec.dtype());
+            let placement = budget::plan_trace(&need, budget::available_memory(dec.device()))?;
             let t0 = Instant::now();
             watch.status("Encoding audio and video…");
             let e = self.embed()?;
@@ -398,7 +430,14 @@ impl Session {
                 e.input_ids.len()
             ));
             let t1 = Instant::now();
-            let trace = Trace::run(self.decoder(), &e.embeds, &e.position_ids)?;
+            let trace = Trace::run_placed(self.decoder(), &e.embeds, &e.position_ids, &placement)?;
+            if let Some(f) = trace.residuals.file() {
+                tracing::info!(
+                    file = %f.display(),
+                    gb = trace.residuals.bytes() as f64 / 1e9,
+                    "the trace's residuals went to a mapped file: they would not fit in memory"
+                );
+            }
             let decoder_seconds = t1.elapsed().as_secs_f64();
             self.traced = Some(Traced {
                 trace,
@@ -415,6 +454,21 @@ impl Session {
     /// The trace, when it was built.
     pub fn traced(&self) -> Option<&Traced> {
         self.traced.as_ref()
+    }
+
+    /// The trace's size and place, when it was built.
+    pub fn trace_info(&self) -> Option<TraceInfo> {
+        let t = &self.traced.as_ref()?.trace;
+        Some(TraceInfo {
+            positions: t.seq_len,
+            bytes: t.memory_bytes() as u64,
+            residual_bytes: t.residuals.bytes() as u64,
+            kv_bytes: t.kv_bytes() as u64,
+            spilled_to: t
+                .residuals
+                .file()
+                .map(|f| f.parent().unwrap_or(f).to_path_buf()),
+        })
     }
 
     /// The decoder and the trace together, once [`Session::trace`] has built it.

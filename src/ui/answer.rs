@@ -305,6 +305,9 @@ impl Panel for AnswerPanel {
                     }
                 });
             ui.weak(timing_line(answer.seconds, answer.positions));
+            if let Some(t) = &answer.trace {
+                ui.weak(t);
+            }
         }
         ui.separator();
         self.tracking(ui, view, actions);

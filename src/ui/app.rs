@@ -831,6 +831,7 @@ impl AvflowApp {
                     top_k: f.top_k,
                     seconds: f.seconds,
                     positions: f.positions,
+                    trace: f.trace.as_ref().map(crate::session::TraceInfo::describe),
                 });
             }
             Reply::Knockout(outcome) => {

@@ -146,6 +146,8 @@ pub struct AnswerView {
     pub top_k: Vec<(u32, String, f32)>,
     pub seconds: f32,
     pub positions: usize,
+    /// The trace's size and where it lives (`TraceInfo::describe`).
+    pub trace: Option<String>,
 }
 
 /// The sweep: running state and the last records.

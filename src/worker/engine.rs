@@ -202,6 +202,7 @@ impl Engine for SessionEngine {
                     top_k,
                     positions: s.prompt.len(),
                     seconds: t0.elapsed().as_secs_f32(),
+                    trace: s.trace_info(),
                 })])
             }
             Request::Knockout(spec) => {

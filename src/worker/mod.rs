@@ -197,6 +197,8 @@ pub struct ForwardResult {
     pub top_k: Vec<(u32, String, f32)>,
     pub positions: usize,
     pub seconds: f32,
+    /// The trace the forward built: its size and where it lives.
+    pub trace: Option<crate::session::TraceInfo>,
 }
 
 /// A heatmap and the answer token its lens metrics follow.

@@ -143,6 +143,7 @@ impl Engine for Fake {
                         .collect(),
                     positions: 1,
                     seconds: 0.0,
+                    trace: None,
                 })])
             }
             Request::Knockout(spec) => {
@@ -1231,7 +1232,7 @@ fn real_engine_drops_as_the_library_does() {
     assert_eq!(got.token.0, trace.top1_id);
     let cut = crate::flow::generate::prefill(
         dec,
-        &trace.residuals[0],
+        &trace.residuals.layer(0).unwrap(),
         &trace.position_ids,
         Some((&positions, 1)),
     )

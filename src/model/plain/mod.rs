@@ -279,7 +279,11 @@ mod tests {
             start: 0,
             end: 2,
         }
-        .run_full(s.decoder(), &traced.trace.residuals[0], &traced.trace)
+        .run_full(
+            s.decoder(),
+            &traced.trace.residuals.layer(0).unwrap(),
+            &traced.trace,
+        )
         .expect("full");
         let p = crate::flow::trace::prob_of(&full, ko.result.token_id).expect("prob");
         assert!(

@@ -1,0 +1,206 @@
+//! Memory budgets: before the encoders and the traced pass run, what a prompt will need against what the
+//! machine has, so a prompt that cannot fit is refused with the numbers and the fix instead of the
+//! operating system killing the process after the user waited. The same numbers decide whether the
+//! trace's residuals stay in memory or go to a mapped file (see [`crate::flow::trace::Placement`]).
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::flow::trace::Placement;
+use crate::model::config::TextConfig;
+
+/// What tracing a prompt of `seq` positions takes, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TraceBudget {
+    pub seq: usize,
+    /// Residuals entering every layer and leaving the last: `(layers + 1) · seq · hidden`.
+    pub residuals: u64,
+    /// Every layer's keys and values.
+    pub kv: u64,
+    /// The largest transient of one layer call (its input and output rows, projections, one chunk of
+    /// attention scores, one chunk of MLP rows) plus the encoders' activations.
+    pub working: u64,
+}
+
+/// Bytes the decoder keeps per traced position: residuals and K/V (the issue-level "KB per token").
+pub fn trace_budget(cfg: &TextConfig, seq: usize, activation: DType) -> TraceBudget {
+    let b = activation.size_in_bytes() as u64;
+    let (l, h) = (cfg.num_hidden_layers as u64, cfg.hidden_size as u64);
+    let n = seq as u64;
+    let kv_width = (cfg.num_key_value_heads * cfg.head_dim) as u64;
+    let q_width = (cfg.num_attention_heads * cfg.head_dim) as u64;
+    let mlp_rows = n.min(crate::model::decoder::MLP_ROWS as u64);
+    let scores = crate::model::decoder::MAX_SCORES as u64 * 4;
+    TraceBudget {
+        seq,
+        residuals: (l + 1) * n * h * b,
+        kv: l * 2 * n * kv_width * b,
+        working: n * (4 * h + q_width + 2 * kv_width) * b
+            + mlp_rows * 3 * cfg.intermediate_size as u64 * b
+            + 2 * scores
+            + ENCODER_HEADROOM,
+    }
+}
+
+/// Room kept for the encoders' activations and the rest of the process (1 GiB).
+const ENCODER_HEADROOM: u64 = 1 << 30;
+
+/// Share of the available memory a plan may fill (the rest stays for the page cache and the desktop).
+const FILL: f64 = 0.85;
+
+/// The memory the system can still give this process: `MemAvailable` on Linux, `None` where unknown (or
+/// a device whose memory is not the host's).
+pub fn available_memory(device: &Device) -> Option<u64> {
+    if !device.is_cpu() {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Where the residuals go, from `AVFLOW_TRACE` (`memory`, `file`, else `auto`).
+fn forced() -> Option<bool> {
+    match std::env::var("AVFLOW_TRACE").ok()?.trim() {
+        "memory" => Some(false),
+        "file" => Some(true),
+        _ => None,
+    }
+}
+
+/// The folder spilled residuals go to: `AVFLOW_SPILL_DIR`, else `avflow/spill` in the user's cache
+/// folder (a disk, where the temp folder may live in memory), else the temp folder.
+pub fn spill_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("AVFLOW_SPILL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    match cache {
+        Some(c) => c.join("avflow").join("spill"),
+        None => std::env::temp_dir().join("avflow-spill"),
+    }
+}
+
+/// Decides where a trace of `budget` goes given `available` bytes (`None`: unknown, so in memory as
+/// before), or refuses with the numbers and the fix.
+pub fn plan_trace(budget: &TraceBudget, available: Option<u64>) -> Result<Placement> {
+    plan_trace_with(budget, available, forced())
+}
+
+/// [`plan_trace`] with `AVFLOW_TRACE`'s choice given (`Some(true)`: to a file).
+fn plan_trace_with(
+    budget: &TraceBudget,
+    available: Option<u64>,
+    forced: Option<bool>,
+) -> Result<Placement> {
+    let spill = || Placement::File(spill_dir());
+    if let Some(file) = forced {
+        return Ok(if file { spill() } else { Placement::Memory });
+    }
+    let Some(avail) = available else {
+        return Ok(Placement::Memory);
+    };
+    let room = (avail as f64 * FILL) as u64;
+    let all = budget.residuals + budget.kv + budget.working;
+    if all <= room {
+        return Ok(Placement::Memory);
+    }
+    if budget.kv + budget.working <= room {
+        return Ok(spill());
+    }
+    Err(Error::Request {
+        reason: format!(
+            "a prompt of {} positions needs {} in memory to trace (keys and values {}, working set {}; \
+             the residuals, {}, would go to a file), but {} is available",
+            budget.seq,
+            gb(budget.kv + budget.working),
+            gb(budget.kv),
+            gb(budget.working),
+            gb(budget.residuals),
+            gb(avail),
+        ),
+        fix: format!(
+            "analyse a shorter part of the clip (prepare --start S --end E, or select seconds on the \
+             timeline before asking), lower --fps or --max-pixels, close other programs, or use a \
+             machine with more memory; about {} positions fit here",
+            positions_that_fit(budget, room)
+        ),
+    })
+}
+
+/// The largest prompt whose K/V and working set fit in `room` (the budget scales linearly with
+/// positions, except the fixed headroom and score chunks).
+fn positions_that_fit(budget: &TraceBudget, room: u64) -> usize {
+    let fixed = ENCODER_HEADROOM + 2 * crate::model::decoder::MAX_SCORES as u64 * 4;
+    let per = (budget.kv + budget.working).saturating_sub(fixed) / budget.seq.max(1) as u64;
+    (room.saturating_sub(fixed) / per.max(1)) as usize
+}
+
+/// `12.3 GB`.
+pub fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg_3b() -> TextConfig {
+        TextConfig {
+            vocab_size: 151_936,
+            hidden_size: 2048,
+            intermediate_size: 11_008,
+            num_hidden_layers: 36,
+            num_attention_heads: 16,
+            num_key_value_heads: 2,
+            head_dim: 128,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1e6,
+            mrope_section: vec![16, 24, 24],
+            hidden_act: "silu".into(),
+            tie_word_embeddings: true,
+        }
+    }
+
+    /// The 3B decoder's trace in f32: 37 residuals of 2048 floats and 36 layers of 2 × 256 floats per
+    /// position, about 377 KB a position.
+    #[test]
+    fn the_3b_trace_takes_377_kb_a_position() {
+        let b = trace_budget(&cfg_3b(), 1000, DType::F32);
+        assert_eq!(b.residuals, 37 * 1000 * 2048 * 4);
+        assert_eq!(b.kv, 36 * 2 * 1000 * 256 * 4);
+        assert_eq!((b.residuals + b.kv) / 1000, 376_832);
+    }
+
+    /// In memory while it fits; residuals to a file when only they do not; refused with the numbers when
+    /// even the rest does not.
+    #[test]
+    fn plans_memory_then_file_then_refuses() {
+        let b = trace_budget(&cfg_3b(), 16_384, DType::F32);
+        let gib = 1u64 << 30;
+        let plan = |avail| plan_trace_with(&b, avail, None);
+        assert_eq!(plan(Some(40 * gib)).unwrap(), Placement::Memory);
+        assert!(matches!(plan(Some(8 * gib)).unwrap(), Placement::File(_)));
+        let err = plan(Some(2 * gib)).unwrap_err().to_string();
+        assert!(err.contains("16384 positions"), "{err}");
+        assert!(err.contains("--start"), "{err}");
+        assert_eq!(plan(None).unwrap(), Placement::Memory);
+        // Forced either way.
+        assert!(matches!(
+            plan_trace_with(&b, Some(40 * gib), Some(true)).unwrap(),
+            Placement::File(_)
+        ));
+        assert_eq!(
+            plan_trace_with(&b, Some(gib), Some(false)).unwrap(),
+            Placement::Memory
+        );
+    }
+}
