@@ -23,6 +23,12 @@ pub enum Error {
     Inputs { path: PathBuf, reason: String },
     #[error("invalid prompt: {0}")]
     Prompt(String),
+    /// The media would make more tokens than allowed (estimated before anything is decoded).
+    #[error(
+        "invalid prompt: the media would need about {estimate} tokens, over the budget of {budget} \
+         (raise --max-tokens, lower --fps or --max-pixels, or cut the clip)"
+    )]
+    TooManyTokens { estimate: usize, budget: usize },
     /// A request that does not fit this prompt or model (a selector that picks nothing, a layer range
     /// outside the model), with what would fit.
     #[error("{reason}. Fix: {fix}")]

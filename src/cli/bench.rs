@@ -48,6 +48,27 @@ pub enum BenchCommand {
         /// Seconds of audio (25 tokens per second).
         #[arg(long, default_value_t = 7.0)]
         audio_seconds: f64,
+        /// Instead of --frames/--audio-seconds: the longest clip (video at 2 fps with its sound, in the
+        /// family's interleaved layout) whose prompt has at most this many tokens.
+        #[arg(long)]
+        tokens: Option<usize>,
+    },
+    /// Time each analysis on one prompt, with the peak memory of each step: load, trace (encoders and
+    /// the traced pass), one audio/video -> last knockout, a sweep of four pairs over every 9-layer
+    /// window, the drop curve of the audio, and the attention heatmap from the last position. Prints one
+    /// JSON line; a step that cannot run says why in its `error`.
+    Steps {
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Also the whole drop curve (one drop per first layer: about layers / 2 traced passes).
+        #[arg(long)]
+        drop_curve: bool,
+        /// Only the memory plan: what the trace needs, what the machine has, where the residuals would
+        /// go (or why the prompt is refused); nothing runs.
+        #[arg(long)]
+        plan: bool,
     },
     /// Time load, audio tower, vision tower, decoder and lm_head; print JSON with peak RSS.
     Run {
@@ -89,14 +110,24 @@ pub fn bench(args: &BenchArgs, opts: &LoadOptions) -> anyhow::Result<()> {
             seed,
             frames,
             audio_seconds,
+            tokens,
         } => {
             let resolved = resolve(&ModelSource::parse(model)?)?;
-            let map = resolved.arch.bench_inputs(*seed, *frames, *audio_seconds)?;
+            let map = match tokens {
+                Some(n) => inputs_of_length(resolved.arch.as_ref(), *seed, *n)?,
+                None => resolved.arch.bench_inputs(*seed, *frames, *audio_seconds)?,
+            };
             avflow::tensor_io::save_atomic(&map, out)?;
             let n = map["input_ids"].dim(1)?;
             println!("{}", serde_json::json!({"out": out, "seq_len": n}));
             Ok(())
         }
+        BenchCommand::Steps {
+            model,
+            inputs,
+            drop_curve,
+            plan,
+        } => steps(model, inputs, *drop_curve, *plan, opts),
         BenchCommand::Run {
             model,
             inputs,
@@ -155,4 +186,189 @@ pub fn bench(args: &BenchArgs, opts: &LoadOptions) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The longest clip of whole seconds (2 fps video with its sound) whose prompt has at most `tokens`
+/// tokens: a bisection over the family's own bench layout.
+fn inputs_of_length(
+    arch: &dyn model::Architecture,
+    seed: u64,
+    tokens: usize,
+) -> anyhow::Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    let make = |s: usize| arch.bench_inputs(seed, 2 * s, s as f64);
+    let len =
+        |m: &std::collections::HashMap<String, candle_core::Tensor>| -> anyhow::Result<usize> {
+            Ok(m["input_ids"].dim(1)?)
+        };
+    let (mut lo, mut hi) = (1usize, 2usize);
+    if len(&make(lo)?)? > tokens {
+        anyhow::bail!("even a 1-second clip takes more than {tokens} tokens in this layout");
+    }
+    while len(&make(hi)?)? <= tokens {
+        lo = hi;
+        hi *= 2;
+    }
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if len(&make(mid)?)? <= tokens {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(make(lo)?)
+}
+
+/// Resets the process's peak resident memory (Linux: `/proc/self/clear_refs`), so each step reports its
+/// own peak.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// `avflow bench steps`.
+fn steps(
+    model: &str,
+    inputs: &std::path::Path,
+    drop_curve: bool,
+    plan: bool,
+    opts: &LoadOptions,
+) -> anyhow::Result<()> {
+    use avflow::flow::heatmap::HeatMetric;
+    use avflow::prompt::Selector;
+    use avflow::session::{KnockoutSpec, Session, SweepSpec, Watch};
+    use serde_json::json;
+    let w = Watch::none();
+    let mut out = json!({"impl": "avflow", "model": model, "inputs": inputs});
+    let step = |name: &str, f: &mut dyn FnMut() -> anyhow::Result<serde_json::Value>| {
+        reset_peak();
+        let t0 = Instant::now();
+        let r = f();
+        let mut v = match r {
+            Ok(v) => v,
+            Err(e) => json!({"error": format!("{e:#}")}),
+        };
+        v["s"] = json!(t0.elapsed().as_secs_f64());
+        v["peak_rss_gb"] = json!(super::peak_rss_gb());
+        eprintln!("{name}: {v}");
+        v
+    };
+    let t_launch = Instant::now();
+    let mut loaded = None;
+    out["load"] = step("load", &mut || {
+        let m = Model::open_with(model, opts)?;
+        let v = json!({"dtype": format!("{:?}", m.dtype), "parameters": m.resolved.parameters()});
+        loaded = Some(m);
+        Ok(v)
+    });
+    let Some(m) = loaded else {
+        println!("{out}");
+        return Ok(());
+    };
+    let prompt = m.read_prompt(inputs)?;
+    let seq = prompt.len();
+    out["seq_len"] = json!(seq);
+    out["threads"] = json!(avflow::kernels::parallel::threads());
+    out["device"] = json!(avflow::device::device_name(&opts.device));
+    let mut s = Session::new(std::sync::Arc::new(m), prompt);
+    if plan {
+        let dec = s.decoder();
+        let need = avflow::session::budget::trace_budget(&dec.cfg, seq, dec.dtype());
+        let avail = avflow::session::budget::available_memory(dec.device());
+        out["plan"] = json!({
+            "budget": need,
+            "available_bytes": avail,
+            "placement": match avflow::session::budget::plan_trace(&need, avail) {
+                Ok(p) => json!(format!("{p:?}")),
+                Err(e) => json!({"refused": e.to_string()}),
+            },
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let layers = s.decoder().num_layers();
+    let media = ["audio", "video", "image"]
+        .into_iter()
+        .find(|g| s.groups().spans.get(*g).is_some_and(|p| !p.is_empty()))
+        .unwrap_or("audio");
+    out["trace"] = step("trace", &mut || {
+        let t = s.trace(&w)?;
+        let v =
+            json!({"decoder_s": t.decoder_seconds, "encoders_s": t.seconds - t.decoder_seconds});
+        Ok(json!({"detail": v, "trace": s.trace_info()}))
+    });
+    if s.traced().is_none() {
+        println!("{out}");
+        return Ok(());
+    }
+    out["first_number_s"] = json!(t_launch.elapsed().as_secs_f64());
+    let mid = layers / 2;
+    let (a, b) = (mid.saturating_sub(4), (mid + 5).min(layers));
+    out["knockout"] = step("knockout", &mut || {
+        let spec = KnockoutSpec::single(Selector::group(media), Selector::group("last"), a, b);
+        let o = s.knockout(&spec, &w)?;
+        Ok(json!({"request": spec.describe(), "rel_change": o.result.rel_change}))
+    });
+    out["first_number_s"] = json!(
+        out["first_number_s"].as_f64().unwrap_or(0.0)
+            + out["knockout"]["s"].as_f64().unwrap_or(0.0)
+    );
+    out["sweep"] = step("sweep", &mut || {
+        let pairs = [
+            "audio:last",
+            "video:last",
+            "audio:question",
+            "video:question",
+        ]
+        .iter()
+        .filter(|p| {
+            let g = p.split(':').next().unwrap_or("");
+            s.groups().spans.get(g).is_some_and(|v| !v.is_empty())
+        })
+        .map(|p| avflow::session::parse_pairs(p).map(|mut v| v.remove(0)))
+        .collect::<avflow::error::Result<Vec<_>>>()?;
+        let o = s.sweep(&SweepSpec::centred(pairs, 9), &w)?;
+        Ok(json!({"configurations": o.first().len()}))
+    });
+    out["drop"] = step("drop", &mut || {
+        // Dropping the media from the middle layer on: one point of the drop curve, the same batched
+        // run the curve makes per layer (the whole curve costs about layers / 2 traced passes).
+        let dropped = s.select(&Selector::group(media))?;
+        let t = s.traced().ok_or_else(|| anyhow::anyhow!("no trace"))?;
+        let first = dropped.iter().min().copied().unwrap_or(0);
+        let targets: Vec<usize> = (first..seq).filter(|p| !dropped.contains(p)).collect();
+        let k = avflow::flow::Knockout {
+            sources: dropped.clone(),
+            targets,
+            start: mid,
+            end: layers,
+        };
+        let r = k.score(s.decoder(), &t.trace, None)?;
+        Ok(json!({"from_layer": mid, "dropped": dropped.len(), "rel_change": r.rel_change}))
+    });
+    if drop_curve {
+        out["drop_curve"] = step("drop_curve", &mut || {
+            let dropped = s.select(&Selector::group(media))?;
+            let t = s.traced().ok_or_else(|| anyhow::anyhow!("no trace"))?;
+            let c = avflow::flow::generate::drop_curve(s.decoder(), &t.trace, &dropped, None)?;
+            Ok(json!({"layers": c.len()}))
+        });
+    }
+    out["heatmap"] = step("heatmap", &mut || {
+        let (h, _) = s.heatmap(HeatMetric::AttentionFromLast, &w)?;
+        Ok(json!({"layers": h.layers, "positions": h.positions}))
+    });
+    let peak = [
+        "load",
+        "trace",
+        "knockout",
+        "sweep",
+        "drop_curve",
+        "heatmap",
+    ]
+    .iter()
+    .filter_map(|k| out[*k]["peak_rss_gb"].as_f64())
+    .fold(0.0, f64::max);
+    out["peak_rss_gb"] = json!(peak);
+    println!("{out}");
+    Ok(())
 }

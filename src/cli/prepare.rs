@@ -139,9 +139,31 @@ pub fn prepare_cmd(
         ..Default::default()
     }
     .with_sampling(a.sampling.fps, a.sampling.min_pixels, a.sampling.max_pixels);
-    let p = resolved
+    let mut p = resolved
         .arch
         .prepare(&resolved.dir, &items, &a.question, &opts, device)?;
+    // Said now rather than after the user loads the model: a prompt this machine cannot trace.
+    let weights = resolved.parameters() as u64
+        * avflow::model::checkpoint_dtype(&resolved.dir)
+            .unwrap_or(candle_core::DType::F32)
+            .size_in_bytes() as u64;
+    let activation = if device.is_cpu() {
+        candle_core::DType::F32
+    } else {
+        candle_core::DType::BF16
+    };
+    let seq = p.input_ids.len();
+    if let Some((fit, avail)) =
+        avflow::session::budget::positions_limit(resolved.arch.text(), activation, weights, device)
+            .filter(|(fit, _)| seq > *fit)
+    {
+        p.notes.push(format!(
+            "this machine has {} available beyond the model's weights: enough to trace about {fit} \
+             positions, not {seq}; the analyses will refuse this prompt here (lower --fps or \
+             --max-pixels, or analyse a shorter clip)",
+            avflow::session::budget::gb(avail)
+        ));
+    }
     for n in &p.notes {
         eprintln!("note: {n}");
     }

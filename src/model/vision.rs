@@ -197,7 +197,58 @@ impl VisionEncoder {
 
     /// `pixels`: `[Σ t·h·w, C·Tp·P·P]` as the processor returns; `grids`: (t, h, w) per item in patches.
     /// Returns merged embeddings `[Σ tokens, out_hidden_size]` in the items' original order.
+    ///
+    /// Nothing in the tower crosses a temporal step (windows and full attention stay inside one frame
+    /// pair), so a long video runs a group of steps at a time, at most [`VISION_PATCHES`] patches each:
+    /// the tower's memory stays that of a short clip however long the video.
     pub fn forward(&self, pixels: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
+        self.forward_in_groups(pixels, grids, VISION_PATCHES)
+    }
+
+    /// [`Self::forward`] with at most `limit` patches a group (a step larger than that runs alone).
+    fn forward_in_groups(
+        &self,
+        pixels: &Tensor,
+        grids: &[[usize; 3]],
+        limit: usize,
+    ) -> Result<Tensor> {
+        let total: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        if total <= limit || pixels.dim(0)? != total {
+            return self.forward_all(pixels, grids);
+        }
+        // Split each grid into runs of whole temporal steps, packed into groups of at most `limit`.
+        let mut groups: Vec<Vec<[usize; 3]>> = vec![Vec::new()];
+        let mut size = 0;
+        for &[t, h, w] in grids {
+            let step = h * w;
+            let mut left = t;
+            while left > 0 {
+                let room = limit.saturating_sub(size) / step.max(1);
+                if room == 0 && size > 0 {
+                    groups.push(Vec::new());
+                    size = 0;
+                    continue;
+                }
+                let take = room.max(1).min(left);
+                if let Some(g) = groups.last_mut() {
+                    g.push([take, h, w]);
+                }
+                size += take * step;
+                left -= take;
+            }
+        }
+        let mut outs = Vec::with_capacity(groups.len());
+        let mut at = 0;
+        for g in groups.iter().filter(|g| !g.is_empty()) {
+            let rows: usize = g.iter().map(|g| g[0] * g[1] * g[2]).sum();
+            outs.push(self.forward_all(&pixels.narrow(0, at, rows)?, g)?);
+            at += rows;
+        }
+        Ok(Tensor::cat(&outs, 0)?)
+    }
+
+    /// The tower over every patch at once.
+    fn forward_all(&self, pixels: &Tensor, grids: &[[usize; 3]]) -> Result<Tensor> {
         let merge = self.cfg.spatial_merge_size;
         let unit = merge * merge;
         let (n, pd) = pixels.dims2()?;
@@ -277,6 +328,10 @@ impl VisionEncoder {
     }
 }
 
+/// Most patches the vision tower takes at once (about 4 000 tokens of video: ~1 GB of activations at the
+/// released widths).
+const VISION_PATCHES: usize = 16_384;
+
 /// `(name under visual., shape)` of every tensor of the tower, in checkpoint order; `fused_qkv`: one
 /// `attn.qkv` (Qwen2.5-VL) instead of `attn.q`, `attn.k`, `attn.v` (Qwen2.5-Omni).
 pub fn vision_tensors(vc: &VisionConfig, fused_qkv: bool) -> Vec<(String, Vec<usize>)> {
@@ -334,6 +389,59 @@ mod tests {
         let (idx, cu) = window_index(&[[2, 12, 8]], 2, 56, 14);
         assert_eq!(idx.len(), 2 * 6 * 4);
         assert_eq!(*cu.last().unwrap(), 2 * 12 * 8);
+    }
+
+    /// A long video run a group of temporal steps at a time (grids split between steps, an image that
+    /// does not fit beside them in a group of its own) gives the embeddings of one whole run.
+    #[test]
+    fn grouped_steps_equal_one_run() {
+        let vc = VisionConfig {
+            depth: 3,
+            hidden_size: 32,
+            intermediate_size: 48,
+            num_heads: 4,
+            in_channels: 3,
+            patch_size: 2,
+            temporal_patch_size: 2,
+            spatial_merge_size: 2,
+            window_size: 8,
+            out_hidden_size: 24,
+            fullatt_block_indexes: vec![1],
+            hidden_act: "silu".into(),
+            rope_theta: 10000.0,
+        };
+        let dev = candle_core::Device::Cpu;
+        let map: std::collections::HashMap<String, Tensor> = vision_tensors(&vc, true)
+            .into_iter()
+            .map(|(name, shape)| {
+                let t = (Tensor::randn(0f32, 1f32, shape, &dev).unwrap() * 0.2).unwrap();
+                (name, t)
+            })
+            .collect();
+        let enc = VisionEncoder::new(
+            &vc,
+            candle_nn::VarBuilder::from_tensors(map, DType::F32, &dev),
+        )
+        .unwrap();
+        // A 5-step video of 8×4 patches, a one-step 4×8 image, a 3-step 4×4 video.
+        let grids = [[5, 8, 4], [1, 4, 8], [3, 4, 4]];
+        let n: usize = grids.iter().map(|g| g[0] * g[1] * g[2]).sum();
+        let pixels = Tensor::randn(0f32, 1f32, (n, 3 * 2 * 2 * 2), &dev).unwrap();
+        let whole = enc.forward_all(&pixels, &grids).unwrap();
+        for limit in [32, 70, 100] {
+            let parts = enc.forward_in_groups(&pixels, &grids, limit).unwrap();
+            let d = (&whole - &parts)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d <= 1e-5, "limit {limit}: {d}");
+        }
     }
 
     #[test]

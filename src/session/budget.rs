@@ -23,6 +23,9 @@ pub struct TraceBudget {
     /// The largest transient of one layer call (its input and output rows, projections, one chunk of
     /// attention scores, one chunk of MLP rows) plus the encoders' activations.
     pub working: u64,
+    /// Of `working`, the MLP's chunk of rows.
+    #[serde(skip)]
+    mlp_chunk: u64,
 }
 
 /// Bytes the decoder keeps per traced position: residuals and K/V (the issue-level "KB per token").
@@ -34,14 +37,27 @@ pub fn trace_budget(cfg: &TextConfig, seq: usize, activation: DType) -> TraceBud
     let q_width = (cfg.num_attention_heads * cfg.head_dim) as u64;
     let mlp_rows = n.min(crate::model::decoder::MLP_ROWS as u64);
     let scores = crate::model::decoder::MAX_SCORES as u64 * 4;
+    let mlp_chunk = mlp_rows * 3 * cfg.intermediate_size as u64 * b;
     TraceBudget {
         seq,
         residuals: (l + 1) * n * h * b,
         kv: l * 2 * n * kv_width * b,
         working: n * (4 * h + q_width + 2 * kv_width) * b
-            + mlp_rows * 3 * cfg.intermediate_size as u64 * b
+            + mlp_chunk
             + 2 * scores
             + ENCODER_HEADROOM,
+        mlp_chunk,
+    }
+}
+
+impl TraceBudget {
+    /// Positions whose K/V and working set fit in `room`, scaled from this budget's own (the working
+    /// set's fixed part taken out first).
+    fn fits_in(&self, room: u64) -> usize {
+        let mlp = self.mlp_chunk;
+        let fixed = mlp + 2 * crate::model::decoder::MAX_SCORES as u64 * 4 + ENCODER_HEADROOM;
+        let per = (self.kv + self.working).saturating_sub(fixed) / self.seq.max(1) as u64;
+        (room.saturating_sub(fixed) / per.max(1)) as usize
     }
 }
 
@@ -131,16 +147,38 @@ fn plan_trace_with(
             "analyse a shorter part of the clip (prepare --start S --end E, or select seconds on the \
              timeline before asking), lower --fps or --max-pixels, close other programs, or use a \
              machine with more memory; about {} positions fit here",
-            positions_that_fit(budget, room)
+            budget.fits_in(room)
         ),
     })
 }
 
-/// The largest prompt whose K/V and working set fit in `room` (the budget scales linearly with
-/// positions, except the fixed headroom and score chunks).
-fn positions_that_fit(budget: &TraceBudget, room: u64) -> usize {
-    let fixed = ENCODER_HEADROOM + 2 * crate::model::decoder::MAX_SCORES as u64 * 4;
-    let per = (budget.kv + budget.working).saturating_sub(fixed) / budget.seq.max(1) as u64;
+/// The most positions this machine can trace for `cfg` now, and the memory available: what
+/// [`plan_trace`] would accept with the residuals in a file, after `pending` more bytes (weights not yet
+/// loaded; 0 once they are). `None` where the available memory is unknown.
+pub fn positions_limit(
+    cfg: &TextConfig,
+    activation: DType,
+    pending: u64,
+    device: &Device,
+) -> Option<(usize, u64)> {
+    let avail = available_memory(device)?.saturating_sub(pending);
+    let room = (avail as f64 * FILL) as u64;
+    Some((positions_that_fit(cfg, activation, room), avail))
+}
+
+/// The largest prompt whose K/V and working set fit in `room` bytes (its residuals may go to a file):
+/// both grow linearly with the positions, over a fixed part (one chunk of MLP rows, the score chunks,
+/// the headroom) that assumes the prompt is longer than one MLP chunk, so shorter answers err on the
+/// safe side.
+fn positions_that_fit(cfg: &TextConfig, activation: DType, room: u64) -> usize {
+    let b = activation.size_in_bytes() as u64;
+    let (h, l) = (cfg.hidden_size as u64, cfg.num_hidden_layers as u64);
+    let kv_width = (cfg.num_key_value_heads * cfg.head_dim) as u64;
+    let q_width = (cfg.num_attention_heads * cfg.head_dim) as u64;
+    let per = l * 2 * kv_width * b + (4 * h + q_width + 2 * kv_width) * b;
+    let fixed = crate::model::decoder::MLP_ROWS as u64 * 3 * cfg.intermediate_size as u64 * b
+        + 2 * crate::model::decoder::MAX_SCORES as u64 * 4
+        + ENCODER_HEADROOM;
     (room.saturating_sub(fixed) / per.max(1)) as usize
 }
 
@@ -193,6 +231,15 @@ mod tests {
         assert!(err.contains("16384 positions"), "{err}");
         assert!(err.contains("--start"), "{err}");
         assert_eq!(plan(None).unwrap(), Placement::Memory);
+        // The limit the refusal quotes is what the plan accepts.
+        let room = 6 * gib;
+        let fit = positions_that_fit(&cfg_3b(), DType::F32, (room as f64 * FILL) as u64);
+        assert!(fit > 8192, "{fit}");
+        assert!(err.contains("positions fit here"), "{err}");
+        let at = |n| plan_trace_with(&trace_budget(&cfg_3b(), n, DType::F32), Some(room), None);
+        assert!(at(fit).is_ok());
+        assert!(at(fit + fit / 100 + 1).is_err());
+        assert_eq!(b.fits_in((room as f64 * FILL) as u64), fit);
         // Forced either way.
         assert!(matches!(
             plan_trace_with(&b, Some(40 * gib), Some(true)).unwrap(),

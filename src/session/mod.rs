@@ -239,8 +239,29 @@ impl Model {
         question: &str,
         opts: &PrepareOptions,
     ) -> Result<Prepared> {
+        // Media that would not fit this machine's memory once traced is refused before it is decoded.
+        let dec = self.decoder();
+        let limit = budget::positions_limit(&dec.cfg, dec.dtype(), 0, dec.device())
+            .filter(|(fit, _)| *fit < opts.token_budget);
+        let mut o = opts.clone();
+        if let Some((fit, _)) = limit {
+            o.token_budget = fit;
+        }
         self.arch()
-            .prepare(self.dir(), items, question, opts, &Device::Cpu)
+            .prepare(self.dir(), items, question, &o, &Device::Cpu)
+            .map_err(|e| match (e, limit) {
+                (Error::TooManyTokens { estimate, .. }, Some((fit, avail))) => Error::Request {
+                    reason: format!(
+                        "the media would make about {estimate} tokens, but with {} of memory available \
+                         this machine can trace about {fit}",
+                        budget::gb(avail)
+                    ),
+                    fix: "lower --fps or --max-pixels (the app's media settings), analyse a shorter \
+                          clip or part of it, close other programs, or use a machine with more memory"
+                        .into(),
+                },
+                (e, _) => e,
+            })
     }
 
     /// A prompt from a processor's tensors file, with the token texts filled in.

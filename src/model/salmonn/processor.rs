@@ -314,11 +314,10 @@ pub fn prepare(
         }
     }
     if estimate > opts.token_budget {
-        return Err(Error::Prompt(format!(
-            "the media would need about {estimate} tokens, over the budget of {} (raise --max-tokens, lower \
-             --fps or --max-pixels, or cut the clip)",
-            opts.token_budget
-        )));
+        return Err(Error::TooManyTokens {
+            estimate,
+            budget: opts.token_budget,
+        });
     }
     let mut media = Vec::new();
     for it in items {
