@@ -599,6 +599,10 @@ impl Attention {
 /// [`Attention::attend`] and [`Attention::attend_many`] (128 MiB in f32).
 pub const MAX_SCORES: usize = 1 << 25;
 
+/// Most rows one layer call over a span of the prompt computes at once past its keys and values (see
+/// `DecoderLayer::forward_in_rows`): a long prompt's traced pass holds one such chunk's activations.
+pub const LAYER_ROWS: usize = 4096;
+
 /// Most rows the MLP of one layer call takes at once: its two intermediate products are `rows × 11 008`
 /// floats each at 3B (360 MB at 4096 rows); a long prompt's rows go through in chunks of this many.
 pub const MLP_ROWS: usize = 4096;
@@ -660,11 +664,60 @@ impl DecoderLayer {
         mask: &AttnMask,
         want_probs: bool,
     ) -> Result<LayerOutput> {
+        let n = x.dim(0)?;
+        if n > LAYER_ROWS && !want_probs && mask.is_causal() {
+            return self.forward_in_rows(x, rot, past, mask, LAYER_ROWS);
+        }
         let h = self.input_layernorm.forward(x)?;
         let (attn, kv, probs) = self.self_attn.forward(&h, rot, past, mask, want_probs)?;
         let x = (x + attn)?;
         let hidden = self.mlp_residual(&x)?;
         Ok(LayerOutput { hidden, kv, probs })
+    }
+
+    /// [`Self::forward`] over a long span of rows, `rows` at a time: every row's keys and values first
+    /// (later rows need them), then per chunk its queries, attention over the keys up to its last row,
+    /// `o_proj` and the MLP. A call over the whole prompt then holds its input, its output and one
+    /// chunk's activations, where the one-shot call held a dozen `[rows, hidden]` tensors at once (the
+    /// normed input, the projections and their copies, the attention output, the sums). Each row's
+    /// computation is the one-shot call's.
+    fn forward_in_rows(
+        &self,
+        x: &Tensor,
+        rot: &Rotary,
+        past: Option<&KvPair>,
+        mask: &AttnMask,
+        rows: usize,
+    ) -> Result<LayerOutput> {
+        let n = x.dim(0)?;
+        let att = &self.self_attn;
+        let own = att.kv(&self.input_layernorm.forward(x)?, rot)?;
+        let p = past.map_or(0, KvPair::rows);
+        let all = match past {
+            Some(pv) if p > 0 => pv.cat(&own)?,
+            _ => own.clone(),
+        };
+        let mut outs = Vec::with_capacity(n.div_ceil(rows));
+        for r0 in (0..n).step_by(rows) {
+            let len = rows.min(n - r0);
+            let xc = x.narrow(0, r0, len)?;
+            let hc = self.input_layernorm.forward(&xc)?;
+            let q = split_heads(&att.q_proj.forward(&hc)?, len, att.heads, att.head_dim)?;
+            let q = rope(&q, &rot.narrow(r0, len)?)?;
+            // Keys up to this chunk's last row; the mask's query rows are prompt positions `p + r0 + i`.
+            let keys = KvPair {
+                k: all.k.narrow(1, 0, p + r0 + len)?,
+                v: all.v.narrow(1, 0, p + r0 + len)?,
+            };
+            let (o, _) = att.attend(&q, &keys, mask, false)?;
+            let xc = (xc + att.o_proj.forward(&o)?)?;
+            outs.push(self.mlp_residual(&xc)?);
+        }
+        Ok(LayerOutput {
+            hidden: Tensor::cat(&outs, 0)?,
+            kv: own,
+            probs: None,
+        })
     }
 
     /// [`Self::forward`] for several independent runs of the same rows at once (see
@@ -1175,6 +1228,45 @@ mod tests {
                             assert!(max_abs_diff(&a, &b) <= 1e-7);
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// A layer call over many rows, a chunk of rows at a time past the keys and values, equals the
+    /// one-shot call: outputs and K/V, causal and knockout masks, with and without past keys.
+    #[test]
+    fn a_layer_in_row_chunks_equals_the_one_shot_call() {
+        let cfg = config(64, 96, 8, 2, 16);
+        let dev = Device::Cpu;
+        for dtype in [DType::F32, DType::BF16] {
+            let layer = random_layer(&cfg, dtype);
+            for past_len in [0, 11] {
+                let n = 29;
+                let x = Tensor::randn(0f32, 1f32, (n, cfg.hidden_size), &dev).unwrap();
+                let rot = random_rotary(n, cfg.head_dim);
+                let past = (past_len > 0).then(|| {
+                    let xp = Tensor::randn(0f32, 1f32, (past_len, cfg.hidden_size), &dev).unwrap();
+                    layer
+                        .kv(&xp, &random_rotary(past_len, cfg.head_dim))
+                        .unwrap()
+                });
+                let mut pairs = BlockedPairs::default();
+                pairs.add(
+                    &[past_len + 3, past_len + 20, past_len + n - 1],
+                    &[0, 2, past_len + 5],
+                );
+                for mask in [AttnMask::Causal, AttnMask::Blocked(Arc::new(pairs))] {
+                    let whole = layer
+                        .forward(&x, &rot, past.as_ref(), &mask, false)
+                        .unwrap();
+                    let parts = layer
+                        .forward_in_rows(&x, &rot, past.as_ref(), &mask, 6)
+                        .unwrap();
+                    let d = max_abs_diff(&whole.hidden, &parts.hidden);
+                    assert!(d <= 1e-5, "{dtype:?} past {past_len} {mask:?}: {d}");
+                    assert_eq!(max_abs_diff(&whole.kv.k, &parts.kv.k), 0.0);
+                    assert_eq!(max_abs_diff(&whole.kv.v, &parts.kv.v), 0.0);
                 }
             }
         }

@@ -62,6 +62,18 @@ impl Session {
             .collect())
     }
 
+    /// [`Self::forward`]'s next tokens read from the traced run (built on first use): what the app asks
+    /// first, so that the encoders and the decoder run once for the answer and for every knockout after
+    /// it, and the trace's size is known as the answer is shown.
+    pub fn traced_top_k(&mut self, k: usize, watch: &Watch) -> Result<Vec<(u32, String, f32)>> {
+        self.trace(watch)?;
+        let (_, trace) = self.parts()?;
+        Ok(top_k(&trace.last_logits, k)?
+            .into_iter()
+            .map(|(id, p)| (id, self.model.token_text(id), p))
+            .collect())
+    }
+
     /// The greedy answer (up to `max_new` tokens, stopping at the model's end tokens or a cancel), from a
     /// fresh prefill.
     pub fn generate(&self, max_new: usize, watch: &Watch) -> Result<Answer> {

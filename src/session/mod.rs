@@ -302,11 +302,11 @@ impl TraceInfo {
     /// `trace 1.2 GB in memory` / `trace 17.4 GB: residuals (15.9 GB) mapped from /path`.
     pub fn describe(&self) -> String {
         match &self.spilled_to {
-            None => format!("trace {} in memory", budget::gb(self.bytes)),
+            None => format!("trace {} in memory", budget::size(self.bytes)),
             Some(dir) => format!(
                 "trace {}: residuals ({}) mapped from a file in {}",
-                budget::gb(self.bytes),
-                budget::gb(self.residual_bytes),
+                budget::size(self.bytes),
+                budget::size(self.residual_bytes),
                 dir.display()
             ),
         }

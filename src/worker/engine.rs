@@ -197,7 +197,7 @@ impl Engine for SessionEngine {
             Request::Forward => {
                 let t0 = Instant::now();
                 let s = self.session()?;
-                let top_k = ctx.with_watch(|w| s.forward(TOP_K, w))?;
+                let top_k = ctx.with_watch(|w| s.traced_top_k(TOP_K, w))?;
                 Ok(vec![Reply::Forward(ForwardResult {
                     top_k,
                     positions: s.prompt.len(),

@@ -60,7 +60,8 @@ pub enum Request {
     /// `out` file, then read exactly as [`Request::LoadInputs`] reads a file; replies
     /// [`Reply::InputsLoaded`] then [`Reply::MediaReady`].
     PrepareMedia(MediaRequest),
-    /// Next-token distribution after the prompt ([`TOP_K`] tokens).
+    /// Next-token distribution after the prompt ([`TOP_K`] tokens), from the trace it builds (kept for the
+    /// knockouts after it).
     Forward,
     /// An attention knockout (one or several blocks run together).
     Knockout(KnockoutSpec),

@@ -63,6 +63,16 @@ fn follow_a_token_an_answer_and_options_then_generate_on_the_demo() {
     let lib = session.knockout(&spec, &Watch::none()).expect("library");
     assert_eq!(shown.token.0, id);
     assert_eq!(shown.result, lib.result);
+    // The Answer pane says how big the trace is and where it lives, as the library's session does.
+    let info = session.trace_info().expect("traced").describe();
+    let pane = harness
+        .state()
+        .view()
+        .answer
+        .as_ref()
+        .and_then(|a| a.trace.clone());
+    assert_eq!(pane.as_deref(), Some(info.as_str()));
+    harness.get_by_label(&info);
 
     // 2. Type an answer and options, press Follow: the knockout scores them, as the library does.
     type_into(&mut harness, ANSWER_FIELD, " a tone");
