@@ -1015,6 +1015,7 @@ pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<(u32, f32)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::nn::max_abs_diff;
     use std::collections::HashMap;
 
     fn config(hidden: usize, inter: usize, heads: usize, kv_heads: usize, hd: usize) -> TextConfig {
@@ -1137,19 +1138,6 @@ mod tests {
             })
             .collect();
         att.o_proj.forward(&Tensor::cat(&outs, 0).unwrap()).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// A knockout's rule-based mask written out a chunk at a time is the dense mask of the same pairs.

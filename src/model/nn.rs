@@ -519,6 +519,17 @@ fn rotary_cpu(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Option<Tensor>> 
     }
 }
 
+/// Largest absolute difference between two tensors of one shape (the chunking tests' measure).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}
+
 #[cfg(test)]
 mod tests {
     /// The encoders' segment attention in bounded chunks (segments a product, rows of one long segment)
@@ -539,16 +550,7 @@ mod tests {
             for bound in [heads * 6 * 6 * 2, heads * 17 * 3] {
                 let parts =
                     segment_attention_chunked(&q, &k, &v, &bounds, 0.3, bf16, bound).unwrap();
-                let d = (&whole - &parts)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let d = max_abs_diff(&whole, &parts);
                 assert!(d <= 1e-6, "bf16 {bf16}, bound {bound}: {d}");
             }
         }

@@ -430,16 +430,7 @@ mod tests {
         let whole = enc.forward_all(&pixels, &grids).unwrap();
         for limit in [32, 70, 100] {
             let parts = enc.forward_in_groups(&pixels, &grids, limit).unwrap();
-            let d = (&whole - &parts)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let d = crate::model::nn::max_abs_diff(&whole, &parts);
             assert!(d <= 1e-5, "limit {limit}: {d}");
         }
     }

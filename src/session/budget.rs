@@ -59,12 +59,13 @@ impl TraceBudget {
     }
 }
 
-/// Rows of the hidden width a position holds, beyond the trace, while a layer call runs over the whole
-/// prompt a chunk of rows at a time (`DecoderLayer::forward_in_rows`): the normed input its keys and
-/// values come from, the chunks' outputs and their concatenation, and what the allocator keeps between
-/// them. Before the calls were chunked, the traced 3B pass over 2 037, 8 141 and 16 316 tokens peaked 1.0,
-/// 2.7 and 4.1 GB above weights + trace (under 24 such rows a position).
-const TRANSIENT_ROWS: u64 = 8;
+/// Rows of the hidden width a position holds, beyond the trace, while the prompt is encoded and traced:
+/// the embeddings, the normed input a layer's keys and values come from, the row chunks' outputs and
+/// their concatenation, and what the allocator keeps between them. Measured, not derived: the 7B-shape
+/// trace of 8 141 tokens (layer calls in row chunks, cf31d96) peaked 3.96 GB over its weights, of which
+/// 0.93 GB of K/V and 1.2 GB of fixed chunks: about 15 rows of 3 584 floats a position. (Before the layer
+/// calls were chunked, the 3B pass over 16 316 tokens held about 4 GB besides its trace.)
+const TRANSIENT_ROWS: u64 = 16;
 
 /// Room kept for the encoders' activations (they run a bounded group of frames at a time) and the rest
 /// of the process (1 GiB).
