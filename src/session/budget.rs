@@ -151,9 +151,9 @@ fn plan_trace_with(
             gb(avail),
         ),
         fix: format!(
-            "analyse a shorter part of the clip (prepare --start S --end E, or select seconds on the \
-             timeline before asking), lower --fps or --max-pixels, close other programs, or use a \
-             machine with more memory; about {} positions fit here",
+            "analyse a shorter clip or a part of this one (ffmpeg -ss S -to E -i IN -c copy OUT), lower \
+             --fps or --max-pixels, close other programs, or use a machine with more memory; about {} \
+             positions fit here",
             budget.fits_in(room)
         ),
     })
@@ -241,7 +241,7 @@ mod tests {
         assert!(matches!(plan(Some(8 * gib)).unwrap(), Placement::File(_)));
         let err = plan(Some(2 * gib)).unwrap_err().to_string();
         assert!(err.contains("16384 positions"), "{err}");
-        assert!(err.contains("--start"), "{err}");
+        assert!(err.contains("--fps"), "{err}");
         assert_eq!(plan(None).unwrap(), Placement::Memory);
         // The limit the refusal quotes is what the plan accepts.
         let room = 6 * gib;
