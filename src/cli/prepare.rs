@@ -143,15 +143,9 @@ pub fn prepare_cmd(
         .arch
         .prepare(&resolved.dir, &items, &a.question, &opts, device)?;
     // Said now rather than after the user loads the model: a prompt this machine cannot trace.
-    let weights = resolved.parameters() as u64
-        * avflow::model::checkpoint_dtype(&resolved.dir)
-            .unwrap_or(candle_core::DType::F32)
-            .size_in_bytes() as u64;
-    let activation = if device.is_cpu() {
-        candle_core::DType::F32
-    } else {
-        candle_core::DType::BF16
-    };
+    let dtype = avflow::model::checkpoint_dtype(&resolved.dir).unwrap_or(candle_core::DType::F32);
+    let weights = resolved.parameters() as u64 * dtype.size_in_bytes() as u64;
+    let activation = avflow::model::nn::activation_dtype(device, dtype);
     let seq = p.input_ids.len();
     if let Some((fit, avail)) =
         avflow::session::budget::positions_limit(resolved.arch.text(), activation, weights, device)

@@ -259,35 +259,18 @@ impl ResidualWriter {
             self.memory.push(x.clone());
             return Ok(());
         };
-        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let flat = x.flatten_all()?;
-        let io = |r: std::io::Result<()>| r.map_err(|e| spill_error(&dir, &e));
-        match flat.dtype() {
-            DType::F32 => {
-                for chunk in flat.to_vec1::<f32>()?.chunks(1 << 16) {
-                    let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    io(w.write_all(&bytes))?;
-                }
-            }
-            DType::BF16 => {
-                for chunk in flat.to_vec1::<half::bf16>()?.chunks(1 << 16) {
-                    let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    io(w.write_all(&bytes))?;
-                }
-            }
-            DType::F16 => {
-                for chunk in flat.to_vec1::<half::f16>()?.chunks(1 << 16) {
-                    let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
-                    io(w.write_all(&bytes))?;
-                }
-            }
+        let written = match flat.dtype() {
+            DType::F32 => write_le(w, &flat.to_vec1::<f32>()?, f32::to_le_bytes),
+            DType::BF16 => write_le(w, &flat.to_vec1::<half::bf16>()?, half::bf16::to_le_bytes),
+            DType::F16 => write_le(w, &flat.to_vec1::<half::f16>()?, half::f16::to_le_bytes),
             other => {
                 return Err(Error::Other(format!(
                     "residuals in {other:?} cannot be spilled to a file"
                 )))
             }
-        }
-        Ok(())
+        };
+        written.map_err(|e| spill_error(path.parent().unwrap_or(Path::new(".")), &e))
     }
 
     fn finish(mut self) -> Result<Residuals> {
@@ -322,6 +305,19 @@ impl Drop for Residuals {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Writes `values` little-endian, 64 K values at a time (the layout [`Residuals::rows`] reads back).
+fn write_le<T: Copy, const N: usize>(
+    w: &mut impl Write,
+    values: &[T],
+    bytes: fn(T) -> [u8; N],
+) -> std::io::Result<()> {
+    for chunk in values.chunks(1 << 16) {
+        let buf: Vec<u8> = chunk.iter().flat_map(|&v| bytes(v)).collect();
+        w.write_all(&buf)?;
+    }
+    Ok(())
 }
 
 /// Numbers the spill files of one process.

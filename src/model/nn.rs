@@ -82,10 +82,15 @@ impl LayerNorm {
 /// in half precision (memory) and widen one weight matrix at a time for the f32 matmul (speed). On GPUs
 /// the weights' own dtype.
 pub fn compute_dtype(vb: &VarBuilder) -> DType {
-    if vb.device().is_cpu() {
+    activation_dtype(vb.device(), vb.dtype())
+}
+
+/// [`compute_dtype`] for weights of `weights` dtype on `device`, before anything is loaded (budgets).
+pub fn activation_dtype(device: &candle_core::Device, weights: DType) -> DType {
+    if device.is_cpu() {
         DType::F32
     } else {
-        vb.dtype()
+        weights
     }
 }
 
