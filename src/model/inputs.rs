@@ -64,6 +64,29 @@ pub fn unbatch(path: &Path, name: &str, t: &Tensor, rank: usize) -> Result<Tenso
     Ok(t)
 }
 
+/// Inserts the videos' patch rows and grids under the processors' shared names
+/// (`pixel_values_videos`, `video_grid_thw`) and each video's seconds per temporal grid step under
+/// `seconds_name` (the families name it, and type it, differently); nothing when there are none.
+pub fn insert_videos<T: candle_core::WithDType>(
+    m: &mut HashMap<String, Tensor>,
+    parts: &[Tensor],
+    grids: Vec<i64>,
+    (seconds_name, seconds): (&str, Vec<T>),
+    device: &Device,
+) -> Result<()> {
+    let k = insert_patches(
+        m,
+        ("pixel_values_videos", "video_grid_thw"),
+        parts,
+        grids,
+        device,
+    )?;
+    if k > 0 {
+        m.insert(seconds_name.into(), Tensor::from_vec(seconds, k, device)?);
+    }
+    Ok(())
+}
+
 /// Inserts the patch rows of several videos or images (concatenated, in prompt order) under `pixels` and
 /// their `[t, h, w]` grids (`[k, 3]`, i64) under `grid`; nothing when there are none. Returns `k`.
 pub fn insert_patches(

@@ -112,3 +112,37 @@ impl TokenMap {
             .collect()
     }
 }
+
+#[cfg(test)]
+impl TokenMap {
+    /// A map whose position `i` is in group `groups[i]` (id `i`, no text, media or times), each group's
+    /// span its positions: the panels' tests build their prompts from it.
+    pub(crate) fn of_groups(groups: &[&str]) -> Self {
+        let mut spans: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+        for (i, g) in groups.iter().enumerate() {
+            spans.entry(g.to_string()).or_default().push(i);
+        }
+        TokenMap {
+            tokens: groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| TokenInfo {
+                    position: i,
+                    id: i as u32,
+                    group: g.to_string(),
+                    item: None,
+                    time: None,
+                    grid: None,
+                    chunk: None,
+                    marker: false,
+                    text: String::new(),
+                })
+                .collect(),
+            groups: Groups {
+                seq_len: groups.len(),
+                spans,
+            },
+            seconds_per_chunk: 2.0,
+        }
+    }
+}

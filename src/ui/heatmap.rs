@@ -1552,29 +1552,8 @@ mod tests {
             Group::Video => "video",
             _ => "question",
         };
-        let mut spans: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-        for (i, g) in groups.iter().enumerate() {
-            spans.entry(name(g).to_string()).or_default().push(i);
-        }
-        let map = crate::prompt::TokenMap {
-            tokens: groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| crate::prompt::TokenInfo {
-                    position: i,
-                    id: i as u32,
-                    group: name(g).to_string(),
-                    item: None,
-                    time: None,
-                    grid: None,
-                    chunk: None,
-                    marker: false,
-                    text: String::new(),
-                })
-                .collect(),
-            groups: crate::prompt::Groups { seq_len: n, spans },
-            seconds_per_chunk: 2.0,
-        };
+        let names: Vec<&str> = groups.iter().map(name).collect();
+        let map = crate::prompt::TokenMap::of_groups(&names);
         InputsView {
             path: "x.safetensors".into(),
             ids: (0..n as u32).collect(),

@@ -240,7 +240,6 @@ pub fn merged(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::prompt::{Groups, TokenInfo};
 
     /// system ×2, audio ×3, video ×2, audio ×2, question ×2, last.
     fn map() -> TokenMap {
@@ -248,32 +247,7 @@ mod tests {
             "system", "system", "audio", "audio", "audio", "video", "video", "audio", "audio",
             "question", "question", "last",
         ];
-        let mut spans: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
-        for (i, g) in groups.iter().enumerate() {
-            spans.entry(g.to_string()).or_default().push(i);
-        }
-        TokenMap {
-            tokens: groups
-                .iter()
-                .enumerate()
-                .map(|(i, g)| TokenInfo {
-                    position: i,
-                    id: i as u32,
-                    group: g.to_string(),
-                    item: None,
-                    time: None,
-                    grid: None,
-                    chunk: None,
-                    marker: false,
-                    text: String::new(),
-                })
-                .collect(),
-            groups: Groups {
-                seq_len: groups.len(),
-                spans,
-            },
-            seconds_per_chunk: 2.0,
-        }
+        TokenMap::of_groups(&groups)
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::media::audio::{self, AudioFeatures};
 use crate::media::prepare::{load_tokenizer, render_template, Item, PrepareOptions, Prepared};
 use crate::media::video::{self, VideoInputs};
-use crate::model::inputs::insert_patches;
+use crate::model::inputs::{insert_patches, insert_videos};
 use crate::model::omni::audio::output_lengths;
 use crate::model::omni::config::ThinkerConfig;
 use crate::model::omni::prompt::video_with_audio_ids;
@@ -121,19 +121,7 @@ pub fn tensors(ids: &[u32], media: &[Media], device: &Device) -> Result<HashMap<
             }
         }
     }
-    let k = insert_patches(
-        &mut m,
-        ("pixel_values_videos", "video_grid_thw"),
-        &pv,
-        vg,
-        device,
-    )?;
-    if k > 0 {
-        m.insert(
-            "video_second_per_grid".into(),
-            Tensor::from_vec(spg, k, device)?,
-        );
-    }
+    insert_videos(&mut m, &pv, vg, ("video_second_per_grid", spg), device)?;
     insert_patches(&mut m, ("pixel_values", "image_grid_thw"), &pi, ig, device)?;
     if !feats.is_empty() {
         // One row per clip, padded to the longest, with the mask marking each clip's valid frames.

@@ -32,7 +32,7 @@ use crate::media::prepare::{load_tokenizer, Item, PrepareOptions, Prepared};
 use crate::media::video::{
     self, preprocess_frames, Filter, FrameIndex, ImageInputs, VideoInputs, IMAGE_FACTOR,
 };
-use crate::model::inputs::insert_patches;
+use crate::model::inputs::{insert_patches, insert_videos};
 use crate::model::salmonn::config::SalmonnConfig;
 
 /// The system prompt of the authors' dataset code.
@@ -492,19 +492,7 @@ fn tensors(ids: &[u32], media: &[Media], device: &Device) -> Result<HashMap<Stri
             }
         }
     }
-    let k = insert_patches(
-        &mut m,
-        ("pixel_values_videos", "video_grid_thw"),
-        &pv,
-        vg,
-        device,
-    )?;
-    if k > 0 {
-        m.insert(
-            "second_per_grid_ts".into(),
-            Tensor::from_vec(spg, k, device)?,
-        );
-    }
+    insert_videos(&mut m, &pv, vg, ("second_per_grid_ts", spg), device)?;
     insert_patches(&mut m, ("pixel_values", "image_grid_thw"), &pi, ig, device)?;
     if segments > 0 {
         m.insert(

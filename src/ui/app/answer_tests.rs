@@ -113,13 +113,7 @@ fn follow_a_token_an_answer_and_options_then_generate_on_the_demo() {
 
     // 3. Generate: the unedited answer and the knocked-out one, each equal to the library's.
     harness.get_by_label(GENERATE_BUTTON).click();
-    let done = step_until(&mut harness, Duration::from_secs(300), |app| {
-        let g = &app.view().generation;
-        !g.running()
-            && g.base.as_ref().is_some_and(|b| b.done)
-            && g.edited.as_ref().is_some_and(|e| e.done)
-    });
-    assert!(done, "{:?}", harness.state().status());
+    super::test_support::generation_finished(&mut harness);
     harness.run_steps(2);
     let g = harness.state().view().generation.clone();
     let (base, edited) = (g.base.expect("base"), g.edited.expect("edited"));

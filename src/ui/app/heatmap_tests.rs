@@ -163,13 +163,7 @@ fn click_drag_shift_click_and_menu_on_the_heatmap() {
     // The model's own answers with and without this knockout, in the Answer pane (its Generate button
     // is clicked in answer_tests).
     harness.state_mut().generate();
-    let done = step_until(&mut harness, Duration::from_secs(300), |app| {
-        let g = &app.view().generation;
-        !g.running()
-            && g.base.as_ref().is_some_and(|b| b.done)
-            && g.edited.as_ref().is_some_and(|e| e.done)
-    });
-    assert!(done, "{:?}", harness.state().status());
+    super::test_support::generation_finished(&mut harness);
     harness.run_steps(2);
     harness.get_by_label_contains("unedited").scroll_to_me();
     harness.run_steps(3);

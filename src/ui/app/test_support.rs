@@ -182,3 +182,14 @@ pub fn knockout_shown(
         .spec
         .clone()
 }
+
+/// Steps until both greedy answers (unedited and knocked out) have finished, asserting they did.
+pub fn generation_finished(harness: &mut egui_kittest::Harness<'_, AvflowApp>) {
+    let done = step_until(harness, Duration::from_secs(300), |app| {
+        let g = &app.view().generation;
+        !g.running()
+            && g.base.as_ref().is_some_and(|b| b.done)
+            && g.edited.as_ref().is_some_and(|e| e.done)
+    });
+    assert!(done, "{:?}", harness.state().status());
+}
