@@ -5,6 +5,11 @@
 #   bash scripts/setup.sh                 # install system packages + Rust if missing
 #   bash scripts/setup.sh app [ARGS...]   # ... then open the app (no ARGS: the bundled demo)
 #   bash scripts/setup.sh test            # ... then build and run every test (what CI runs)
+#   bash scripts/setup.sh detect          # only say which GPU build this machine gets (features=…)
+#
+# The build follows the machine's accelerator: an NVIDIA GPU with a CUDA toolkit builds `--features cuda`,
+# Apple silicon `--features metal`, anything else the CPU version, with one line saying why.
+# AVFLOW_FEATURES overrides the choice (AVFLOW_FEATURES= builds for the CPU, AVFLOW_FEATURES=cuda forces CUDA).
 #
 # Runs as root or through sudo. Honours CI=true (never prompts).
 set -euo pipefail
@@ -176,6 +181,69 @@ install_onednn() {
   log "oneDNN $ONEDNN_VERSION: built into $ONEDNN_DIR in $(( (SECONDS - started) / 60 )) min"
 }
 
+# nvcc of a CUDA toolkit: on PATH, in $CUDA_HOME / $CUDA_PATH, or /usr/local/cuda (AVFLOW_NVCC names one).
+find_nvcc() {
+  if [ -n "${AVFLOW_NVCC:-}" ]; then
+    [ -x "$AVFLOW_NVCC" ] && echo "$AVFLOW_NVCC"
+    return 0
+  fi
+  command -v nvcc 2>/dev/null && return 0
+  local d
+  for d in "${CUDA_HOME:-}" "${CUDA_PATH:-}" /usr/local/cuda; do
+    if [ -n "$d" ] && [ -x "$d/bin/nvcc" ]; then
+      echo "$d/bin/nvcc"
+      return 0
+    fi
+  done
+}
+
+# The cargo features this machine's build gets, in FEATURES, with one line saying why. An NVIDIA GPU is what
+# `nvidia-smi -L` lists (AVFLOW_NVIDIA_SMI names another program, for tests).
+detect_features() {
+  FEATURES=""
+  if [ -n "${AVFLOW_FEATURES+set}" ]; then
+    FEATURES="$AVFLOW_FEATURES"
+    log "build: ${FEATURES:-CPU only} (AVFLOW_FEATURES)"
+    return
+  fi
+  case "$(uname -s)" in
+    Darwin)
+      if [ "$(uname -m)" = arm64 ]; then
+        FEATURES=metal
+        log "build: metal (Apple silicon; AVFLOW_FEATURES= builds for the CPU)"
+      else
+        log "build: CPU only (an Intel Mac has no Metal build here)"
+      fi
+      ;;
+    Linux)
+      local gpu nvcc
+      gpu="$("${AVFLOW_NVIDIA_SMI:-nvidia-smi}" -L 2>/dev/null | head -1 || true)"
+      gpu="${gpu%% (UUID*}"
+      if [ -z "$gpu" ]; then
+        log "build: CPU only (no NVIDIA GPU: nvidia-smi lists none)"
+        return
+      fi
+      nvcc="$(find_nvcc || true)"
+      if [ -n "$nvcc" ]; then
+        FEATURES=cuda
+        export PATH="$(dirname "$nvcc"):$PATH"
+        log "build: cuda (${gpu#GPU 0: }; CUDA $("$nvcc" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\).*/\1/p') at $nvcc)"
+      else
+        log "build: CPU only — ${gpu#GPU 0: } found, but no CUDA toolkit (nvcc). For the GPU build install one" \
+            "(Debian/Ubuntu: apt-get install nvidia-cuda-toolkit, or NVIDIA's cuda-toolkit for your driver;" \
+            "without root: bash tools/cuda_bundle.sh assembles one from PyPI in /tmp/avflow-cuda, then" \
+            "CUDA_HOME=/tmp/avflow-cuda) and run this again; AVFLOW_FEATURES=cuda forces it"
+      fi
+      ;;
+  esac
+}
+
+# `--features …` for cargo, or nothing.
+feature_args() {
+  [ -n "$FEATURES" ] && printf -- '--features\n%s\n' "$FEATURES"
+  return 0
+}
+
 setup() {
   install_system_packages
   install_rust
@@ -186,11 +254,13 @@ run_tests() {
   local out status
   out="$(mktemp)"
   # --locked: CI builds exactly the committed Cargo.lock.
+  local features=()
+  mapfile -t features < <(feature_args)
   set +e
   if [ -f Cargo.lock ]; then
-    cargo test --locked --all-targets 2>&1 | tee "$out"
+    cargo test --locked --all-targets "${features[@]}" 2>&1 | tee "$out"
   else
-    cargo test --all-targets 2>&1 | tee "$out"
+    cargo test --all-targets "${features[@]}" 2>&1 | tee "$out"
   fi
   status="${PIPESTATUS[0]}"
   set -e
@@ -212,15 +282,19 @@ run_app() {
     log "the bundled demo is missing: make it with 'python3 tools/make_fixtures.py' (the app explains too)"
   fi
   # The dev profile (dependencies optimised, see Cargo.toml) is the one the tests build: no second cold build.
-  exec cargo run -- "$@"
+  # `--device auto` (the default) then runs on the GPU this build is for.
+  local features=()
+  mapfile -t features < <(feature_args)
+  exec cargo run "${features[@]}" -- "$@"
 }
 
 cmd="${1:-}"
 [ "$#" -gt 0 ] && shift
 case "$cmd" in
   "") setup ;;
-  app) setup; run_app "$@" ;;
-  test) setup; run_tests ;;
-  -h|--help|help) sed -n '2,10p' "$0" ;;
-  *) die "unknown command '$cmd': use 'app [avflow args…]' or 'test'" ;;
+  app) setup; detect_features; run_app "$@" ;;
+  test) setup; detect_features; run_tests ;;
+  detect) detect_features; echo "features=$FEATURES" ;;
+  -h|--help|help) sed -n '2,16p' "$0" ;;
+  *) die "unknown command '$cmd': use 'app [avflow args…]', 'test' or 'detect'" ;;
 esac

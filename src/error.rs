@@ -26,7 +26,7 @@ pub enum Error {
     /// The media would make more tokens than allowed (estimated before anything is decoded).
     #[error(
         "invalid prompt: the media would need about {estimate} tokens, over the budget of {budget} \
-         (raise --max-tokens, lower --fps or --max-pixels, or cut the clip)"
+         (analyse a part of the clip with --start/--end, lower --fps or --max-pixels, or raise --max-tokens)"
     )]
     TooManyTokens { estimate: usize, budget: usize },
     /// A request that does not fit this prompt or model (a selector that picks nothing, a layer range
@@ -42,7 +42,7 @@ pub enum Error {
         reason: String,
         fix: String,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {source}{}", io_fix(source))]
     Io {
         context: String,
         #[source]
@@ -59,6 +59,23 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The way out of a write that the disk refused (full, over a size limit, read-only, not ours), for the
+/// message of [`Error::Io`]; nothing for other failures.
+fn io_fix(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        // ENOSPC, EDQUOT, EFBIG
+        Some(28) | Some(122) | Some(27) => {
+            ". Fix: free space on that disk (or give another folder), then run the same command again \
+             (with --resume for a dataset run: what is written is kept)"
+        }
+        // EROFS, EACCES, EPERM
+        Some(30) | Some(13) | Some(1) => {
+            ". Fix: write somewhere this user can (another --out folder), or change the folder's permissions"
+        }
+        _ => "",
+    }
+}
 
 impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {

@@ -31,8 +31,8 @@ struct Cli {
     /// App: the question to ask.
     #[arg(long)]
     question: Option<String>,
-    /// cpu, cuda, cuda:N or metal.
-    #[arg(long, default_value = "cpu", global = true)]
+    /// auto (the first GPU this binary was built for and can open, else the CPU), cpu, cuda, cuda:N or metal.
+    #[arg(long, default_value = "auto", global = true, help = DEVICE_HELP)]
     device: String,
     /// Weights dtype: auto (the checkpoint's own `torch_dtype`, as transformers loads it), f32, bf16 or f16.
     #[arg(long, default_value = "auto", global = true)]
@@ -68,6 +68,8 @@ enum Command {
     Lens(cli::analyse::LensArgs),
     /// Attention of chosen rows (default: last) to each token group, per layer.
     Attention(cli::analyse::AttentionArgs),
+    /// The same sweep on two runs (another clip, model, family or size) on one depth axis, with B − A.
+    Compare(cli::compare::CompareArgs),
     /// Merge the per-sample results of `sweep --manifest` shards and write the aggregates.
     Merge(cli::batch::MergeArgs),
     /// Time load / audio tower / vision tower / decoder / peak memory on a random-weight Thinker.
@@ -122,19 +124,47 @@ fn main() {
     tune_runtime_env();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            // symphonia logs its probe's dead ends as errors; avflow tries FFmpeg next and reports what
+            // failed itself (RUST_LOG=symphonia=debug shows them).
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,symphonia=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        let message = format!("{e:#}");
+        eprintln!("error: {message}");
+        if !message.contains("Fix:") {
+            if let Some(fix) =
+                avflow::device::gpu_failure_fix(cli::device_ran_on().as_deref(), &message)
+            {
+                eprintln!("Fix: {fix}");
+            }
+        }
         std::process::exit(1);
     }
 }
 
+/// `--device`'s help, with what this binary was built for.
+const DEVICE_HELP: &str = if cfg!(feature = "cuda") {
+    "auto (default: the first GPU this binary was built for and can open, else the CPU), cpu, cuda, cuda:N or \
+     metal. This build: cuda"
+} else if cfg!(feature = "metal") {
+    "auto (default: the first GPU this binary was built for and can open, else the CPU), cpu, cuda, cuda:N or \
+     metal. This build: metal"
+} else {
+    "auto (default: the first GPU this binary was built for and can open, else the CPU), cpu, cuda, cuda:N or \
+     metal. This build: CPU only (bash scripts/setup.sh builds the GPU version where it finds one)"
+};
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let device = avflow::device::parse_device(&cli.device)?;
+    let chosen = avflow::device::resolve(cli.device.parse()?)?;
+    if let Some(note) = &chosen.note {
+        eprintln!("note: {note}");
+    }
+    let device = chosen.device;
+    cli::ran_on(&chosen.name, None);
     let (dtype, auto_dtype) = avflow::device::parse_dtype_choice(&cli.dtype)?;
     let opts = avflow::model::LoadOptions {
         positions: cli.positions,
@@ -161,6 +191,7 @@ fn run() -> anyhow::Result<()> {
         Some(Command::Drop(args)) => cli::analyse::drop_cmd(&args, &opts)?,
         Some(Command::Generate(args)) => cli::analyse::generate_cmd(&args, &opts)?,
         Some(Command::Attention(args)) => cli::analyse::attention_cmd(&args, &opts)?,
+        Some(Command::Compare(args)) => cli::compare::compare_cmd(&args, &opts)?,
         Some(Command::Lens(args)) => cli::analyse::lens_cmd(&args, &opts)?,
         Some(Command::Merge(args)) => cli::batch::merge_cmd(&args)?,
         Some(Command::Bench(args)) => return cli::bench::bench(&args, &opts),
@@ -172,6 +203,7 @@ fn run() -> anyhow::Result<()> {
                 video: cli.video,
                 question: cli.question,
                 device,
+                device_note: chosen.note,
                 dtype,
                 auto_dtype,
                 positions: cli.positions,
@@ -180,6 +212,6 @@ fn run() -> anyhow::Result<()> {
             .context("the app stopped with an error")
         }
     };
-    println!("{report}");
+    println!("{}", cli::with_device(report));
     Ok(())
 }

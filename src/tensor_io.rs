@@ -7,12 +7,32 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 
+/// The largest file of loose tensors avflow reads whole. A prompt of the released models' longest context
+/// (128 k positions, every one a video patch group: 4 × 1 176 f32) holds about 2.4 GB of media tensors, and
+/// results are far smaller; anything beyond this is a mistake (a checkpoint shard, a wrong file) that would
+/// otherwise be copied into memory before its shapes are checked.
+pub const MAX_LOOSE_BYTES: u64 = 4 << 30;
+
 /// Loads every tensor of a safetensors file onto `device`, with a clear error naming the file.
 pub fn load(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
-    if !path.exists() {
+    let len = match std::fs::metadata(path) {
+        Ok(m) => m.len(),
+        Err(_) => {
+            return Err(Error::Inputs {
+                path: path.to_path_buf(),
+                reason: "no such file".into(),
+            })
+        }
+    };
+    if len > MAX_LOOSE_BYTES {
         return Err(Error::Inputs {
             path: path.to_path_buf(),
-            reason: "no such file".into(),
+            reason: format!(
+                "is {:.1} GB, more than any prompt's tensors (at most {} GB): not an inputs file. Fix: pass the \
+                 file avflow prepare (or the model's processor) wrote",
+                len as f64 / 1e9,
+                MAX_LOOSE_BYTES >> 30
+            ),
         });
     }
     candle_core::safetensors::load(path, device).map_err(|e| Error::Inputs {

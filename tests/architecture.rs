@@ -21,7 +21,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("flow", &["error", "kernels", "prompt", "model"]),
     (
         "session",
-        &["error", "prompt", "media", "model", "flow", "tensor_io"],
+        &[
+            "error",
+            "device",
+            "prompt",
+            "media",
+            "model",
+            "flow",
+            "tensor_io",
+        ],
     ),
     ("export", &["error", "prompt", "flow", "tensor_io"]),
     (

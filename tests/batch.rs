@@ -232,6 +232,148 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
     );
 }
 
+/// kill -9 at twenty seeded random moments (before the model is loaded, between samples, in the middle of a
+/// write), each time resumed: the finished run equals an uninterrupted one, with every sample once.
+#[test]
+fn twenty_kills_at_random_moments_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 6);
+    let whole = tmp.path().join("whole");
+    let t0 = Instant::now();
+    run_ok(sweep_cmd(&m, &whole, &[]));
+    let full = t0.elapsed();
+    let expected = records(&whole);
+    let cut = tmp.path().join("cut");
+    let results = cut.join("results.jsonl");
+    // Seeded delays between 0 and the uninterrupted run's length.
+    let mut state = 0x5EED_u64;
+    let mut delay = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        Duration::from_micros(state % (full.as_micros() as u64).max(1))
+    };
+    let (mut kills, mut rounds) = (0, 0);
+    let mut seen_counts = Vec::new();
+    while kills < 20 {
+        rounds += 1;
+        assert!(
+            rounds < 200,
+            "the run keeps finishing before the kill ({kills} kills)"
+        );
+        let resume: &[&str] = if results.exists() { &["--resume"] } else { &[] };
+        let mut child = sweep_cmd(&m, &cut, resume)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay());
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            kills += 1;
+        }
+        child.wait().unwrap();
+        seen_counts.push(
+            std::fs::read_to_string(&results)
+                .map(|s| s.lines().count())
+                .unwrap_or(0),
+        );
+        if records_done(&results) == expected.len() {
+            // Finished before the kill: start over so every kill lands in a run.
+            std::fs::remove_dir_all(&cut).unwrap();
+        }
+    }
+    run_ok(sweep_cmd(
+        &m,
+        &cut,
+        if results.exists() { &["--resume"] } else { &[] },
+    ));
+    eprintln!("{kills} kills in {rounds} rounds; records on disk after each: {seen_counts:?}");
+    let lines: Vec<String> = std::fs::read_to_string(&results)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(
+        (lines.len(), ids.len()),
+        (expected.len(), expected.len()),
+        "a sample lost or doubled"
+    );
+    assert_eq!(
+        records(&cut),
+        expected,
+        "the resumed run differs from the uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cut.join("aggregate.csv")).unwrap(),
+        std::fs::read_to_string(whole.join("aggregate.csv")).unwrap()
+    );
+}
+
+/// A disk that fills in the middle of a run (the process may write only so many bytes: RLIMIT_FSIZE, with
+/// SIGXFSZ ignored so the write fails as on a full disk): a clear error that names the file and says what
+/// to do, the records written before it intact, and `--resume` with room again finishes the run as if
+/// nothing had happened.
+#[test]
+fn a_full_disk_stops_the_run_with_nothing_lost() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 3);
+    let whole = tmp.path().join("whole");
+    run_ok(sweep_cmd(&m, &whole, &[]));
+    let expected = records(&whole);
+    let full = std::fs::read_to_string(whole.join("results.jsonl")).unwrap();
+    // Room for about half of the results.
+    let room = (full.len() / 2) as u64;
+    let cut = tmp.path().join("cut");
+    let mut c = sweep_cmd(&m, &cut, &[]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: room,
+                rlim_max: room,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &lim);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run should stop: {err}");
+    for n in ["results.jsonl", "Fix:", "--resume"] {
+        assert!(err.contains(n), "lacks {n:?}: {err}");
+    }
+    let kept = records_done(&cut.join("results.jsonl"));
+    assert!(kept >= 1 && kept < expected.len(), "{kept} records kept");
+    // With room again: resumed to the uninterrupted result.
+    run_ok(sweep_cmd(&m, &cut, &["--resume"]));
+    assert_eq!(records(&cut), expected);
+}
+
+/// Whole records in a results file (a torn last line does not count).
+fn records_done(results: &Path) -> usize {
+    std::fs::read_to_string(results)
+        .map(|s| {
+            s.lines()
+                .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
 #[test]
 fn shards_merged_equal_one_run() {
     let tmp = tempfile::tempdir().unwrap();

@@ -93,6 +93,7 @@ fn incremental_knockouts_equal_full_masked_forwards() {
                     targets: tgt,
                     start: 0,
                     end: layers.min(2),
+                    heads: None,
                 });
             }
         }
@@ -113,6 +114,7 @@ fn incremental_knockouts_equal_full_masked_forwards() {
                 targets,
                 start,
                 end,
+                heads: None,
             });
         }
         let mut changed = 0;
@@ -151,6 +153,7 @@ fn knockout_sets_equal_full_masked_forwards() {
                 targets: c.groups.select(t).ok()?,
                 start,
                 end: end.min(layers),
+                heads: None,
             })
         };
         let mut sets: Vec<KnockoutSet> = Vec::new();
@@ -196,6 +199,7 @@ fn knockout_sets_equal_full_masked_forwards() {
                         targets,
                         start,
                         end,
+                        heads: None,
                     }
                 })
                 .collect();
@@ -309,6 +313,7 @@ fn answers_scored_by_teacher_forcing_equal_full_masked_forwards() {
             targets: c.groups.select(t).unwrap(),
             start,
             end,
+            heads: None,
         };
         let media = if c.groups.spans.get("video").is_some_and(|v| !v.is_empty()) {
             "video"
@@ -616,6 +621,7 @@ fn knockouts_match_transformers() {
                 targets: pos(&e["targets"]),
                 start: e["start"].as_u64().unwrap() as usize,
                 end: e["end"].as_u64().unwrap() as usize,
+                heads: None,
             };
             for (field, list) in [("source", &ko.sources), ("target", &ko.targets)] {
                 let g = e[field].as_str().unwrap();
@@ -697,6 +703,7 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
             target: t.clone(),
             sources: c.groups.select(s).unwrap(),
             targets: c.groups.select(t).unwrap(),
+            heads: None,
         })
         .collect();
     let run = |cancel: &AtomicBool, progress: &mut dyn FnMut(usize, usize)| {
@@ -733,6 +740,7 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
                 targets: c.groups.select(t).unwrap(),
                 start,
                 end,
+                heads: None,
             };
             let alone = ko.score(dec, &c.trace, None).unwrap();
             assert!(
@@ -749,8 +757,14 @@ fn grouped_sweeps_equal_single_knockouts_and_cancel_keeps_whole_pairs() {
         pairs
             .iter()
             .flat_map(|(s, t)| {
-                let (src, tgt) = (c.groups.select(s).unwrap(), c.groups.select(t).unwrap());
-                avflow::flow::sweep::window_specs(&src, &tgt, layers, k, Align::Center)
+                let pair = avflow::flow::Pair {
+                    source: s.to_string(),
+                    target: t.to_string(),
+                    sources: c.groups.select(s).unwrap(),
+                    targets: c.groups.select(t).unwrap(),
+                    heads: None,
+                };
+                avflow::flow::sweep::window_specs(&pair, layers, k, Align::Center)
             })
             .collect()
     };
@@ -818,6 +832,7 @@ fn dropping_equals_masking_the_dropped_keys() {
                 targets: (0..seq).collect(),
                 start: from,
                 end: layers,
+                heads: None,
             }
             .run_full(c.model.decoder(), &c.embeds, &c.trace)
             .unwrap()
@@ -914,6 +929,7 @@ fn generation_under_a_knockout_agrees_with_teacher_forcing() {
                 targets: sel("last"),
                 start: 0,
                 end: layers,
+                heads: None,
             }),
             KnockoutSet {
                 blocks: vec![
@@ -922,12 +938,14 @@ fn generation_under_a_knockout_agrees_with_teacher_forcing() {
                         targets: sel("question"),
                         start: 0,
                         end: 1,
+                        heads: None,
                     },
                     Knockout {
                         sources: sel("question"),
                         targets: sel("last"),
                         start: 1,
                         end: layers,
+                        heads: None,
                     },
                 ],
             },
@@ -1148,6 +1166,78 @@ fn knockout_with_a_random_control_and_attention_command() {
     let mass = std::fs::read_to_string(map.with_file_name("att-mass.svg")).unwrap();
     assert!(mass.contains("audio") && mass.contains("question"));
     assert_eq!(v["figure"].as_array().unwrap().len(), 12);
+
+    // --per-head: [layer][head]{group} mass, whose mean over heads is the head-averaged mass; the ranked
+    // listening (audio) and looking (video) heads; layers × heads figures per modality.
+    let out = demo_cmd("attention")
+        .args(["--rows", "last", "--per-head", "--figure"])
+        .arg(map.with_file_name("ph"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let h: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let per_head = h["per_head"].as_array().unwrap();
+    for (key, group) in [("listening", "audio"), ("looking", "video")] {
+        let top = h[key].as_array().unwrap();
+        assert!(!top.is_empty());
+        let (l, hd) = (
+            top[0]["layer"].as_u64().unwrap() as usize,
+            top[0]["head"].as_u64().unwrap() as usize,
+        );
+        let best = per_head[l][hd][group].as_f64().unwrap();
+        let max = per_head
+            .iter()
+            .flat_map(|l| {
+                l.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m[group].as_f64().unwrap())
+            })
+            .fold(0.0, f64::max);
+        assert_eq!(
+            best, max,
+            "{key}: the first head is the one with the most {group}"
+        );
+        let heat: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(map.with_file_name(format!("ph-heads-{group}.json"))).unwrap(),
+        )
+        .unwrap();
+        let heat = heat.get("heatmap").unwrap_or(&heat);
+        assert_eq!(heat["rows"], 3);
+    }
+    assert_eq!(per_head.len(), 3);
+    let heads = per_head[0].as_array().unwrap().len();
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("omni-tiny-a/config.json")).unwrap(),
+    )
+    .unwrap();
+    let want_heads = cfg["thinker_config"]["text_config"]["num_attention_heads"]
+        .as_u64()
+        .or_else(|| cfg["text_config"]["num_attention_heads"].as_u64())
+        .unwrap() as usize;
+    assert_eq!(heads, want_heads);
+    for (l, layer) in per_head.iter().enumerate() {
+        for (g, avg) in h["layers"][l]["mass"].as_object().unwrap() {
+            let mean: f64 = layer
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|head| head[g].as_f64().unwrap())
+                .sum::<f64>()
+                / heads as f64;
+            let avg = avg.as_f64().unwrap();
+            assert!(
+                (mean - avg).abs() <= 1e-6,
+                "layer {l} {g}: heads' mean {mean} vs {avg}"
+            );
+            // The same run without --per-head gives the same head-averaged numbers.
+            assert_eq!(v["layers"][l]["mass"][g], h["layers"][l]["mass"][g]);
+        }
+    }
 }
 
 /// Time-range and item selectors (issue: "a time range in seconds selects audio and video of those
@@ -1224,12 +1314,14 @@ fn a_spilled_trace_equals_the_in_memory_one() {
             targets: vec![seq - 1],
             start: 0,
             end: layers / 2,
+            heads: None,
         },
         Knockout {
             sources: audio.clone(),
             targets: question.clone(),
             start: 1,
             end: layers,
+            heads: None,
         },
     ];
     let a = avflow::flow::knockout::run_batch(dec, &c.trace, &specs).unwrap();
@@ -1256,4 +1348,317 @@ fn a_spilled_trace_equals_the_in_memory_one() {
     }
     drop(spilled);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// Per-head knockouts (`--heads`): incremental runs, batched runs and sets equal a full forward whose
+/// attention adds a dense `[heads, seq, seq]` mask blocking only those heads (≤ 1e-6, f32); a block over
+/// every head equals the plain knockout; blocks of other heads change the answer differently.
+#[test]
+fn per_head_knockouts_equal_head_masked_full_forwards() {
+    use avflow::flow::KnockoutSet;
+    for case in ["av_a", "image_audio_a"] {
+        let c = open(case);
+        let dec = c.model.decoder();
+        let (layers, heads) = (dec.num_layers(), dec.num_heads());
+        assert!(heads >= 2, "{case}: the per-head test needs two heads");
+        let ko = |s: &str, t: &str, start: usize, end: usize, hs: Option<Vec<usize>>| Knockout {
+            sources: c.groups.select(s).unwrap(),
+            targets: c.groups.select(t).unwrap(),
+            start,
+            end,
+            heads: hs,
+        };
+        let media = if c.groups.select("audio").is_ok() {
+            "audio"
+        } else {
+            "image"
+        };
+        let specs = vec![
+            ko(media, "last", 0, layers, Some(vec![0])),
+            ko(media, "last", 0, layers, Some(vec![heads - 1])),
+            ko(
+                media,
+                "question",
+                0,
+                layers.min(2),
+                Some(vec![0, heads - 1]),
+            ),
+            ko("question", "last", layers - 1, layers, Some(vec![1])),
+        ];
+        let batched = avflow::flow::knockout::run_batch(dec, &c.trace, &specs).unwrap();
+        for (k, b) in specs.iter().zip(&batched) {
+            let inc = k.run(dec, &c.trace).unwrap();
+            let full = k.run_full(dec, &c.embeds, &c.trace).unwrap();
+            let d = max_diff(&inc, &full);
+            assert!(
+                d <= 1e-6,
+                "{case} {k:?}: incremental vs head-masked full forward {d}"
+            );
+            assert!(max_diff(b, &inc) <= 1e-6, "{case}: batched vs alone");
+        }
+        // Different heads, different effects (the heads are not interchangeable).
+        assert!(max_diff(&batched[0], &batched[1]) > 1e-7, "{case}");
+        // Every head listed is the plain knockout.
+        let all = ko(media, "last", 0, layers, Some((0..heads).collect()));
+        let plain = ko(media, "last", 0, layers, None);
+        let d = max_diff(
+            &all.run(dec, &c.trace).unwrap(),
+            &plain.run(dec, &c.trace).unwrap(),
+        );
+        assert!(d <= 1e-6, "{case}: all heads vs plain {d}");
+        // A set mixing a per-head block and an all-head block.
+        let set = KnockoutSet {
+            blocks: vec![
+                ko(media, "last", 0, layers.min(2), Some(vec![1])),
+                ko("question", "last", layers - 1, layers, None),
+            ],
+        };
+        let d = max_diff(
+            &set.run(dec, &c.trace).unwrap(),
+            &set.run_full(dec, &c.embeds, &c.trace).unwrap(),
+        );
+        assert!(d <= 1e-6, "{case}: set {d}");
+    }
+}
+
+/// `knockout --heads` and `sweep --heads` on the command line: the heads are reported, all heads equals no
+/// --heads, and a head the model lacks is refused with the count.
+#[test]
+fn heads_on_the_command_line() {
+    let run = |args: &[&str]| {
+        let out = demo_cmd(args[0]).args(&args[1..]).output().unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let base = [
+        "knockout", "--source", "audio", "--target", "last", "--layers", "0..3",
+    ];
+    let (ok, plain, err) = run(&base);
+    assert!(ok, "{err}");
+    let (ok, one, err) = run(&[&base[..], &["--heads", "1"]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(one["heads"], serde_json::json!([1]));
+    assert_ne!(one["prob"], plain["prob"]);
+    let (ok, all, _) = run(&[&base[..], &["--heads", "3,2,1,0"]].concat());
+    assert!(ok);
+    assert_eq!(all["prob"], plain["prob"]);
+    assert!(all.get("heads").is_none());
+    let (ok, _, err) = run(&[&base[..], &["--heads", "9"]].concat());
+    assert!(
+        !ok && err.contains("head 9") && err.contains("4 query heads"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sweep.json");
+    let (ok, _, err) = run(&[
+        "sweep",
+        "--pairs",
+        "audio:last",
+        "--window",
+        "2",
+        "--heads",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+}
+
+/// Per-head knockouts against transformers (tools/make_head_goldens.py, `head_knockouts.json`): HF's stock
+/// eager decoder layers with a `[1, heads, seq, seq]` mask blocking the pairs in the listed heads only; the
+/// incremental and batched engines reproduce its last-position logits.
+#[test]
+fn per_head_knockouts_match_transformers() {
+    for case in ["av_a", "image_audio_a"] {
+        let c = open(case);
+        let path = fixtures()
+            .join("goldens")
+            .join(case)
+            .join("head_knockouts.json");
+        let exps: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(exps.len() >= 4, "{case}: too few experiments");
+        let ints =
+            |v: &serde_json::Value| -> Vec<usize> { serde_json::from_value(v.clone()).unwrap() };
+        let specs: Vec<Knockout> = exps
+            .iter()
+            .map(|e| Knockout {
+                sources: ints(&e["sources"]),
+                targets: ints(&e["targets"]),
+                start: e["start"].as_u64().unwrap() as usize,
+                end: e["end"].as_u64().unwrap() as usize,
+                heads: Some(ints(&e["heads"])),
+            })
+            .collect();
+        let dec = c.model.decoder();
+        let batched = avflow::flow::knockout::run_batch(dec, &c.trace, &specs).unwrap();
+        let mut worst = 0f32;
+        for ((e, ko), b) in exps.iter().zip(&specs).zip(&batched) {
+            let want: Vec<f32> = serde_json::from_value(e["last_logits"].clone()).unwrap();
+            let want = Tensor::new(want.as_slice(), &Device::Cpu).unwrap();
+            let got = ko.run(dec, &c.trace).unwrap();
+            let d = max_diff(&got, &want);
+            assert!(
+                d <= 1e-4,
+                "{case} {}: logits differ from transformers by {d}",
+                e["name"]
+            );
+            assert!(max_diff(b, &want) <= 1e-4, "{case} {}: batched", e["name"]);
+            worst = worst.max(d);
+        }
+        eprintln!("{case}: per-head knockouts vs transformers, last logits max|Δ| = {worst:.2e}");
+    }
+}
+
+/// `avflow compare`: Qwen2.5-Omni (A) against video-SALMONN 2+ (B), tiny fixtures: each side's records are
+/// what `avflow sweep` gives on it alone, the depth axis and the difference B − A, and one figure (SVG, PDF,
+/// PNG, spec naming both models and inputs) that `avflow figure` redraws byte for byte. A run against itself
+/// differs by nothing.
+#[test]
+fn compare_two_models_on_one_depth_axis() {
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let dir = tempfile::tempdir().unwrap();
+    let (am, ai) = (
+        fixtures().join("omni-tiny-a"),
+        fixtures().join("goldens/av_a/inputs.safetensors"),
+    );
+    let (bm, bi) = (
+        fixtures().join("salmonn-tiny-a"),
+        fixtures().join("goldens/salmonn_av/inputs.safetensors"),
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let stem = dir.path().join("cmp");
+    let cmp = run(&[
+        &os("compare"),
+        &os("--a-model"),
+        am.as_os_str(),
+        &os("--a-inputs"),
+        ai.as_os_str(),
+        &os("--b-model"),
+        bm.as_os_str(),
+        &os("--b-inputs"),
+        bi.as_os_str(),
+        &os("--pairs"),
+        &os("audio:last,video:last"),
+        &os("--window"),
+        &os("1"),
+        &os("--source"),
+        &os("audio"),
+        &os("--target"),
+        &os("last"),
+        &os("--layers"),
+        &os("0..2"),
+        &os("--figure"),
+        stem.as_os_str(),
+    ]);
+    assert_eq!(cmp["b"]["family"], "video_salmonn2_plus");
+    // The same knockout on both, each equal to `avflow knockout` on that run alone (same depth: 3 layers each).
+    for (side, m, i) in [("a", &am, &ai), ("b", &bm, &bi)] {
+        let alone = run(&[
+            &os("knockout"),
+            &os("--model"),
+            m.as_os_str(),
+            &os("--inputs"),
+            i.as_os_str(),
+            &os("--source"),
+            &os("audio"),
+            &os("--target"),
+            &os("last"),
+            &os("--layers"),
+            &os("0..2"),
+        ]);
+        assert_eq!(cmp[side]["knockout"]["prob"], alone["prob"], "{side}");
+        assert_eq!(
+            cmp[side]["knockout"]["rel_change"], alone["rel_change"],
+            "{side}"
+        );
+    }
+    for (side, m, i) in [("a", &am, &ai), ("b", &bm, &bi)] {
+        run(&[
+            &os("sweep"),
+            &os("--model"),
+            m.as_os_str(),
+            &os("--inputs"),
+            i.as_os_str(),
+            &os("--pairs"),
+            &os("audio:last,video:last"),
+            &os("--window"),
+            &os("1"),
+            &os("--out"),
+            dir.path().join(format!("{side}.json")).as_os_str(),
+        ]);
+        let records: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("{side}.json"))).unwrap(),
+        )
+        .unwrap();
+        let records = records.get("records").unwrap_or(&records);
+        assert_eq!(
+            &cmp[side]["records"], records,
+            "{side}: the compared sweep is the sweep alone"
+        );
+    }
+    let diff = cmp["difference"].as_array().unwrap();
+    assert_eq!(diff.len(), 6);
+    for d in diff {
+        let (a, b, x) = (
+            d["a"].as_f64().unwrap(),
+            d["b"].as_f64().unwrap(),
+            d["b_minus_a"].as_f64().unwrap(),
+        );
+        assert!((b - a - x).abs() < 1e-9);
+    }
+    // The figure: every format, and the spec names both runs; `avflow figure` redraws the same bytes.
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stem.with_extension("spec.json")).unwrap())
+            .unwrap();
+    let settings = &spec["provenance"]["settings"];
+    assert!(settings["b_model"]
+        .as_str()
+        .unwrap()
+        .ends_with("salmonn-tiny-a"));
+    assert_eq!(spec["provenance"]["media"].as_array().unwrap().len(), 2);
+    let svg = std::fs::read(stem.with_extension("svg")).unwrap();
+    let redraw = dir.path().join("again");
+    std::fs::create_dir(&redraw).unwrap();
+    run(&[
+        &os("figure"),
+        stem.with_extension("spec.json").as_os_str(),
+        &os("--out-dir"),
+        redraw.as_os_str(),
+    ]);
+    assert_eq!(std::fs::read(redraw.join("cmp.svg")).unwrap(), svg);
+    for ext in ["pdf", "png"] {
+        assert!(stem.with_extension(ext).exists(), "{ext}");
+    }
+    // A against itself: no difference.
+    let same = run(&[
+        &os("compare"),
+        &os("--a-model"),
+        am.as_os_str(),
+        &os("--a-inputs"),
+        ai.as_os_str(),
+        &os("--b-model"),
+        am.as_os_str(),
+        &os("--b-inputs"),
+        ai.as_os_str(),
+        &os("--window"),
+        &os("1"),
+    ]);
+    assert!(same["difference"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["b_minus_a"].as_f64().unwrap() == 0.0));
 }

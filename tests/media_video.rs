@@ -63,6 +63,7 @@ impl Golden {
             min_pixels: o["min_pixels"].as_u64().map(|v| v as usize),
             max_pixels: o["max_pixels"].as_u64().map(|v| v as usize),
             total_pixels: o["total_pixels"].as_f64(),
+            range: None,
         }
     }
 }

@@ -439,6 +439,40 @@ fn pipeline_image_then_audio_matches_hf() {
     assert!(r.golden.meta["use_audio_in_video"] == false);
 }
 
+/// `--start 2.3 --end 6.1` on an 8-s clip with 48 kHz stereo sound: qwen-omni-utils' `video_start`/`video_end`
+/// (frames 19..=48 sampled as a clip of their own, at 1.6 fps) and librosa's cut of the sound before
+/// resampling give the same ids, positions and logits; the token map's seconds count from the range's start.
+#[test]
+fn pipeline_time_range_of_a_clip_matches_hf() {
+    let r = check_pipeline("range_av");
+    assert!(r.stderr.contains("used 2.3..6.1 s"), "{}", r.stderr);
+    let mask = r.ours["feature_attention_mask"]
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec2::<i64>()
+        .unwrap();
+    let lens: Vec<i64> = mask.iter().map(|row| row.iter().sum()).collect();
+    assert_eq!(lens, [380]); // 3.8 s
+    let last_audio = r
+        .map
+        .tokens
+        .iter()
+        .filter(|t| t.group == "audio")
+        .filter_map(|t| t.time)
+        .fold(0.0f64, |a, s| a.max(s[1]));
+    assert!(
+        (last_audio - 3.8).abs() < 0.05,
+        "audio ends at {last_audio} s of the range"
+    );
+}
+
+/// `--start 0.3` (no end) on an image and a recording: the recording from 0.3 s on (`audio_start`), the
+/// image untouched.
+#[test]
+fn pipeline_time_range_of_a_recording_matches_hf() {
+    check_pipeline("range_audio");
+}
+
 /// Two clips, each with its own sound, in command-line order: ids, grids, TMRoPE positions (each video's
 /// times start again at its own start) and logits as HF; the token map gives each position its item.
 #[test]
@@ -603,4 +637,78 @@ fn silent_video_next_to_one_with_sound_is_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Time ranges that hold nothing are refused before any decoding, naming the file, the clip's length and
+/// the fix: past the end of a 4-s clip, and empty.
+#[test]
+fn time_ranges_outside_the_clip_are_refused() {
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let model = fixtures().join("omni-tiny-a");
+    let clip = fixtures().join("media/video/basic.mkv");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |range: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(["prepare", "--model"])
+            .arg(&model)
+            .arg("--video")
+            .arg(&clip)
+            .args(["--question", "q", "--out"])
+            .arg(dir.path().join("x.safetensors"))
+            .args(range)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let err = run(&["--start", "9", "--end", "12"]);
+    for n in ["basic.mkv", "4.00 s", "Fix"] {
+        assert!(err.contains(n), "lacks {n:?}: {err}");
+    }
+    let err = run(&["--start", "3", "--end", "2"]);
+    assert!(
+        err.contains("3..2 s is empty") && err.contains("Fix"),
+        "{err}"
+    );
+    assert!(!dir.path().join("x.safetensors").exists());
+}
+
+/// Plausible mistakes get pointed errors: an image passed as --video says to use --image, and the audio
+/// decoders' own probe messages (symphonia's "probe reached EOF") stay out of the user's terminal.
+#[test]
+fn an_image_given_as_a_video_says_to_use_image() {
+    let bin = env!("CARGO_BIN_EXE_avflow");
+    let model = fixtures().join("omni-tiny-a");
+    let still = fixtures().join("media/video/still.png");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |flag: &str| {
+        let out = std::process::Command::new(bin)
+            .args(["prepare", "--model"])
+            .arg(&model)
+            .arg(flag)
+            .arg(&still)
+            .args(["--question", "q", "--out"])
+            .arg(dir.path().join("x.safetensors"))
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = run("--video");
+    assert!(!ok);
+    assert!(
+        err.contains("still.png") && err.contains("is an image") && err.contains("--image"),
+        "{err}"
+    );
+    let (ok, err) = run("--audio");
+    assert!(!ok);
+    assert!(
+        !err.contains("symphonia") && !err.contains("ERROR"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line, avflow's: {err}");
+    assert!(run("--image").0);
 }

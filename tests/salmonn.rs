@@ -319,7 +319,8 @@ fn commands_run_on_the_family_and_name_the_numbering() {
 
 /// `avflow prepare` against the authors' dataset code (`LazySupervisedDataset._get_item` with their
 /// inference settings, torchcodec decoding) on committed media: a 4-s clip with sound, the same without its
-/// sound, a silent video, two audio files (one resampled and downmixed) and an image with audio.
+/// sound, a silent video, two audio files (one resampled and downmixed), an image with audio, and time
+/// ranges (`--start/--end`) of a clip with its sound and of a recording.
 #[test]
 fn prepare_reproduces_the_authors_dataset_code() {
     use avflow::media::prepare::{Item, PrepareOptions};
@@ -343,6 +344,8 @@ fn prepare_reproduces_the_authors_dataset_code() {
         "prep_audio",
         "prep_audio_stereo",
         "prep_image_audio",
+        "prep_av_range",
+        "prep_audio_range",
     ] {
         let dir = case_dir(case);
         let meta: serde_json::Value =
@@ -368,6 +371,13 @@ fn prepare_reproduces_the_authors_dataset_code() {
                 items.push(make(path(k)));
             }
         }
+        // A time range (`--start/--end`): theirs on the range's frames and samples (the harness's rule).
+        let range = match &meta["range"] {
+            serde_json::Value::Array(r) => {
+                avflow::media::prepare::TimeRange::new(r[0].as_f64(), r[1].as_f64()).unwrap()
+            }
+            _ => None,
+        };
         // Decoding alone: the frames torchcodec returned and its 16 kHz mono samples.
         if let Some(w) = media.get("wave") {
             let src = items
@@ -375,7 +385,10 @@ fn prepare_reproduces_the_authors_dataset_code() {
                 .find(|i| !matches!(i, Item::Image(_)))
                 .unwrap()
                 .path();
-            let ours = avflow::media::audio::load_16k_ffmpeg(src).unwrap();
+            let mut ours = avflow::media::audio::load_16k_ffmpeg(src).unwrap();
+            if let Some(r) = range {
+                ours = ours[r.samples(16_000, ours.len())].to_vec();
+            }
             let ours = Tensor::new(ours.as_slice(), &dev).unwrap();
             assert_eq!(ours.dims(), w.dims(), "{case}: samples");
             check(case, "16 kHz wave", &ours, w);
@@ -407,6 +420,7 @@ fn prepare_reproduces_the_authors_dataset_code() {
         }
         let opts = PrepareOptions {
             use_audio_in_video: meta["use_audio"].as_bool().unwrap_or(true),
+            range,
             ..Default::default()
         };
         let p = inference

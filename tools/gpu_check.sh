@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The `cuda` feature on a GPU machine, from the repository root, with the bundle tools/cuda_bundle.sh made:
-#   1. the golden tests (HF transformers' outputs) and the flow-engine exactness tests, on cuda, f32;
+#   1. the golden tests (HF transformers' outputs) and the flow-engine exactness tests, with --device auto
+#      (the default: cuda:0 in this build; the device line each prints is recorded), f32;
 #   2. the forward benchmark on the random-weight model with the real 3B dimensions (bf16): avflow on cuda
 #      against HF transformers on the same GPU (eager and sdpa attention);
 #   3. the 4-pair × 36-window sweep on cuda against the naive method (HF, one full forward per
@@ -21,12 +22,12 @@ log() { echo "== $* ($(date +%T))"; }
 nvidia-smi -L
 ldd "$b/avflow" | grep -i "not found" && echo "missing libraries (above)"
 
-log "golden + flow tests on cuda"
+log "golden + flow tests with --device auto"
 export AVFLOW_FIXTURES=$PWD/tests/fixtures
-AVFLOW_TEST_DEVICE=cuda "$b/golden" --skip forward_cli > "$out/golden.log" 2>&1
-echo "golden rc=$?"; grep -E "test result|max\|Δ\| = |panicked" "$out/golden.log" | sort | uniq | tail -40
-AVFLOW_TEST_DEVICE=cuda "$b/flow" --skip command --skip time_range > "$out/flow.log" 2>&1
-echo "flow rc=$?"; grep -E "test result|panicked|FAILED" "$out/flow.log" | tail -20
+AVFLOW_TEST_DEVICE=auto "$b/golden" --nocapture --skip forward_cli > "$out/golden.log" 2>&1
+echo "golden rc=$?"; grep -E "test device:|test result|max\|Δ\| = |panicked" "$out/golden.log" | sort | uniq | tail -40
+AVFLOW_TEST_DEVICE=auto "$b/flow" --nocapture --skip command --skip time_range > "$out/flow.log" 2>&1
+echo "flow rc=$?"; grep -E "test device:|test result|panicked|FAILED" "$out/flow.log" | sort | uniq | tail -20
 
 m=/tmp/omni3b
 in=/tmp/inputs.safetensors
@@ -35,6 +36,9 @@ log "make the random 3B checkpoint"
 [ -f $in ] || "$b/avflow" bench make-inputs --model $m --out $in
 res=$out/results.jsonl
 : > "$res"
+log "device line of a plain command (no --device: auto)"
+"$b/avflow" knockout --model $m --inputs $in --source audio --target last --layers 0..1 \
+  | python3 -c 'import json, sys; r = json.load(sys.stdin); print("device:", r["device"], "dtype:", r["dtype"])' | tee -a "$out/device.txt"
 log "forward: avflow cuda bf16"
 "$b/avflow" --device cuda --dtype bf16 bench run --model $m --inputs $in --repeat 3 | tee -a "$res"
 log "forward: avflow cuda f32"

@@ -63,6 +63,13 @@ CASES = [
     dict(name="two_videos", items=[("video", "video/basic.mkv"), ("video", "pipeline/tone.mkv")],
          question="Which clip is louder — the first or the second?", use_audio_in_video=True,
          min_pixels=3136),
+    # (e) seconds 2.3..6.1 of an 8-s clip with 48 kHz stereo sound (qwen-omni-utils' video_start/video_end: frames
+    # 19..48 sampled as a clip of their own, the sound cut by librosa at 48 kHz before resampling).
+    dict(name="range_av", items=[("video", "pipeline/long_av.mkv")], question="What happens in this part?",
+         use_audio_in_video=True, start=2.3, end=6.1),
+    # (f) a recording from 0.3 s to its end (audio_start, no audio_end), next to an image (not timed).
+    dict(name="range_audio", items=[("image", "video/still.png"), ("audio", "audio/stereo44k.wav")],
+         question="What do you hear after the click?", use_audio_in_video=False, start=0.3),
 ]
 
 
@@ -74,6 +81,12 @@ def make_clips():
         "-f", "lavfi", "-i", "testsrc=size=56x40:rate=8:duration=3",
         "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=48000:duration=3",
         "-ac", "2", "-c:v", "ffv1", "-pix_fmt", "gbrp", "-c:a", "flac", "-shortest", f"{OUT}/tone.mkv")
+    # 8 s, 56x40 @ 8 fps (64 frames), 48 kHz stereo sound that changes pitch every second: a clip to take a
+    # time range of.
+    make_video_goldens.ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=56x40:rate=8:duration=8",
+        "-f", "lavfi", "-i", "aevalsrc=sin(2*PI*(200+100*floor(t))*t):s=48000:d=8",
+        "-ac", "2", "-c:v", "ffv1", "-pix_fmt", "gbrp", "-c:a", "flac", "-shortest", f"{OUT}/long_av.mkv")
 
 
 def riff_chunks(data: bytes, start: int, end: int):
@@ -152,6 +165,10 @@ def conversation(case):
         ele = {"type": kind, kind: os.path.join(MEDIA, rel)}
         if kind == "video" and "min_pixels" in case:
             ele["min_pixels"] = case["min_pixels"]
+        if kind in ("video", "audio"):  # avflow's --start/--end apply to every timed item
+            for key, k in (("start", f"{kind}_start"), ("end", f"{kind}_end")):
+                if key in case:
+                    ele[k] = case[key]
         content.append(ele)
     content.append({"type": "text", "text": case["question"]})
     return [{"role": "system", "content": [{"type": "text", "text": SYSTEM}]},
@@ -165,6 +182,9 @@ def cli_args(case):
     args += ["--question", case["question"]]
     if "min_pixels" in case:
         args += ["--min-pixels", str(case["min_pixels"])]
+    for key in ("start", "end"):
+        if key in case:
+            args += [f"--{key}", str(case[key])]
     return args
 
 

@@ -32,7 +32,8 @@ Writes, under tests/fixtures:
   ``knockouts.json`` (knockouts with the inference positions, per-layer 4-D masks on the authors' decoder layers)
   and ``drop.json`` (positions removed from a layer on), ``generate.json`` (greedy answers through their
   ``generate()``, with repetition penalties 1, 1.05 and 1.5).
-* ``goldens/salmonn_prep_<case>/`` (av, video_silent, video, audio, audio_stereo, image_audio; PREP_CASES): the
+* ``goldens/salmonn_prep_<case>/`` (av, video_silent, video, audio, audio_stereo, image_audio, av_range, audio_range; PREP_CASES; the
+  ranges are a clip of the range's own frames and 16 kHz samples, see ``instrument``): the
   authors' preprocessing on the files of tests/fixtures/media, driven as ``inference.py`` drives it
   (``prepare_dataset``'s DataArguments, the slow tokenizer, ``LazySupervisedDataset._get_item(input_dict)``),
   decoding with torchcodec: ``inputs.safetensors`` (the tensors ``_get_item`` returns, ``position_ids_training``
@@ -48,6 +49,7 @@ not committed). Deterministic: seeded weights and inputs; re-running reproduces 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
 import json
 import math
@@ -557,7 +559,27 @@ PREP_CASES = [
     ("audio", {"audio": "audio/mono16k.wav"}, "<audio>\n"),
     ("audio_stereo", {"audio": "audio/stereo44k.wav"}, "<audio>\n"),
     ("image_audio", {"image": "video/still.png", "audio": "audio/mono16k.wav"}, "<image>\n<audio>\n"),
+    # Time ranges (avflow's --start/--end; their code has none): seconds 2.3..6.1 of the 8-s clip that
+    # tools/make_pipeline_goldens.py writes, and a recording from 0.3 s on. See `instrument`.
+    ("av_range", {"video": "pipeline/long_av.mkv", "use_audio": True, "range": [2.3, 6.1]}, "<video>\n"),
+    ("audio_range", {"audio": "audio/stereo44k.wav", "range": [0.3, None]}, "<audio>\n"),
 ]
+
+
+def frame_range(start: float, end, total: int, fps: float) -> tuple[int, int]:
+    """The first and last frame of seconds start..end: qwen-omni-utils 0.0.9's ``calculate_video_frame_range`` (the
+    rule its decord and torchcodec readers apply to ``video_start``/``video_end``)."""
+    duration = total / fps
+    first = math.ceil(max(0.0, min(start, duration)) * fps)
+    last = total - 1 if end is None else min(math.floor(max(0.0, min(end, duration)) * fps), total - 1)
+    assert first < last, (start, end, total, fps)
+    return first, last
+
+
+def sample_range(start: float, end, n: int) -> tuple[int, int]:
+    """Samples of seconds start..end at 16 kHz, as ``librosa.load(offset=start, duration=end - start)`` cuts."""
+    a = min(int(16000 * start), n)
+    return a, (n if end is None else min(a + int(16000 * (end - start)), n))
 
 
 def prepare_dataset(folder: Path):
@@ -606,6 +628,17 @@ def instrument(dataset, dataset_module):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             rec.setdefault("video_decoders", []).append(self)
+            self.first = 0
+            if rec.get("range") is not None:
+                # A time range is a clip of its own frames at the stream's rate: their code sees its frame
+                # count, and the indices it asks for are shifted to the range's first frame.
+                md = self.metadata
+                self.whole_metadata = md
+                self.first, last = frame_range(*rec["range"], md.num_frames, md.average_fps)
+                self.metadata = types.SimpleNamespace(num_frames=last - self.first + 1, average_fps=md.average_fps)
+
+        def get_frames_at(self, indices):
+            return super().get_frames_at(indices=[self.first + i for i in indices])
 
     class RecordingAudioDecoder(AudioDecoder):
         def __init__(self, *args, **kwargs):
@@ -618,6 +651,9 @@ def instrument(dataset, dataset_module):
 
         def get_all_samples(self):
             samples = super().get_all_samples()
+            if rec.get("range") is not None:
+                a, b = sample_range(*rec["range"], samples.data.shape[1])
+                samples = dataclasses.replace(samples, data=samples.data[:, a:b])
             rec.setdefault("audio_samples", []).append(samples)
             return samples
 
@@ -653,8 +689,10 @@ def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict
     out = FIXTURES / "goldens" / f"salmonn_prep_{case}"
     out.mkdir(parents=True, exist_ok=True)
     rec.clear()
+    rec["range"] = fields.get("range")
     # inference.py's input dict, with absolute paths.
-    input_dict = {k: (str(MEDIA / v) if k in ("video", "audio", "image") else v) for k, v in fields.items()}
+    input_dict = {k: (str(MEDIA / v) if k in ("video", "audio", "image") else v) for k, v in fields.items()
+                  if k != "range"}
     input_dict["conversations"] = [{"from": "human", "value": tags + QUESTION}, {"from": "gpt", "value": ""}]
     sample = dataset._get_item(input_dict)
 
@@ -666,6 +704,7 @@ def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict
     meta: dict = {"model": MODEL, "case": f"prep_{case}"}
     meta["media"] = {k: v for k, v in fields.items() if k in ("video", "audio", "image")}
     meta["use_audio"] = fields.get("use_audio")
+    meta["range"] = fields.get("range")
     meta["question"] = QUESTION
     meta["human_value"] = tags + QUESTION
     notes = []
@@ -681,6 +720,7 @@ def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict
         decoder = rec["video_decoders"][0]
         md = decoder.metadata
         assert video_length == md.num_frames / md.average_fps
+        md = getattr(decoder, "whole_metadata", md)  # the file's own, for the record
         n = len(frame_idx)
         per_frame_max = dataset.data_args.video_max_frame_pixels
         if n < dataset.data_args.video_max_frames:  # process_video_frames, same float operations
@@ -693,7 +733,7 @@ def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict
         t["video_grid_thw"] = sample["video_grid_thw"]
         # A python float (f64) in their code; torch rounds it to f32 where it multiplies a tensor.
         t["second_per_grid_ts"] = torch.tensor([video_s], dtype=torch.float64)
-        media["frame_idx"] = torch.as_tensor(np.asarray(frame_idx), dtype=torch.int64)
+        media["frame_idx"] = torch.as_tensor(np.asarray(frame_idx), dtype=torch.int64) + decoder.first
         media["frames"] = torch.from_numpy(np.ascontiguousarray(frames.transpose(0, 2, 3, 1)))
         media["video_length_s"] = torch.tensor([video_length], dtype=torch.float64)
         media["avg_fps"] = torch.tensor([md.average_fps], dtype=torch.float64)
@@ -711,6 +751,7 @@ def make_prep_case(model, dataset, tokenizer, rec: dict, case: str, fields: dict
             "end_stream_seconds_from_content": md.end_stream_seconds_from_content,
             "video_length_s": video_length,
             "frame_idx": [int(x) for x in frame_idx],
+            "range_first_frame": decoder.first,
             "frame_count": n,
             "frame_size_hw": [int(frames.shape[2]), int(frames.shape[3])],
             "per_frame_max_pixels": per_frame_max,

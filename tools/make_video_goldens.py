@@ -48,15 +48,17 @@ def ffmpeg(*args):
 
 
 def read_video_pyav(ele):
-    """What torchvision<=0.24 `_read_video_torchvision` did, with PyAV (torchvision's own backend)."""
+    """What torchvision<=0.24 `_read_video_torchvision` did, with PyAV (torchvision's own backend); a time range
+    (`video_start`/`video_end`) picks its frames as qwen-omni-utils' decord and torchcodec readers do
+    (`calculate_video_frame_range`, then `linspace(start_frame, end_frame, nframes)`)."""
     with av.open(ele["video"]) as c:
         s = c.streams.video[0]
         video_fps = float(s.average_rate)
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)]
     video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)  # TCHW uint8
-    total_frames = video.size(0)
+    first, last, total_frames = vp.calculate_video_frame_range(ele, video.size(0), video_fps)
     nframes = vp.smart_nframes(ele, total_frames=total_frames, video_fps=video_fps)
-    idx = torch.linspace(0, total_frames - 1, nframes).round().long()
+    idx = torch.linspace(first, last, nframes).round().long()
     sample_fps = nframes / max(total_frames, 1e-6) * video_fps
     meta = dict(fps=video_fps, frames_indices=idx, total_num_frames=total_frames, video_backend="torchvision")
     return video[idx], meta, sample_fps

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::media::prepare::Item;
+use crate::media::prepare::{Item, TimeRange};
 
 /// One path or several (`"video": "a.mp4"` or `"video": ["a.mp4", "b.mp4"]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -71,6 +71,12 @@ pub struct ManifestLine {
     pub task: Option<String>,
     #[serde(default)]
     pub system: Option<String>,
+    /// Seconds of the clip the question is about (the datasets' annotated segments): `start`..`end` of
+    /// every video and audio item, as `avflow prepare --start/--end`.
+    #[serde(default)]
+    pub start: Option<f64>,
+    #[serde(default)]
+    pub end: Option<f64>,
 }
 
 /// A manifest line resolved: absolute media paths in prompt order, the prompt text, the answer letter.
@@ -86,6 +92,7 @@ pub struct Sample {
     pub answer: Option<String>,
     pub task: Option<String>,
     pub system: Option<String>,
+    pub range: Option<TimeRange>,
 }
 
 /// Option letters: A, B, C, …
@@ -119,6 +126,8 @@ impl ManifestLine {
         if self.question.trim().is_empty() {
             return Err(Error::Prompt(format!("sample {id}: the question is empty")));
         }
+        let range = TimeRange::new(self.start, self.end)
+            .map_err(|e| Error::Prompt(format!("sample {id}: {e}")))?;
         let mut prompt = self.question.trim_end().to_string();
         let answer = if self.options.is_empty() {
             self.answer
@@ -144,6 +153,7 @@ impl ManifestLine {
             answer,
             task: self.task,
             system: self.system,
+            range,
         })
     }
 }
@@ -204,7 +214,10 @@ impl Manifest {
         for (index, (lineno, line)) in lines.enumerate() {
             let parsed = serde_json::from_str::<ManifestLine>(line)
                 .map_err(|e| format!("{}:{}: {e}", path.display(), lineno + 1))
-                .and_then(|m| m.resolve(index, &base).map_err(|e| e.to_string()));
+                .and_then(|m| {
+                    m.resolve(index, &base)
+                        .map_err(|e| format!("{}:{}: {e}", path.display(), lineno + 1))
+                });
             let entry = match parsed {
                 Ok(s) => {
                     if !seen.insert(s.id.clone()) {
@@ -338,6 +351,25 @@ not json
         )
         .unwrap();
         assert!(bad.entries[0].is_err());
+    }
+
+    /// `start`/`end` (an annotated segment) become the sample's time range; an empty one fails that line.
+    #[test]
+    fn lines_carry_their_time_range() {
+        let text = r#"
+{"id": "a", "video": "a.mp4", "question": "Q", "start": 12.5, "end": 20}
+{"id": "b", "video": "b.mp4", "question": "Q", "start": 3}
+{"id": "c", "video": "c.mp4", "question": "Q"}
+{"id": "d", "video": "d.mp4", "question": "Q", "start": 9, "end": 4}
+"#;
+        let m = Manifest::parse(text, Path::new("/data/m.jsonl")).unwrap();
+        let range = |k: usize| m.entries[k].as_ref().unwrap().range;
+        assert_eq!(range(0), TimeRange::new(Some(12.5), Some(20.0)).unwrap());
+        assert_eq!(range(1).unwrap().end, None);
+        assert_eq!(range(2), None);
+        let (_, id, msg) = m.entries[3].as_ref().unwrap_err();
+        assert_eq!(id, "d");
+        assert!(msg.contains("9..4"), "{msg}");
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct RunSettings {
     /// `--answer`/`--options`: scored in every sample's windows (absent when none).
     #[serde(default, skip_serializing_if = "crate::session::AnswerSpec::is_empty")]
     pub answers: crate::session::AnswerSpec,
+    /// The query heads the knockouts apply in (`--heads`; absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Vec<usize>>,
     pub avflow_version: String,
 }
 
@@ -56,6 +59,7 @@ impl RunSettings {
         let mut o = PrepareOptions {
             use_audio_in_video: self.use_audio_in_video,
             system: sample.system.clone(),
+            range: sample.range,
             ..Default::default()
         }
         .with_sampling(Some(self.fps), self.min_pixels, self.max_pixels);
@@ -279,6 +283,7 @@ pub fn run_sample(
         align: settings.align,
         tokens,
         answers: settings.answers.clone(),
+        heads: settings.heads.clone(),
     };
     let outcome = session.sweep(&spec, &watch)?;
     let answer_scores = outcome.answers;

@@ -8,9 +8,10 @@ use std::time::Instant;
 use anyhow::Context;
 
 use avflow::export::{data, FigureKind, FigureSpec};
+use avflow::flow::attention::rank_heads;
 use avflow::session::{
-    default_pairs, parse_pairs, AnswerScores, AnswerSpec, DropSpec, KnockoutSpec, Model, Session,
-    SweepSpec, Watch,
+    default_pairs, parse_heads, parse_pairs, AnswerScores, AnswerSpec, DropSpec, KnockoutSpec,
+    Model, Session, SweepSpec, Watch,
 };
 
 use avflow::model::LoadOptions;
@@ -36,6 +37,10 @@ pub struct KnockoutArgs {
     /// Also run a size-matched random control (random sources, same count) with this seed.
     #[arg(long)]
     pub control_seed: Option<u64>,
+    /// Block only these query heads (0-based, comma-separated) in every layer of --layers; all heads listed
+    /// equals no --heads.
+    #[arg(long, value_name = "H[,H…]")]
+    pub heads: Option<String>,
     #[command(flatten)]
     pub answers: AnswerArgs,
 }
@@ -66,6 +71,7 @@ pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_js
     let mut s = a.input.open(opts)?;
     let (start, end) = parse_layers(&a.layers)?;
     let mut spec = KnockoutSpec::single(a.source.parse()?, a.target.parse()?, start, end);
+    spec.blocks[0].heads = a.heads.as_deref().map(parse_heads).transpose()?;
     spec.token = a.token;
     spec.control_seed = a.control_seed;
     spec.answers = a.answers.spec()?;
@@ -75,6 +81,12 @@ pub fn knockout(a: &KnockoutArgs, opts: &LoadOptions) -> anyhow::Result<serde_js
     v["target"] = a.target.clone().into();
     v["start"] = start.into();
     v["end"] = end.into();
+    // As run: sorted, and absent when every head was listed.
+    if let Some(h) =
+        avflow::session::heads_of(r.spec.blocks[0].heads.as_deref(), s.decoder().num_heads())?
+    {
+        v["heads"] = serde_json::to_value(h)?;
+    }
     v["knockout_s"] = r.seconds.into();
     v["trace_s"] = s.traced().map_or(0.0, |t| t.seconds).into();
     v["groups"] = s.groups().summary().into();
@@ -119,16 +131,31 @@ pub struct AttentionArgs {
     pub figure: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "single")]
     pub preset: avflow::export::Preset,
+    /// Also report each head's attention mass per group: `per_head` = `[layer][head]{group: mass}` (its mean
+    /// over heads is `layers`' mass).
+    #[arg(long)]
+    pub per_head: bool,
 }
 
 /// Attention mass of the chosen rows to each group, per layer.
 pub fn attention_cmd(a: &AttentionArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
     let mut s = a.input.open(opts)?;
-    let out = s.attention(&a.rows.parse()?)?;
+    let out = s.attention_with(&a.rows.parse()?, a.per_head)?;
     if let Some(path) = &a.map_out {
         avflow::tensor_io::write_atomic(path, serde_json::to_string(&out.map)?.as_bytes())?;
     }
     let mut report = serde_json::json!({"rows": out.rows.len(), "layers": out.mass});
+    if let Some(heads) = &out.per_head {
+        report["per_head"] = serde_json::to_value(heads)?;
+        // The heads that listen (audio) and look (video, else image) the most, from the rows.
+        let look = if s.groups().spans.get("video").is_some_and(|v| !v.is_empty()) {
+            "video"
+        } else {
+            "image"
+        };
+        report["listening"] = serde_json::to_value(rank_heads(heads, "audio", 5))?;
+        report["looking"] = serde_json::to_value(rank_heads(heads, look, 5))?;
+    }
     positions_field(&s.model, &mut report);
     let mut figures = Vec::new();
     if let Some(stem) = &a.figure {
@@ -149,7 +176,7 @@ pub fn attention_cmd(a: &AttentionArgs, opts: &LoadOptions) -> anyhow::Result<se
             FigureKind::AttentionMass,
             &report.to_string(),
             a.preset,
-            prov,
+            prov.clone(),
         )?;
         let mut mass = stem.as_os_str().to_owned();
         mass.push("-mass");
@@ -158,6 +185,25 @@ pub fn attention_cmd(a: &AttentionArgs, opts: &LoadOptions) -> anyhow::Result<se
             &curves,
             Path::new(&mass),
         )?);
+        // With --per-head: layers × heads of the mass to each modality (STEM-heads-GROUP.*).
+        for (g, heads) in ["audio", "video", "image"]
+            .iter()
+            .filter(|g| s.groups().spans.get(**g).is_some_and(|v| !v.is_empty()))
+            .filter_map(|g| out.per_head.as_ref().map(|h| (*g, h)))
+        {
+            let heat = data::heads_heatmap(heads, g)?;
+            let mut spec = FigureSpec::new(FigureKind::Heatmap, a.preset, prov.clone());
+            spec.x_label = "query head".into();
+            spec.y_label = "layer".into();
+            spec.title = Some(format!("attention from {} to {g}, per head", a.rows));
+            let mut stem_g = stem.as_os_str().to_owned();
+            stem_g.push(format!("-heads-{g}"));
+            figures.extend(avflow::export::write_figure(
+                &spec,
+                &heat,
+                Path::new(&stem_g),
+            )?);
+        }
     }
     if !figures.is_empty() {
         report["figure"] = serde_json::to_value(&figures)?;
@@ -191,6 +237,9 @@ pub struct SweepArgs {
     pub window: usize,
     #[arg(long, value_enum, default_value = "center")]
     pub align: avflow::flow::Align,
+    /// Knock out in these query heads only (0-based, comma-separated), in every window.
+    #[arg(long, value_name = "H[,H…]")]
+    pub heads: Option<String>,
     /// Score this token id instead of the baseline's top-1 (single-clip mode).
     #[arg(long, conflicts_with = "manifest")]
     pub token: Option<u32>,
@@ -245,6 +294,7 @@ pub fn sweep(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Va
         align: a.align,
         tokens: vec![a.token],
         answers: a.answers.spec()?,
+        heads: a.heads.as_deref().map(parse_heads).transpose()?,
     };
     let t0 = Instant::now();
     let progress = |done: usize, total: usize| {
@@ -400,6 +450,7 @@ pub struct GenerateArgs {
 
 pub fn generate_cmd(a: &GenerateArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
     let model = Model::open_with(&a.model, opts)?;
+    super::loaded(&model);
     let prompt = model.read_prompt(&a.inputs)?;
     let s = Session::new(std::sync::Arc::new(model), prompt);
     let ans = s.generate(a.max_new, &Watch::none())?;

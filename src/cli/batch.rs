@@ -33,6 +33,7 @@ pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde
                 .collect()
         });
     let model = std::sync::Arc::new(Model::open_with(&a.model, opts)?);
+    super::loaded(&model);
     let settings = RunSettings {
         model: a.model.clone(),
         manifest: manifest_path.clone(),
@@ -48,6 +49,14 @@ pub fn sweep_manifest(a: &SweepArgs, opts: &LoadOptions) -> anyhow::Result<serde
         family: Some(model.arch().family().to_string()),
         positions: super::positions_setting(&model),
         answers: a.answers.spec()?,
+        heads: avflow::session::heads_of(
+            a.heads
+                .as_deref()
+                .map(avflow::session::parse_heads)
+                .transpose()?
+                .as_deref(),
+            model.decoder().num_heads(),
+        )?,
         avflow_version: env!("CARGO_PKG_VERSION").to_string(),
     };
     let cancel = AtomicBool::new(false);

@@ -277,7 +277,7 @@ fn steps(
         out["plan"] = json!({
             "budget": need,
             "available_bytes": avail,
-            "placement": match avflow::session::budget::plan_trace(&need, avail) {
+            "placement": match avflow::session::budget::plan_trace(&need, avail, dec.device()) {
                 Ok(p) => json!(format!("{p:?}")),
                 Err(e) => json!({"refused": e.to_string()}),
             },
@@ -341,6 +341,7 @@ fn steps(
             targets,
             start: mid,
             end: layers,
+            heads: None,
         };
         let r = k.score(s.decoder(), &t.trace, None)?;
         Ok(json!({"from_layer": mid, "dropped": dropped.len(), "rel_change": r.rel_change}))

@@ -5,6 +5,7 @@
 pub mod analyse;
 pub mod batch;
 pub mod bench;
+pub mod compare;
 pub mod figure;
 pub mod prepare;
 
@@ -32,6 +33,7 @@ impl FlowInput {
     /// Loads the model and the inputs, adds the spans and traces the baseline.
     pub fn open(&self, opts: &LoadOptions) -> anyhow::Result<Session> {
         let s = Session::open_with(&self.model, &self.inputs, self.spans.as_deref(), opts)?;
+        loaded(&s.model);
         for n in &s.model.notes {
             eprintln!("note: {n}");
         }
@@ -74,6 +76,50 @@ pub fn peak_rss_gb() -> Option<f64> {
     Some(kb * 1024.0 / 1e9)
 }
 
+/// Where this process ran: the device's name and the weights' dtype of the model it loaded (`None` until
+/// one is), for every JSON report ([`with_device`]).
+static RAN_ON: std::sync::Mutex<(String, Option<candle_core::DType>)> =
+    std::sync::Mutex::new((String::new(), None));
+
+/// Records the device (and, once a model is loaded, its dtype) this process runs on.
+pub fn ran_on(device: &str, dtype: Option<candle_core::DType>) {
+    let mut r = RAN_ON.lock().unwrap_or_else(|e| e.into_inner());
+    if !device.is_empty() {
+        r.0 = device.to_string();
+    }
+    if dtype.is_some() {
+        r.1 = dtype;
+    }
+}
+
+/// The device this process runs on, once chosen.
+pub fn device_ran_on() -> Option<String> {
+    let r = RAN_ON.lock().unwrap_or_else(|e| e.into_inner());
+    (!r.0.is_empty()).then(|| r.0.clone())
+}
+
+/// Records a loaded model's device and dtype.
+pub fn loaded(model: &Model) {
+    ran_on(
+        &avflow::device::device_name(model.net.device()),
+        Some(model.dtype),
+    );
+}
+
+/// A command's JSON report with `"device"` and, where a model was loaded, `"dtype"` (what ran), unless the
+/// command set them itself.
+pub fn with_device(mut report: serde_json::Value) -> serde_json::Value {
+    let r = RAN_ON.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(o) = report.as_object_mut() {
+        o.entry("device").or_insert_with(|| r.0.clone().into());
+        if let Some(d) = r.1 {
+            o.entry("dtype")
+                .or_insert_with(|| avflow::device::dtype_name(d).into());
+        }
+    }
+    report
+}
+
 /// `"positions": "inference"` for families with more than one position numbering (video-SALMONN 2+), so a
 /// record says which one made it; nothing for the others (their outputs stay as they were).
 pub fn positions_field(model: &Model, v: &mut serde_json::Value) {
@@ -87,7 +133,9 @@ pub fn positions_field(model: &Model, v: &mut serde_json::Value) {
 pub fn model_provenance(model: &Model, source: &str) -> Provenance {
     let prov = Provenance::default()
         .with_model(source)
-        .with_family(model.arch().family());
+        .with_family(model.arch().family())
+        .with_setting("device", avflow::device::device_name(model.net.device()))
+        .with_setting("dtype", avflow::device::dtype_name(model.dtype));
     match positions_setting(model) {
         Some(p) => prov.with_setting("positions", p.name()),
         None => prov,

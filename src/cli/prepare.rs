@@ -8,7 +8,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use avflow::media::prepare::{Item, PrepareOptions};
+use avflow::media::prepare::{Item, PrepareOptions, TimeRange};
 use avflow::model::{position_ids_tensor, resolve, LoadOptions, ModelSource, Positions};
 use avflow::session::Model;
 
@@ -39,6 +39,7 @@ pub fn forward(
 ) -> anyhow::Result<ForwardSummary> {
     let t0 = Instant::now();
     let m = Model::open_with(model, opts)?;
+    super::loaded(&m);
     for n in &m.notes {
         eprintln!("note: {n}");
     }
@@ -88,6 +89,13 @@ pub struct PrepareArgs {
     pub system: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Use each video and audio item from this second on (qwen-omni-utils' `video_start`/`audio_start`);
+    /// the token map's seconds then count from here.
+    #[arg(long, value_name = "S")]
+    pub start: Option<f64>,
+    /// Use each video and audio item up to this second (`video_end`/`audio_end`).
+    #[arg(long, value_name = "E")]
+    pub end: Option<f64>,
     /// Refuse prompts estimated above this many media tokens.
     #[arg(long, default_value_t = 32768)]
     pub max_tokens: usize,
@@ -136,6 +144,7 @@ pub fn prepare_cmd(
         system: a.system.clone(),
         token_budget: a.max_tokens,
         answer_prefix: a.answer_prefix.clone(),
+        range: TimeRange::new(a.start, a.end)?,
         ..Default::default()
     }
     .with_sampling(a.sampling.fps, a.sampling.min_pixels, a.sampling.max_pixels);

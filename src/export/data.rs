@@ -485,6 +485,34 @@ pub fn attention_curves(att: &AttentionOutput) -> FigureData {
 
 /// `avflow attention --map-out` (`[layers][seq]`, rows averaged) → a heatmap; `token_groups` names each
 /// position's group (e.g. from the token map of `avflow prepare --spans`).
+/// Layers × query heads of the attention mass the query rows give `group` (`per_head`: `[layer][head]{group}`,
+/// as `avflow attention --per-head` reports it): the heads view as a figure.
+pub fn heads_heatmap(
+    per_head: &[Vec<std::collections::BTreeMap<String, f32>>],
+    group: &str,
+) -> Result<FigureData> {
+    let cols = per_head.first().map_or(0, Vec::len);
+    if cols == 0 || per_head.iter().any(|l| l.len() != cols) {
+        return Err(bad(
+            "per-head attention needs the same heads in every layer".into(),
+        ));
+    }
+    let d = FigureData::Heatmap(HeatmapData {
+        rows: per_head.len(),
+        cols,
+        values: per_head
+            .iter()
+            .flatten()
+            .map(|m| f64::from(m.get(group).copied().unwrap_or(0.0)))
+            .collect(),
+        token_groups: vec![group.to_string(); cols],
+        value_label: format!("attention mass to {group}"),
+        colormap: Some(Colormap::Sequential),
+    });
+    d.validate()?;
+    Ok(d)
+}
+
 pub fn attention_heatmap(map: &[Vec<f64>], token_groups: Vec<String>) -> Result<FigureData> {
     let cols = map.first().map_or(0, Vec::len);
     if map.iter().any(|r| r.len() != cols) {
@@ -655,5 +683,155 @@ mod tests {
             "series,group,x,y,lo,hi\n\"audio,video → last\",\"audio,video\",0,1,0.5,1.5\n\
              \"audio,video → last\",\"audio,video\",1,2,1.5,2.5\n"
         );
+    }
+}
+
+/// A layer's depth in a model of `layers` layers: `layer / (layers − 1)`, 0 for the first and 1 for the last,
+/// so models of different depths share one axis.
+pub fn depth(layer: usize, layers: usize) -> f64 {
+    if layers <= 1 {
+        0.0
+    } else {
+        layer as f64 / (layers - 1) as f64
+    }
+}
+
+/// Two sweeps on one depth-normalised axis: per pair, A's curve solid and B's dashed, in the pair's colour,
+/// labelled `A: audio → last` / `B: …` (the spec's provenance says what A and B are).
+pub fn compare_curves(
+    a: &[SweepRecord],
+    a_layers: usize,
+    b: &[SweepRecord],
+    b_layers: usize,
+) -> FigureData {
+    let mut series = Vec::new();
+    for (s, t) in crate::flow::sweep::record_pairs(a) {
+        for (side, recs, layers, style) in [
+            ("A", a, a_layers, LineStyle::Solid),
+            ("B", b, b_layers, LineStyle::Dashed),
+        ] {
+            let mut pts: Vec<(f64, f64)> = recs
+                .iter()
+                .filter(|r| r.source == s && r.target == t)
+                .map(|r| (depth(r.layer, layers), f64::from(r.rel_change)))
+                .collect();
+            if pts.is_empty() {
+                continue;
+            }
+            pts.sort_by(|x, y| x.0.total_cmp(&y.0));
+            series.push(CurveSeries {
+                label: format!("{side}: {s} → {t}"),
+                group_key: s.clone(),
+                style,
+                x: pts.iter().map(|p| p.0).collect(),
+                y: pts.iter().map(|p| p.1).collect(),
+                band: None,
+            });
+        }
+    }
+    FigureData::Curves(CurveData {
+        series,
+        reference_y: Some(0.0),
+        reference_label: None,
+        y_range: None,
+    })
+}
+
+/// B − A of a pair's relative change at each of A's depths (B's curve read linearly between its depths).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DepthDifference {
+    pub source: String,
+    pub target: String,
+    pub depth: f64,
+    pub a: f64,
+    pub b: f64,
+    pub b_minus_a: f64,
+}
+
+/// The difference view of two sweeps ([`compare_curves`]' pairs, at A's depths).
+pub fn compare_difference(
+    a: &[SweepRecord],
+    a_layers: usize,
+    b: &[SweepRecord],
+    b_layers: usize,
+) -> Vec<DepthDifference> {
+    let mut out = Vec::new();
+    for ra in a {
+        let mut bs: Vec<(f64, f64)> = b
+            .iter()
+            .filter(|r| r.source == ra.source && r.target == ra.target)
+            .map(|r| (depth(r.layer, b_layers), f64::from(r.rel_change)))
+            .collect();
+        if bs.is_empty() {
+            continue;
+        }
+        bs.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let d = depth(ra.layer, a_layers);
+        let vb = match bs.iter().position(|p| p.0 >= d) {
+            Some(0) => bs[0].1,
+            None => bs[bs.len() - 1].1,
+            Some(i) => {
+                let ((x0, y0), (x1, y1)) = (bs[i - 1], bs[i]);
+                if x1 > x0 {
+                    y0 + (y1 - y0) * (d - x0) / (x1 - x0)
+                } else {
+                    y1
+                }
+            }
+        };
+        let va = f64::from(ra.rel_change);
+        out.push(DepthDifference {
+            source: ra.source.clone(),
+            target: ra.target.clone(),
+            depth: d,
+            a: va,
+            b: vb,
+            b_minus_a: vb - va,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+
+    fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
+        SweepRecord {
+            source: s.into(),
+            target: "last".into(),
+            layer,
+            start: layer,
+            end: layer + 1,
+            prob: 0.0,
+            base_prob: 0.0,
+            rel_change: rel,
+            top1_id: 0,
+            token_id: 0,
+        }
+    }
+
+    /// A 3-layer and a 5-layer sweep on one depth axis: B's curve is read between its depths.
+    #[test]
+    fn sweeps_of_different_depths_share_one_axis() {
+        let a: Vec<_> = (0..3).map(|l| rec("audio", l, -10.0 * l as f32)).collect();
+        let b: Vec<_> = (0..5).map(|l| rec("audio", l, -5.0 * l as f32)).collect();
+        let FigureData::Curves(c) = compare_curves(&a, 3, &b, 5) else {
+            panic!("curves")
+        };
+        assert_eq!(c.series.len(), 2);
+        assert_eq!(c.series[0].x, [0.0, 0.5, 1.0]);
+        assert_eq!(c.series[1].x, [0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(c.series[1].style, LineStyle::Dashed);
+        let d = compare_difference(&a, 3, &b, 5);
+        // At depth 0.5: A −10, B −10 (layer 2 of 5); at 1: A −20, B −20.
+        assert_eq!(
+            d.iter().map(|x| x.b_minus_a).collect::<Vec<_>>(),
+            [0.0, 0.0, 0.0]
+        );
+        let b2: Vec<_> = (0..2).map(|l| rec("audio", l, -30.0 * l as f32)).collect();
+        let d = compare_difference(&a, 3, &b2, 2);
+        // B at depth 0.5 is halfway between 0 and −30.
+        assert_eq!(d[1].b, -15.0);
     }
 }

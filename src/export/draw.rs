@@ -329,7 +329,7 @@ fn curves(area: &Area, spec: &FigureSpec, c: &CurveData) -> Result<()> {
         .bold_line_style(RGBColor(225, 225, 225).stroke_width(1))
         .axis_style(BLACK.stroke_width(3))
         .set_all_tick_mark_size(dots(3.0))
-        .x_labels(((x1 - x0).floor() as usize + 1).clamp(2, 10))
+        .x_labels(((x1 - x0).floor().clamp(0.0, 9.0) as usize + 1).clamp(2, 10))
         .y_labels(6)
         .x_label_formatter(&xlab)
         .y_label_formatter(&ylab)

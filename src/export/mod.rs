@@ -450,7 +450,15 @@ pub fn regenerate(spec_path: &Path, out_dir: Option<&Path>) -> Result<Vec<PathBu
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let data_path = dir.join(&spec.data);
-    let data: FigureData = serde_json::from_str(&read(&data_path)?).map_err(|e| Error::Figure {
+    let text = std::fs::read_to_string(&data_path).map_err(|e| Error::Figure {
+        reason: format!(
+            "{} names its data {}, which cannot be read: {e}",
+            spec_path.display(),
+            data_path.display()
+        ),
+        fix: "keep the data JSON written with the figure beside its spec".into(),
+    })?;
+    let data: FigureData = serde_json::from_str(&text).map_err(|e| Error::Figure {
         reason: format!("{} is not figure data: {e}", data_path.display()),
         fix: "keep the data JSON written with the figure beside its spec".into(),
     })?;
@@ -462,7 +470,18 @@ pub fn regenerate(spec_path: &Path, out_dir: Option<&Path>) -> Result<Vec<PathBu
         .strip_suffix(".spec.json")
         .or_else(|| file.strip_suffix(".json"))
         .unwrap_or(file);
-    write_figure(&spec, &data, &out_dir.unwrap_or(dir).join(stem))
+    write_figure(&spec, &data, &out_dir.unwrap_or(dir).join(stem)).map_err(|e| match e {
+        // What the data holds is checked while drawing: say which file held it.
+        Error::Figure { reason, fix } => Error::Figure {
+            reason: format!(
+                "{} (with {}): {reason}",
+                data_path.display(),
+                spec_path.display()
+            ),
+            fix,
+        },
+        other => other,
+    })
 }
 
 /// A sweep's records as a figure (`avflow sweep … --figure STEM`): relative change per pair, the axis
@@ -488,13 +507,10 @@ pub fn sweep_spec(
     provenance: Provenance,
     preset: Preset,
 ) -> (FigureSpec, FigureData) {
-    let mut pairs: Vec<String> = Vec::new();
-    for r in records {
-        let p = format!("{}:{}", r.source, r.target);
-        if !pairs.contains(&p) {
-            pairs.push(p);
-        }
-    }
+    let pairs: Vec<String> = crate::flow::sweep::record_pairs(records)
+        .iter()
+        .map(|(s, t)| format!("{s}:{t}"))
+        .collect();
     let provenance = provenance
         .with_setting("pairs", pairs.join(","))
         .with_setting("window", window)

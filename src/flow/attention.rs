@@ -56,3 +56,58 @@ pub fn summarise(maps: &[Tensor], groups: &Groups) -> Result<Vec<GroupMass>> {
     }
     Ok(out)
 }
+
+/// Attention mass per layer, query head and group: `[layer][head]{group: mass}`.
+pub type HeadMass = Vec<Vec<BTreeMap<String, f32>>>;
+
+/// Per layer and head, the attention mass of each group: `[layer][head]{group: mass}` (summed over the
+/// group's keys, averaged over the rows), from per-head maps (`[heads, rows, seq]` per layer). Their mean
+/// over heads is [`summarise`] of the head-averaged maps.
+pub fn summarise_heads(maps: &[Tensor], groups: &Groups) -> Result<HeadMass> {
+    let mut out = Vec::with_capacity(maps.len());
+    for m in maps {
+        let per_head: Vec<Vec<f32>> = m.mean(1)?.to_vec2()?;
+        out.push(
+            per_head
+                .iter()
+                .map(|row| {
+                    groups
+                        .spans
+                        .iter()
+                        .map(|(name, pos)| (name.clone(), pos.iter().map(|&p| row[p]).sum()))
+                        .collect()
+                })
+                .collect(),
+        );
+    }
+    Ok(out)
+}
+
+/// One head's attention mass to a group.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeadScore {
+    pub layer: usize,
+    pub head: usize,
+    pub mass: f32,
+}
+
+/// The `k` heads that give `group` the most attention mass (the "listening" heads for audio, the "looking"
+/// heads for video), largest first; ties keep layer-then-head order.
+pub fn rank_heads(
+    per_head: &[Vec<BTreeMap<String, f32>>],
+    group: &str,
+    k: usize,
+) -> Vec<HeadScore> {
+    let mut all: Vec<HeadScore> = per_head
+        .iter()
+        .enumerate()
+        .flat_map(|(layer, heads)| {
+            heads.iter().enumerate().filter_map(move |(head, m)| {
+                m.get(group).map(|&mass| HeadScore { layer, head, mass })
+            })
+        })
+        .collect();
+    all.sort_by(|a, b| b.mass.total_cmp(&a.mass));
+    all.truncate(k);
+    all
+}

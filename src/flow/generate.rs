@@ -350,6 +350,7 @@ pub fn drop_curve(
             targets: targets.clone(),
             start: l,
             end: layers,
+            heads: None,
         })
         .collect();
     let logits = crate::flow::knockout::run_batch(decoder, trace, &specs)?;

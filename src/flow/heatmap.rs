@@ -386,6 +386,7 @@ pub fn knockout_effect_bins(
                         targets: vec![seq - 1],
                         start,
                         end,
+                        heads: None,
                     }
                 })
             })
@@ -503,6 +504,7 @@ mod tests {
                     targets: vec![seq - 1],
                     start,
                     end,
+                    heads: None,
                 };
                 ko.score(dec, trace, None).expect("knockout").rel_change
             };
@@ -560,6 +562,7 @@ mod tests {
                         targets: vec![seq - 1],
                         start,
                         end,
+                        heads: None,
                     };
                     let want = ko.score(dec, trace, None).expect("knockout").rel_change;
                     for &p in bin {

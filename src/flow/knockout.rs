@@ -25,6 +25,9 @@ pub struct Knockout {
     /// Half-open layer range `[start, end)`.
     pub start: usize,
     pub end: usize,
+    /// The query heads (0-based) the block applies in, in every layer of the range; `None`: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Vec<usize>>,
 }
 
 /// The metric of a run: probability of the watched token at the last position.
@@ -205,9 +208,28 @@ impl KnockoutSet {
         self.validate(seq, decoder.num_layers())?;
         let mut x = embeds.to_dtype(decoder.dtype())?;
         for l in 0..decoder.num_layers() {
+            let active = active_at(&self.blocks, l);
+            // Blocks restricted to some heads: the reference is a dense `[heads, seq, seq]` additive mask
+            // (as transformers' eager attention adds a 4-D mask), not the rules the incremental runs use.
+            let mask = if self
+                .blocks
+                .iter()
+                .zip(&active)
+                .any(|(b, &on)| on && b.heads.is_some())
+            {
+                per_head_dense_mask(
+                    &self.blocks,
+                    &active,
+                    decoder.num_heads(),
+                    seq,
+                    decoder.device(),
+                )?
+            } else {
+                self.mask_at(l)
+            };
             x = decoder
                 .layer(l)
-                .forward(&x, &trace.rot, None, &self.mask_at(l), false)?
+                .forward(&x, &trace.rot, None, &mask, false)?
                 .hidden;
         }
         let last = decoder.final_norm(&x.narrow(0, seq - 1, 1)?)?;
@@ -236,10 +258,45 @@ fn active_at(blocks: &[Knockout], layer: usize) -> Vec<bool> {
 
 /// The causal mask plus the pairs of every active block (written out a chunk of rows at a time by the
 /// attention, see [`AttnMask::Blocked`]).
+/// `[heads, seq, seq]` additive mask of the active blocks, each in its heads: causal, then `f32::MIN` where
+/// a block covering head `h` hides key `j` from query `q`.
+fn per_head_dense_mask(
+    blocks: &[Knockout],
+    active: &[bool],
+    heads: usize,
+    seq: usize,
+    device: &candle_core::Device,
+) -> Result<AttnMask> {
+    let mut data = vec![0f32; heads * seq * seq];
+    for h in 0..heads {
+        for q in 0..seq {
+            let row = &mut data[(h * seq + q) * seq..(h * seq + q + 1) * seq];
+            row[q + 1..].fill(f32::MIN);
+        }
+        for (b, _) in blocks.iter().zip(active).filter(|(_, &on)| on) {
+            if b.heads.as_ref().is_some_and(|hs| !hs.contains(&h)) {
+                continue;
+            }
+            for &q in &b.targets {
+                for &j in &b.sources {
+                    if j <= q {
+                        data[(h * seq + q) * seq + j] = f32::MIN;
+                    }
+                }
+            }
+        }
+    }
+    Ok(AttnMask::Additive(Tensor::from_vec(
+        data,
+        (heads, seq, seq),
+        device,
+    )?))
+}
+
 fn union_mask(blocks: &[Knockout], active: &[bool]) -> AttnMask {
     let mut pairs = BlockedPairs::default();
     for (b, _) in blocks.iter().zip(active).filter(|(_, &on)| on) {
-        pairs.add(&b.targets, &b.sources);
+        pairs.add_in_heads(&b.targets, &b.sources, b.heads.as_deref());
     }
     if pairs.is_empty() {
         AttnMask::Causal
@@ -345,7 +402,8 @@ fn plan_sets<'a>(
 
 /// The edit a run applies in one layer, as data: the (sources, targets) of its active blocks. Runs with
 /// the same edit at a layer use the same mask.
-type EditKey<'a> = Vec<(&'a [usize], &'a [usize])>;
+/// A layer's edit: the active blocks' sources, targets and heads (runs with equal keys share a mask).
+type EditKey<'a> = Vec<(&'a [usize], &'a [usize], Option<&'a [usize]>)>;
 
 fn plan_batch<'a>(
     sets: &[&[Knockout]],
@@ -369,7 +427,13 @@ fn plan_batch<'a>(
                         .iter()
                         .zip(&active)
                         .filter(|(_, &on)| on)
-                        .map(|(b, _)| (b.sources.as_slice(), b.targets.as_slice()))
+                        .map(|(b, _)| {
+                            (
+                                b.sources.as_slice(),
+                                b.targets.as_slice(),
+                                b.heads.as_deref(),
+                            )
+                        })
                         .collect();
                     *mask_ids.entry(key).or_insert_with(|| {
                         masks.push((i, active));
@@ -615,6 +679,7 @@ mod tests {
                     targets: vec![5, 6],
                     start,
                     end,
+                    heads: None,
                 }
             })
             .collect();

@@ -52,24 +52,32 @@ pub struct Pair {
     pub target: String,
     pub sources: Vec<usize>,
     pub targets: Vec<usize>,
+    /// The query heads its knockouts apply in (`None`: all).
+    pub heads: Option<Vec<usize>>,
+}
+
+/// The `(source, target)` pairs of sweep records, each once, in the order they first appear.
+pub fn record_pairs(records: &[SweepRecord]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for r in records {
+        if !out.iter().any(|(s, t)| *s == r.source && *t == r.target) {
+            out.push((r.source.clone(), r.target.clone()));
+        }
+    }
+    out
 }
 
 /// One pair's knockouts, one per layer: the window placed at each layer (see [`window`]).
-pub fn window_specs(
-    sources: &[usize],
-    targets: &[usize],
-    layers: usize,
-    k: usize,
-    align: Align,
-) -> Vec<Knockout> {
+pub fn window_specs(pair: &Pair, layers: usize, k: usize, align: Align) -> Vec<Knockout> {
     (0..layers)
         .map(|l| {
             let (start, end) = window(l, k, layers, align);
             Knockout {
-                sources: sources.to_vec(),
-                targets: targets.to_vec(),
+                sources: pair.sources.clone(),
+                targets: pair.targets.clone(),
                 start,
                 end,
+                heads: pair.heads.clone(),
             }
         })
         .collect()
@@ -87,7 +95,7 @@ pub fn sweep_work(
     let layers = decoder.num_layers();
     let mut specs = Vec::new();
     for p in pairs {
-        specs.extend(window_specs(&p.sources, &p.targets, layers, k, align));
+        specs.extend(window_specs(p, layers, k, align));
     }
     crate::flow::knockout::batch_work(decoder, trace, &specs)
 }
@@ -207,7 +215,7 @@ pub fn sweep_logits(
         .map(|(_, members)| {
             members
                 .iter()
-                .flat_map(|&i| window_specs(&pairs[i].sources, &pairs[i].targets, layers, k, align))
+                .flat_map(|&i| window_specs(&pairs[i], layers, k, align))
                 .collect()
         })
         .collect();

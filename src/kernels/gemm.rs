@@ -289,7 +289,9 @@ pub fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Option<R> {
 }
 
 /// A product's shape, `[b, m, k] · [b, n, k]ᵀ → [b, m, n]`, and its bias (`[n]`, f32; single products).
+/// Without oneDNN only the candle fallback's fields are read.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(avflow_onednn), allow(dead_code))]
 struct Dims<'a> {
     b: usize,
     m: usize,

@@ -22,6 +22,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::media::prepare::TimeRange;
 
 pub use mel::{
     log_mel_padded, mel_filter_bank, n_valid_frames, HOP, MAX_FRAMES, N_FFT, N_MELS, N_SAMPLES,
@@ -83,8 +84,18 @@ pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Vec<f32> {
 
 /// `librosa.load(path, sr=16000)`: decode, downmix, resample to 16 kHz.
 pub fn load_16k(path: impl AsRef<Path>) -> Result<Vec<f32>> {
+    load_16k_range(path, None)
+}
+
+/// `librosa.load(path, sr=16000, offset=start, duration=end − start)`: the range is cut at the file's own
+/// rate (as librosa reads it), then resampled, so its edges are those of a clip that starts there.
+pub fn load_16k_range(path: impl AsRef<Path>, range: Option<&TimeRange>) -> Result<Vec<f32>> {
     let d = decode_audio(path)?;
-    Ok(resample(&d.samples, d.sample_rate, SAMPLE_RATE))
+    let part = match range {
+        Some(r) => &d.samples[r.samples(d.sample_rate, d.samples.len())],
+        None => &d.samples[..],
+    };
+    Ok(resample(part, d.sample_rate, SAMPLE_RATE))
 }
 
 /// 16 kHz mono through FFmpeg's resampler and downmix, as torchcodec's `AudioDecoder(sample_rate=16000,
@@ -120,12 +131,28 @@ impl AudioFeatures {
 
     /// From a file: decode → 16 kHz → log-mel.
     pub fn from_path(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_path_range(path, None, device)
+    }
+
+    /// From seconds `range` of a file (all of it for `None`).
+    pub fn from_path_range(
+        path: impl AsRef<Path>,
+        range: Option<&TimeRange>,
+        device: &Device,
+    ) -> Result<Self> {
         let path = path.as_ref();
-        let wave = load_16k(path)?;
+        let wave = load_16k_range(path, range)?;
         if n_valid_frames(wave.len()) == 0 {
             return Err(err(
                 path,
-                "zero-length audio after resampling; pass a longer clip",
+                match range {
+                    Some(r) => format!(
+                        "no sound in the time range {}: the audio ends before it; choose --start and \
+                         --end inside the clip",
+                        r.describe()
+                    ),
+                    None => "zero-length audio after resampling; pass a longer clip".into(),
+                },
             ));
         }
         Self::from_samples_16k(&wave, device)

@@ -18,6 +18,20 @@ pub(crate) fn ffmpeg_path(path: &std::path::Path) -> crate::Result<&str> {
     })
 }
 
+/// Starts FFmpeg once with its own log off: its lines ("analyzeduration", "Invalid data found", a decoder's
+/// complaints about a broken packet) would reach the user even where avflow recovers, and where it does not,
+/// avflow's own error names the file and the fix. `AVFLOW_FFMPEG_LOG=1` keeps FFmpeg's log (warnings).
+pub(crate) fn ffmpeg_init() -> Result<(), ffmpeg_next::Error> {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    ffmpeg_next::init()?;
+    QUIET.call_once(|| {
+        use ffmpeg_next::util::log::{set_level, Level};
+        let keep = std::env::var_os("AVFLOW_FFMPEG_LOG").is_some_and(|v| !v.is_empty() && v != "0");
+        set_level(if keep { Level::Warning } else { Level::Quiet });
+    });
+    Ok(())
+}
+
 /// What a stream is read for: it decides the conversion an unsupported-codec error suggests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StreamUse {

@@ -43,6 +43,70 @@ impl Item {
     }
 }
 
+/// Seconds `start..end` of every video and audio item, as qwen-omni-utils' `video_start`/`video_end` and
+/// `audio_start`/`audio_end` message keys (the datasets' annotations give such ranges); images are not
+/// timed. `end: None` runs to the end of each clip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TimeRange {
+    pub start: f64,
+    pub end: Option<f64>,
+}
+
+impl TimeRange {
+    /// `--start S --end E` (either may be absent): `None` when both are, an error naming the fix when the
+    /// range is empty or not a number of seconds.
+    pub fn new(start: Option<f64>, end: Option<f64>) -> Result<Option<Self>> {
+        let bad = |what: String| {
+            Error::Prompt(format!(
+                "{what}. Fix: give seconds from the clip's start, e.g. --start 12.5 --end 20"
+            ))
+        };
+        if start.is_none() && end.is_none() {
+            return Ok(None);
+        }
+        let s = start.unwrap_or(0.0);
+        if !(s.is_finite() && s >= 0.0) {
+            return Err(bad(format!(
+                "the range's start {s} is not a time in the clip"
+            )));
+        }
+        if let Some(e) = end {
+            if !(e.is_finite() && e > s) {
+                return Err(bad(format!(
+                    "the range {s}..{e} s is empty: its end must come after its start"
+                )));
+            }
+        }
+        Ok(Some(Self { start: s, end }))
+    }
+
+    /// Samples `[int(sr·start), int(sr·start) + int(sr·(end − start)))` of a clip at `sr` Hz, clamped to
+    /// `len`: what `librosa.load(offset=start, duration=end − start)` reads (both its soundfile and its
+    /// audioread paths truncate), before it resamples.
+    pub fn samples(&self, sr: u32, len: usize) -> std::ops::Range<usize> {
+        let sr = sr as f64;
+        let a = ((sr * self.start) as usize).min(len);
+        let b = match self.end {
+            Some(e) => a.saturating_add((sr * (e - self.start)) as usize).min(len),
+            None => len,
+        };
+        a..b
+    }
+
+    /// Seconds of a clip lasting `duration` s that the range keeps (for token estimates).
+    pub fn kept(&self, duration: f64) -> f64 {
+        (self.end.unwrap_or(duration).min(duration) - self.start).max(0.0)
+    }
+
+    /// `start..end` for notes and status lines.
+    pub fn describe(&self) -> String {
+        match self.end {
+            Some(e) => format!("{}..{} s", self.start, e),
+            None => format!("{} s to the end", self.start),
+        }
+    }
+}
+
 /// How a prompt is prepared. The sampling fields are the user's overrides (`None`: the model family's own
 /// processor defaults, e.g. 2 fps for Qwen2.5-Omni, one frame per 0.1 s for video-SALMONN 2+).
 #[derive(Debug, Clone)]
@@ -53,6 +117,8 @@ pub struct PrepareOptions {
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
     pub use_audio_in_video: bool,
+    /// Seconds of each video and audio item to use (`None`: all of it).
+    pub range: Option<TimeRange>,
     pub system: Option<String>,
     /// Refuse prompts whose estimated token count exceeds this (before any heavy work).
     pub token_budget: usize,
@@ -62,6 +128,22 @@ pub struct PrepareOptions {
 }
 
 impl PrepareOptions {
+    /// Seconds of a clip lasting `duration` s that these options keep.
+    pub fn timed_seconds(&self, duration: f64) -> f64 {
+        self.range.map_or(duration, |r| r.kept(duration))
+    }
+
+    /// The note a processor adds when a time range applies to some of `items`.
+    pub fn range_note(&self, items: &[Item]) -> Option<String> {
+        let r = self.range?;
+        items.iter().any(|i| !matches!(i, Item::Image(_))).then(|| {
+            format!(
+                "used {} of each video and audio item; the token map's seconds count from the range's start",
+                r.describe()
+            )
+        })
+    }
+
     /// Video sampling rate and pixel bounds (videos and images), as the CLI, the app and manifests give
     /// them; `None` keeps the family's defaults.
     pub fn with_sampling(
@@ -84,6 +166,7 @@ impl Default for PrepareOptions {
             min_pixels: None,
             max_pixels: None,
             use_audio_in_video: true,
+            range: None,
             system: None,
             token_budget: 32_768,
             answer_prefix: None,

@@ -25,6 +25,7 @@ use candle_core::{Device, Tensor};
 
 pub use resize::{smart_resize, Filter};
 
+use crate::media::prepare::TimeRange;
 use crate::{Error, Result};
 
 /// qwen-omni-utils constants (v2_5/vision_process.py).
@@ -77,6 +78,8 @@ pub struct VideoOptions {
     pub min_pixels: Option<usize>,
     pub max_pixels: Option<usize>,
     pub total_pixels: Option<f64>,
+    /// qwen-omni-utils' `video_start`/`video_end`: sample only the frames of these seconds.
+    pub range: Option<TimeRange>,
 }
 
 impl Default for VideoOptions {
@@ -86,6 +89,7 @@ impl Default for VideoOptions {
             min_pixels: None,
             max_pixels: None,
             total_pixels: None,
+            range: None,
         }
     }
 }
@@ -111,8 +115,10 @@ pub struct SampledVideo {
     pub frames: Vec<RgbFrame>,
     /// Presentation time of each sampled frame, seconds from the stream start.
     pub timestamps_s: Vec<f64>,
-    /// Frame indices (positions in the stream), `torch.linspace(0, total-1, nframes).round()`.
+    /// Frame indices (positions in the stream), `torch.linspace(first, last, nframes).round()` over the
+    /// whole clip or its time range.
     pub indices: Vec<usize>,
+    /// Frames in the clip, or in its time range.
     pub total_frames: usize,
     /// The stream's average frame rate.
     pub video_fps: f64,
@@ -211,7 +217,8 @@ pub fn smart_nframes(
     let n = floor_by(n, FRAME_FACTOR);
     if !(FRAME_FACTOR as f64 <= n && n <= total) {
         return Err(format!(
-            "nframes should be in [{FRAME_FACTOR}, {total_frames}], got {n} (the clip has too few frames)"
+            "nframes should be in [{FRAME_FACTOR}, {total_frames}], got {n}: the clip has too few frames. Fix: \
+             a clip needs at least {FRAME_FACTOR} frames; pass a single picture with --image"
         ));
     }
     Ok(n as usize)
@@ -219,24 +226,62 @@ pub fn smart_nframes(
 
 /// `torch.linspace(0, total-1, n).round().long()` (float32 linspace, round half to even).
 pub fn sample_indices(total_frames: usize, nframes: usize) -> Vec<usize> {
-    let end = total_frames.saturating_sub(1) as f32;
+    linspace_indices(0, total_frames.saturating_sub(1), nframes)
+}
+
+/// `torch.linspace(first, last, n).round().long()`: ATen's float32 linspace (the first half counts up from
+/// `first`, the second half down from `last`), rounded half to even.
+pub fn linspace_indices(first: usize, last: usize, nframes: usize) -> Vec<usize> {
+    let (start, end) = (first as f32, last as f32);
     if nframes == 1 {
-        return vec![0];
+        return vec![first];
     }
-    // ATen linspace (CPU): step = (end - start) / (steps - 1); the first half counts up from start, the
-    // second half down from end.
-    let step = end / (nframes - 1) as f32;
+    let step = (end - start) / (nframes - 1) as f32;
     let half = nframes / 2;
     (0..nframes)
         .map(|i| {
             let v = if i < half {
-                i as f32 * step
+                start + i as f32 * step
             } else {
                 end - step * (nframes - 1 - i) as f32
             };
             v.round_ties_even().max(0.0) as usize
         })
         .collect()
+}
+
+/// qwen-omni-utils' `calculate_video_frame_range` (its decord and torchcodec readers): the first and last
+/// frame of `range` in a stream of `total_frames` at `video_fps` — `ceil(start·fps)` and
+/// `min(floor(end·fps), total − 1)`, both times clamped to the clip — or an error when no two frames lie
+/// inside it.
+pub fn frame_range(
+    total_frames: usize,
+    video_fps: f64,
+    range: Option<&TimeRange>,
+) -> std::result::Result<(usize, usize), String> {
+    let last = total_frames.saturating_sub(1);
+    let Some(r) = range else {
+        return Ok((0, last));
+    };
+    if total_frames == 0 || video_fps <= 0.0 {
+        return Err("the stream has no frames or no frame rate to place a time range in".into());
+    }
+    let duration = total_frames as f64 / video_fps;
+    let start = r.start.clamp(0.0, duration);
+    let first = (start * video_fps).ceil() as usize;
+    let end = r.end.map_or(duration, |e| e.clamp(0.0, duration));
+    let end_frame = r
+        .end
+        .map_or(last, |_| ((end * video_fps).floor() as usize).min(last));
+    if first >= end_frame {
+        return Err(format!(
+            "the time range {} holds no two frames: frame {first} (at {start} s) is not before frame \
+             {end_frame} (at {end} s); the clip lasts {duration:.2} s ({total_frames} frames at {video_fps:.3} \
+             fps). Fix: choose --start and --end inside the clip, at least two frames apart",
+            r.describe()
+        ));
+    }
+    Ok((first, end_frame))
 }
 
 /// fetch_video's per-frame pixel bounds for `nframes` frames: `(min_pixels, max_pixels)`.
@@ -260,7 +305,9 @@ pub fn estimate_tokens(info: &VideoInfo, opts: &VideoOptions) -> Result<usize> {
     if info.fps <= 0.0 {
         return Err(fail("the stream reports no frame rate".into()));
     }
-    let nframes = smart_nframes(info.n_frames_estimate, info.fps, opts.fps).map_err(fail)?;
+    let (first, last) =
+        frame_range(info.n_frames_estimate, info.fps, opts.range.as_ref()).map_err(fail)?;
+    let nframes = smart_nframes(last - first + 1, info.fps, opts.fps).map_err(fail)?;
     let (min_p, max_p) = video_pixel_bounds(opts, nframes);
     let (h, w) = smart_resize(
         info.height as usize,
@@ -282,9 +329,14 @@ pub fn sample_video(path: &Path, opts: &VideoOptions) -> Result<SampledVideo> {
         return Err(err(format!("sampling fps must be > 0, got {}", opts.fps)));
     }
     let stream = FrameIndex::read(path)?;
-    let (total_frames, video_fps) = (stream.total_frames, stream.fps);
+    let video_fps = stream.fps;
+    // A time range samples its own frames as if they were the clip (qwen-omni-utils: `total_frames` is
+    // the range's count from then on, and so is `sample_fps`).
+    let (first, last) =
+        frame_range(stream.total_frames, video_fps, opts.range.as_ref()).map_err(err)?;
+    let total_frames = last - first + 1;
     let nframes = smart_nframes(total_frames, video_fps, opts.fps).map_err(err)?;
-    let indices = sample_indices(total_frames, nframes);
+    let indices = linspace_indices(first, last, nframes);
     let (min_pixels, max_pixels) = video_pixel_bounds(opts, nframes);
     let (frames, timestamps_s) = stream.decode(
         &indices,
@@ -595,6 +647,40 @@ mod tests {
         assert!(smart_nframes(1, 10.0, 2.0).is_err());
         // 2 h at 30 fps: capped at 768 frames.
         assert_eq!(smart_nframes(216000, 30.0, 2.0), Ok(768));
+    }
+
+    /// `calculate_video_frame_range` and `torch.linspace(first, last, n).round()` as qwen-omni-utils 0.0.9
+    /// computes them (values printed by it).
+    #[test]
+    fn time_ranges_pick_the_reference_frames() {
+        let r = |a: f64, b: Option<f64>| TimeRange::new(Some(a), b).unwrap().unwrap();
+        assert_eq!(frame_range(64, 8.0, Some(&r(2.3, Some(6.1)))), Ok((19, 48)));
+        assert_eq!(frame_range(64, 8.0, Some(&r(0.0, None))), Ok((0, 63)));
+        assert_eq!(
+            frame_range(30, 29.97, Some(&r(0.5, Some(0.9)))),
+            Ok((15, 26))
+        );
+        assert_eq!(
+            frame_range(100, 25.0, Some(&r(0.0, Some(3.0)))),
+            Ok((0, 75))
+        );
+        assert_eq!(frame_range(64, 8.0, None), Ok((0, 63)));
+        // Past the end, or no two frames inside: refused with the clip's length.
+        let e = frame_range(64, 8.0, Some(&r(7.9, None))).unwrap_err();
+        assert!(e.contains("8.00 s") && e.contains("Fix"), "{e}");
+        assert!(frame_range(64, 8.0, Some(&r(10.0, Some(12.0)))).is_err());
+        assert_eq!(linspace_indices(19, 48, 6), [19, 25, 31, 36, 42, 48]);
+        assert_eq!(linspace_indices(15, 26, 4), [15, 19, 22, 26]);
+        let long = linspace_indices(3, 1000, 37);
+        assert_eq!(&long[..6], [3, 31, 58, 86, 114, 141]);
+        assert_eq!(&long[31..], [862, 889, 917, 945, 972, 1000]);
+        // Empty or reversed ranges never reach a decoder.
+        assert!(TimeRange::new(Some(5.0), Some(5.0)).is_err());
+        assert!(TimeRange::new(Some(-1.0), None).is_err());
+        assert_eq!(TimeRange::new(None, None).unwrap(), None);
+        // librosa's cut: int(sr·start) and int(sr·(end − start)) samples.
+        assert_eq!(r(2.3, Some(6.1)).samples(48_000, 384_000), 110_399..292_799);
+        assert_eq!(r(0.3, None).samples(44_100, 66_150), 13_230..66_150);
     }
 
     /// Seeking must give the same frames as decoding everything: `AVFLOW_VIDEO_BENCH=/tmp/long.mp4

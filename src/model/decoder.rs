@@ -90,16 +90,41 @@ pub enum AttnMask {
     Additive(Tensor),
 }
 
-/// The (query, key) pairs a knockout hides besides the causal ones: rule `i` hides its sorted `sources`
-/// from the query positions marked in its `queries`.
+/// The (query, key) pairs a knockout hides besides the causal ones: each rule hides its sorted `sources`
+/// from the query positions marked in its `queries`, in every head or only in the query heads it marks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BlockedPairs {
-    rules: Vec<(Vec<bool>, Vec<usize>)>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Rule {
+    queries: Vec<bool>,
+    sources: Vec<usize>,
+    /// The query heads the rule applies in (`None`: all).
+    heads: Option<Vec<bool>>,
+}
+
+impl Rule {
+    fn hides(&self, q: usize, j: usize) -> bool {
+        self.queries.get(q).copied().unwrap_or(false) && self.sources.binary_search(&j).is_ok()
+    }
+
+    fn in_head(&self, head: usize) -> bool {
+        self.heads
+            .as_ref()
+            .is_none_or(|h| h.get(head).copied().unwrap_or(false))
+    }
 }
 
 impl BlockedPairs {
-    /// Hides `sources` from the `queries` (prompt positions; both may be in any order).
+    /// Hides `sources` from the `queries` (prompt positions; both may be in any order), in every head.
     pub fn add(&mut self, queries: &[usize], sources: &[usize]) {
+        self.add_in_heads(queries, sources, None);
+    }
+
+    /// [`Self::add`] in the query heads `heads` only (0-based; `None`: every head).
+    pub fn add_in_heads(&mut self, queries: &[usize], sources: &[usize], heads: Option<&[usize]>) {
         let len = queries.iter().max().map_or(0, |&q| q + 1);
         let mut marked = vec![false; len];
         for &q in queries {
@@ -108,24 +133,66 @@ impl BlockedPairs {
         let mut sources = sources.to_vec();
         sources.sort_unstable();
         sources.dedup();
-        self.rules.push((marked, sources));
+        let heads = heads.map(|hs| {
+            let mut m = vec![false; hs.iter().max().map_or(0, |&h| h + 1)];
+            for &h in hs {
+                m[h] = true;
+            }
+            m
+        });
+        self.rules.push(Rule {
+            queries: marked,
+            sources,
+            heads,
+        });
     }
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    /// Whether query position `q` may not see key `j` (besides causality).
-    pub fn blocked(&self, q: usize, j: usize) -> bool {
-        self.rules.iter().any(|(queries, sources)| {
-            queries.get(q).copied().unwrap_or(false) && sources.binary_search(&j).is_ok()
-        })
+    /// Whether some rule applies in some heads only (attention then runs per group of heads).
+    pub fn has_head_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.heads.is_some())
     }
 
-    /// Sets `f32::MIN` in `row` (keys `0..row.len()`) at every key hidden from query position `q`.
+    /// The rules that apply in query head `head`, as rules for every head.
+    pub fn for_head(&self, head: usize) -> BlockedPairs {
+        BlockedPairs {
+            rules: self
+                .rules
+                .iter()
+                .filter(|r| r.in_head(head))
+                .map(|r| Rule {
+                    heads: None,
+                    ..r.clone()
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether query position `q` may not see key `j` (besides causality) in every head's rules.
+    pub fn blocked(&self, q: usize, j: usize) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.heads.is_none() && r.hides(q, j))
+    }
+
+    /// Whether query position `q` may not see key `j` in query head `head`.
+    pub fn blocked_in_head(&self, q: usize, j: usize, head: usize) -> bool {
+        self.rules.iter().any(|r| r.in_head(head) && r.hides(q, j))
+    }
+
+    /// Sets `f32::MIN` in `row` (keys `0..row.len()`) at every key hidden from query position `q` (rules of
+    /// every head; head rules are split off first, see [`AttnMask::per_head`]).
     fn hide(&self, q: usize, row: &mut [f32]) {
-        for (queries, sources) in &self.rules {
-            if queries.get(q).copied().unwrap_or(false) {
+        for Rule {
+            queries,
+            sources,
+            heads,
+        } in &self.rules
+        {
+            if heads.is_none() && queries.get(q).copied().unwrap_or(false) {
                 let keys = row.len();
                 for &s in sources.iter().take_while(|&&s| s < keys) {
                     row[s] = f32::MIN;
@@ -136,6 +203,58 @@ impl BlockedPairs {
 }
 
 impl AttnMask {
+    /// One mask per query head when this one differs between heads (a knockout restricted to some heads,
+    /// or a dense `[heads, rows, keys]` additive mask); `None` when every head shares it.
+    fn per_head(&self, heads: usize) -> Result<Option<Vec<AttnMask>>> {
+        match self {
+            AttnMask::Blocked(b) if b.has_head_rules() => Ok(Some(
+                (0..heads)
+                    .map(|h| {
+                        let mine = b.for_head(h);
+                        if mine.is_empty() {
+                            AttnMask::Causal
+                        } else {
+                            AttnMask::Blocked(Arc::new(mine))
+                        }
+                    })
+                    .collect(),
+            )),
+            AttnMask::Additive(m) if m.rank() == 3 => {
+                if m.dim(0)? != heads {
+                    return Err(Error::Other(format!(
+                        "a per-head attention mask has {} heads, the layer {heads}",
+                        m.dim(0)?
+                    )));
+                }
+                Ok(Some(
+                    (0..heads)
+                        .map(|h| Ok(AttnMask::Additive(m.get(h)?)))
+                        .collect::<Result<_>>()?,
+                ))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether the mask differs between query heads (what [`Self::per_head`] would split), without
+    /// building the per-head masks: asked of every run of every batched layer call.
+    fn varies_by_head(&self) -> bool {
+        match self {
+            AttnMask::Blocked(b) => b.has_head_rules(),
+            AttnMask::Additive(m) => m.rank() == 3,
+            AttnMask::Causal => false,
+        }
+    }
+
+    /// Whether two masks are the same rules (so heads under them share one attention computation).
+    fn same_as(&self, other: &AttnMask) -> bool {
+        match (self, other) {
+            (AttnMask::Causal, AttnMask::Causal) => true,
+            (AttnMask::Blocked(a), AttnMask::Blocked(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
+
     /// Whether query `i` never sees a key after position `past + i` (every form but `Additive`, whose rows
     /// may be anywhere): a chunk of rows then reads only the keys up to its last row.
     fn is_causal(&self) -> bool {
@@ -299,6 +418,9 @@ impl Attention {
         max_scores: usize,
     ) -> Result<(Tensor, Option<Tensor>)> {
         let (h, n, _) = q.dims3()?;
+        if let Some(per_head) = mask.per_head(h)? {
+            return self.attend_per_head(q, all, &per_head, want_probs, max_scores);
+        }
         let keys = all.rows();
         if keys < n {
             return Err(Error::Other(format!("{n} query rows but only {keys} keys")));
@@ -339,6 +461,61 @@ impl Attention {
             None
         };
         Ok((Tensor::cat(&outs, 0)?, probs))
+    }
+
+    /// [`Self::attend_chunked`] under a mask that differs between query heads: attention runs once per
+    /// distinct mask (heads are independent), and each head's output and probabilities come from its own.
+    fn attend_per_head(
+        &self,
+        q: &Tensor,
+        all: &KvPair,
+        per_head: &[AttnMask],
+        want_probs: bool,
+        max_scores: usize,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let (h, n, hd) = q.dims3()?;
+        let mut distinct: Vec<&AttnMask> = Vec::new();
+        let mut which = Vec::with_capacity(h);
+        for m in per_head {
+            match distinct.iter().position(|d| d.same_as(m)) {
+                Some(i) => which.push(i),
+                None => {
+                    which.push(distinct.len());
+                    distinct.push(m);
+                }
+            }
+        }
+        let runs = distinct
+            .iter()
+            .map(|m| self.attend_chunked(q, all, m, want_probs, max_scores))
+            .collect::<Result<Vec<_>>>()?;
+        let outs: Vec<Tensor> = runs
+            .iter()
+            .map(|(o, _)| o.reshape((n, h, hd)))
+            .collect::<candle_core::Result<_>>()?;
+        let out = Tensor::cat(
+            &(0..h)
+                .map(|head| outs[which[head]].narrow(1, head, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            1,
+        )?
+        .reshape((n, h * hd))?;
+        let probs = if want_probs {
+            let parts = (0..h)
+                .map(|head| {
+                    runs[which[head]]
+                        .1
+                        .as_ref()
+                        .ok_or_else(|| Error::Other("attention lost its probabilities".into()))?
+                        .narrow(0, head, 1)
+                        .map_err(Error::from)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&parts, 0)?)
+        } else {
+            None
+        };
+        Ok((out, probs))
     }
 
     /// One chunk of [`Self::attend`]: queries `q` (`[heads, n, hd]`) over the keys of `kv` under the mask
@@ -471,9 +648,10 @@ impl Attention {
         let p = past.map_or(0, KvPair::rows);
         let keys = p + r;
         let dev = q.device();
-        if h * r * keys > max_scores {
+        if h * r * keys > max_scores || masks.iter().any(|m| m.varies_by_head()) {
             // One run alone would exceed the scores' bound (a knockout whose targets span most of a long
-            // prompt): each run attends on its own, in chunks of rows.
+            // prompt), or a run's mask differs between heads: each run attends on its own, in chunks of
+            // rows (per group of heads).
             let mut outs = Vec::with_capacity(c);
             for (i, mask) in masks.iter().enumerate() {
                 let mine = KvPair {
@@ -874,6 +1052,11 @@ impl Decoder {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// Query heads per layer.
+    pub fn num_heads(&self) -> usize {
+        self.cfg.num_attention_heads
     }
 
     pub fn layer(&self, i: usize) -> &DecoderLayer {

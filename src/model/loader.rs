@@ -107,6 +107,43 @@ pub struct ResolvedModel {
     pub tensors: BTreeMap<String, TensorEntry>,
 }
 
+/// The size and modification time of each weight file: taken before a load and compared after it, so a
+/// folder that changes while it is read (a download or a copy still running) is noticed instead of giving a
+/// model mixed from two versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FolderStamp(Vec<(PathBuf, u64, Option<std::time::SystemTime>)>);
+
+impl FolderStamp {
+    pub fn of(files: &[PathBuf]) -> Self {
+        Self(
+            files
+                .iter()
+                .map(|f| {
+                    let m = std::fs::metadata(f).ok();
+                    (
+                        f.clone(),
+                        m.as_ref().map_or(0, |m| m.len()),
+                        m.and_then(|m| m.modified().ok()),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The first file that differs from `self` now, with the error to give.
+    pub fn check_unchanged(&self) -> Result<()> {
+        let now = Self::of(&self.0.iter().map(|e| e.0.clone()).collect::<Vec<_>>());
+        match self.0.iter().zip(&now.0).find(|(a, b)| a != b) {
+            None => Ok(()),
+            Some((before, _)) => Err(weights_err(
+                &before.0,
+                "changed while the model was loading (a download or copy still running?)",
+                "wait until the files are complete, then load the model again",
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
     pub file: PathBuf,
@@ -723,6 +760,25 @@ pub fn fetch_from_hub(repo_id: &str, revision: Option<&str>) -> Result<PathBuf> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A weight file that grows (a download still running) or is rewritten between the stamp and the check
+    /// is named in the error; an untouched folder passes.
+    #[test]
+    fn a_folder_changing_under_a_load_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("model-00001-of-00002.safetensors");
+        std::fs::write(&f, b"0123").unwrap();
+        let stamp = FolderStamp::of(std::slice::from_ref(&f));
+        assert!(stamp.check_unchanged().is_ok());
+        std::fs::write(&f, b"0123456789").unwrap();
+        let e = stamp.check_unchanged().unwrap_err().to_string();
+        assert!(
+            e.contains("model-00001-of-00002.safetensors") && e.contains("changed"),
+            "{e}"
+        );
+        std::fs::remove_file(&f).unwrap();
+        assert!(stamp.check_unchanged().is_err());
+    }
 
     #[test]
     fn parses_sources() {

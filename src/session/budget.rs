@@ -74,17 +74,57 @@ const ENCODER_HEADROOM: u64 = 1 << 30;
 /// Share of the available memory a plan may fill (the rest stays for the page cache and the desktop).
 const FILL: f64 = 0.85;
 
-/// The memory the system can still give this process: `MemAvailable` on Linux, `None` where unknown (or
-/// a device whose memory is not the host's).
+/// The memory the device can still give this process: `MemAvailable` on Linux for the CPU, the GPU's free
+/// memory for cuda; `None` where unknown (Metal, other systems).
 pub fn available_memory(device: &Device) -> Option<u64> {
     if !device.is_cpu() {
-        return None;
+        return gpu_free_memory(device);
     }
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix("MemAvailable:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_free_memory(device: &Device) -> Option<u64> {
+    let d = device.as_cuda_device().ok()?;
+    let (free, _total) = d.cuda_stream().context().mem_get_info().ok()?;
+    Some(free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_free_memory(_: &Device) -> Option<u64> {
+    None
+}
+
+/// Refuses weights of `bytes` that the device's free memory cannot hold, before loading them (GPUs only:
+/// the host's memory is the budget's business once the weights are in).
+pub fn check_weights_fit(bytes: u64, dtype: DType, device: &Device) -> Result<()> {
+    if device.is_cpu() {
+        return Ok(());
+    }
+    let Some(free) = available_memory(device) else {
+        return Ok(());
+    };
+    if bytes as f64 <= free as f64 * FILL {
+        return Ok(());
+    }
+    let name = crate::device::device_name(device);
+    Err(Error::Request {
+        reason: format!(
+            "the model's weights need {} as {} on {name}, but {} of its memory is free (and the trace needs \
+             room beside them)",
+            gb(bytes),
+            crate::device::dtype_name(dtype),
+            gb(free)
+        ),
+        fix: format!(
+            "free {name} (nvidia-smi lists what uses it), load a smaller model or in bf16 (--dtype bf16), or \
+             use --device cpu"
+        ),
+    })
 }
 
 /// Where the residuals go, from `AVFLOW_TRACE` (`memory`, `file`, else `auto`).
@@ -114,8 +154,39 @@ pub fn spill_dir() -> PathBuf {
 
 /// Decides where a trace of `budget` goes given `available` bytes (`None`: unknown, so in memory as
 /// before), or refuses with the numbers and the fix.
-pub fn plan_trace(budget: &TraceBudget, available: Option<u64>) -> Result<Placement> {
+pub fn plan_trace(
+    budget: &TraceBudget,
+    available: Option<u64>,
+    device: &Device,
+) -> Result<Placement> {
+    if !device.is_cpu() {
+        return plan_gpu_trace(budget, available, &crate::device::device_name(device));
+    }
     plan_trace_with(budget, available, forced())
+}
+
+/// A trace on a GPU lives in its memory whole (knockouts read it there): it fits, or is refused with the
+/// numbers and the ways out.
+fn plan_gpu_trace(budget: &TraceBudget, available: Option<u64>, name: &str) -> Result<Placement> {
+    let all = budget.residuals + budget.kv + budget.working;
+    match available {
+        Some(avail) if all as f64 > avail as f64 * FILL => Err(Error::Request {
+            reason: format!(
+                "a prompt of {} positions needs {} on {name} to trace (residuals {}, keys and values {}, \
+                 working set {}), but {} of its memory is free",
+                budget.seq,
+                gb(all),
+                gb(budget.residuals),
+                gb(budget.kv),
+                gb(budget.working),
+                gb(avail)
+            ),
+            fix: "analyse a shorter clip or a time range (--start/--end), lower --fps or --max-pixels, or use \
+                  --device cpu (the host's memory, with the residuals in a file where needed)"
+                .into(),
+        }),
+        _ => Ok(Placement::Memory),
+    }
 }
 
 /// [`plan_trace`] with `AVFLOW_TRACE`'s choice given (`Some(true)`: to a file).
@@ -261,5 +332,30 @@ mod tests {
             plan_trace_with(&b, Some(gib), Some(false)).unwrap(),
             Placement::Memory
         );
+    }
+
+    /// On a GPU the whole trace stays in its memory: it fits, or is refused with the CPU as a way out (where
+    /// residuals may go to a file); the weights are checked before they load.
+    #[test]
+    fn a_gpu_trace_fits_or_is_refused() {
+        let b = trace_budget(&cfg_3b(), 16_384, DType::BF16);
+        let gib = 1u64 << 30;
+        assert_eq!(
+            plan_gpu_trace(&b, Some(80 * gib), "cuda:0").unwrap(),
+            Placement::Memory
+        );
+        let err = plan_gpu_trace(&b, Some(4 * gib), "cuda:0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cuda:0") && err.contains("--device cpu"),
+            "{err}"
+        );
+        assert_eq!(
+            plan_gpu_trace(&b, None, "metal:0").unwrap(),
+            Placement::Memory
+        );
+        // The CPU's plan is untouched by the GPU path, and the weights' check is the GPU's only.
+        assert!(check_weights_fit(u64::MAX, DType::BF16, &Device::Cpu).is_ok());
     }
 }

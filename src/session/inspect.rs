@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::flow::attention::{attention_rows, summarise, GroupMass};
+use crate::flow::attention::{attention_rows, summarise, summarise_heads, GroupMass};
 use crate::flow::generate::{
     generate_streaming, generate_until, logit_lens, prefill, prefill_knockout, Cache, LensRow,
 };
@@ -39,6 +39,8 @@ pub struct AttentionOutcome {
     pub map: Vec<Vec<f32>>,
     /// Per layer, the attention mass of each group.
     pub mass: Vec<GroupMass>,
+    /// Per layer and head, the attention mass of each group (`[layer][head]{group}`), when asked for.
+    pub per_head: Option<crate::flow::attention::HeadMass>,
 }
 
 impl Session {
@@ -127,6 +129,17 @@ impl Session {
     ) -> Result<Answer> {
         self.trace(watch)?;
         let set = knockout.map(|k| self.knockout_set(k)).transpose()?;
+        if set
+            .as_ref()
+            .is_some_and(|s| s.blocks.iter().any(|b| b.heads.is_some()))
+        {
+            return Err(Error::Request {
+                reason: "generating under a knockout of some heads only is not supported yet".into(),
+                fix: "generate under a knockout of all heads, or score the answer with knockout --heads \
+                      --answer TEXT"
+                    .into(),
+            });
+        }
         let (dec, trace) = self.parts()?;
         let t0 = Instant::now();
         let mut cache = match &set {
@@ -169,17 +182,37 @@ impl Session {
 
     /// Head-averaged attention of the `rows` queries to every position, per layer, and its mass per group.
     pub fn attention(&mut self, rows: &Selector) -> Result<AttentionOutcome> {
+        self.attention_with(rows, false)
+    }
+
+    /// [`Session::attention`], with each head's mass per group too when `per_head` (the same products:
+    /// the head-averaged map is the per-head maps' mean).
+    pub fn attention_with(&mut self, rows: &Selector, per_head: bool) -> Result<AttentionOutcome> {
         let rows = self.select(rows)?;
         let groups = self.groups().clone();
         self.trace(&Watch::none())?;
         let (dec, trace) = self.parts()?;
-        let maps = attention_rows(dec, trace, &rows, false)?;
+        let (maps, heads) = if per_head {
+            let heads = attention_rows(dec, trace, &rows, true)?;
+            let maps = heads
+                .iter()
+                .map(|h| h.mean(0))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            (maps, Some(summarise_heads(&heads, &groups)?))
+        } else {
+            (attention_rows(dec, trace, &rows, false)?, None)
+        };
         let mass = summarise(&maps, &groups)?;
         let map = maps
             .iter()
             .map(|t| t.mean(0)?.to_vec1())
             .collect::<candle_core::Result<_>>()?;
-        Ok(AttentionOutcome { rows, map, mass })
+        Ok(AttentionOutcome {
+            rows,
+            map,
+            mass,
+            per_head: heads,
+        })
     }
 
     /// The knockout-effect map coarse to fine ([`crate::flow::heatmap::effect_stages`]): groups, then

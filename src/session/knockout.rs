@@ -18,15 +18,73 @@ pub struct KnockoutBlock {
     pub target: Selector,
     pub start: usize,
     pub end: usize,
+    /// The query heads (0-based) the block applies in; `None`: all of them (`--heads`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heads: Option<Vec<usize>>,
+}
+
+/// A block's head list checked against the model's `n` heads: sorted, without repeats; every head listed is
+/// the same as none (`None`).
+pub fn heads_of(heads: Option<&[usize]>, n: usize) -> Result<Option<Vec<usize>>> {
+    let Some(hs) = heads else {
+        return Ok(None);
+    };
+    if hs.is_empty() {
+        return Err(Error::Request {
+            reason: "--heads lists no head".into(),
+            fix: format!("list query heads 0..{n}, e.g. --heads 0,3, or leave --heads out for all"),
+        });
+    }
+    if let Some(&bad) = hs.iter().find(|&&h| h >= n) {
+        return Err(Error::Request {
+            reason: format!("head {bad} does not exist: the model has {n} query heads per layer"),
+            fix: format!("list heads from 0 to {}", n - 1),
+        });
+    }
+    let mut v = hs.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    Ok((v.len() < n).then_some(v))
+}
+
+/// `0,3,5` → heads.
+pub fn parse_heads(s: &str) -> Result<Vec<usize>> {
+    s.split(',')
+        .map(|p| {
+            p.trim().parse::<usize>().map_err(|_| Error::Request {
+                reason: format!("{p:?} in --heads {s:?} is not a head index"),
+                fix: "list 0-based query heads separated by commas, e.g. --heads 0,3".into(),
+            })
+        })
+        .collect()
 }
 
 impl KnockoutBlock {
     /// `audio -> last, layers 0..9`.
     pub fn label(&self) -> String {
         format!(
-            "{} -> {}, layers {}..{}",
-            self.source, self.target, self.start, self.end
+            "{} -> {}, layers {}..{}{}",
+            self.source,
+            self.target,
+            self.start,
+            self.end,
+            self.heads_text()
         )
+    }
+
+    /// `, head 2` / `, heads 0,3` for a block of some heads; empty for all of them.
+    pub fn heads_text(&self) -> String {
+        match self.heads.as_deref() {
+            None => String::new(),
+            Some(hs) => format!(
+                ", head{} {}",
+                if hs.len() == 1 { "" } else { "s" },
+                hs.iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
     }
 }
 
@@ -54,6 +112,7 @@ impl KnockoutSpec {
                 target,
                 start,
                 end,
+                heads: None,
             }],
             token: None,
             control_seed: None,
@@ -71,11 +130,12 @@ impl KnockoutSpec {
         match self.main() {
             None => "nothing".into(),
             Some(b) => format!(
-                "{} -> {} in layers {}..{}{}",
+                "{} -> {} in layers {}..{}{}{}",
                 b.source,
                 b.target,
                 b.start,
                 b.end,
+                b.heads_text(),
                 match self.blocks.len() {
                     1 => String::new(),
                     n => format!(" and {} more blocks", n - 1),
@@ -132,6 +192,7 @@ impl Session {
                 targets: self.select(&b.target)?,
                 start: b.start,
                 end: b.end,
+                heads: heads_of(b.heads.as_deref(), self.decoder().num_heads())?,
             });
         }
         Ok(KnockoutSet { blocks })

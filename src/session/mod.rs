@@ -37,7 +37,7 @@ pub use crate::model::Positions;
 pub use answer::{csv_columns as answer_csv_columns, AnswerScores, AnswerSpec, Scored};
 pub use drop::{DropOutcome, DropSpec, Generated};
 pub use inspect::{Answer, AttentionOutcome, LensOutcome};
-pub use knockout::{KnockoutBlock, KnockoutOutcome, KnockoutSpec};
+pub use knockout::{heads_of, parse_heads, KnockoutBlock, KnockoutOutcome, KnockoutSpec};
 pub use sweep::{default_pairs, parse_pairs, SweepOutcome, SweepSpec};
 
 /// Status, progress and cancel for long work. The CLI passes [`Watch::none`]; the worker forwards
@@ -122,7 +122,15 @@ impl Model {
     /// Loads an already resolved checkpoint (the worker resolves first to report what it downloads).
     pub fn load(source: String, resolved: ResolvedModel, opts: &LoadOptions) -> Result<Self> {
         let t0 = Instant::now();
+        let dtype = opts.dtype_for(&resolved.dir);
+        budget::check_weights_fit(
+            resolved.parameters() as u64 * dtype.size_in_bytes() as u64,
+            dtype,
+            &opts.device,
+        )?;
+        let stamp = crate::model::loader::FolderStamp::of(&resolved.weight_files);
         let net = model::load_with(&resolved, opts)?;
+        stamp.check_unchanged()?;
         let load_seconds = t0.elapsed().as_secs_f64();
         let mut notes = Vec::new();
         let tokenizer = if crate::media::tokenizer::has_tokenizer(&resolved.dir) {
@@ -148,7 +156,6 @@ impl Model {
             ));
         }
         let repetition_penalty = resolved.arch.repetition_penalty(&resolved.dir);
-        let dtype = opts.dtype_for(&resolved.dir);
         Ok(Self {
             source,
             resolved,
@@ -441,7 +448,8 @@ impl Session {
             // Before anything runs: does the trace fit, and where do its residuals go?
             let dec = self.decoder();
             let need = budget::trace_budget(&dec.cfg, self.prompt.len(), dec.dtype());
-            let placement = budget::plan_trace(&need, budget::available_memory(dec.device()))?;
+            let placement =
+                budget::plan_trace(&need, budget::available_memory(dec.device()), dec.device())?;
             let t0 = Instant::now();
             watch.status("Encoding audio and video…");
             let e = self.embed()?;

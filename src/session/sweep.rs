@@ -24,6 +24,8 @@ pub struct SweepSpec {
     pub tokens: Vec<Option<u32>>,
     /// A typed answer and multiple-choice options scored in every window too.
     pub answers: AnswerSpec,
+    /// The query heads every window's knockout applies in (`None`: all; `--heads`).
+    pub heads: Option<Vec<usize>>,
 }
 
 impl SweepSpec {
@@ -35,6 +37,7 @@ impl SweepSpec {
             align: Align::Center,
             tokens: vec![None],
             answers: AnswerSpec::default(),
+            heads: None,
         }
     }
 }
@@ -128,6 +131,16 @@ pub fn default_pairs(groups: &Groups) -> Vec<(Selector, Selector)> {
 impl Session {
     /// The pairs' positions, labelled with their selectors.
     pub fn resolve_pairs(&self, pairs: &[(Selector, Selector)]) -> Result<Vec<Pair>> {
+        self.resolve_pairs_in_heads(pairs, None)
+    }
+
+    /// [`Session::resolve_pairs`] for knockouts in the query heads `heads` only.
+    pub fn resolve_pairs_in_heads(
+        &self,
+        pairs: &[(Selector, Selector)],
+        heads: Option<&[usize]>,
+    ) -> Result<Vec<Pair>> {
+        let heads = super::knockout::heads_of(heads, self.decoder().num_heads())?;
         pairs
             .iter()
             .map(|(s, t)| {
@@ -136,6 +149,7 @@ impl Session {
                     target: t.to_string(),
                     sources: self.select(s)?,
                     targets: self.select(t)?,
+                    heads: heads.clone(),
                 })
             })
             .collect()
@@ -145,7 +159,7 @@ impl Session {
     /// (pairs × layers); cancel stops between two batched layer calls.
     pub fn sweep(&mut self, spec: &SweepSpec, watch: &Watch) -> Result<SweepOutcome> {
         self.trace(watch)?;
-        let pairs = self.resolve_pairs(&spec.pairs)?;
+        let pairs = self.resolve_pairs_in_heads(&spec.pairs, spec.heads.as_deref())?;
         let total = pairs.len() * self.decoder().num_layers();
         watch.status(&format!(
             "Sweeping {} pairs ({total} windows)…",

@@ -26,6 +26,8 @@ mod answer_tests;
 mod ask;
 mod export_drop;
 #[cfg(test)]
+mod heads_tests;
+#[cfg(test)]
 mod heatmap_tests;
 #[cfg(test)]
 mod history_tests;
@@ -365,7 +367,7 @@ impl AvflowApp {
             panels,
             workspace,
             status: Status::Info("Ready.".into()),
-            notes: plan.notes,
+            notes: plan.notes.into_iter().chain(opts.device_note).collect(),
             demo,
             demo_loaded: false,
             recent,
@@ -751,6 +753,7 @@ impl AvflowApp {
             ..HeatmapView::default()
         };
         self.view.drop = super::drop::DropView::default();
+        self.view.heads = Default::default();
         self.cancel_generate();
         self.view.generation = Default::default();
         // A picked token belongs to the old prompt's top-k; a typed answer and options carry over.
@@ -846,11 +849,12 @@ impl AvflowApp {
                 );
                 if let Some(main) = outcome.spec.main() {
                     self.status = Status::Info(format!(
-                        "Knocked out {} -> {} in layers {}..{}{}.",
+                        "Knocked out {} -> {} in layers {}..{}{}{}.",
                         main.source,
                         main.target,
                         main.start,
                         main.end,
+                        main.heads_text(),
                         match outcome.spec.blocks.len() - 1 {
                             0 => String::new(),
                             1 => " and 1 toggled block".into(),
@@ -915,6 +919,15 @@ impl AvflowApp {
                 });
             }
             Reply::Drop(outcome) => self.on_drop_done(outcome),
+            Reply::Heads { per_head, .. } => {
+                self.view.heads = super::heads::HeadsView {
+                    per_head: Some(per_head),
+                    pending: false,
+                };
+                self.status = Status::Info(
+                    "Heads measured: click a cell to knock its group out of last in that head only.".into(),
+                );
+            }
             Reply::MediaReady { inputs, preview } => {
                 self.status = Status::Info(format!(
                     "Prepared {} in {:.2} s ({} positions).",
@@ -1205,6 +1218,11 @@ impl eframe::App for AvflowApp {
                 Action::Knockout(req) => self.run_knockout(req),
                 Action::Sweep { pairs, window } => self.run_sweep(pairs, window),
                 Action::SelectTime(r) => self.view.time_selection = r,
+                Action::AskRange(r) => {
+                    self.prompt.set_range_from_timeline(r.start_s(), r.end_s());
+                    self.view.time_selection = None;
+                    self.ask();
+                }
                 Action::UseSpan(role, selector) => {
                     let serial = self.view.span_pick.as_ref().map_or(0, |p| p.serial) + 1;
                     self.status = Status::Info(format!(
@@ -1226,6 +1244,14 @@ impl eframe::App for AvflowApp {
                 Action::Heatmap(metric) => self.show_heatmap(metric),
                 Action::CancelHeatmap => self.cancel_heatmap(),
                 Action::Drop(req) => self.run_drop(req),
+                Action::Heads => {
+                    if self
+                        .submit(Request::Heads(Selector::group("last")))
+                        .is_some()
+                    {
+                        self.view.heads.pending = true;
+                    }
+                }
                 Action::CancelDrop => self.cancel_drop(),
                 Action::Export(req) => self.export_figure(req),
                 Action::PickSpan {
@@ -1717,6 +1743,7 @@ mod tests {
             targets: session.groups().select("last").expect("last"),
             start: 0,
             end: 3,
+            heads: None,
         };
         let trace = &session.traced().expect("the demo session is traced").trace;
         let lib = ko.score(session.decoder(), trace, None).expect("score");
@@ -1809,6 +1836,7 @@ mod tests {
             video: video.map(Path::to_path_buf),
             question: question.map(str::to_string),
             device: Device::Cpu,
+            device_note: None,
             dtype: DType::F32,
             auto_dtype: false,
             positions: crate::model::Positions::Inference,
@@ -1928,6 +1956,7 @@ mod tests {
             targets: session.select_str("last").expect("last"),
             start: main.start,
             end: main.end,
+            heads: None,
         };
         let trace = &session.traced().expect("the session is traced").trace;
         let lib = ko.score(session.decoder(), trace, None).expect("score");
@@ -1947,6 +1976,64 @@ mod tests {
         harness.remove_cursor();
         harness.run_steps(3);
         save_screenshot(&mut harness, "media.png");
+
+        // The same seconds as a time range of the clip: asked again from 1 s to 3 s only, as `avflow
+        // prepare --start 1 --end 3` (4 frames at 2 fps, 2 s of sound).
+        let first_inputs = media.inputs.clone();
+        // (accesskit: the pointer left the window for the screenshot.)
+        harness
+            .get_by_label("Ask about these seconds")
+            .click_accesskit();
+        let asked = step_until(&mut harness, Duration::from_secs(300), |app| {
+            !app.view().busy
+                && (app
+                    .view()
+                    .media
+                    .as_ref()
+                    .is_some_and(|m| m.inputs != first_inputs)
+                    || matches!(app.status(), Status::Error { .. }))
+        });
+        assert!(asked, "not asked again: {:?}", harness.state().status());
+        let app = harness.state();
+        assert_eq!(
+            (app.prompt.start.as_str(), app.prompt.end.as_str()),
+            ("1", "3")
+        );
+        let ranged = app.view().media.clone().expect("media");
+        assert_eq!(ranged.preview.items[0].frames.len(), 4);
+        // 2 s of the 4-s clip (the spectrogram rounds up to its last window).
+        assert!(
+            (ranged.preview.duration_s() - 2.0).abs() < 0.15,
+            "{}",
+            ranged.preview.duration_s()
+        );
+        let opts = crate::media::prepare::PrepareOptions {
+            range: crate::media::prepare::TimeRange::new(Some(1.0), Some(3.0)).unwrap(),
+            ..Default::default()
+        };
+        let resolved = crate::model::loader::resolve_dir(
+            crate::model::loader::ModelSource::Local(model.clone()),
+            &model,
+        )
+        .unwrap();
+        let p = resolved
+            .arch
+            .prepare(
+                &resolved.dir,
+                &[crate::media::prepare::Item::Video(clip.clone())],
+                "What is making the sound?",
+                &opts,
+                &Device::Cpu,
+            )
+            .unwrap();
+        let app_ids = crate::tensor_io::load(&ranged.inputs, &Device::Cpu).unwrap()["input_ids"]
+            .flatten_all()
+            .unwrap()
+            .to_dtype(DType::U32)
+            .unwrap()
+            .to_vec1::<u32>()
+            .unwrap();
+        assert_eq!(app_ids, p.input_ids);
     }
 
     /// A file that is not media, dropped with a question typed: the library's error (naming the file) is

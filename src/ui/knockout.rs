@@ -164,6 +164,7 @@ impl KnockoutSettings {
                     target: self.target.clone(),
                     start,
                     end,
+                    heads: None,
                 };
                 if !self.extra.contains(&block) {
                     self.extra.push(block);
@@ -334,6 +335,7 @@ pub fn toggle_blocks(
                     target: target.clone(),
                     start,
                     end,
+                    heads: None,
                 })
         })
         .collect()
@@ -547,7 +549,8 @@ pub fn summary(view: &KnockoutOutcome, selection: Option<&KnockoutSpec>) -> Knoc
         color: change_color(res.rel_change),
         top1: format!("top-1 after {}", token_text(&view.top1)),
         request: request_label(r),
-        stale: selection.is_some_and(|s| s != r),
+        // A result of some heads only came from the heads view, not from these controls: shown as is.
+        stale: selection.is_some_and(|s| s != r) && r.blocks.iter().all(|b| b.heads.is_none()),
     }
 }
 
@@ -1135,6 +1138,7 @@ mod tests {
             target: sel(t),
             start: a,
             end: b,
+            heads: None,
         }
     }
 

@@ -777,6 +777,16 @@ impl MediaPanel {
             {
                 actions.push(Action::UseSpan(SpanRole::Target, selector.clone()));
             }
+            if ui
+                .button("Ask about these seconds")
+                .on_hover_text(
+                    "Prepare the clip again from these seconds only and answer (the From/To fields of the \
+                     question row; as avflow prepare --start --end)",
+                )
+                .clicked()
+            {
+                actions.push(Action::AskRange(r));
+            }
             if ui.button("Clear selection").clicked() {
                 actions.push(Action::SelectTime(None));
             }

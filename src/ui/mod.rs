@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dialog;
 pub mod drop;
 pub mod figure;
+pub mod heads;
 pub mod heatmap;
 pub mod heatmap_gpu;
 pub mod heatmap_pick;
@@ -41,6 +42,8 @@ pub struct AppOptions {
     /// The question to ask (with `video`); alone it pre-fills the Question field.
     pub question: Option<String>,
     pub device: Device,
+    /// Why `--device auto` left a GPU unused (shown as a note).
+    pub device_note: Option<String>,
     pub dtype: DType,
     /// Load models in their checkpoint's own dtype (`dtype` where it names none).
     pub auto_dtype: bool,

@@ -32,6 +32,8 @@ pub enum Action {
     CancelSweep,
     /// Select these seconds of the media timeline (`None`: clear the selection).
     SelectTime(Option<TimeRange>),
+    /// Ask the question again about these seconds of the timeline only (a time range of the clip).
+    AskRange(TimeRange),
     /// Hand a selector (`@1-3`) to the knockout panel as its source or target.
     UseSpan(SpanRole, Selector),
     /// Show this heatmap metric, computing it unless it is already there or on its way.
@@ -42,6 +44,8 @@ pub enum Action {
     Drop(DropSpec),
     /// Stop the running drop computation.
     CancelDrop,
+    /// Measure each head's attention from `last` (the heads view).
+    Heads,
     /// Save a view's figure (sweep, heatmap, drop curve) with the command line's writers.
     Export(ExportRequest),
     /// A span picked on the heatmap: as the knockout's source or target, with its layers when dragged,
@@ -225,6 +229,8 @@ pub struct ViewState {
     pub tracked: Tracked,
     /// The model's own answers, with and without the knockout.
     pub generation: GenerationView,
+    /// Each head's attention from `last` to every group.
+    pub heads: super::heads::HeadsView,
     /// The knockouts tried on this model and prompt.
     pub history: super::history::HistoryView,
     /// A request for the knockout panel to adopt (re-applied from the history); `serial` grows with
@@ -250,6 +256,7 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
         Box::new(super::sweep::SweepPanel::default()),
         Box::new(super::heatmap::HeatmapPanel::default()),
         Box::new(super::drop::DropPanel::default()),
+        Box::new(super::heads::HeadsPanel::default()),
     ]
 }
 
@@ -262,7 +269,10 @@ mod tests {
         let names: Vec<&str> = registry().iter().map(|p| p.name()).collect();
         assert_eq!(
             names,
-            vec!["Tokens", "Media", "Answer", "Knockout", "History", "Sweep", "Heatmap", "Drop"]
+            vec![
+                "Tokens", "Media", "Answer", "Knockout", "History", "Sweep", "Heatmap", "Drop",
+                "Heads"
+            ]
         );
     }
 

@@ -153,7 +153,9 @@ impl SessionEngine {
         ctx.status("Building the timeline (thumbnails, waveform, spectrogram)…");
         let prompt = &self.session()?.prompt;
         let views = m.arch().media_views(prompt)?;
-        let load_16k = |p: &Path| crate::media::audio::load_16k(p);
+        // The waveform of what was asked about: the time range's samples when there is one.
+        let range = req.options.range;
+        let load_16k = |p: &Path| crate::media::audio::load_16k_range(p, range.as_ref());
         let mut preview: MediaPreview = crate::media::preview::build(
             &views,
             &prompt.map,
@@ -255,6 +257,15 @@ impl Engine for SessionEngine {
                     token: (token, s.model.token_text(token)),
                     seconds: t0.elapsed().as_secs_f32(),
                 })])
+            }
+            Request::Heads(rows) => {
+                let s = self.session()?;
+                ctx.status(format!("Measuring each head's attention from {rows}…"));
+                let out = s.attention_with(rows, true)?;
+                Ok(vec![Reply::Heads {
+                    rows: rows.clone(),
+                    per_head: Arc::new(out.per_head.unwrap_or_default()),
+                }])
             }
             Request::Drop(spec) => {
                 let s = self.session()?;

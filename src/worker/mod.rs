@@ -71,6 +71,8 @@ pub enum Request {
     Heatmap(HeatMetric),
     /// The drop view: what removing positions costs and saves.
     Drop(DropSpec),
+    /// Each query head's attention mass per group, from these query rows, in every layer (the heads view).
+    Heads(crate::prompt::Selector),
     /// The model's own greedy answer, with the knockout or without (`None`); streamed: a
     /// [`Reply::Generated`] per token, the last one `done`.
     Generate(GenerateSpec),
@@ -101,7 +103,7 @@ impl Request {
     fn latest_wins(&self) -> bool {
         matches!(
             self,
-            Request::Knockout(_) | Request::Heatmap(_) | Request::Drop(_)
+            Request::Knockout(_) | Request::Heatmap(_) | Request::Drop(_) | Request::Heads(_)
         )
     }
 
@@ -120,6 +122,7 @@ impl Request {
             Request::Heatmap(metric) => format!("computing the {} heatmap", metric.name()),
             Request::PrepareMedia(r) => format!("preparing {}", item_names(&r.items)),
             Request::Drop(d) => format!("dropping {} from layer {}", d.selector, d.from_layer),
+            Request::Heads(rows) => format!("measuring each head's attention from {rows}"),
             Request::Generate(g) => match &g.knockout {
                 Some(k) => format!("generating the answer with {} knocked out", k.describe()),
                 None => "generating the answer".into(),
@@ -149,6 +152,7 @@ impl Request {
             Request::Heatmap(_) => {
                 "load a model and inputs first; the question metric needs a prompt with a question"
             }
+            Request::Heads(_) => "load a model and inputs first",
             Request::Drop(_) => {
                 "tick a media group this prompt has (or select seconds with sound or pictures) and a layer below the model's layer count"
             }
@@ -236,6 +240,11 @@ pub enum Reply {
     Sweep(Vec<SweepRecord>),
     Heatmap(HeatmapOutcome),
     Drop(Arc<DropOutcome>),
+    /// Each head's attention mass per group (`[layer][head]{group}`) from the query rows it names.
+    Heads {
+        rows: crate::prompt::Selector,
+        per_head: Arc<crate::flow::attention::HeadMass>,
+    },
     /// A greedy answer as it grows (one per token), the last one `done`.
     Generated(Generation),
 }
@@ -292,6 +301,17 @@ impl Failure {
         Failure::Error {
             message: message.into(),
             fix: Some(fix.into()),
+        }
+    }
+
+    /// A GPU's failure (out of memory, a driver error) gets the GPU's fix when it brought none.
+    pub fn or_gpu_fix(self) -> Self {
+        match self {
+            Failure::Error { message, fix: None } => {
+                let fix = crate::device::gpu_failure_fix(None, &message);
+                Failure::Error { message, fix }
+            }
+            other => other,
         }
     }
 
@@ -656,7 +676,7 @@ fn run_loop<E: Engine>(
                     Finish::Done
                 }
                 Ok(Err(Failure::Cancelled)) => Finish::Cancelled,
-                Ok(Err(f)) => match f.or_fix(request.default_fix()) {
+                Ok(Err(f)) => match f.or_gpu_fix().or_fix(request.default_fix()) {
                     Failure::Error { message, fix } => Finish::Failed { message, fix },
                     Failure::Cancelled => Finish::Cancelled,
                 },

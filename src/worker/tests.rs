@@ -305,6 +305,13 @@ impl Engine for Fake {
                     answers: None,
                 }))])
             }
+            Request::Heads(rows) => Ok(vec![Reply::Heads {
+                rows: rows.clone(),
+                per_head: Arc::new(vec![vec![
+                    [("audio".to_string(), 0.5)].into_iter().collect();
+                    2
+                ]]),
+            }]),
         }
     }
 }
@@ -693,6 +700,7 @@ fn extra_blocks_run_with_the_knockout() {
         target: sel("last"),
         start: 1,
         end: 2,
+        heads: None,
     };
     let with = |extra: KnockoutBlock| {
         let mut spec = KnockoutSpec::single(sel("audio"), sel("last"), 0, 1);

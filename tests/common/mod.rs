@@ -17,10 +17,40 @@ pub fn fixtures() -> PathBuf {
     }
 }
 
-/// The device the model runs on: `AVFLOW_TEST_DEVICE` (cpu, cuda, cuda:N, metal), default cpu.
+/// Runs the ffmpeg CLI quietly (overwriting), failing the test with its message (media made at test time).
+#[allow(dead_code)]
+pub fn ffmpeg(args: &[&str]) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg (the CLI; scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The device the model runs on: `AVFLOW_TEST_DEVICE` (auto, cpu, cuda, cuda:N, metal), default cpu. The
+/// first call says which device that is on stderr (`tools/gpu_check.sh` records the line).
+#[allow(dead_code)]
 pub fn device() -> Device {
+    static SAID: std::sync::Once = std::sync::Once::new();
     let name = std::env::var("AVFLOW_TEST_DEVICE").unwrap_or_else(|_| "cpu".into());
-    avflow::device::parse_device(&name).unwrap()
+    let chosen = avflow::device::resolve(name.parse().unwrap()).unwrap();
+    SAID.call_once(|| {
+        eprintln!(
+            "test device: {} (AVFLOW_TEST_DEVICE={name}){}",
+            chosen.name,
+            chosen
+                .note
+                .as_deref()
+                .map(|n| format!("; {n}"))
+                .unwrap_or_default()
+        )
+    });
+    chosen.device
 }
 
 /// A golden case (`tests/fixtures/goldens/CASE`): its `meta.json`, the tiny model it names

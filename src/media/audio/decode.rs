@@ -25,9 +25,33 @@ enum Sym {
     Broken(String),
 }
 
+/// Runs a symphonia call, turning a panic inside it (its parsers do arithmetic on a file's fields that a
+/// corrupt file overflows) into `None`, without the panic message reaching the user: FFmpeg gets the file
+/// next, and whatever fails is avflow's error to report.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    thread_local! {
+        static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(false));
+    out.ok()
+}
+
 pub(super) fn decode(path: &Path) -> Result<Decoded> {
     check_file(path)?;
-    let sym_reason = match symphonia_decode(path) {
+    let sym = guarded(|| symphonia_decode(path))
+        .unwrap_or_else(|| Sym::Unsupported("its parser failed on this file".into()));
+    let sym_reason = match sym {
         Sym::Decoded(d) => return finish(path, d),
         Sym::Broken(reason) => return Err(err(path, reason)),
         Sym::Unsupported(reason) => reason,
@@ -42,10 +66,11 @@ pub(super) fn decode(path: &Path) -> Result<Decoded> {
 /// missing, empty or not media at all.
 pub(super) fn has_audio(path: &Path) -> Result<bool> {
     check_file(path)?;
-    if let Ok(format) = symphonia_probe(path) {
-        if format.default_track(TrackType::Audio).is_some() {
-            return Ok(true);
-        }
+    let probed = guarded(|| {
+        symphonia_probe(path).is_ok_and(|f| f.default_track(TrackType::Audio).is_some())
+    });
+    if probed == Some(true) {
+        return Ok(true);
     }
     ffmpeg_init();
     match ffmpeg_next::format::input(crate::media::ffmpeg_path(path)?) {
@@ -245,7 +270,7 @@ fn downmix_interleaved(x: &[f32], ch: usize, out: &mut Vec<f32>) {
 fn ffmpeg_init() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
-        let _ = ffmpeg_next::init();
+        let _ = crate::media::ffmpeg_init();
     });
 }
 

@@ -39,7 +39,8 @@ pub(super) fn open(path: &Path) -> Result<Opened> {
 /// [`open`] for a stream read as `used_as` (which decides the conversion an unsupported codec's error
 /// suggests).
 pub(super) fn open_as(path: &Path, used_as: StreamUse) -> Result<Opened> {
-    ffmpeg::init().map_err(|e| err(path, format!("could not initialise FFmpeg: {e}")))?;
+    crate::media::ffmpeg_init()
+        .map_err(|e| err(path, format!("could not initialise FFmpeg: {e}")))?;
     match std::fs::metadata(path) {
         Err(e) => return Err(err(path, format!("cannot read file: {e}"))),
         Ok(m) if m.len() == 0 => return Err(err(path, "file is empty (0 bytes)")),
@@ -51,11 +52,34 @@ pub(super) fn open_as(path: &Path, used_as: StreamUse) -> Result<Opened> {
             format!("not a readable media file ({e}). Fix: give a video (mp4, mkv, webm, mov…) or an image"),
         )
     })?;
+    // A still picture opened as a video (FFmpeg reads PNG, JPEG, … as one-frame streams): say so.
+    let format = ictx.format().name().to_string();
+    if used_as == StreamUse::Video
+        && (format == "image2" || (format.ends_with("_pipe") && format != "gif_pipe"))
+    {
+        let kind = format.trim_end_matches("_pipe");
+        return Err(err(
+            path,
+            format!(
+                "is an image ({kind}), not a video. Fix: pass it with --image (in a manifest: \"image\"), or \
+                 make a clip of it (ffmpeg -loop 1 -i IMAGE -t 2 CLIP.mp4)"
+            ),
+        ));
+    }
     let has_audio = ictx.streams().best(ffmpeg::media::Type::Audio).is_some();
     let stream = ictx
         .streams()
         .best(ffmpeg::media::Type::Video)
-        .ok_or_else(|| err(path, "has no video stream (audio only?)"))?;
+        .ok_or_else(|| {
+            err(
+                path,
+                if has_audio {
+                    "has no video stream, only sound. Fix: pass it with --audio (in a manifest: \"audio\")"
+                } else {
+                    "has no video stream"
+                },
+            )
+        })?;
     check_decodable(path, &stream.parameters(), used_as)?;
     let tb = stream.time_base();
     let time_base = f64::from(tb);
@@ -111,7 +135,9 @@ pub(super) struct Entry {
 }
 
 /// Demuxes (no decoding) the video packets: the frame count torchvision's reader got by decoding every
-/// frame, and each frame's timestamp. `None` when packets carry no timestamps (then we decode sequentially).
+/// frame, and each frame's timestamp. `None` when some packet carries no presentation timestamp (then we
+/// decode sequentially): MPEG program streams stamp only some packets, and a decode timestamp in its place
+/// is one frame off where frames are reordered, so frames would be looked for at times they do not have.
 pub(super) fn index(o: &mut Opened) -> Option<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut have_ts = true;
@@ -119,7 +145,7 @@ pub(super) fn index(o: &mut Opened) -> Option<Vec<Entry>> {
         if stream.index() != o.stream_index {
             continue;
         }
-        match packet.pts().or(packet.dts()) {
+        match packet.pts() {
             Some(pts) => entries.push(Entry {
                 pts,
                 key: packet.is_key(),

@@ -188,6 +188,7 @@ pub fn prepare(
         min_pixels: opts.min_pixels,
         max_pixels: opts.max_pixels,
         total_pixels: None,
+        range: opts.range,
     };
     let image_opts = video::ImageOptions {
         min_pixels: opts.min_pixels.unwrap_or(video::IMAGE_MIN_PIXELS),
@@ -199,9 +200,12 @@ pub fn prepare(
     for it in items {
         if let Item::Video(p) = it {
             let info = video::probe_video(p)?;
-            estimate += video::estimate_tokens(&info, &video_opts)?;
+            estimate += video::estimate_tokens(&info, &video_opts).map_err(|e| Error::Inputs {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?;
             if opts.use_audio_in_video && info.has_audio {
-                estimate += (info.duration_s * 25.0).ceil() as usize;
+                estimate += (opts.timed_seconds(info.duration_s) * 25.0).ceil() as usize;
                 with_sound += 1;
             } else if opts.use_audio_in_video {
                 silent = silent.or(Some(p));
@@ -217,6 +221,7 @@ pub fn prepare(
             budget: opts.token_budget,
         });
     }
+    notes.extend(opts.range_note(items));
     let mut media = Vec::new();
     let mut kinds = Vec::new();
     for it in items {
@@ -225,7 +230,7 @@ pub fn prepare(
                 let sampled = video::sample_video(p, &video_opts)?;
                 let v = video::preprocess_video(&sampled)?;
                 let a = if opts.use_audio_in_video {
-                    match AudioFeatures::from_path(p, device) {
+                    match AudioFeatures::from_path_range(p, opts.range.as_ref(), device) {
                         Ok(a) => Some(a),
                         Err(e) if audio::is_no_audio(&e) => {
                             notes.push(format!(
@@ -243,7 +248,11 @@ pub fn prepare(
                 kinds.push("video");
             }
             Item::Audio(p) => {
-                media.push(Media::Audio(AudioFeatures::from_path(p, device)?));
+                media.push(Media::Audio(AudioFeatures::from_path_range(
+                    p,
+                    opts.range.as_ref(),
+                    device,
+                )?));
                 kinds.push("audio");
             }
             Item::Image(p) => {

@@ -278,6 +278,7 @@ mod tests {
             targets: vec![11],
             start: 0,
             end: 2,
+            heads: None,
         }
         .run_full(
             s.decoder(),

@@ -28,7 +28,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::media::audio::{self, log_mel_padded, N_MELS, SAMPLE_RATE};
-use crate::media::prepare::{load_tokenizer, Item, PrepareOptions, Prepared};
+use crate::media::prepare::{load_tokenizer, Item, PrepareOptions, Prepared, TimeRange};
 use crate::media::video::{
     self, preprocess_frames, Filter, FrameIndex, ImageInputs, VideoInputs, IMAGE_FACTOR,
 };
@@ -207,9 +207,30 @@ fn inputs_err(path: &Path, reason: impl Into<String>) -> Error {
     }
 }
 
-/// The authors' sound: 16 kHz mono through FFmpeg's resampler, as torchcodec's `AudioDecoder` gives it.
-fn load_wave(path: &Path) -> Result<Vec<f32>> {
-    let wave = audio::load_16k_ffmpeg(path)?;
+/// The authors' sound: 16 kHz mono through FFmpeg's resampler, as torchcodec's `AudioDecoder` gives it, cut
+/// to the time range at 16 kHz (their code has no range: this is theirs on the range's samples).
+fn load_wave_range(path: &Path, range: Option<&TimeRange>) -> Result<Vec<f32>> {
+    let mut wave = audio::load_16k_ffmpeg(path)?;
+    if let Some(r) = range {
+        let keep = r.samples(audio::SAMPLE_RATE, wave.len());
+        wave.truncate(keep.end);
+        wave.drain(..keep.start);
+    }
+    Ok(wave)
+}
+
+/// [`load_wave_range`] for an audio item, which must have sound there.
+fn load_wave(path: &Path, range: Option<&TimeRange>) -> Result<Vec<f32>> {
+    let wave = load_wave_range(path, range)?;
+    if let (true, Some(r)) = (wave.is_empty(), range) {
+        return Err(inputs_err(
+            path,
+            format!(
+                "has no sound in the time range {}; choose --start and --end inside the clip",
+                r.describe()
+            ),
+        ));
+    }
     if wave.is_empty() {
         return Err(inputs_err(
             path,
@@ -219,8 +240,9 @@ fn load_wave(path: &Path) -> Result<Vec<f32>> {
     Ok(wave)
 }
 
-/// `video_torchcodec` + `process_video_frames`.
-fn prepare_video(path: &Path, s: &Sampling) -> Result<VideoInputs> {
+/// `video_torchcodec` + `process_video_frames`. A time range is read as a clip of its own frames
+/// (qwen-omni-utils' rule picks them: `ceil(start·fps)` ..= `floor(end·fps)`), at the whole stream's rate.
+fn prepare_video(path: &Path, s: &Sampling, range: Option<&TimeRange>) -> Result<VideoInputs> {
     let stream = FrameIndex::read(path)?;
     // `num_frames / average_fps`, torchcodec's exact mode: `average_fps = num_frames / (end − begin)` from
     // the packets (the header's rate when they lack timestamps).
@@ -229,9 +251,12 @@ fn prepare_video(path: &Path, s: &Sampling) -> Result<VideoInputs> {
         Some((begin, end)) => n_all / (end - begin),
         None => stream.fps,
     };
-    let length = n_all / fps;
+    let (first, last) =
+        video::frame_range(stream.total_frames, fps, range).map_err(|e| inputs_err(path, e))?;
+    let count = last - first + 1;
+    let length = count as f64 / fps;
     let n = frame_count(length, s.interval);
-    let indices = frame_indices(stream.total_frames, n);
+    let indices: Vec<usize> = frame_indices(count, n).iter().map(|i| first + i).collect();
     let max = frame_max_pixels(indices.len(), s.frame_max_pixels);
     let min = s.frame_min_pixels;
     let (frames, _) = stream.decode(
@@ -298,7 +323,7 @@ pub fn prepare(
     for it in items {
         if let Item::Video(p) = it {
             let info = video::probe_video(p)?;
-            let n = frame_count(info.duration_s, sampling.interval);
+            let n = frame_count(opts.timed_seconds(info.duration_s), sampling.interval);
             let max = frame_max_pixels(n, sampling.frame_max_pixels);
             let (h, w) = hf_smart_resize(
                 info.height as usize,
@@ -309,7 +334,8 @@ pub fn prepare(
             .map_err(|e| inputs_err(p, e))?;
             estimate += n.div_ceil(2) * (h / IMAGE_FACTOR) * (w / IMAGE_FACTOR);
             if opts.use_audio_in_video && info.has_audio {
-                estimate += (info.duration_s.max(1.0) / 30.0).ceil() as usize * TOKENS_PER_SEGMENT;
+                estimate += (opts.timed_seconds(info.duration_s).max(1.0) / 30.0).ceil() as usize
+                    * TOKENS_PER_SEGMENT;
             }
         }
     }
@@ -319,18 +345,24 @@ pub fn prepare(
             budget: opts.token_budget,
         });
     }
+    notes.extend(opts.range_note(items));
+    let range = opts.range.as_ref();
     let mut media = Vec::new();
     for it in items {
         match it {
             Item::Video(p) => {
-                let v = prepare_video(p, &sampling)?;
+                let v = prepare_video(p, &sampling, range)?;
                 let a = if opts.use_audio_in_video {
-                    match audio::load_16k_ffmpeg(p) {
+                    match load_wave_range(p, range) {
                         Ok(w) if !w.is_empty() => Some(audio_segments(&w)),
                         Ok(_) => {
                             notes.push(format!(
-                                "{} has an empty audio track: using its video only",
-                                p.display()
+                                "{} has no sound {}: using its video only",
+                                p.display(),
+                                range.map_or("(an empty audio track)".into(), |r| format!(
+                                    "in {}",
+                                    r.describe()
+                                ))
                             ));
                             None
                         }
@@ -348,7 +380,7 @@ pub fn prepare(
                 };
                 media.push(Media::Video(v, a));
             }
-            Item::Audio(p) => media.push(Media::Audio(audio_segments(&load_wave(p)?))),
+            Item::Audio(p) => media.push(Media::Audio(audio_segments(&load_wave(p, range)?))),
             Item::Image(p) => {
                 let img = video::load_image(p)?;
                 let (h, w) = hf_smart_resize(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use egui::{Key, RichText};
 
 use crate::media::cache::cache_file_name;
-use crate::media::prepare::{Item, PrepareOptions};
+use crate::media::prepare::{Item, PrepareOptions, TimeRange as ClipRange};
 use crate::ui::dialog::{dialog_support, pick_file, DialogSupport};
 use crate::ui::media_input::{
     add_media, ask_problem, classify, item_label, open_order, remember, supported_text, Opened,
@@ -54,6 +54,11 @@ pub(super) struct AskState {
     pub dialog_for: OpenFor,
     /// Where prepared inputs are written.
     pub cache_dir: PathBuf,
+    /// The From/To fields: seconds of each video and audio item to ask about (empty: the whole clip).
+    pub start: String,
+    pub end: String,
+    /// The range the prompt on screen was prepared with (its timeline counts from its start).
+    pub asked_range: Option<ClipRange>,
 }
 
 impl AskState {
@@ -67,12 +72,48 @@ impl AskState {
             focus_question: false,
             dialog_for: OpenFor::Inputs,
             cache_dir,
+            start: String::new(),
+            end: String::new(),
+            asked_range: None,
         }
+    }
+
+    /// The From/To fields as a time range, or `(message, fix)` for text that is not one.
+    pub fn range(&self) -> Result<Option<ClipRange>, (String, String)> {
+        let fix = || {
+            "type seconds from the clip's start (e.g. 12.5), the end after the start, or leave both empty for \
+             the whole clip"
+                .to_string()
+        };
+        let seconds = |text: &str, what: &str| -> Result<Option<f64>, (String, String)> {
+            let t = text.trim();
+            if t.is_empty() {
+                return Ok(None);
+            }
+            t.parse::<f64>().map(Some).map_err(|_| {
+                (
+                    format!("the range's {what} {t:?} is not a number of seconds"),
+                    fix(),
+                )
+            })
+        };
+        ClipRange::new(seconds(&self.start, "start")?, seconds(&self.end, "end")?)
+            .map_err(|e| (e.to_string(), fix()))
+    }
+
+    /// Puts seconds `a..b` of the prompt on screen in the From/To fields (its timeline counts from the
+    /// range it was asked with).
+    pub fn set_range_from_timeline(&mut self, a: f64, b: f64) {
+        let offset = self.asked_range.map_or(0.0, |r| r.start);
+        let text = |s: f64| format!("{}", (s * 1000.0).round() / 1000.0);
+        self.start = text(offset + a);
+        self.end = text(offset + b);
     }
 
     pub fn options(&self) -> PrepareOptions {
         PrepareOptions {
             use_audio_in_video: self.use_audio_in_video,
+            range: self.range().ok().flatten(),
             ..PrepareOptions::default()
         }
     }
@@ -90,6 +131,13 @@ impl AvflowApp {
             if !self.prompt.items.is_empty() {
                 self.prompt.focus_question = true;
             }
+            return;
+        }
+        if let Err((message, fix)) = self.prompt.range() {
+            self.status = Status::Error {
+                message,
+                fix: Some(fix),
+            };
             return;
         }
         if self.view.model.is_none() {
@@ -117,6 +165,7 @@ impl AvflowApp {
         let items = self.prompt.items.clone();
         let question = self.prompt.question.trim().to_string();
         let options = self.prompt.options();
+        self.prompt.asked_range = options.range;
         let out = self
             .prompt
             .cache_dir
@@ -346,6 +395,27 @@ impl AvflowApp {
                         "Interleave each video's own audio track with its frames (qwen-omni-utils' \
                          use_audio_in_video); off: pictures only",
                     );
+            }
+            if self.prompt.items.iter().any(|i| !matches!(i, Item::Image(_))) {
+                let hover = "Ask about these seconds of each video and audio item only (as `avflow prepare \
+                             --start S --end E`); empty: the whole clip. Or drag on the timeline and press \
+                             'Ask about these seconds'.";
+                let from = ui.label("seconds");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.prompt.start)
+                        .hint_text("start")
+                        .desired_width(44.0),
+                )
+                .labelled_by(from.id)
+                .on_hover_text(hover);
+                let to = ui.label("to");
+                ui.add(
+                    egui::TextEdit::singleline(&mut self.prompt.end)
+                        .hint_text("end")
+                        .desired_width(44.0),
+                )
+                .labelled_by(to.id)
+                .on_hover_text(hover);
             }
             let mut remove = None;
             for (k, it) in self.prompt.items.iter().enumerate() {

@@ -52,6 +52,7 @@ fn block(source: &str, start: usize, end: usize) -> KnockoutBlock {
         target: Selector::group("last"),
         start,
         end,
+        heads: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn knockout_drag_toggle_undo_and_compare_on_the_demo() {
                     targets: session.select_str("last").expect("last"),
                     start,
                     end,
+                    heads: None,
                 })
                 .collect(),
         };

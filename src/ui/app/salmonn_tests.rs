@@ -36,6 +36,7 @@ fn opens_a_salmonn_checkpoint_asks_a_clip_and_knocks_out() {
         video: Some(clip.clone()),
         question: Some("What is happening in the clip?".into()),
         device: Device::Cpu,
+        device_note: None,
         dtype: DType::F32,
         auto_dtype: false,
         positions: Positions::Training,
@@ -113,6 +114,7 @@ fn opens_a_salmonn_checkpoint_asks_a_clip_and_knocks_out() {
         targets: session.select_str("last").expect("last"),
         start: 0,
         end: 2,
+        heads: None,
     };
     let trace = &session.traced().expect("traced").trace;
     let lib = ko.score(session.decoder(), trace, None).expect("score");

@@ -41,6 +41,7 @@ pub fn demo_options() -> AppOptions {
         video: None,
         question: None,
         device: Device::Cpu,
+        device_note: None,
         dtype: DType::F32,
         // The app's default: the checkpoint's own dtype (the fixtures are f32).
         auto_dtype: true,
