@@ -363,6 +363,158 @@ fn a_full_disk_stops_the_run_with_nothing_lost() {
     assert_eq!(records(&cut), expected);
 }
 
+/// Restricts the calling process (and its children) so that it may write only beneath `writable` (Linux
+/// Landlock, which binds root too: CI runs as root, for whom a folder's mode does not stop a write). Called
+/// between fork and exec: only syscalls, on file descriptors opened before the fork.
+fn landlock_writes_only_beneath(writable: &[libc::c_int]) -> std::io::Result<()> {
+    const CREATE_RULESET: libc::c_long = 444;
+    const ADD_RULE: libc::c_long = 445;
+    const RESTRICT_SELF: libc::c_long = 446;
+    const RULE_PATH_BENEATH: libc::c_long = 1;
+    // WRITE_FILE, REMOVE_DIR, REMOVE_FILE, MAKE_CHAR, MAKE_DIR, MAKE_REG, MAKE_SOCK, MAKE_FIFO, MAKE_BLOCK,
+    // MAKE_SYM: every write of Landlock's first version.
+    const WRITES: u64 = 0x1FF2;
+    #[repr(C)]
+    struct RulesetAttr {
+        handled_access_fs: u64,
+    }
+    #[repr(C, packed)]
+    struct PathBeneath {
+        allowed_access: u64,
+        parent_fd: i32,
+    }
+    let attr = RulesetAttr {
+        handled_access_fs: WRITES,
+    };
+    // SAFETY: plain syscalls with pointers to live, correctly laid out structs.
+    unsafe {
+        let ruleset = libc::syscall(
+            CREATE_RULESET,
+            &attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0,
+        );
+        if ruleset < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for &fd in writable {
+            let rule = PathBeneath {
+                allowed_access: WRITES,
+                parent_fd: fd,
+            };
+            if libc::syscall(
+                ADD_RULE,
+                ruleset,
+                RULE_PATH_BENEATH,
+                &rule as *const PathBeneath,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0
+            || libc::syscall(RESTRICT_SELF, ruleset, 0) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Every file of a folder with its bytes.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// An output folder that became read-only (its mode, and for root a Landlock rule) half-way through a run:
+/// `--resume` stops with an error that names the file and says what to do, every byte already written stays
+/// as it was, and once the folder is writable again `--resume` finishes as an uninterrupted run.
+#[test]
+fn a_read_only_folder_stops_the_run_with_nothing_lost() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::io::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let m = write_manifest(tmp.path(), 3);
+    let whole = tmp.path().join("whole");
+    run_ok(sweep_cmd(&m, &whole, &[]));
+    let expected = records(&whole);
+
+    // A run stopped after its first records.
+    let cut = tmp.path().join("cut");
+    let results = cut.join("results.jsonl");
+    let mut child = sweep_cmd(&m, &cut, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while records_done(&results) < 2 && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = records_done(&results);
+    assert!((2..expected.len()).contains(&kept), "{kept} records kept");
+
+    // The folder goes read-only.
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let before = snapshot(&cut);
+    for (f, _) in &before {
+        mode(f, 0o444);
+    }
+    mode(&cut, 0o555);
+    // Scratch space the run may still write (its home, cache and temp folders), and /dev for /dev/null.
+    let scratch = tempfile::tempdir().unwrap();
+    let allowed: Vec<std::fs::File> = [scratch.path(), Path::new("/dev")]
+        .iter()
+        .map(|p| std::fs::File::open(p).unwrap())
+        .collect();
+    let fds: Vec<libc::c_int> = allowed.iter().map(|f| f.as_raw_fd()).collect();
+    let mut c = sweep_cmd(&m, &cut, &["--resume"]);
+    c.env("HOME", scratch.path())
+        .env("XDG_CACHE_HOME", scratch.path())
+        .env("TMPDIR", scratch.path());
+    // SAFETY: only syscalls between fork and exec (the descriptors were opened before).
+    unsafe {
+        c.pre_exec(move || landlock_writes_only_beneath(&fds));
+    }
+    let out = c
+        .output()
+        .expect("Landlock (Linux 5.13+) makes the folder read-only for root too");
+    drop(allowed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run should stop: {err}");
+    assert!(
+        err.contains(&cut.display().to_string()),
+        "names no file in the folder: {err}"
+    );
+    for n in ["Fix:", "write somewhere this user can"] {
+        assert!(err.contains(n), "lacks {n:?}: {err}");
+    }
+    assert_eq!(snapshot(&cut), before, "a read-only folder's files changed");
+
+    // Writable again: resumed to the uninterrupted result.
+    mode(&cut, 0o755);
+    for (f, _) in &before {
+        mode(f, 0o644);
+    }
+    run_ok(sweep_cmd(&m, &cut, &["--resume"]));
+    assert_eq!(records(&cut), expected);
+}
+
 /// Whole records in a results file (a torn last line does not count).
 fn records_done(results: &Path) -> usize {
     std::fs::read_to_string(results)

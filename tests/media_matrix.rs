@@ -609,3 +609,71 @@ fn every_kind_of_real_world_media_prepares_or_says_why() {
     eprintln!("{}", table.join("\n"));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The matrix's files that avflow prepares, made once by tools/make_matrix_goldens.py with the same recipes and
+/// committed (tests/fixtures/media/matrix) with the reference pipeline's results on them: where qwen-omni-utils,
+/// `Qwen2_5OmniProcessor` and HF's Thinker handle a file, avflow's ids, grids, seconds per grid, position ids
+/// and last-position logits equal theirs; where the reference itself fails, avflow still prepares the file.
+#[test]
+fn matrix_files_match_the_reference_pipeline() {
+    let dir = fixtures().join("media/matrix");
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("reference.json"))
+            .expect("matrix/reference.json: make it with tools/make_matrix_goldens.py"),
+    )
+    .unwrap();
+    let cases = report.as_object().unwrap();
+    assert!(cases.len() >= 15, "{} cases", cases.len());
+    let mut table = Vec::new();
+    for (file, r) in cases {
+        let case = r["case"].as_str().unwrap();
+        if r["reference"] == "ok" {
+            // 10-bit pictures become RGB through swscale, whose 10-bit path changed between the FFmpeg avflow
+            // links (Debian 12's 5.1) and the one in the reference's PyAV wheel (8.x): up to 26/255 apart on a
+            // channel (measured on the first frame; 8-bit pictures agree), so the logits agree less closely.
+            // The ids, grids, seconds per grid and positions are still exact.
+            let tolerance = if file == "tenbit.mkv" { 5e-2 } else { 1e-3 };
+            let run = common::pipeline::check_pipeline_in("matrix", case, tolerance);
+            table.push(format!(
+                "{file:<18} equal to the reference ({} positions)",
+                run.golden.meta["seq_len"]
+            ));
+            continue;
+        }
+        // The reference fails on it: avflow prepares it anyway, and what it did is on stderr.
+        let args: Vec<std::ffi::OsString> = r["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .enumerate()
+            .map(|(i, a)| {
+                if i == 1 {
+                    fixtures().join("media").join(a).into_os_string()
+                } else {
+                    a.into()
+                }
+            })
+            .collect();
+        let out = tempfile::tempdir().unwrap();
+        let run = Command::new(env!("CARGO_BIN_EXE_avflow"))
+            .args(["prepare", "--model"])
+            .arg(fixtures().join("omni-tiny-a"))
+            .args(&args)
+            .arg("--out")
+            .arg(out.path().join("inputs.safetensors"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            run.status.success(),
+            "{file}: the reference fails ({}) and so does avflow: {stderr}",
+            r["error"]
+        );
+        table.push(format!(
+            "{file:<18} the reference fails ({}); avflow prepares it",
+            r["error"].as_str().unwrap_or("?")
+        ));
+    }
+    eprintln!("{}", table.join("\n"));
+}

@@ -18,6 +18,8 @@ fi
 # Whole path on the committed clips (qwen-omni-utils + the processor + the Thinker) and the unsupported-codec
 # files; needs the ffmpeg and ffprobe CLIs (scripts/setup.sh installs them).
 "$VENV/bin/python" tools/make_pipeline_goldens.py
+# The real-world media matrix's files (made once with ffmpeg, bit-exact) and the reference pipeline on each.
+"$VENV/bin/python" tools/make_matrix_goldens.py
 # Per-head knockouts (HF's eager layers with a [1, heads, seq, seq] mask) on the goldens' stored inputs.
 "$VENV/bin/python" tools/make_head_goldens.py
 du -sh tests/fixtures

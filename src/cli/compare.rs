@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use avflow::export::{data, FigureKind, FigureSpec};
+use avflow::export::{compare_spec, data, CompareRun};
+use avflow::flow::sweep::scale_layers;
 use avflow::flow::Align;
 use avflow::model::LoadOptions;
 use avflow::session::{default_pairs, parse_pairs, KnockoutSpec, SweepSpec, Watch};
@@ -67,15 +68,6 @@ struct Side {
     knockout: Option<serde_json::Value>,
 }
 
-/// A's half-open layer range `start..end` (of `from` layers) as the same stretch of depth in a model of `to`
-/// layers: both ends scaled by `to / from` and rounded, at least one layer.
-pub fn scale_layers(start: usize, end: usize, from: usize, to: usize) -> (usize, usize) {
-    let scale = |l: usize| ((l as f64) * to as f64 / from.max(1) as f64).round() as usize;
-    let s = scale(start).min(to.saturating_sub(1));
-    let e = scale(end).clamp(s + 1, to);
-    (s, e)
-}
-
 fn sweep_side(
     model: &str,
     inputs: &Path,
@@ -131,6 +123,18 @@ fn sweep_side(
     })
 }
 
+impl Side {
+    fn run(&self) -> CompareRun<'_> {
+        CompareRun {
+            model: &self.model,
+            family: &self.family,
+            inputs: &self.inputs,
+            layers: self.layers,
+            records: &self.records,
+        }
+    }
+}
+
 pub fn compare_cmd(a: &CompareArgs, opts: &LoadOptions) -> anyhow::Result<serde_json::Value> {
     // A first, to learn the pairs when none are given; its session (model and trace) is dropped before B.
     let ko = match (&a.source, &a.target, &a.layers) {
@@ -181,34 +185,9 @@ pub fn compare_cmd(a: &CompareArgs, opts: &LoadOptions) -> anyhow::Result<serde_
     });
     if let Some(stem) = &a.figure {
         let prov = avflow::export::Provenance::default()
-            .with_model(&a.a_model)
-            .with_family(&side_a.family)
             .with_file(&a.a_inputs)?
-            .with_file(&a.b_inputs)?
-            .with_setting("a_model", a.a_model.clone())
-            .with_setting("a_inputs", a.a_inputs.display().to_string())
-            .with_setting("a_layers", side_a.layers)
-            .with_setting("b_model", a.b_model.clone())
-            .with_setting("b_family", side_b.family.clone())
-            .with_setting("b_inputs", a.b_inputs.display().to_string())
-            .with_setting("b_layers", side_b.layers)
-            .with_setting("pairs", pairs.join(","))
-            .with_setting("window", a.window);
-        let curves = data::compare_curves(
-            &side_a.records,
-            side_a.layers,
-            &side_b.records,
-            side_b.layers,
-        );
-        let mut spec = FigureSpec::new(FigureKind::SweepCurves, a.preset, prov);
-        spec.x_label = format!("depth (layer / (layers − 1)), {}-layer windows", a.window);
-        spec.title = Some(format!(
-            "A: {} ({} layers) vs B: {} ({} layers)",
-            short(&a.a_model),
-            side_a.layers,
-            short(&a.b_model),
-            side_b.layers
-        ));
+            .with_file(&a.b_inputs)?;
+        let (spec, curves) = compare_spec(side_a.run(), side_b.run(), a.window, prov, a.preset);
         let files = avflow::export::write_figure(&spec, &curves, stem)?;
         report["figure"] = serde_json::to_value(&files)?;
     }
@@ -216,28 +195,4 @@ pub fn compare_cmd(a: &CompareArgs, opts: &LoadOptions) -> anyhow::Result<serde_
         avflow::tensor_io::write_atomic(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     Ok(report)
-}
-
-/// The last part of a model folder or hub id, for a title.
-fn short(model: &str) -> &str {
-    model
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or(model)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scale_layers;
-
-    #[test]
-    fn layer_ranges_keep_their_depth() {
-        assert_eq!(scale_layers(0, 9, 36, 28), (0, 7));
-        assert_eq!(scale_layers(18, 27, 36, 28), (14, 21));
-        assert_eq!(scale_layers(35, 36, 36, 28), (27, 28));
-        assert_eq!(scale_layers(1, 2, 3, 3), (1, 2));
-        // Never empty, never past the end.
-        assert_eq!(scale_layers(0, 1, 36, 3), (0, 1));
-    }
 }

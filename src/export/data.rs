@@ -485,6 +485,43 @@ pub fn attention_curves(att: &AttentionOutput) -> FigureData {
 
 /// `avflow attention --map-out` (`[layers][seq]`, rows averaged) → a heatmap; `token_groups` names each
 /// position's group (e.g. from the token map of `avflow prepare --spans`).
+/// The heads view of several groups as one figure: layers × query heads of each group side by side (all of
+/// audio's heads, then video's, …), each block marked with its group on the axis, on one colour scale.
+pub fn heads_groups_heatmap(
+    per_head: &[Vec<std::collections::BTreeMap<String, f32>>],
+    groups: &[String],
+) -> Result<FigureData> {
+    let heads = per_head.first().map_or(0, Vec::len);
+    if heads == 0 || groups.is_empty() || per_head.iter().any(|l| l.len() != heads) {
+        return Err(bad(
+            "per-head attention needs the same heads in every layer and at least one group".into(),
+        ));
+    }
+    let values = per_head
+        .iter()
+        .flat_map(|layer| {
+            groups.iter().flat_map(move |g| {
+                layer
+                    .iter()
+                    .map(move |m| f64::from(m.get(g).copied().unwrap_or(0.0)))
+            })
+        })
+        .collect();
+    let d = FigureData::Heatmap(HeatmapData {
+        rows: per_head.len(),
+        cols: heads * groups.len(),
+        values,
+        token_groups: groups
+            .iter()
+            .flat_map(|g| std::iter::repeat_n(g.clone(), heads))
+            .collect(),
+        value_label: "attention mass".into(),
+        colormap: Some(Colormap::Sequential),
+    });
+    d.validate()?;
+    Ok(d)
+}
+
 /// Layers × query heads of the attention mass the query rows give `group` (`per_head`: `[layer][head]{group}`,
 /// as `avflow attention --per-head` reports it): the heads view as a figure.
 pub fn heads_heatmap(
@@ -795,6 +832,31 @@ pub fn compare_difference(
 #[cfg(test)]
 mod compare_tests {
     use super::*;
+
+    #[test]
+    fn heads_of_several_groups_side_by_side() {
+        use std::collections::BTreeMap;
+        let m =
+            |a: f32, v: f32| BTreeMap::from([("audio".to_string(), a), ("video".to_string(), v)]);
+        // 2 layers × 2 heads.
+        let per_head = vec![
+            vec![m(0.1, 0.2), m(0.3, 0.4)],
+            vec![m(0.5, 0.6), m(0.7, 0.8)],
+        ];
+        let FigureData::Heatmap(h) =
+            heads_groups_heatmap(&per_head, &["audio".into(), "video".into()]).unwrap()
+        else {
+            panic!("not a heatmap");
+        };
+        assert_eq!((h.rows, h.cols), (2, 4));
+        assert_eq!(h.token_groups, vec!["audio", "audio", "video", "video"]);
+        let want = [0.1f32, 0.3, 0.2, 0.4, 0.5, 0.7, 0.6, 0.8];
+        assert_eq!(
+            h.values,
+            want.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()
+        );
+        assert!(heads_groups_heatmap(&per_head, &[]).is_err());
+    }
 
     fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
         SweepRecord {

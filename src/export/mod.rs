@@ -530,6 +530,85 @@ pub fn sweep_spec(
     (spec, sweep_curves(records))
 }
 
+/// The heads view as a figure (the app's Heads pane): each query head's attention mass from `rows` on each
+/// group, layers × heads, the groups side by side ([`data::heads_groups_heatmap`]).
+pub fn heads_spec(
+    per_head: &[Vec<std::collections::BTreeMap<String, f32>>],
+    groups: &[String],
+    rows: &str,
+    provenance: Provenance,
+    preset: Preset,
+) -> Result<(FigureSpec, FigureData)> {
+    let data = data::heads_groups_heatmap(per_head, groups)?;
+    let provenance = provenance
+        .with_setting("rows", rows)
+        .with_setting("groups", groups.join(","));
+    let mut spec = FigureSpec::new(FigureKind::Heatmap, preset, provenance);
+    spec.x_label = format!("query head ({})", groups.join(", "));
+    spec.y_label = "layer".into();
+    spec.title = Some(format!("attention from {rows}, per head"));
+    Ok((spec, data))
+}
+
+/// One run of a comparison: what it ran on and its sweep.
+#[derive(Debug, Clone, Copy)]
+pub struct CompareRun<'a> {
+    /// The model as the user gave it (folder or hub id).
+    pub model: &'a str,
+    pub family: &'a str,
+    pub inputs: &'a Path,
+    pub layers: usize,
+    pub records: &'a [SweepRecord],
+}
+
+/// The comparison figure (`avflow compare --figure STEM`, and the app's Compare pane): both sweeps on one
+/// depth axis, A solid and B dashed, with a provenance naming both models and inputs (`avflow figure`
+/// redraws it). The inputs' hashes are the caller's to add (`Provenance::with_file`), off the UI thread.
+pub fn compare_spec(
+    a: CompareRun<'_>,
+    b: CompareRun<'_>,
+    window: usize,
+    provenance: Provenance,
+    preset: Preset,
+) -> (FigureSpec, FigureData) {
+    let pairs: Vec<String> = crate::flow::sweep::record_pairs(a.records)
+        .iter()
+        .map(|(s, t)| format!("{s}:{t}"))
+        .collect();
+    let provenance = provenance
+        .with_model(a.model)
+        .with_family(a.family)
+        .with_setting("a_model", a.model)
+        .with_setting("a_inputs", a.inputs.display().to_string())
+        .with_setting("a_layers", a.layers)
+        .with_setting("b_model", b.model)
+        .with_setting("b_family", b.family)
+        .with_setting("b_inputs", b.inputs.display().to_string())
+        .with_setting("b_layers", b.layers)
+        .with_setting("pairs", pairs.join(","))
+        .with_setting("window", window);
+    let data = data::compare_curves(a.records, a.layers, b.records, b.layers);
+    let mut spec = FigureSpec::new(FigureKind::SweepCurves, preset, provenance);
+    spec.x_label = format!("depth (layer / (layers − 1)), {window}-layer windows");
+    spec.title = Some(format!(
+        "A: {} ({} layers) vs B: {} ({} layers)",
+        short_model(a.model),
+        a.layers,
+        short_model(b.model),
+        b.layers
+    ));
+    (spec, data)
+}
+
+/// The last part of a model folder or hub id, for a title.
+pub fn short_model(model: &str) -> &str {
+    model
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+}
+
 /// A figure from the JSON a command printed or wrote: `sweep --out x.json` records (sweep_curves),
 /// `lens` (logit_lens), `attention` (attention_mass), `drop` outputs as an array or one per line
 /// (drop_curve). Heatmaps need token groups, which these outputs lack: build them with the library.

@@ -67,6 +67,16 @@ pub fn record_pairs(records: &[SweepRecord]) -> Vec<(String, String)> {
     out
 }
 
+/// A half-open layer range `start..end` of a model of `from` layers as the same stretch of depth in a model
+/// of `to` layers (both ends scaled by `to / from` and rounded; at least one layer, never past the end), so
+/// one knockout means the same part of two models of different depths.
+pub fn scale_layers(start: usize, end: usize, from: usize, to: usize) -> (usize, usize) {
+    let scale = |l: usize| ((l as f64) * to as f64 / from.max(1) as f64).round() as usize;
+    let s = scale(start).min(to.saturating_sub(1));
+    let e = scale(end).clamp(s + 1, to.max(s + 1));
+    (s, e)
+}
+
 /// One pair's knockouts, one per layer: the window placed at each layer (see [`window`]).
 pub fn window_specs(pair: &Pair, layers: usize, k: usize, align: Align) -> Vec<Knockout> {
     (0..layers)
@@ -302,6 +312,16 @@ fn csv_cell(c: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layer_ranges_keep_their_depth() {
+        assert_eq!(scale_layers(0, 9, 36, 28), (0, 7));
+        assert_eq!(scale_layers(18, 27, 36, 28), (14, 21));
+        assert_eq!(scale_layers(35, 36, 36, 28), (27, 28));
+        assert_eq!(scale_layers(1, 2, 3, 3), (1, 2));
+        // Never empty, never past the end.
+        assert_eq!(scale_layers(0, 1, 36, 3), (0, 1));
+    }
 
     #[test]
     fn centred_windows_follow_the_research_code() {

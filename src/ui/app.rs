@@ -24,6 +24,9 @@ use super::AppOptions;
 #[cfg(test)]
 mod answer_tests;
 mod ask;
+mod compare;
+#[cfg(test)]
+mod compare_tests;
 mod export_drop;
 #[cfg(test)]
 mod heads_tests;
@@ -316,6 +319,8 @@ pub struct AvflowApp {
     gpu_checked: bool,
     /// Export… in flight: the save dialog, then the thread writing the figure.
     exports: export_drop::Exports,
+    /// The Compare pane's second run: its worker and where the comparison is.
+    compare: compare::CompareRunner,
 }
 
 impl AvflowApp {
@@ -382,6 +387,7 @@ impl AvflowApp {
             heatmap_generation: 0,
             gpu_checked: false,
             exports: export_drop::Exports::default(),
+            compare: compare::CompareRunner::default(),
         };
         app.start_worker();
         match plan.load_model {
@@ -718,6 +724,7 @@ impl AvflowApp {
         if let Some(w) = &self.worker {
             w.cancel_all();
         }
+        self.cancel_compare();
         if self.view.sweep.running {
             self.view.sweep.stopped = true;
         }
@@ -1191,6 +1198,7 @@ impl eframe::App for AvflowApp {
             }
         }
         self.poll_worker();
+        self.poll_compare();
         self.poll_dialog();
         self.poll_exports();
         let ctx = ui.ctx().clone();
@@ -1292,6 +1300,7 @@ impl eframe::App for AvflowApp {
                 Action::Track(t) => self.track(t),
                 Action::Generate => self.generate(),
                 Action::CancelGenerate => self.cancel_generate(),
+                Action::Compare(c) => self.on_compare(c),
             }
         }
     }

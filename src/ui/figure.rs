@@ -29,6 +29,10 @@ pub enum FigureView {
     Sweep,
     Heatmap,
     Drop,
+    /// The Heads pane: layers × query heads per group.
+    Heads,
+    /// The Compare pane: two runs' sweeps on one depth axis.
+    Compare,
 }
 
 impl FigureView {
@@ -38,6 +42,8 @@ impl FigureView {
             FigureView::Sweep => "sweep",
             FigureView::Heatmap => "heatmap",
             FigureView::Drop => "drop curve",
+            FigureView::Heads => "heads",
+            FigureView::Compare => "comparison",
         }
     }
 
@@ -47,6 +53,8 @@ impl FigureView {
             FigureView::Sweep => "sweep",
             FigureView::Heatmap => "heatmap",
             FigureView::Drop => "drop",
+            FigureView::Heads => "heads",
+            FigureView::Compare => "compare",
         }
     }
 }
@@ -178,13 +186,13 @@ pub fn export_row(
     }
 }
 
-/// What one export writes: the figure, and the inputs file whose SHA-256 goes into the provenance
-/// (hashed on the helper thread).
+/// What one export writes: the figure, and the inputs files whose SHA-256 go into the provenance (hashed
+/// on the helper thread; a comparison has two).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FigurePlan {
     pub spec: FigureSpec,
     pub data: FigureData,
-    pub inputs: PathBuf,
+    pub inputs: Vec<PathBuf>,
 }
 
 fn failure(message: impl Into<String>, fix: impl Into<String>) -> Failure {
@@ -198,6 +206,9 @@ pub fn figure_plan(
     state: &ViewState,
     preset: Preset,
 ) -> Result<FigurePlan, Failure> {
+    if view == FigureView::Compare {
+        return compare_plan(state, preset);
+    }
     let (Some(model), Some(inputs)) = (&state.model, &state.inputs) else {
         return Err(failure(
             "nothing to export yet",
@@ -236,6 +247,18 @@ pub fn figure_plan(
             })?;
             heatmap_figure(result, inputs, prov, preset)?
         }
+        FigureView::Compare => unreachable!("handled above"),
+        FigureView::Heads => {
+            let per_head = state.heads.per_head.as_ref().ok_or_else(|| {
+                failure(
+                    "the heads are not measured",
+                    "press Compute heads in the Heads pane first",
+                )
+            })?;
+            let groups = super::heads::head_groups(&inputs.flow_groups);
+            crate::export::heads_spec(per_head, &groups, "last", prov, preset)
+                .map_err(|e| Failure::from(e).or_fix("compute the heads again"))?
+        }
         FigureView::Drop => {
             let outcome = state.drop.result.as_ref().ok_or_else(|| {
                 failure(
@@ -249,7 +272,24 @@ pub fn figure_plan(
     Ok(FigurePlan {
         spec,
         data,
-        inputs: inputs.path.clone(),
+        inputs: vec![inputs.path.clone()],
+    })
+}
+
+/// The Compare pane's figure, as `avflow compare --figure` writes it (both models and inputs named).
+fn compare_plan(state: &ViewState, preset: Preset) -> Result<FigurePlan, Failure> {
+    let (Some(a), Some(b)) = (&state.compare.a, &state.compare.b) else {
+        return Err(failure(
+            "the comparison has no results yet",
+            "open B and press Compare sweeps in the Compare pane first",
+        ));
+    };
+    let (spec, data) =
+        crate::export::compare_spec(a.run(), b.run(), a.window, Provenance::default(), preset);
+    Ok(FigurePlan {
+        spec,
+        data,
+        inputs: vec![a.inputs.clone(), b.inputs.clone()],
     })
 }
 
@@ -426,9 +466,12 @@ pub fn write_plan(plan: FigurePlan, stem: &Path) -> Result<Vec<PathBuf>, Failure
         data,
         inputs,
     } = plan;
-    spec.provenance = spec.provenance.with_file(&inputs).map_err(|e| {
-        Failure::from(e).or_fix("the inputs file was moved or deleted; read it again and export")
-    })?;
+    for inputs in &inputs {
+        spec.provenance = spec.provenance.with_file(inputs).map_err(|e| {
+            Failure::from(e)
+                .or_fix("the inputs file was moved or deleted; read it again and export")
+        })?;
+    }
     crate::export::write_figure(&spec, &data, stem)
         .map_err(|e| Failure::from(e).or_fix("choose a folder you can write to"))
 }
@@ -569,7 +612,7 @@ mod tests {
             crate::export::sweep_spec(&s.sweep.records, 9, Align::Center, prov, Preset::Double);
         assert_eq!(plan.spec, spec);
         assert_eq!(plan.data, data);
-        assert_eq!(plan.inputs, PathBuf::from("prompt.safetensors"));
+        assert_eq!(plan.inputs, vec![PathBuf::from("prompt.safetensors")]);
         let p = &plan.spec.provenance;
         assert_eq!(
             (
@@ -717,7 +760,7 @@ mod tests {
         let mut s = state();
         s.drop.result = Some(Arc::new(outcome()));
         let mut plan = figure_plan(FigureView::Drop, &s, Preset::Single).expect("plan");
-        plan.inputs = dir.path().join("gone.safetensors");
+        plan.inputs = vec![dir.path().join("gone.safetensors")];
         let err = write_plan(plan.clone(), &dir.path().join("drop"));
         assert!(
             matches!(&err, Err(Failure::Error { message, fix: Some(_) }) if message.contains("gone.safetensors")),
@@ -726,7 +769,7 @@ mod tests {
         // With the file there, every format and the spec with the file's hash.
         let inputs = dir.path().join("prompt.safetensors");
         std::fs::write(&inputs, b"abc").expect("write");
-        plan.inputs = inputs;
+        plan.inputs = vec![inputs];
         let rx = spawn_export(plan, dir.path().join("figs/drop")).expect("thread");
         let paths = rx
             .recv_timeout(std::time::Duration::from_secs(60))

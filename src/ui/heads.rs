@@ -12,6 +12,7 @@ use crate::prompt::Selector;
 use crate::session::{KnockoutBlock, KnockoutSpec};
 
 use super::colormap::Colormap;
+use super::figure::{export_row, ExportControls, FigureView};
 use super::panel::{Action, Panel, ViewState};
 
 /// What the heads view holds: the per-head mass once computed (`[layer][head]{group}`), from `last`.
@@ -62,6 +63,7 @@ fn shown_cell(b: &KnockoutBlock, group: &str) -> Option<(usize, usize)> {
 #[derive(Default)]
 pub struct HeadsPanel {
     group: Option<String>,
+    export: ExportControls,
 }
 
 impl Panel for HeadsPanel {
@@ -117,6 +119,14 @@ impl Panel for HeadsPanel {
                 .labelled_by(label.id);
         });
         self.group = Some(chosen.clone());
+        export_row(
+            ui,
+            &mut self.export,
+            FigureView::Heads,
+            &view.export,
+            true,
+            actions,
+        );
         let layers = per_head.len();
         let heads = per_head.first().map_or(0, Vec::len);
         if layers == 0 || heads == 0 {

@@ -8,6 +8,7 @@
 pub mod answer;
 pub mod app;
 pub mod colormap;
+pub mod compare;
 pub mod demo;
 pub mod dialog;
 pub mod drop;

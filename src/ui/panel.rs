@@ -68,6 +68,8 @@ pub enum Action {
     Generate,
     /// Stop the answers being generated (keeping their tokens so far).
     CancelGenerate,
+    /// Open, run or close the second run of the Compare pane.
+    Compare(super::compare::CompareAction),
 }
 
 /// The answer knockouts and sweeps follow: a token (the baseline top-1 when `None`), a typed answer of
@@ -233,6 +235,8 @@ pub struct ViewState {
     pub heads: super::heads::HeadsView,
     /// The knockouts tried on this model and prompt.
     pub history: super::history::HistoryView,
+    /// The second run (B) beside this one, and both runs' sweeps and knockouts.
+    pub compare: super::compare::CompareView,
     /// A request for the knockout panel to adopt (re-applied from the history); `serial` grows with
     /// each so the panel applies each one once.
     pub apply: Option<(u64, KnockoutSpec)>,
@@ -257,6 +261,7 @@ pub fn registry() -> Vec<Box<dyn Panel>> {
         Box::new(super::heatmap::HeatmapPanel::default()),
         Box::new(super::drop::DropPanel::default()),
         Box::new(super::heads::HeadsPanel::default()),
+        Box::new(super::compare::ComparePanel::default()),
     ]
 }
 
@@ -271,7 +276,7 @@ mod tests {
             names,
             vec![
                 "Tokens", "Media", "Answer", "Knockout", "History", "Sweep", "Heatmap", "Drop",
-                "Heads"
+                "Heads", "Compare"
             ]
         );
     }

@@ -50,9 +50,12 @@ type Column = &'static [(&'static [&'static str], f32)];
 /// each tall enough for a clip's frames, waveform and spectrogram or a few hundred token cells.
 const PROMPT_COLUMN: Column = &[(&["Media"], 0.5), (&["Tokens"], 0.5)];
 
-/// The default's centre: the heatmap, which gets the most room, over the sweep and drop curves and the
-/// heads grid as tabs.
-const CENTRE_COLUMN: Column = &[(&["Heatmap"], 0.62), (&["Sweep", "Drop", "Heads"], 0.38)];
+/// The default's centre: the heatmap, which gets the most room, over the sweep and drop curves, the heads
+/// grid and the comparison as tabs.
+const CENTRE_COLUMN: Column = &[
+    (&["Heatmap"], 0.62),
+    (&["Sweep", "Drop", "Heads", "Compare"], 0.38),
+];
 
 /// The default's readout column, right of the heatmap: the answer and the knockout that changes it, with
 /// the knockouts tried as a tab beside it.
@@ -397,8 +400,11 @@ mod tests {
         want.sort();
         assert_eq!(panes_of(&tree), want);
         assert!(fits_registry(&tree, &names()));
-        // Sweep, Drop and Heads share a tab group, Sweep open; the others have one each.
-        assert_eq!(tabs_of(&tree, "Drop"), vec!["Sweep", "Drop", "Heads"]);
+        // Sweep, Drop, Heads and Compare share a tab group, Sweep open; the others have one each.
+        assert_eq!(
+            tabs_of(&tree, "Drop"),
+            vec!["Sweep", "Drop", "Heads", "Compare"]
+        );
         let ws = Workspace::new(names());
         assert!(ws.is_shown("Sweep") && !ws.is_shown("Drop"));
         for solo in ["Media", "Tokens", "Heatmap", "Answer"] {
@@ -445,7 +451,7 @@ mod tests {
         assert!(fits_registry(&tree, &with_new));
         assert_eq!(
             tabs_of(&tree, "Attention"),
-            vec!["Sweep", "Drop", "Heads", "Attention"]
+            vec!["Sweep", "Drop", "Heads", "Compare", "Attention"]
         );
         // A planned panel that is not registered is left out, and its group with it.
         let fewer: Vec<&str> = names().into_iter().filter(|n| *n != "Answer").collect();

@@ -9,6 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use avflow::model::loader::{resolve_dir, ModelSource};
 use avflow::model::{AvModel, Prompt};
 
+#[allow(dead_code)]
+pub mod pipeline;
+
 /// `tests/fixtures`, or `AVFLOW_FIXTURES` when the test binary runs outside this checkout.
 pub fn fixtures() -> PathBuf {
     match std::env::var_os("AVFLOW_FIXTURES") {

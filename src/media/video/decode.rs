@@ -135,14 +135,16 @@ pub(super) struct Entry {
 }
 
 /// Demuxes (no decoding) the video packets: the frame count torchvision's reader got by decoding every
-/// frame, and each frame's timestamp. `None` when some packet carries no presentation timestamp (then we
+/// frame, and each frame's timestamp. Packets the demuxer marks to be discarded (an MP4 edit list that starts
+/// the clip later than its first frame) are not frames of the clip: the decoder drops what they decode to, and
+/// the reference's readers never see them. `None` when some packet carries no presentation timestamp (then we
 /// decode sequentially): MPEG program streams stamp only some packets, and a decode timestamp in its place
 /// is one frame off where frames are reordered, so frames would be looked for at times they do not have.
 pub(super) fn index(o: &mut Opened) -> Option<Vec<Entry>> {
     let mut entries = Vec::new();
     let mut have_ts = true;
     for (stream, packet) in o.ictx.packets() {
-        if stream.index() != o.stream_index {
+        if stream.index() != o.stream_index || discarded(&packet) {
             continue;
         }
         match packet.pts() {
@@ -159,6 +161,15 @@ pub(super) fn index(o: &mut Opened) -> Option<Vec<Entry>> {
     }
     entries.sort_by_key(|e| e.pts);
     Some(entries)
+}
+
+/// The demuxer marked this packet to be decoded but not shown (`AV_PKT_FLAG_DISCARD`, which ffmpeg-next's
+/// `Flags` leaves out).
+fn discarded(packet: &ffmpeg::Packet) -> bool {
+    use ffmpeg::packet::Ref;
+    // SAFETY: the pointer is the live packet's own.
+    let flags = unsafe { (*packet.as_ptr()).flags };
+    flags & ffmpeg::ffi::AV_PKT_FLAG_DISCARD != 0
 }
 
 /// Converts a decoded frame to packed RGB24 (swscale, same size).

@@ -85,6 +85,24 @@ fn heads_grid_and_a_click_knocks_out_one_head() {
     );
     harness.run_steps(3);
     harness.get_by_label_contains("Listening (audio)");
+    // Export heads…: one figure, every group's heads side by side, as the command line writes figures.
+    harness.get_by_label("Export heads…");
+    let dir = tempfile::tempdir().unwrap();
+    let plan = crate::ui::figure::figure_plan(
+        crate::ui::figure::FigureView::Heads,
+        harness.state().view(),
+        crate::export::Preset::Single,
+    )
+    .expect("plan");
+    let files = crate::ui::figure::write_plan(plan, &dir.path().join("heads")).expect("write");
+    for ext in ["svg", "pdf", "png", "csv"] {
+        assert!(
+            files
+                .iter()
+                .any(|f| f.extension().is_some_and(|e| e == ext)),
+            "{ext}: {files:?}"
+        );
+    }
     harness.state_mut().freeze_timings();
     harness.remove_cursor();
     harness.run_steps(3);
