@@ -830,7 +830,7 @@ pub fn compare_difference(
 }
 
 #[cfg(test)]
-mod compare_tests {
+pub(crate) mod compare_tests {
     use super::*;
 
     #[test]
@@ -858,7 +858,8 @@ mod compare_tests {
         assert!(heads_groups_heatmap(&per_head, &[]).is_err());
     }
 
-    fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
+    /// A one-layer-window record of `s -> last` (the compare views' tests use it too).
+    pub(crate) fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
         SweepRecord {
             source: s.into(),
             target: "last".into(),

@@ -575,21 +575,7 @@ impl Panel for ComparePanel {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
-        SweepRecord {
-            source: s.into(),
-            target: "last".into(),
-            layer,
-            start: layer,
-            end: layer + 1,
-            prob: 0.0,
-            base_prob: 0.0,
-            rel_change: rel,
-            top1_id: 0,
-            token_id: 0,
-        }
-    }
+    use crate::export::data::compare_tests::rec;
 
     fn side(layers: usize, recs: Vec<SweepRecord>) -> CompareSide {
         CompareSide {
