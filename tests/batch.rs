@@ -188,24 +188,7 @@ fn killed_run_resumes_to_the_uninterrupted_result() {
 
     let cut = tmp.path().join("cut");
     let results = cut.join("results.jsonl");
-    let mut child = sweep_cmd(&m, &cut, &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // kill -9 as soon as the first samples are on disk.
-    let t0 = Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&results)
-            .map(|s| s.lines().count())
-            .unwrap_or(0);
-        if lines >= 2 || t0.elapsed() > Duration::from_secs(120) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_records(&m, &cut, 2);
     let before = std::fs::read_to_string(&results).unwrap().lines().count();
     assert!(
         (2..24).contains(&before),
@@ -454,17 +437,7 @@ fn a_read_only_folder_stops_the_run_with_nothing_lost() {
     // A run stopped after its first records.
     let cut = tmp.path().join("cut");
     let results = cut.join("results.jsonl");
-    let mut child = sweep_cmd(&m, &cut, &[])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while records_done(&results) < 2 && t0.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_records(&m, &cut, 2);
     let kept = records_done(&results);
     assert!((2..expected.len()).contains(&kept), "{kept} records kept");
 
@@ -513,6 +486,23 @@ fn a_read_only_folder_stops_the_run_with_nothing_lost() {
     }
     run_ok(sweep_cmd(&m, &cut, &["--resume"]));
     assert_eq!(records(&cut), expected);
+}
+
+/// Starts a run of `manifest` into `out` and kills it (SIGKILL) as soon as `n` whole records are on disk (or
+/// after two minutes).
+fn kill_after_records(manifest: &Path, out: &Path, n: usize) {
+    let results = out.join("results.jsonl");
+    let mut child = sweep_cmd(manifest, out, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while records_done(&results) < n && t0.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 /// Whole records in a results file (a torn last line does not count).

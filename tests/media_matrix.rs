@@ -641,20 +641,7 @@ fn matrix_files_match_the_reference_pipeline() {
             continue;
         }
         // The reference fails on it: avflow prepares it anyway, and what it did is on stderr.
-        let args: Vec<std::ffi::OsString> = r["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .enumerate()
-            .map(|(i, a)| {
-                if i == 1 {
-                    fixtures().join("media").join(a).into_os_string()
-                } else {
-                    a.into()
-                }
-            })
-            .collect();
+        let args = common::pipeline::media_args(&r["args"]);
         let out = tempfile::tempdir().unwrap();
         let run = Command::new(env!("CARGO_BIN_EXE_avflow"))
             .args(["prepare", "--model"])

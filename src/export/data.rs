@@ -597,10 +597,11 @@ pub fn token_groups_from_spans(seq: usize, spans: &BTreeMap<String, Vec<usize>>)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(s: &str, t: &str, layer: usize, rel: f32) -> SweepRecord {
+    /// A one-layer-window record (the sweep and compare views' tests use it too).
+    pub(crate) fn rec(s: &str, t: &str, layer: usize, rel: f32) -> SweepRecord {
         SweepRecord {
             source: s.into(),
             target: t.into(),
@@ -830,7 +831,8 @@ pub fn compare_difference(
 }
 
 #[cfg(test)]
-pub(crate) mod compare_tests {
+mod compare_tests {
+    use super::tests::rec;
     use super::*;
 
     #[test]
@@ -858,27 +860,15 @@ pub(crate) mod compare_tests {
         assert!(heads_groups_heatmap(&per_head, &[]).is_err());
     }
 
-    /// A one-layer-window record of `s -> last` (the compare views' tests use it too).
-    pub(crate) fn rec(s: &str, layer: usize, rel: f32) -> SweepRecord {
-        SweepRecord {
-            source: s.into(),
-            target: "last".into(),
-            layer,
-            start: layer,
-            end: layer + 1,
-            prob: 0.0,
-            base_prob: 0.0,
-            rel_change: rel,
-            top1_id: 0,
-            token_id: 0,
-        }
-    }
-
     /// A 3-layer and a 5-layer sweep on one depth axis: B's curve is read between its depths.
     #[test]
     fn sweeps_of_different_depths_share_one_axis() {
-        let a: Vec<_> = (0..3).map(|l| rec("audio", l, -10.0 * l as f32)).collect();
-        let b: Vec<_> = (0..5).map(|l| rec("audio", l, -5.0 * l as f32)).collect();
+        let a: Vec<_> = (0..3)
+            .map(|l| rec("audio", "last", l, -10.0 * l as f32))
+            .collect();
+        let b: Vec<_> = (0..5)
+            .map(|l| rec("audio", "last", l, -5.0 * l as f32))
+            .collect();
         let FigureData::Curves(c) = compare_curves(&a, 3, &b, 5) else {
             panic!("curves")
         };
@@ -892,7 +882,9 @@ pub(crate) mod compare_tests {
             d.iter().map(|x| x.b_minus_a).collect::<Vec<_>>(),
             [0.0, 0.0, 0.0]
         );
-        let b2: Vec<_> = (0..2).map(|l| rec("audio", l, -30.0 * l as f32)).collect();
+        let b2: Vec<_> = (0..2)
+            .map(|l| rec("audio", "last", l, -30.0 * l as f32))
+            .collect();
         let d = compare_difference(&a, 3, &b2, 2);
         // B at depth 0.5 is halfway between 0 and −30.
         assert_eq!(d[1].b, -15.0);

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use egui::{Color32, Rect, RichText, Sense, Stroke};
 use egui_plot::{Legend, Line, LineStyle, Plot, PlotPoints};
 
-use crate::export::data::{compare_difference, depth};
+use crate::export::data::{compare_curves, compare_difference, depth, target_style};
+use crate::export::FigureData;
 use crate::flow::SweepRecord;
 use crate::prompt::Selector;
 use crate::session::{KnockoutOutcome, KnockoutSpec};
@@ -21,7 +22,7 @@ use crate::worker::ModelSummary;
 use super::colormap::Colormap;
 use super::figure::{export_row, ExportControls, FigureView};
 use super::panel::{Action, Panel, ViewState};
-use super::sweep::{series_look, sweep_pairs, Series, SWEEP_WINDOW};
+use super::sweep::{plot_style, source_color, sweep_pairs, SWEEP_WINDOW};
 
 /// Share of the free memory B may take beside A (the rest: B's trace, the UI, the system).
 const FILL: f64 = 0.85;
@@ -236,38 +237,32 @@ pub fn shared_scale(rows: &[HeatRow]) -> f64 {
         .fold(1.0, f64::max)
 }
 
-/// Curves of both runs on the depth axis: per pair, A solid and B dashed in the pair's colour.
+/// Curves of both runs on the depth axis as the exported figure draws them ([`compare_curves`]): per pair, A
+/// solid and B dashed in the source's colour; labels with `->` (the app's font has no arrow).
 fn curve_lines(
     a: &CompareSide,
     b: &CompareSide,
 ) -> Vec<(String, Color32, LineStyle, Vec<[f64; 2]>)> {
-    let mut out = Vec::new();
-    for (i, (s, t)) in crate::flow::sweep::record_pairs(&a.records)
+    let FigureData::Curves(c) = compare_curves(&a.records, a.layers, &b.records, b.layers) else {
+        return Vec::new();
+    };
+    let pairs = crate::flow::sweep::record_pairs(&a.records);
+    c.series
         .into_iter()
-        .enumerate()
-    {
-        let series = Series {
-            name: format!("{s} -> {t}"),
-            source: s.clone(),
-            target: t.clone(),
-            points: Vec::new(),
-        };
-        let (color, _) = series_look(&series, i);
-        for (side, run, style) in [
-            ("A", a, LineStyle::Solid),
-            ("B", b, LineStyle::Dashed { length: 8.0 }),
-        ] {
-            let mut pts: Vec<[f64; 2]> = run
-                .records
+        .map(|s| {
+            let i = pairs
                 .iter()
-                .filter(|r| r.source == s && r.target == t)
-                .map(|r| [depth(r.layer, run.layers), f64::from(r.rel_change)])
-                .collect();
-            pts.sort_by(|x, y| x[0].total_cmp(&y[0]));
-            out.push((format!("{side}: {s} -> {t}"), color, style, pts));
-        }
-    }
-    out
+                .position(|(p, _)| *p == s.group_key)
+                .unwrap_or(0);
+            let pts = s.x.iter().zip(&s.y).map(|(&x, &y)| [x, y]).collect();
+            (
+                s.label.replace('→', "->"),
+                source_color(&s.group_key, i),
+                plot_style(s.style),
+                pts,
+            )
+        })
+        .collect()
 }
 
 /// The window a comparison starts with: a quarter of A's depth, as the protocol's 9 of 36 layers (at least
@@ -536,17 +531,10 @@ impl Panel for ComparePanel {
                             .filter(|d| d.source == s && d.target == t)
                             .map(|d| [d.depth, d.b_minus_a])
                             .collect();
-                        let series = Series {
-                            name: String::new(),
-                            source: s.clone(),
-                            target: t.clone(),
-                            points: Vec::new(),
-                        };
-                        let (color, style) = series_look(&series, i);
                         plot.line(
                             Line::new(format!("B - A: {s} -> {t}"), PlotPoints::from(pts))
-                                .color(color)
-                                .style(style)
+                                .color(source_color(&s, i))
+                                .style(plot_style(target_style(&t)))
                                 .width(2.0),
                         );
                     }
@@ -575,7 +563,7 @@ impl Panel for ComparePanel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::export::data::compare_tests::rec;
+    use crate::export::data::tests::rec;
 
     fn side(layers: usize, recs: Vec<SweepRecord>) -> CompareSide {
         CompareSide {
@@ -662,12 +650,12 @@ mod tests {
         let a = side(
             3,
             vec![
-                rec("audio", 0, -10.0),
-                rec("audio", 1, -40.0),
-                rec("audio", 2, 0.0),
+                rec("audio", "last", 0, -10.0),
+                rec("audio", "last", 1, -40.0),
+                rec("audio", "last", 2, 0.0),
             ],
         );
-        let b = side(5, (0..5).map(|l| rec("audio", l, 20.0)).collect());
+        let b = side(5, (0..5).map(|l| rec("audio", "last", l, 20.0)).collect());
         let rows = heat_rows(&a, &b);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].label, "A: audio -> last");

@@ -74,18 +74,29 @@ pub fn series_color(i: usize) -> Color32 {
     Color32::from_rgb(r, g, b)
 }
 
-/// As the exported figures draw a pair: the source group's colour, the stroke by target (solid into
-/// `last`, dashed into `question`).
-pub fn series_look(s: &Series, i: usize) -> (Color32, LineStyle) {
-    let color = palette::group_rgb(&s.source)
+/// A source's colour as the exported figures draw it: its group's, else the `i`-th free colour.
+pub fn source_color(source: &str, i: usize) -> Color32 {
+    palette::group_rgb(source)
         .map(|[r, g, b]| Color32::from_rgb(r, g, b))
-        .unwrap_or_else(|| series_color(i));
-    let style = match target_style(&s.target) {
+        .unwrap_or_else(|| series_color(i))
+}
+
+/// An exported figure's line style as the app's plots draw it.
+pub fn plot_style(style: crate::export::LineStyle) -> LineStyle {
+    match style {
         crate::export::LineStyle::Solid => LineStyle::Solid,
         crate::export::LineStyle::Dashed => LineStyle::Dashed { length: 8.0 },
         crate::export::LineStyle::Dotted => LineStyle::Dotted { spacing: 4.0 },
-    };
-    (color, style)
+    }
+}
+
+/// As the exported figures draw a pair: the source group's colour, the stroke by target (solid into
+/// `last`, dashed into `question`).
+pub fn series_look(s: &Series, i: usize) -> (Color32, LineStyle) {
+    (
+        source_color(&s.source, i),
+        plot_style(target_style(&s.target)),
+    )
 }
 
 /// Progress text: `6 / 15 windows · about 12 s left`.
@@ -225,20 +236,7 @@ impl Panel for SweepPanel {
 mod tests {
     use super::*;
 
-    fn rec(s: &str, t: &str, layer: usize, rel: f32) -> SweepRecord {
-        SweepRecord {
-            source: s.into(),
-            target: t.into(),
-            layer,
-            start: layer,
-            end: layer + 1,
-            prob: 0.0,
-            base_prob: 0.0,
-            rel_change: rel,
-            top1_id: 0,
-            token_id: 0,
-        }
-    }
+    use crate::export::data::tests::rec;
 
     #[test]
     fn pairs_follow_the_prompt() {

@@ -57,24 +57,30 @@ impl PipelineGolden {
 
     /// `avflow prepare` arguments with the media paths made absolute.
     pub fn args(&self) -> Vec<std::ffi::OsString> {
-        let media = fixtures().join("media");
-        let args: Vec<&str> = self.meta["args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap())
-            .collect();
-        let mut out = Vec::new();
-        for (i, a) in args.iter().enumerate() {
-            let is_path = i > 0 && matches!(args[i - 1], "--video" | "--audio" | "--image");
-            out.push(if is_path {
-                media.join(a).into_os_string()
-            } else {
-                a.into()
-            });
-        }
-        out
+        media_args(&self.meta["args"])
     }
+}
+
+/// A golden's `args` (a JSON array of `avflow prepare` arguments, media paths relative to
+/// `tests/fixtures/media`) with the media paths made absolute.
+pub fn media_args(args: &serde_json::Value) -> Vec<std::ffi::OsString> {
+    let media = fixtures().join("media");
+    let args: Vec<&str> = args
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let mut out = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let is_path = i > 0 && matches!(args[i - 1], "--video" | "--audio" | "--image");
+        out.push(if is_path {
+            media.join(a).into_os_string()
+        } else {
+            a.into()
+        });
+    }
+    out
 }
 
 /// What `check_pipeline` leaves for case-specific checks.

@@ -10,7 +10,7 @@ use crate::session::{AnswerSpec, KnockoutSpec, Watch};
 use crate::ui::answer::{ANSWER_FIELD, GENERATE_BUTTON, OPTIONS_FIELD};
 use crate::ui::tokens::quoted;
 
-use super::test_support::{require_demo, step_until};
+use super::test_support::{require_demo, step_until, type_into};
 use super::AvflowApp;
 
 type Harness<'a> = egui_kittest::Harness<'a, AvflowApp>;
@@ -24,13 +24,6 @@ fn knockout_with(
     super::test_support::knockout_shown(harness, &format!("{token:?} / {answers:?}"), |s| {
         s.token == token && &s.answers == answers
     })
-}
-
-fn type_into(harness: &mut Harness<'_>, label: &str, text: &str) {
-    harness.get_by_label(label).focus();
-    harness.step();
-    harness.get_by_label(label).type_text(text);
-    harness.step();
 }
 
 #[test]

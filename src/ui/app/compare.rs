@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use candle_core::DType;
 
-use crate::model::ModelSource;
+use crate::model::{LoadOptions, ModelSource};
 use crate::prompt::Selector;
 use crate::session::{KnockoutSpec, SweepSpec};
 use crate::ui::compare::{scaled_spec, CompareAction, CompareSide, MemoryPlan};
@@ -50,29 +50,15 @@ pub(super) struct CompareRunner {
     reload: Option<(String, PathBuf)>,
 }
 
-/// Bytes per weight of a summary's dtype name.
-fn dtype_bytes(name: &str) -> u64 {
-    match name {
-        "f64" => 8,
-        "f32" => 4,
-        _ => 2,
-    }
-}
-
-/// B's weights in bytes as it would load (its own dtype under auto), where B is a local folder; `None`
-/// for a hub id (reading its size could mean downloading it).
-fn weight_bytes(source: &str, dtype: DType, auto_dtype: bool) -> Option<u64> {
+/// B's weights in bytes as it would load (in its own dtype under `--dtype auto`, as the loader picks it),
+/// where B is a local folder; `None` for a hub id (reading its size could mean downloading it).
+fn weight_bytes(source: &str, opts: &LoadOptions) -> Option<u64> {
     let dir = Path::new(source);
     if !dir.join("config.json").is_file() {
         return None;
     }
     let resolved = crate::model::resolve(&ModelSource::parse(source).ok()?).ok()?;
-    let dtype = if auto_dtype {
-        crate::model::checkpoint_dtype(dir).unwrap_or(dtype)
-    } else {
-        dtype
-    };
-    Some(resolved.parameters() as u64 * dtype.size_in_bytes() as u64)
+    Some(resolved.parameters() as u64 * opts.dtype_for(dir).size_in_bytes() as u64)
 }
 
 impl AvflowApp {
@@ -89,9 +75,15 @@ impl AvflowApp {
     }
 
     fn memory_plan(&self, a: Option<&ModelSummary>, b: &str) -> MemoryPlan {
+        let mut opts = LoadOptions::new(self.dtype, &self.device);
+        opts.auto_dtype = self.auto_dtype;
         MemoryPlan {
-            a_bytes: a.map_or(0, |m| m.parameters as u64 * dtype_bytes(&m.dtype)),
-            b_bytes: weight_bytes(b, self.dtype, self.auto_dtype),
+            // The summary names the dtype A loaded in (`DType::as_str`).
+            a_bytes: a.map_or(0, |m| {
+                let bytes = m.dtype.parse::<DType>().map_or(2, |d| d.size_in_bytes());
+                m.parameters as u64 * bytes as u64
+            }),
+            b_bytes: weight_bytes(b, &opts),
             free: crate::session::budget::available_memory(&self.device),
         }
     }

@@ -14,7 +14,9 @@ use crate::prompt::Selector;
 use crate::session::{KnockoutSpec, Session, SweepSpec, Watch};
 use crate::ui::compare::scaled_spec;
 
-use super::test_support::{demo_app, require_demo, require_fixture, save_screenshot, step_until};
+use super::test_support::{
+    demo_app, require_demo, require_fixture, save_screenshot, step_until, type_into,
+};
 use super::AvflowApp;
 
 type Harness = egui_kittest::Harness<'static, AvflowApp>;
@@ -44,13 +46,6 @@ fn open_b_session() -> Session {
         &candle_core::Device::Cpu,
     )
     .expect("open B")
-}
-
-fn type_into(harness: &mut Harness, label: &str, text: &str) {
-    harness.get_by_label(label).focus();
-    harness.step();
-    harness.get_by_label(label).type_text(text);
-    harness.step();
 }
 
 /// The Compare pane with B's model and inputs typed in (and "Run B after A" ticked when `sequential`),

@@ -51,6 +51,15 @@ pub fn demo_options() -> AppOptions {
 }
 
 /// A pointer drag from `a` to `b` in a few moves, one frame each.
+/// Types `text` into the field labelled `label` (focused first, as a click would).
+pub fn type_into(harness: &mut egui_kittest::Harness<'_, AvflowApp>, label: &str, text: &str) {
+    use egui_kittest::kittest::Queryable;
+    harness.get_by_label(label).focus();
+    harness.step();
+    harness.get_by_label(label).type_text(text);
+    harness.step();
+}
+
 pub fn drag(harness: &mut egui_kittest::Harness<'_, AvflowApp>, a: egui::Pos2, b: egui::Pos2) {
     harness.hover_at(a);
     harness.drag_at(a);
