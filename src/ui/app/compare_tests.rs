@@ -12,7 +12,7 @@ use egui_kittest::kittest::Queryable;
 use crate::flow::SweepRecord;
 use crate::prompt::Selector;
 use crate::session::{KnockoutSpec, Session, SweepSpec, Watch};
-use crate::ui::compare::scaled_spec;
+use crate::ui::compare::{scaled_spec, CompareSide};
 
 use super::test_support::{
     demo_app, require_demo, require_fixture, save_screenshot, step_until, type_into,
@@ -110,6 +110,12 @@ fn same_records(what: &str, got: &[SweepRecord], want: &[SweepRecord]) {
     assert_eq!(got.len(), want.len(), "{what}: records");
 }
 
+/// The pane's sweeps of A and B each equal the library's on its own model.
+fn same_sweeps(a_lib: &mut Session, a: &CompareSide, b_lib: &mut Session, b: &CompareSide) {
+    same_records("A", &a.records, &library_sweep(a_lib, a.window, &a.records));
+    same_records("B", &b.records, &library_sweep(b_lib, b.window, &b.records));
+}
+
 fn run_comparison(harness: &mut Harness) {
     harness.get_by_label("Compare sweeps").click();
     harness.run_steps(2);
@@ -164,16 +170,7 @@ fn compare_omni_and_salmonn_on_one_depth_axis() {
     let (a, b) = (cmp.a.expect("A's side"), cmp.b.expect("B's side"));
     assert_eq!(a.window, crate::ui::compare::default_window(a_layers));
     assert_eq!((a.layers, b.layers), (a_layers, b_layers));
-    same_records(
-        "A",
-        &a.records,
-        &library_sweep(&mut a_lib, a.window, &a.records),
-    );
-    same_records(
-        "B",
-        &b.records,
-        &library_sweep(&mut b_lib, b.window, &b.records),
-    );
+    same_sweeps(&mut a_lib, &a, &mut b_lib, &b);
     assert_eq!(
         crate::flow::sweep::record_pairs(&a.records),
         crate::flow::sweep::record_pairs(&b.records)
@@ -255,16 +252,7 @@ fn b_runs_after_a_with_one_model_in_memory() {
     let mut a_lib = demo.open_session();
     let mut b_lib = open_b_session();
     let (a, b) = (cmp.a.expect("A"), cmp.b.expect("B"));
-    same_records(
-        "A",
-        &a.records,
-        &library_sweep(&mut a_lib, a.window, &a.records),
-    );
-    same_records(
-        "B",
-        &b.records,
-        &library_sweep(&mut b_lib, b.window, &b.records),
-    );
+    same_sweeps(&mut a_lib, &a, &mut b_lib, &b);
     // A's knockout was kept for the pane and run in B at the same depth.
     assert_eq!(cmp.a_knockout.as_ref().unwrap().spec, spec);
     let b_spec = scaled_spec(&spec, a.layers, b.layers);
